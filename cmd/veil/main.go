@@ -1,0 +1,87 @@
+// Command veil is Veil's single binary: `veil dev` runs the whole pipeline on
+// one machine; `veil collector`, `veil worker` and `veil migrate` are the
+// production roles, each configured from one file.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"go.uber.org/zap"
+
+	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/devstack"
+)
+
+type roleFlags struct {
+	Config string `required:"" type:"existingfile" help:"Configuration file (YAML)."`
+}
+
+type cli struct {
+	Dev struct {
+		Listen  string `default:"127.0.0.1:8080" help:"Collector address."`
+		DataDir string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
+	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
+	Collector roleFlags `cmd:"" help:"Run the HTTP collector."`
+	Worker    roleFlags `cmd:"" help:"Run a worker of the consumer group."`
+	Migrate   roleFlags `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
+}
+
+func main() {
+	var c cli
+	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, kctx.Command(), &c); err != nil {
+		fmt.Fprintln(os.Stderr, "veil:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cmd string, c *cli) error {
+	var cfg app.Config
+	if cmd == "dev" {
+		cfg = app.DefaultConfig()
+		cfg.Log.Format = "console"
+	} else {
+		var err error
+		if cfg, err = app.Load(roleConfig(cmd, c)); err != nil {
+			return err
+		}
+	}
+	log, err := app.NewLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	deps := app.Deps{Logger: log, Registry: app.NewRegistry()}
+	switch cmd {
+	case "dev":
+		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout}, log, deps.Registry)
+	case "collector":
+		return app.RunCollector(ctx, cfg, deps, nil)
+	case "worker":
+		return app.RunWorker(ctx, cfg, deps, true)
+	case "migrate":
+		if err := app.Migrate(ctx, cfg, deps); err != nil {
+			return err
+		}
+		log.Info("migrations applied", zap.String("database", cfg.Sink.Database))
+		return nil
+	}
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func roleConfig(cmd string, c *cli) string {
+	switch cmd {
+	case "collector":
+		return c.Collector.Config
+	case "worker":
+		return c.Worker.Config
+	}
+	return c.Migrate.Config
+}

@@ -1,0 +1,52 @@
+// Package enrich is the worker's enrichment stage: it moves what the SDK
+// said about the client into typed columns and fills in, from the request's
+// IP and user agent, what the SDK did not say.
+package enrich
+
+import (
+	"encoding/json"
+
+	"github.com/veilhq/veil/event"
+)
+
+// promoted maps SDK properties to the typed columns they fill. The property
+// is removed once promoted: the column is its one home.
+var promoted = []struct {
+	prop string
+	dst  func(ev *event.Event) *string
+}{
+	{"$browser", func(ev *event.Event) *string { return &ev.Device.Browser }},
+	{"$browser_version", func(ev *event.Event) *string { return &ev.Device.BrowserVersion }},
+	{"$os", func(ev *event.Event) *string { return &ev.Device.OS }},
+	{"$device", func(ev *event.Event) *string { return &ev.Device.Device }},
+	{"mp_lib", func(ev *event.Event) *string { return &ev.Device.Lib }},
+	{"$lib_version", func(ev *event.Event) *string { return &ev.Device.LibVersion }},
+	{"$city", func(ev *event.Event) *string { return &ev.Geo.City }},
+	{"$region", func(ev *event.Event) *string { return &ev.Geo.Region }},
+	{"mp_country_code", func(ev *event.Event) *string { return &ev.Geo.CountryCode }},
+}
+
+// Promote moves SDK-provided device, library and geo properties into ev's
+// typed fields. Values the SDK set explicitly win over anything derived
+// later, as in Mixpanel.
+func Promote(ev *event.Event) {
+	for _, p := range promoted {
+		v, ok := ev.Properties[p.prop]
+		if !ok {
+			continue
+		}
+		switch x := v.(type) {
+		case string:
+			*p.dst(ev) = x
+		case json.Number:
+			*p.dst(ev) = x.String()
+		case bool:
+			if x {
+				*p.dst(ev) = "true"
+			} else {
+				*p.dst(ev) = "false"
+			}
+		}
+		delete(ev.Properties, p.prop)
+	}
+}

@@ -1,0 +1,154 @@
+// Package event holds what the collector and the worker share: the Envelope
+// that travels through Kafka and the Event the worker's stages transform.
+//
+// The collector is the only writer of envelopes and the worker the only
+// reader; keeping the type here, away from both, is what lets data flow one
+// way (collector → Kafka → worker) without either importing the other.
+package event
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// EnvelopeVersion is the version of the envelope format written to Kafka.
+// A worker refuses (dead-letters) envelopes of a version it does not know,
+// so a format change must bump it and keep reading the old one.
+const EnvelopeVersion = 1
+
+// Kind says which Mixpanel endpoint family an event came through.
+type Kind uint8
+
+// The kinds of event Veil ingests.
+const (
+	KindTrack  Kind = 1 // /track and /import: behavioural events
+	KindEngage Kind = 2 // /engage: user profile updates
+	KindGroups Kind = 3 // /groups: group profile updates
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTrack:
+		return "track"
+	case KindEngage:
+		return "engage"
+	case KindGroups:
+		return "groups"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Valid reports whether k is one of the known kinds.
+func (k Kind) Valid() bool { return k >= KindTrack && k <= KindGroups }
+
+// Signals are the privacy choices the request carried. The collector only
+// records them; the worker's policy stage decides what they mean.
+type Signals struct {
+	DNT    bool `json:"dnt,omitempty"`    // DNT: 1 header
+	GPC    bool `json:"gpc,omitempty"`    // Sec-GPC: 1 header
+	OptOut bool `json:"optout,omitempty"` // the opt-out cookie was present
+	// NoGeo is set when the request asked for no IP geolocation (ip=0).
+	NoGeo bool `json:"nogeo,omitempty"`
+}
+
+// Envelope is one event as the collector writes it to the raw topic: the
+// normalised Mixpanel object plus the request context the worker needs.
+//
+// It carries the raw client IP and identifiers, so it exists only in the
+// collector's memory, the raw topic (short retention) and the worker's memory.
+type Envelope struct {
+	Version    int     `json:"v"`
+	Kind       Kind    `json:"kind"`
+	Project    string  `json:"project"`
+	Endpoint   string  `json:"endpoint"`
+	ReceivedAt int64   `json:"received_at"` // Unix milliseconds
+	IP         string  `json:"ip,omitempty"`
+	UserAgent  string  `json:"ua,omitempty"`
+	Signals    Signals `json:"signals"`
+	RequestID  string  `json:"request_id,omitempty"`
+	// Event is the normalised Mixpanel object: for KindTrack
+	// {"event": name, "properties": {...}} with distinct_id, time (Unix ms)
+	// and $insert_id always present in properties.
+	Event json.RawMessage `json:"event"`
+}
+
+// Key is the Kafka message key of an event: project and distinct_id, so that
+// one user's events stay ordered in one partition.
+func Key(project, distinctID string) []byte {
+	b := make([]byte, 0, len(project)+1+len(distinctID))
+	b = append(b, project...)
+	b = append(b, 0)
+	b = append(b, distinctID...)
+	return b
+}
+
+// Geo is what IP geolocation found.
+type Geo struct {
+	CountryCode string
+	Region      string
+	City        string
+}
+
+// Device is what the user agent (or the SDK) says about the client.
+type Device struct {
+	Browser        string
+	BrowserVersion string
+	OS             string
+	Device         string
+	Lib            string
+	LibVersion     string
+	Bot            bool
+}
+
+// Provenance records what the privacy engine did to an event, so every row
+// can say which policy applied and which transforms fired.
+type Provenance struct {
+	PolicyVersion uint32
+	KeyEpoch      uint32
+	Consent       []string // consent signals seen: "dnt", "gpc", "optout"
+	Transforms    []string // transforms that fired, e.g. "ip_dropped", "pii_scrubbed"
+}
+
+// Event is one event inside the worker. Stages mutate it in place: policy
+// decides whether it is kept, enrichment fills Geo and Device,
+// de-identification replaces identifiers and scrubs Properties.
+type Event struct {
+	Kind       Kind
+	Project    string
+	Endpoint   string
+	Name       string // event name; for profile updates, the operation ("$set")
+	DistinctID string
+	InsertID   string
+	Time       time.Time
+	ReceivedAt time.Time
+	Properties map[string]any
+
+	IP        netip.Addr // zero when unknown or dropped
+	UserAgent string
+	Signals   Signals
+
+	Geo        Geo
+	Device     Device
+	Provenance Provenance
+}
+
+// DropReason says why a stage dropped an event. The set is fixed so that it
+// can be a metric label.
+type DropReason string
+
+// The reasons an event is dropped on purpose.
+const (
+	Keep          DropReason = ""
+	DropOptOut    DropReason = "optout"
+	DropDNT       DropReason = "dnt"
+	DropGPC       DropReason = "gpc"
+	DropBot       DropReason = "bot"
+	DropInvalid   DropReason = "invalid"
+	DropDeleted   DropReason = "deleted_user"
+	DropUnknownPj DropReason = "unknown_project"
+)
+
+// DropReasons lists every DropReason, for pre-creating metric series.
+var DropReasons = []DropReason{DropOptOut, DropDNT, DropGPC, DropBot, DropInvalid, DropDeleted, DropUnknownPj}

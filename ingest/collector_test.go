@@ -1,0 +1,406 @@
+package ingest
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/veilhq/veil/event"
+)
+
+// fakeProducer records what the collector produces and fails on demand.
+type fakeProducer struct {
+	mu   sync.Mutex
+	msgs []kafka.Message
+	err  error
+}
+
+func (f *fakeProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	f.msgs = append(f.msgs, msgs...)
+	return nil
+}
+
+func (f *fakeProducer) envelopes(t *testing.T) []event.Envelope {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []event.Envelope
+	for _, m := range f.msgs {
+		var env event.Envelope
+		if err := json.Unmarshal(m.Value, &env); err != nil {
+			t.Fatalf("produced value is not an envelope: %v", err)
+		}
+		out = append(out, env)
+	}
+	return out
+}
+
+var fixedNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func newTestCollector(t testing.TB, mutate func(*Config)) (*Collector, *fakeProducer, *prometheus.Registry) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Projects = []Project{{Name: "shop", Token: "tok-shop", Secret: "sec-shop"}}
+	cfg.TrustedProxies = []string{"10.0.0.0/8"}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	p := &fakeProducer{}
+	reg := prometheus.NewRegistry()
+	c, err := New(cfg, "veil.events.raw", Deps{Producer: p, Metrics: reg, Gatherer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return fixedNow }
+	return c, p, reg
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+type response struct {
+	status int
+	body   string
+	header http.Header
+}
+
+func do(t *testing.T, c *Collector, req *http.Request) response {
+	t.Helper()
+	if req.RemoteAddr == "" || req.RemoteAddr == "192.0.2.1:1234" { // httptest's default
+		req.RemoteAddr = "198.51.100.20:5555"
+	}
+	rec := httptest.NewRecorder()
+	c.Handler().ServeHTTP(rec, req)
+	b, _ := io.ReadAll(rec.Result().Body)
+	return response{rec.Code, string(b), rec.Result().Header}
+}
+
+func form(path, body string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
+
+const (
+	evA = `{"event":"signup","properties":{"token":"tok-shop","distinct_id":"u-1","time":1795348800,"plan":"pro"}}`
+	evB = `{"event":"view","properties":{"token":"tok-shop","distinct_id":42,"time":1795348800123,"$insert_id":"abc-123"}}`
+)
+
+func TestTrackAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		req    func() *http.Request
+		events int
+	}{
+		{"GET base64 one event", func() *http.Request {
+			return httptest.NewRequest(http.MethodGet, "/track?data="+url.QueryEscape(b64(evA)), nil)
+		}, 1},
+		{"GET trailing slash", func() *http.Request {
+			return httptest.NewRequest(http.MethodGet, "/track/?data="+url.QueryEscape(b64(evA)), nil)
+		}, 1},
+		{"POST form base64 array", func() *http.Request {
+			return form("/track", "data="+url.QueryEscape(b64("["+evA+","+evB+"]")))
+		}, 2},
+		{"POST form base64 with unescaped plus", func() *http.Request {
+			// The Node library leaves '+' unescaped; a form decoder makes it ' '.
+			return form("/track", "data="+b64(`{"event":"a>>>b","properties":{"token":"tok-shop","k":"~~~~>>>"}}`))
+		}, 1},
+		{"POST form raw JSON data", func() *http.Request {
+			return form("/track", "data="+url.QueryEscape("["+evA+"]"))
+		}, 1},
+		{"POST JSON body", func() *http.Request {
+			r := httptest.NewRequest(http.MethodPost, "/track", strings.NewReader("["+evA+","+evB+"]"))
+			r.Header.Set("Content-Type", "application/json")
+			return r
+		}, 2},
+		{"POST text/plain beacon form", func() *http.Request {
+			r := httptest.NewRequest(http.MethodPost, "/track", strings.NewReader("data="+url.QueryEscape(b64(evA))))
+			r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+			return r
+		}, 1},
+		{"URL-safe base64 without padding", func() *http.Request {
+			return httptest.NewRequest(http.MethodGet, "/track?data="+base64.RawURLEncoding.EncodeToString([]byte(evB)), nil)
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, p, _ := newTestCollector(t, nil)
+			resp := do(t, c, tt.req())
+			if resp.status != 200 || resp.body != "1" {
+				t.Fatalf("got %d %q, want 200 \"1\"", resp.status, resp.body)
+			}
+			if got := len(p.envelopes(t)); got != tt.events {
+				t.Fatalf("produced %d events, want %d", got, tt.events)
+			}
+		})
+	}
+}
+
+func TestTrackEnvelope(t *testing.T) {
+	c, p, _ := newTestCollector(t, nil)
+	req := form("/track?ip=0", "data="+url.QueryEscape(b64("["+evA+","+evB+"]")))
+	req.Header.Set("DNT", "1")
+	req.Header.Set("Sec-GPC", "1")
+	req.Header.Set("User-Agent", "Mozilla/5.0 test")
+	req.AddCookie(&http.Cookie{Name: "veil_optout", Value: "1"})
+	if resp := do(t, c, req); resp.body != "1" {
+		t.Fatalf("body %q", resp.body)
+	}
+	envs := p.envelopes(t)
+	if len(envs) != 2 {
+		t.Fatalf("%d envelopes", len(envs))
+	}
+	env := envs[0]
+	if env.Project != "shop" || env.Kind != event.KindTrack || env.IP != "198.51.100.20" || env.UserAgent != "Mozilla/5.0 test" {
+		t.Errorf("envelope context wrong: %+v", env)
+	}
+	if want := (event.Signals{DNT: true, GPC: true, OptOut: true, NoGeo: true}); env.Signals != want {
+		t.Errorf("signals %+v, want %+v", env.Signals, want)
+	}
+	if env.ReceivedAt != fixedNow.UnixMilli() {
+		t.Errorf("received_at %d", env.ReceivedAt)
+	}
+	var ev event.Event
+	if err := event.Decode(mustJSON(t, env), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Name != "signup" || ev.DistinctID != "u-1" || ev.Time.UnixMilli() != 1795348800000 || len(ev.InsertID) != 32 {
+		t.Errorf("normalised event wrong: %+v", ev)
+	}
+	if _, ok := ev.Properties["token"]; ok {
+		t.Error("token was not removed from the properties")
+	}
+	if ev.Properties["plan"] != "pro" {
+		t.Errorf("properties %v", ev.Properties)
+	}
+	if err := event.Decode(mustJSON(t, envs[1]), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.DistinctID != "42" || ev.InsertID != "abc-123" || ev.Time.UnixMilli() != 1795348800123 {
+		t.Errorf("second event wrong: %+v", ev)
+	}
+	if got := string(p.msgs[0].Key); got != "shop\x00u-1" {
+		t.Errorf("key %q", got)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDeterministicInsertID(t *testing.T) {
+	c, p, _ := newTestCollector(t, nil)
+	for i := 0; i < 2; i++ {
+		do(t, c, form("/track", "data="+url.QueryEscape(b64(evA))))
+	}
+	envs := p.envelopes(t)
+	var a, b event.Event
+	_ = event.Decode(mustJSON(t, envs[0]), &a)
+	_ = event.Decode(mustJSON(t, envs[1]), &b)
+	if a.InsertID == "" || a.InsertID != b.InsertID {
+		t.Fatalf("a replayed request got insert ids %q and %q", a.InsertID, b.InsertID)
+	}
+}
+
+func TestTrackRejects(t *testing.T) {
+	tooMany := make([]string, 2001)
+	for i := range tooMany {
+		tooMany[i] = evA
+	}
+	// Three levels of objects under a property are allowed; a fourth is not.
+	deep := `{"event":"e","properties":{"token":"tok-shop","a":{"b":{"c":{"d":{"e":1}}}}}}`
+	longArr := `{"event":"e","properties":{"token":"tok-shop","a":[` + strings.Repeat("1,", 255) + `1]}}`
+	tests := []struct {
+		name       string
+		req        *http.Request
+		status     int
+		verboseErr string // substring of the verbose error
+		produced   int
+		reason     string
+	}{
+		{"malformed base64", form("/track?verbose=1", "data=%%%not-base64!!"), 200, "", 0, reasonMalformed},
+		{"base64 of non-JSON", form("/track?verbose=1", "data="+url.QueryEscape(b64("hello"))), 200, "data must be a JSON object or array", 0, reasonMalformed},
+		{"invalid JSON", form("/track?verbose=1", "data="+url.QueryEscape(b64(`[{"event":`))), 200, "data is not valid JSON", 0, reasonMalformed},
+		{"no data", form("/track?verbose=1", ""), 200, "no data parameter", 0, reasonMalformed},
+		{"missing event name among valid", form("/track?verbose=1", "data="+url.QueryEscape(b64(`[`+evA+`,{"properties":{"token":"tok-shop"}},`+evB+`]`))), 200, "event 1: event: event name is missing", 2, reasonMissingEvent},
+		{"unknown token", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"nope"}}`))), 200, "unknown project token", 0, reasonUnknownToken},
+		{"too old for track", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","time":1000000000}}`))), 200, "older than 5 days; send historical events to /import", 0, reasonTooOld},
+		{"too far ahead", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","time":1895348800}}`))), 200, "in the future", 0, reasonTooNew},
+		{"nested too deep", form("/track?verbose=1", "data="+url.QueryEscape(b64(deep))), 200, "nested more than 3 levels deep", 0, reasonTooDeep},
+		{"array too long", form("/track?verbose=1", "data="+url.QueryEscape(b64(longArr))), 200, "list has 255 items or more", 0, reasonArrayTooLong},
+		{"bad insert id", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","$insert_id":"has space"}}`))), 200, "$insert_id must be", 0, reasonInvalidInsertID},
+		{"too many events", form("/track?verbose=1", "data="+url.QueryEscape(b64("["+strings.Join(tooMany, ",")+"]"))), 413, "more than 2000 events", 0, reasonTooManyEvents},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, p, reg := newTestCollector(t, nil)
+			resp := do(t, c, tt.req)
+			if resp.status != tt.status {
+				t.Fatalf("status %d, want %d (%s)", resp.status, tt.status, resp.body)
+			}
+			var v struct {
+				Status int     `json:"status"`
+				Error  *string `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(resp.body), &v); err != nil {
+				t.Fatalf("verbose answer is not JSON: %q", resp.body)
+			}
+			if v.Status != 0 || v.Error == nil || !strings.Contains(*v.Error, tt.verboseErr) {
+				t.Fatalf("verbose answer %q does not name %q", resp.body, tt.verboseErr)
+			}
+			if got := len(p.envelopes(t)); got != tt.produced {
+				t.Fatalf("produced %d, want %d", got, tt.produced)
+			}
+			if n := testutil.ToFloat64(metricVec(t, reg, "veil_collector_events_rejected_total", tt.reason)); n < 1 {
+				t.Fatalf("rejection reason %s not counted", tt.reason)
+			}
+		})
+	}
+}
+
+func TestTrackNonVerboseAnswersZero(t *testing.T) {
+	c, _, _ := newTestCollector(t, nil)
+	resp := do(t, c, form("/track", "data=!!!"))
+	if resp.status != 200 || resp.body != "0" {
+		t.Fatalf("got %d %q, want 200 \"0\"", resp.status, resp.body)
+	}
+}
+
+func TestTrackBodyTooLarge(t *testing.T) {
+	c, _, _ := newTestCollector(t, func(c *Config) { c.Limits.MaxBodyBytes = 100 })
+	resp := do(t, c, form("/track", "data="+strings.Repeat("A", 200)))
+	if resp.status != http.StatusRequestEntityTooLarge || resp.body != "0" {
+		t.Fatalf("got %d %q", resp.status, resp.body)
+	}
+}
+
+func TestTrackKafkaDown(t *testing.T) {
+	c, p, reg := newTestCollector(t, nil)
+	p.err = errors.New("kafka: leader not available")
+	resp := do(t, c, form("/track?verbose=1", "data="+url.QueryEscape(b64(evA))))
+	if resp.status != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", resp.status)
+	}
+	if resp.header.Get("Retry-After") == "" {
+		t.Error("no Retry-After on 503")
+	}
+	if !strings.Contains(resp.body, `"status":0`) {
+		t.Errorf("body %q", resp.body)
+	}
+	if n := testutil.ToFloat64(metricSingle(t, reg, "veil_collector_produce_errors_total")); n != 1 {
+		t.Errorf("produce errors %v, want 1", n)
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	tests := []struct {
+		remote, xff, want string
+	}{
+		{"198.51.100.20:1", "", "198.51.100.20"},
+		{"198.51.100.20:1", "203.0.113.9", "198.51.100.20"},     // untrusted peer: header ignored
+		{"10.1.2.3:1", "203.0.113.9", "203.0.113.9"},            // trusted proxy
+		{"10.1.2.3:1", "203.0.113.9, 10.9.9.9", "203.0.113.9"},  // chain of trusted proxies
+		{"10.1.2.3:1", "192.0.2.1, 203.0.113.9", "203.0.113.9"}, // left-most is spoofable
+		{"10.1.2.3:1", "garbage", "10.1.2.3"},                   // malformed hop
+		{"[::ffff:198.51.100.7]:1", "", "198.51.100.7"},         // mapped v4
+		{"[2001:db8::1]:1", "", "2001:db8::1"},
+	}
+	c, _, _ := newTestCollector(t, nil)
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/track", nil)
+		r.RemoteAddr = tt.remote
+		if tt.xff != "" {
+			r.Header.Set("X-Forwarded-For", tt.xff)
+		}
+		if got := c.clientIP(r).String(); got != tt.want {
+			t.Errorf("remote %s xff %q: got %s, want %s", tt.remote, tt.xff, got, tt.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"no projects", func(c *Config) { c.Projects = nil }, "collector.projects"},
+		{"bad proxy", func(c *Config) { c.TrustedProxies = []string{"nope"} }, "collector.trusted_proxies[0]"},
+		{"duplicate token", func(c *Config) {
+			c.Projects = append(c.Projects, Project{Name: "b", Token: "t"}, Project{Name: "c", Token: "t"})
+		}, "collector.projects[2].token"},
+		{"zero events", func(c *Config) { c.Limits.MaxEventsPerRequest = 0 }, "collector.limits.max_events_per_request"},
+		{"half tls", func(c *Config) { c.TLSCert = "x" }, "collector.tls_cert"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Projects = []Project{{Name: "a", Token: "ta"}}
+			tt.mutate(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func metricVec(t *testing.T, reg *prometheus.Registry, name, label string) prometheus.Collector {
+	t.Helper()
+	return &gathered{t: t, reg: reg, name: name, label: label}
+}
+
+func metricSingle(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	return metricVec(t, reg, name, "")
+}
+
+// gathered exposes one series of a registry as a collector for testutil.
+type gathered struct {
+	t           *testing.T
+	reg         *prometheus.Registry
+	name, label string
+}
+
+func (g *gathered) Describe(chan<- *prometheus.Desc) {}
+
+func (g *gathered) Collect(ch chan<- prometheus.Metric) {
+	mfs, err := g.reg.Gather()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != g.name {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if g.label != "" && (len(m.Label) == 0 || m.Label[0].GetValue() != g.label) {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(g.name, "", nil, nil), prometheus.CounterValue, m.GetCounter().GetValue())
+			return
+		}
+	}
+	g.t.Fatalf("metric %s{%s} not found", g.name, g.label)
+}

@@ -1,0 +1,109 @@
+// Package app assembles Veil's roles (collector, worker, migrate) from one
+// configuration file. cmd/veil parses flags and calls in here; the stages
+// themselves live in their own packages.
+package app
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/sink"
+	"github.com/veilhq/veil/worker"
+)
+
+// LogConfig chooses the log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json (production) or console
+}
+
+// Config is the whole of Veil's configuration file.
+type Config struct {
+	Log       LogConfig      `yaml:"log"`
+	Kafka     kafkax.Config  `yaml:"kafka"`
+	Collector ingest.Config  `yaml:"collector"`
+	Worker    worker.Config  `yaml:"worker"`
+	Sink      sink.Config    `yaml:"sink"`
+	Admin     AdminConfig    `yaml:"admin"`
+}
+
+// AdminConfig is the worker's operations listener: /metrics, /healthz,
+// /readyz. The collector serves them on its own listener.
+type AdminConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// DefaultConfig returns every section's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Log:       LogConfig{Level: "info", Format: "json"},
+		Kafka:     kafkax.DefaultConfig(),
+		Collector: ingest.DefaultConfig(),
+		Worker:    worker.DefaultConfig(),
+		Sink:      sink.DefaultConfig(),
+		Admin:     AdminConfig{Listen: "127.0.0.1:9464"},
+	}
+}
+
+// Validate checks every section.
+func (c Config) Validate() error {
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		return errors.New("log.format must be json or console")
+	}
+	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {
+		return errors.New("log.level must be debug, info, warn or error")
+	}
+	for _, err := range []error{c.Kafka.Validate(), c.Collector.Validate(), c.Worker.Validate(), c.Sink.Validate()} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Load reads a YAML configuration file over the defaults. Unknown keys are
+// errors, so a typo cannot silently fall back to a default.
+func Load(path string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// NewLogger builds the process logger.
+func NewLogger(c LogConfig) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, errors.New("log.level must be debug, info, warn or error")
+	}
+	var zc zap.Config
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		zc.DisableStacktrace = true
+	} else {
+		zc = zap.NewProductionConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	return zc.Build()
+}

@@ -1,0 +1,175 @@
+package app_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/testsvc"
+)
+
+func TestMain(m *testing.M) {
+	code := testsvc.Main(m)
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// stack is a collector and a worker running against the test services.
+type stack struct {
+	cfg       app.Config
+	collector string
+	stop      func()
+}
+
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	cfg := app.DefaultConfig()
+	cfg.Kafka.Brokers = testsvc.Kafka(t)
+	cfg.Kafka.RawTopic = testsvc.Unique(t, "raw")
+	cfg.Kafka.DLQTopic = testsvc.Unique(t, "dlq")
+	cfg.Kafka.Partitions = 4
+	cfg.Kafka.ReplicationFactor = 1
+	cfg.Worker.GroupID = testsvc.Unique(t, "group")
+	cfg.Sink = testsvc.SinkConfig(t)
+	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	deps := app.Deps{Logger: zaptest.NewLogger(t), Registry: app.NewRegistry()}
+	if err := app.Migrate(ctx, cfg, deps); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- app.RunCollector(ctx, cfg, deps, l) }()
+	go func() { done <- app.RunWorker(ctx, cfg, deps, false) }()
+	s := &stack{cfg: cfg, collector: "http://" + l.Addr().String()}
+	stopped := false
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		for i := 0; i < 2; i++ {
+			if err := <-done; err != nil {
+				t.Errorf("role stopped with error: %v", err)
+			}
+		}
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func post(t *testing.T, collector string, events []map[string]any) string {
+	t.Helper()
+	b, _ := json.Marshal(events)
+	resp, err := http.PostForm(collector+"/track?verbose=1", url.Values{"data": {base64.StdEncoding.EncodeToString(b)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Status int     `json:"status"`
+		Error  *string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if v.Error != nil {
+		return *v.Error
+	}
+	return ""
+}
+
+// TestEndToEnd posts N events over HTTP and reads exactly N rows back.
+func TestEndToEnd(t *testing.T) {
+	s := startStack(t)
+	const batches, perBatch = 10, 50
+	now := time.Now().Unix()
+	for b := 0; b < batches; b++ {
+		events := make([]map[string]any, 0, perBatch)
+		for i := 0; i < perBatch; i++ {
+			events = append(events, map[string]any{
+				"event": "page_view",
+				"properties": map[string]any{
+					"token":       "tok-shop",
+					"distinct_id": fmt.Sprintf("user-%d", i%7),
+					"time":        now,
+					"$insert_id":  fmt.Sprintf("b%d-i%d", b, i),
+					"path":        "/p/" + fmt.Sprint(i),
+				},
+			})
+		}
+		if e := post(t, s.collector, events); e != "" {
+			t.Fatalf("batch %d rejected: %s", b, e)
+		}
+	}
+	conn := testsvc.Conn(t, s.cfg.Sink)
+	q := "SELECT count() FROM " + s.cfg.Sink.Database + ".events"
+	testsvc.Eventually(t, 30*time.Second, "all rows stored", func() bool { return testsvc.Count(t, conn, q) >= batches*perBatch })
+	// Let any stray duplicate land before counting exactly.
+	time.Sleep(500 * time.Millisecond)
+	if n := testsvc.Count(t, conn, q); n != batches*perBatch {
+		t.Fatalf("%d rows, want exactly %d", n, batches*perBatch)
+	}
+	if n := testsvc.Count(t, conn, "SELECT uniqExact(distinct_id) FROM "+s.cfg.Sink.Database+".events WHERE project = 'shop' AND event = 'page_view'"); n != 7 {
+		t.Fatalf("%d distinct users, want 7", n)
+	}
+	var props string
+	if err := conn.QueryRow(context.Background(), "SELECT properties FROM "+s.cfg.Sink.Database+".events WHERE insert_id = 'b3-i4'").Scan(&props); err != nil {
+		t.Fatal(err)
+	}
+	if props != `{"path":"/p/4"}` {
+		t.Fatalf("properties %s", props)
+	}
+}
+
+// TestValidEventsBesideInvalidOnesAreKept checks that a malformed event does
+// not cost the valid ones in the same request.
+func TestValidEventsBesideInvalidOnesAreKept(t *testing.T) {
+	s := startStack(t)
+	now := time.Now().Unix()
+	events := []map[string]any{
+		{"event": "ok", "properties": map[string]any{"token": "tok-shop", "distinct_id": "a", "time": now, "$insert_id": "ok-1"}},
+		{"properties": map[string]any{"token": "tok-shop"}},
+		{"event": "ok", "properties": map[string]any{"token": "wrong-token", "distinct_id": "b", "time": now}},
+		{"event": "ok", "properties": map[string]any{"token": "tok-shop", "distinct_id": "c", "time": now, "$insert_id": "ok-2"}},
+	}
+	e := post(t, s.collector, events)
+	if !strings.Contains(e, "event 1: event: event name is missing") || !strings.Contains(e, "event 2: properties.token: unknown project token") {
+		t.Fatalf("error %q does not name both bad events", e)
+	}
+	conn := testsvc.Conn(t, s.cfg.Sink)
+	q := "SELECT count() FROM " + s.cfg.Sink.Database + ".events"
+	testsvc.Eventually(t, 30*time.Second, "valid rows stored", func() bool { return testsvc.Count(t, conn, q) >= 2 })
+	time.Sleep(500 * time.Millisecond)
+	if n := testsvc.Count(t, conn, q); n != 2 {
+		t.Fatalf("%d rows, want 2", n)
+	}
+}

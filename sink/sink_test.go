@@ -1,0 +1,120 @@
+package sink_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/testsvc"
+	"github.com/veilhq/veil/sink"
+)
+
+func TestMain(m *testing.M) { os.Exit(testsvc.Main(m)) }
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	cfg := testsvc.SinkConfig(t)
+	ctx := context.Background()
+	s, err := sink.Open(ctx, cfg, sink.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < 3; i++ {
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	conn := testsvc.Conn(t, cfg)
+	if n := testsvc.Count(t, conn, "SELECT count() FROM "+cfg.Database+".schema_migrations FINAL"); n != uint64(len(sink.Migrations)) {
+		t.Fatalf("%d recorded migrations, want %d", n, len(sink.Migrations))
+	}
+}
+
+func TestWriteAndDeduplicate(t *testing.T) {
+	cfg := testsvc.SinkConfig(t)
+	ctx := context.Background()
+	s, err := sink.Open(ctx, cfg, sink.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Date(2026, 11, 20, 10, 30, 15, 250e6, time.UTC)
+	ev := event.Event{
+		Kind: event.KindTrack, Project: "shop", Name: "purchase", DistinctID: "p-1", InsertID: "ins-1",
+		Time: ts, ReceivedAt: ts.Add(time.Second),
+		Properties: map[string]any{"amount": json.Number("12.50"), "sku": "A-1"},
+		Geo:        event.Geo{CountryCode: "DE", Region: "Berlin", City: "Berlin"},
+		Device:     event.Device{Browser: "Firefox", OS: "Linux", Lib: "web", LibVersion: "2.55.0"},
+		Provenance: event.Provenance{PolicyVersion: 3, KeyEpoch: 1, Consent: []string{"gpc"}, Transforms: []string{"ip_dropped"}},
+	}
+	b := sink.NewBatch()
+	// The same event twice, as a replay would write it, and one other.
+	for _, id := range []string{"ins-1", "ins-1", "ins-2"} {
+		e := ev
+		e.InsertID = id
+		if err := b.Append(&e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Write(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	conn := testsvc.Conn(t, cfg)
+	if n := testsvc.Count(t, conn, "SELECT count() FROM "+cfg.Database+".events FINAL"); n != 2 {
+		t.Fatalf("%d rows after FINAL, want 2 (the replayed row folded)", n)
+	}
+	var (
+		country, props string
+		ms             uint16
+		tm             time.Time
+		transforms     []string
+		policy         uint32
+	)
+	row := conn.QueryRow(ctx, "SELECT country_code, properties, time_ms, time, transforms, policy_version FROM "+cfg.Database+".events WHERE insert_id = 'ins-2'")
+	if err := row.Scan(&country, &props, &ms, &tm, &transforms, &policy); err != nil {
+		t.Fatal(err)
+	}
+	if country != "DE" || props != `{"amount":12.50,"sku":"A-1"}` || ms != 250 || !tm.Equal(ts.Truncate(time.Second)) ||
+		strings.Join(transforms, ",") != "ip_dropped" || policy != 3 {
+		t.Fatalf("row read back wrong: %s %s %d %s %v %d", country, props, ms, tm, transforms, policy)
+	}
+}
+
+func TestCapabilities(t *testing.T) {
+	tests := []struct {
+		major, minor uint64
+		want         sink.Capabilities
+	}{
+		{18, 16, sink.Capabilities{Major: 18, Minor: 16}},
+		{23, 8, sink.Capabilities{Major: 23, Minor: 8, LowCardinality: true, Codecs: true, TTL: true, InsertDedupToken: true}},
+		{21, 3, sink.Capabilities{Major: 21, Minor: 3, LowCardinality: true, Codecs: true, TTL: true}},
+	}
+	for _, tt := range tests {
+		if got := sink.CapabilitiesFor(tt.major, tt.minor); got != tt.want {
+			t.Errorf("%d.%d: %+v, want %+v", tt.major, tt.minor, got, tt.want)
+		}
+	}
+	ddl := strings.Join(sink.Migrations[0].Statements("veil", sink.CapabilitiesFor(23, 8)), "\n")
+	if !strings.Contains(ddl, "LowCardinality(String)") || !strings.Contains(ddl, "CODEC(ZSTD(1))") {
+		t.Errorf("modern DDL lacks LowCardinality or codecs:\n%s", ddl)
+	}
+	old := strings.Join(sink.Migrations[0].Statements("veil", sink.CapabilitiesFor(18, 16)), "\n")
+	if strings.Contains(old, "LowCardinality") || strings.Contains(old, "CODEC") {
+		t.Errorf("18.16 DDL uses features it lacks:\n%s", old)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := sink.DefaultConfig()
+	c.Database = "veil; DROP"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sink.database") {
+		t.Fatalf("got %v", err)
+	}
+}

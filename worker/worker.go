@@ -1,0 +1,341 @@
+// Package worker consumes raw events from Kafka, passes each through the
+// privacy and enrichment stages, and writes the survivors to ClickHouse.
+//
+// Delivery: a Kafka offset is committed only after every message up to it has
+// been written to ClickHouse, written to the dead-letter topic, or dropped by
+// policy and counted. One goroutine processes messages in fetch order and
+// commits after each flush, so what it commits is always contiguous. A crash
+// replays from the last commit; replayed rows are identical and folded by
+// ClickHouse's ReplacingMergeTree (see sink).
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/sink"
+)
+
+// Stage is one step of the per-event pipeline. It transforms ev in place and
+// returns event.Keep, or the reason the event is dropped.
+type Stage interface {
+	Apply(ev *event.Event) event.DropReason
+}
+
+// StageFunc adapts a function to Stage.
+type StageFunc func(ev *event.Event) event.DropReason
+
+// Apply calls f.
+func (f StageFunc) Apply(ev *event.Event) event.DropReason { return f(ev) }
+
+// Config is the worker section of Veil's configuration.
+type Config struct {
+	GroupID string `yaml:"group_id"`
+	// FetchMaxWait bounds how long a fetch waits for data; kafka-go's
+	// default of 10 s would add that much latency at low rates.
+	FetchMaxWait time.Duration `yaml:"fetch_max_wait"`
+	// QueueCapacity is how many fetched messages may wait for processing.
+	QueueCapacity int `yaml:"queue_capacity"`
+	// DrainTimeout bounds the final flush at shutdown.
+	DrainTimeout     time.Duration `yaml:"drain_timeout"`
+	SessionTimeout   time.Duration `yaml:"session_timeout"`
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
+	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
+}
+
+// DefaultConfig returns the worker defaults.
+func DefaultConfig() Config {
+	return Config{
+		GroupID:          "veil-worker",
+		FetchMaxWait:     250 * time.Millisecond,
+		QueueCapacity:    10000,
+		DrainTimeout:     15 * time.Second,
+		SessionTimeout:   10 * time.Second,
+		RebalanceTimeout: 10 * time.Second,
+		Heartbeat:        time.Second,
+	}
+}
+
+// Validate reports the first invalid setting, naming its key.
+func (c Config) Validate() error {
+	switch {
+	case c.GroupID == "":
+		return errors.New("worker.group_id must be set")
+	case c.FetchMaxWait <= 0:
+		return errors.New("worker.fetch_max_wait must be positive")
+	case c.QueueCapacity <= 0:
+		return errors.New("worker.queue_capacity must be positive")
+	case c.DrainTimeout <= 0:
+		return errors.New("worker.drain_timeout must be positive")
+	case c.SessionTimeout <= 0 || c.RebalanceTimeout <= 0 || c.Heartbeat <= 0:
+		return errors.New("worker.session_timeout, worker.rebalance_timeout and worker.heartbeat_interval must be positive")
+	case c.Heartbeat >= c.SessionTimeout:
+		return errors.New("worker.heartbeat_interval must be shorter than worker.session_timeout")
+	}
+	return nil
+}
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Logger  *zap.Logger
+	Metrics prometheus.Registerer
+	Sink    *sink.Sink
+	// Stages run in order: policy, enrichment, de-identification.
+	Stages []Stage
+}
+
+// Worker is one member of the consumer group.
+type Worker struct {
+	cfg    Config
+	kcfg   kafkax.Config
+	sink   *sink.Sink
+	stages []Stage
+	log    *zap.Logger
+	m      *metrics
+}
+
+// New validates the configuration and builds a worker.
+func New(cfg Config, kcfg kafkax.Config, deps Deps) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := kcfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Sink == nil {
+		return nil, errors.New("worker: a sink is required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = zap.NewNop()
+	}
+	return &Worker{
+		cfg:    cfg,
+		kcfg:   kcfg,
+		sink:   deps.Sink,
+		stages: deps.Stages,
+		log:    deps.Logger,
+		m:      newMetrics(deps.Metrics),
+	}, nil
+}
+
+// Run consumes until ctx ends, then stops fetching, flushes and commits what
+// it holds within DrainTimeout, and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           w.kcfg.Brokers,
+		GroupID:           w.cfg.GroupID,
+		Topic:             w.kcfg.RawTopic,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           w.cfg.FetchMaxWait,
+		ReadBatchTimeout:  w.cfg.FetchMaxWait + 5*time.Second,
+		CommitInterval:    0, // synchronous: CommitMessages returns once the broker has the offsets
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    w.cfg.SessionTimeout,
+		RebalanceTimeout:  w.cfg.RebalanceTimeout,
+		HeartbeatInterval: w.cfg.Heartbeat,
+		JoinGroupBackoff:  500 * time.Millisecond,
+		ReadBackoffMin:    50 * time.Millisecond,
+		ReadBackoffMax:    time.Second,
+		ErrorLogger:       kafkax.ErrorLogger(w.log),
+	})
+	dlq := kafkax.NewWriter(w.kcfg.Brokers, w.kcfg.DLQTopic, kafkax.DefaultWriterConfig(), w.log)
+
+	// Phase two of shutdown: DrainTimeout after ctx ends, work in flight is
+	// abandoned (it will be replayed, never lost).
+	hard, hardCancel := context.WithCancel(context.Background())
+	defer hardCancel()
+	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(w.cfg.DrainTimeout, hardCancel) })
+	defer stopTimer()
+
+	msgs := make(chan kafka.Message, w.cfg.QueueCapacity)
+	var g errgroup.Group
+	g.Go(func() error { return w.fetch(ctx, reader, msgs) })
+	p := &processor{w: w, reader: reader, dlq: dlq, hard: hard, batch: sink.NewBatch(), last: map[int]kafka.Message{}}
+	g.Go(func() error { return p.run(msgs) })
+	err := g.Wait()
+	if cerr := reader.Close(); cerr != nil {
+		w.log.Warn("closing the Kafka reader", zap.Error(cerr))
+	}
+	if cerr := dlq.Close(); cerr != nil {
+		w.log.Warn("closing the dead-letter writer", zap.Error(cerr))
+	}
+	return err
+}
+
+func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message) error {
+	defer close(out)
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.log.Warn("fetch failed; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case out <- m:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// processor owns the batch and the offsets; only its goroutine touches them.
+type processor struct {
+	w      *Worker
+	reader *kafka.Reader
+	dlq    *kafka.Writer
+	hard   context.Context
+	batch  *sink.Batch
+	// last holds, per partition, the newest message handled since the last
+	// commit: committing it acknowledges everything before it too.
+	last    map[int]kafka.Message
+	pending int
+}
+
+func (p *processor) run(msgs <-chan kafka.Message) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				left := p.pending
+				err := p.flush()
+				if err != nil {
+					p.w.log.Warn("shutdown: batch not flushed; it will be replayed", zap.Int("messages", left), zap.Error(err))
+				} else {
+					p.w.log.Info("shutdown: flushed and committed", zap.Int("messages", left))
+				}
+				return nil
+			}
+			if p.pending == 0 {
+				timer.Reset(p.w.sink.MaxAge())
+			}
+			if err := p.handle(m); err != nil {
+				// Only the hard stop makes handle fail; what is held is replayed.
+				p.w.log.Warn("shutdown: stopped while handling a message", zap.Int("uncommitted", p.pending), zap.Error(err))
+				return nil
+			}
+			if p.w.sink.Full(p.batch) {
+				timer.Stop()
+				if err := p.flush(); err != nil {
+					p.w.log.Warn("shutdown: batch not flushed; it will be replayed", zap.Int("messages", p.pending), zap.Error(err))
+					return nil
+				}
+			}
+		case <-timer.C:
+			if err := p.flush(); err != nil {
+				p.w.log.Warn("shutdown: batch not flushed; it will be replayed", zap.Int("messages", p.pending), zap.Error(err))
+				return nil
+			}
+		}
+	}
+}
+
+// handle decodes one message and runs it through the stages. It returns an
+// error only when the worker is stopping hard.
+func (p *processor) handle(m kafka.Message) error {
+	w := p.w
+	w.m.consumed.Inc()
+	w.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+	p.last[m.Partition] = m
+	p.pending++
+
+	var ev event.Event
+	if err := event.Decode(m.Value, &ev); err != nil {
+		return p.deadLetter(m, dlqDecode, err.Error())
+	}
+	for _, st := range w.stages {
+		if reason := st.Apply(&ev); reason != event.Keep {
+			w.m.dropped.WithLabelValues(string(reason)).Inc()
+			return nil
+		}
+	}
+	if err := p.batch.Append(&ev); err != nil {
+		return p.deadLetter(m, dlqEncode, err.Error())
+	}
+	return nil
+}
+
+// Dead-letter reasons: a fixed set, used as a metric label.
+const (
+	dlqDecode = "decode"
+	dlqEncode = "encode"
+)
+
+// deadLetter writes m to the dead-letter topic with its reason, retrying
+// until Kafka takes it: a message is never acknowledged unwritten.
+func (p *processor) deadLetter(m kafka.Message, class, reason string) error {
+	dm := kafka.Message{
+		Key:   m.Key,
+		Value: m.Value,
+		Headers: []kafka.Header{
+			{Key: "veil-reason", Value: []byte(reason)},
+			{Key: "veil-source", Value: fmt.Appendf(nil, "%s/%d/%d", m.Topic, m.Partition, m.Offset)},
+		},
+	}
+	delay := 100 * time.Millisecond
+	for {
+		err := p.dlq.WriteMessages(p.hard, dm)
+		if err == nil {
+			p.w.m.deadLettered.WithLabelValues(class).Inc()
+			p.w.log.Warn("event dead-lettered", zap.String("reason", reason), zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset))
+			return nil
+		}
+		if p.hard.Err() != nil {
+			return p.hard.Err()
+		}
+		p.w.log.Warn("dead-letter write failed; retrying", zap.Error(err))
+		select {
+		case <-p.hard.Done():
+			return p.hard.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// flush writes the batch, then commits every message handled since the last
+// commit. On error (only at a hard stop) nothing is committed.
+func (p *processor) flush() error {
+	if p.pending == 0 {
+		return nil
+	}
+	rows := p.batch.Len()
+	if err := p.w.sink.Write(p.hard, p.batch); err != nil {
+		return err
+	}
+	p.w.m.stored.Add(float64(rows))
+	p.batch.Reset()
+	msgs := make([]kafka.Message, 0, len(p.last))
+	for _, m := range p.last {
+		msgs = append(msgs, m)
+	}
+	if err := p.reader.CommitMessages(p.hard, msgs...); err != nil {
+		// The rows are written; a failed commit only means a replay, which
+		// deduplication absorbs.
+		p.w.m.commitErrors.Inc()
+		p.w.log.Warn("offset commit failed; the batch may be replayed", zap.Error(err))
+	}
+	clear(p.last)
+	p.pending = 0
+	return nil
+}
