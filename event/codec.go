@@ -15,7 +15,22 @@ const (
 	PropTime       = "time"
 	PropInsertID   = "$insert_id"
 	PropToken      = "token"
+	PropGroupKey   = "$group_key"
+	PropGroupID    = "$group_id"
 )
+
+// The profile operations of /engage and /groups, in Mixpanel's spelling.
+var ProfileOps = []string{"$set", "$set_once", "$add", "$append", "$union", "$remove", "$unset", "$delete"}
+
+// IsProfileOp reports whether op is one of ProfileOps.
+func IsProfileOp(op string) bool {
+	for _, o := range ProfileOps {
+		if o == op {
+			return true
+		}
+	}
+	return false
+}
 
 // DecodeError is a permanent failure to read an envelope: retrying cannot
 // help, so the worker dead-letters the message with Reason.
@@ -34,6 +49,7 @@ func MarshalEnvelope(env *Envelope) ([]byte, error) {
 type trackObject struct {
 	Event      string         `json:"event"`
 	Properties map[string]any `json:"properties"`
+	Value      any            `json:"value"`
 }
 
 // Decode reads a raw-topic message value into ev, replacing its contents.
@@ -81,6 +97,21 @@ func Decode(value []byte, ev *Event) error {
 	ev.Properties = obj.Properties
 	if ev.Kind == KindTrack && ev.Name == "" {
 		return &DecodeError{Reason: "missing event name"}
+	}
+	if ev.Kind != KindTrack {
+		if !IsProfileOp(ev.Name) {
+			return &DecodeError{Reason: "unknown profile operation"}
+		}
+		ev.Value = obj.Value
+	}
+	if ev.Kind == KindGroups {
+		ev.GroupKey = stringify(obj.Properties[PropGroupKey])
+		ev.GroupID = stringify(obj.Properties[PropGroupID])
+		if ev.GroupKey == "" || ev.GroupID == "" {
+			return &DecodeError{Reason: "group update without $group_key and $group_id"}
+		}
+		delete(obj.Properties, PropGroupKey)
+		delete(obj.Properties, PropGroupID)
 	}
 
 	if id, ok := obj.Properties[PropDistinctID]; ok {

@@ -68,9 +68,19 @@ type Envelope struct {
 	UserAgent  string  `json:"ua,omitempty"`
 	Signals    Signals `json:"signals"`
 	RequestID  string  `json:"request_id,omitempty"`
-	// Event is the normalised Mixpanel object: for KindTrack
-	// {"event": name, "properties": {...}} with distinct_id, time (Unix ms)
-	// and $insert_id always present in properties.
+	// Event is the normalised Mixpanel object, one shape for every kind:
+	//
+	//	{"event": name, "properties": {...}, "value": ...}
+	//
+	// properties always holds time (Unix ms) and $insert_id, and
+	// distinct_id when there is one. For KindTrack, event is the event name
+	// and value is absent. For KindEngage and KindGroups, event is the one
+	// profile operation of this update ("$set", "$set_once", "$add",
+	// "$append", "$union", "$remove", "$unset", "$delete"), value is its
+	// operand as the SDK sent it, and properties holds the update's
+	// modifiers ($ignore_time, $ignore_alias) and, for groups, $group_key
+	// and $group_id. An update that carries several operations becomes one
+	// envelope per operation.
 	Event json.RawMessage `json:"event"`
 }
 
@@ -120,6 +130,11 @@ type Event struct {
 	Endpoint   string
 	Name       string // event name; for profile updates, the operation ("$set")
 	DistinctID string
+	// GroupKey and GroupID identify the group of a KindGroups update.
+	GroupKey string
+	GroupID  string
+	// Value is a profile operation's operand (KindEngage, KindGroups).
+	Value      any
 	InsertID   string
 	Time       time.Time
 	ReceivedAt time.Time
