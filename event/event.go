@@ -143,6 +143,12 @@ type Event struct {
 	IP        netip.Addr // zero when unknown or dropped
 	UserAgent string
 	Signals   Signals
+	// IPPrefix is what the privacy policy keeps of IP ("203.0.113.0/24"),
+	// or empty.
+	IPPrefix string
+	// Anonymized is set by the policy stage when the event is kept without
+	// identifiers (DNT or GPC in anonymize mode).
+	Anonymized bool
 
 	Geo        Geo
 	Device     Device

@@ -1,24 +1,28 @@
 // Package ingest is Veil's collector: an HTTP server that speaks Mixpanel's
-// ingestion API, validates and normalises each event, wraps it in an
-// envelope and produces it to Kafka.
+// ingestion API (/track, /engage, /groups, /import), validates and
+// normalises each event and profile update, wraps it in an envelope and
+// produces it to Kafka.
 //
 // A request is answered with success only after Kafka has acknowledged every
-// valid event in it (acks=all). Invalid events are rejected with a reason and
-// never hold back the valid ones beside them. When Kafka cannot take the
+// valid record in it (acks=all). Invalid records are rejected with a reason
+// and never hold back the valid ones beside them. When Kafka cannot take the
 // write the answer is 503, which the SDKs retry.
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
+	"math"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +48,9 @@ type Deps struct {
 	// Ready reports whether the collector's dependencies are reachable, for
 	// /readyz. Nil means always ready.
 	Ready func(ctx context.Context) error
+	// Routes, when set, registers further handlers on the collector's
+	// listener: the opt-out pages, and in `veil dev` the privacy API.
+	Routes func(mux *http.ServeMux)
 }
 
 // Collector handles Mixpanel ingestion requests.
@@ -52,12 +59,16 @@ type Collector struct {
 	topic    string
 	producer Producer
 	tokens   map[string]string // token → project name
+	creds    *credentials
+	limiter  *rateLimiter
 	trusted  []netip.Prefix
 	log      *zap.Logger
 	m        *metrics
 	gatherer prometheus.Gatherer
 	ready    func(ctx context.Context) error
+	routes   func(mux *http.ServeMux)
 	now      func() time.Time
+	bodies   sync.Pool // *bytes.Buffer for request bodies
 }
 
 // New validates cfg and builds a collector that produces to topic.
@@ -79,12 +90,16 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		topic:    topic,
 		producer: deps.Producer,
 		tokens:   make(map[string]string, len(cfg.Projects)),
+		creds:    newCredentials(cfg),
+		limiter:  newRateLimiter(cfg.Limits),
 		log:      deps.Logger,
 		m:        newMetrics(deps.Metrics),
 		gatherer: deps.Gatherer,
 		ready:    deps.Ready,
+		routes:   deps.Routes,
 		now:      time.Now,
 	}
+	c.bodies.New = func() any { return new(bytes.Buffer) }
 	for _, p := range cfg.Projects {
 		c.tokens[p.Token] = p.Name
 	}
@@ -105,16 +120,48 @@ func (c *Collector) projectFor(token string) (string, bool) {
 	return "", false
 }
 
-// Handler returns the collector's HTTP routes.
+// endpointKind says which Mixpanel endpoint a request came to.
+type endpointKind uint8
+
+const (
+	kindTrack endpointKind = iota
+	kindEngage
+	kindGroups
+	kindImport
+)
+
+type endpoint struct {
+	name    string // metric label and log field
+	path    string // Envelope.Endpoint
+	kind    endpointKind
+	envKind event.Kind
+}
+
+var endpoints = []endpoint{
+	{"track", "/track", kindTrack, event.KindTrack},
+	{"engage", "/engage", kindEngage, event.KindEngage},
+	{"groups", "/groups", kindGroups, event.KindGroups},
+	{"import", "/import", kindImport, event.KindTrack},
+}
+
+// Handler returns the collector's HTTP routes. Each ingestion endpoint
+// answers with and without a trailing slash: mixpanel-browser calls
+// /track/?…, the server libraries /track?….
 func (c *Collector) Handler() http.Handler {
 	mux := http.NewServeMux()
-	for _, path := range []string{"/track", "/track/"} {
-		mux.Handle(path, c.instrument("track", http.HandlerFunc(c.serveTrack)))
+	for i := range endpoints {
+		ep := &endpoints[i]
+		h := c.instrument(ep.name, c.ingestHandler(ep))
+		mux.Handle(ep.path, h)
+		mux.Handle(ep.path+"/{$}", h)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", c.serveReady)
 	if c.gatherer != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(c.gatherer, promhttp.HandlerOpts{}))
+	}
+	if c.routes != nil {
+		c.routes(mux)
 	}
 	return mux
 }
@@ -181,95 +228,200 @@ func newRequestID() string {
 
 func statusClass(code int) string {
 	switch code {
-	case 200, 400, 401, 413, 429, 500, 503:
+	case 200, 400, 401, 405, 413, 415, 429, 500, 503:
 		return http.StatusText(code)
 	}
 	return "other"
 }
 
-// serveTrack handles /track: GET or POST, `data=` as base64 or JSON, one
-// event or an array of them.
-func (c *Collector) serveTrack(w http.ResponseWriter, r *http.Request) {
-	reqID, _ := r.Context().Value(requestIDKey).(string)
-	log := c.log.With(zap.String("request_id", reqID), zap.String("endpoint", "track"))
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
-		w.Header().Set("Allow", "GET, POST")
-		c.answer(w, r.URL.Query(), http.StatusMethodNotAllowed, "method not allowed")
-		return
-	}
-	body, err := readBody(r, c.cfg.Limits.MaxBodyBytes)
-	if err != nil {
-		c.reject(w, r.URL.Query(), log, err)
-		return
-	}
-	c.m.bytes.Add(float64(len(body) + len(r.URL.RawQuery)))
-	data, params, err := payload(r, body)
-	if err != nil {
-		c.reject(w, params, log, err)
-		return
-	}
-	raws, err := splitEvents(data)
-	if err != nil {
-		c.reject(w, params, log, err)
-		return
-	}
-	if len(raws) > c.cfg.Limits.MaxEventsPerRequest {
-		c.m.rejected.WithLabelValues(reasonTooManyEvents).Add(float64(len(raws)))
-		c.answer(w, params, http.StatusRequestEntityTooLarge, "request has more than "+strconv.Itoa(c.cfg.Limits.MaxEventsPerRequest)+" events")
-		return
-	}
-
-	now := c.now()
-	env := event.Envelope{
-		Version:    event.EnvelopeVersion,
-		Kind:       event.KindTrack,
-		Endpoint:   "/track",
-		ReceivedAt: now.UnixMilli(),
-		UserAgent:  r.UserAgent(),
-		Signals:    c.signals(r, params),
-		RequestID:  reqID,
-	}
-	if ip := c.clientIP(r); ip.IsValid() {
-		env.IP = ip.String()
-	}
-
-	msgs := make([]kafka.Message, 0, len(raws))
-	var errs []*EventError
-	for i, raw := range raws {
-		n, e := c.normalizeTrack(raw, i, now)
-		if e != nil {
-			c.m.rejected.WithLabelValues(e.Reason).Inc()
-			errs = append(errs, e)
-			continue
-		}
-		env.Project = n.project
-		env.Event = n.object
-		value, err := event.MarshalEnvelope(&env)
-		if err != nil {
-			c.m.rejected.WithLabelValues(reasonMalformed).Inc()
-			errs = append(errs, &EventError{Index: i, Reason: reasonMalformed, Msg: "could not be encoded"})
-			continue
-		}
-		msgs = append(msgs, kafka.Message{Key: event.Key(n.project, n.distinctID), Value: value})
-	}
-
-	if len(msgs) > 0 {
-		if err := c.produce(r.Context(), msgs); err != nil {
-			// Nothing reaches the log but the error class: kafka-go's errors
-			// name brokers and partitions, not message contents.
-			log.Warn("produce failed; answering 503", zap.Int("events", len(msgs)), zap.Error(err))
-			w.Header().Set("Retry-After", "1")
-			c.answer(w, params, http.StatusServiceUnavailable, "temporarily unable to accept events; retry")
+// ingestHandler serves one ingestion endpoint: GET or POST, the records in
+// a data parameter (base64 or JSON, in the query or a form body) or in a
+// JSON, newline-delimited JSON or gzip-encoded body.
+func (c *Collector) ingestHandler(ep *endpoint) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		cors(w, r)
+		if r.Method == http.MethodOptions {
+			preflight(w, r)
 			return
 		}
-		c.m.accepted.WithLabelValues("track").Add(float64(len(msgs)))
+		reqID, _ := r.Context().Value(requestIDKey).(string)
+		log := c.log.With(zap.String("request_id", reqID), zap.String("endpoint", ep.name))
+		query := r.URL.Query()
+		// Until the body is read, guess how the events come: a form or a
+		// data parameter is how the SDKs that read 1/0 answers send them.
+		st := styleFor(ep, query, query.Has("data") || isFormType(r.Header.Get("Content-Type")))
+		reject := func(st answerStyle, re *RequestError, events int) {
+			c.m.rejected.WithLabelValues(re.Reason).Add(float64(max(events, 1)))
+			log.Info("request rejected", zap.String("reason", re.Reason), zap.Int("status", re.Status))
+			c.answerError(w, st, re)
+		}
+		if st.callback != "" && !validCallback(st.callback) {
+			st.callback = ""
+			if st.shape == shapePlain {
+				st.shape = shapeVerbose // a bare 0 would not say what is wrong
+			}
+			re := badRequest(reasonInvalidParameter, "callback must be a JavaScript identifier path such as mp.callbacks.cb_1")
+			c.m.rejected.WithLabelValues(re.Reason).Inc()
+			st.img = false
+			_, body := errorBody(st, re)
+			c.write(w, st, http.StatusBadRequest, body)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodPost {
+			w.Header().Set("Allow", "GET, POST, OPTIONS")
+			reject(st, &RequestError{Status: http.StatusMethodNotAllowed, Reason: reasonMalformed, Msg: "method not allowed; use GET or POST"}, 1)
+			return
+		}
+		var importProject string
+		if ep.kind == kindImport {
+			p, re := c.importProject(r, query)
+			if re != nil {
+				w.Header().Set("WWW-Authenticate", `Basic realm="veil", charset="UTF-8"`)
+				reject(st, re, 1)
+				return
+			}
+			importProject = p
+		}
+
+		buf := c.bodies.Get().(*bytes.Buffer)
+		defer c.putBody(buf)
+		wire, err := readBody(r, buf, c.cfg.Limits.MaxBodyBytes)
+		c.m.bytes.Add(float64(wire + int64(len(r.URL.RawQuery))))
+		if err != nil {
+			reject(st, asRequestError(err), 1)
+			return
+		}
+		p, err := extractPayload(r, buf.Bytes(), query)
+		st = styleFor(ep, p.params, p.fromParam)
+		if st.callback != "" && !validCallback(st.callback) {
+			st.callback = "" // a form field cannot make the answer a script either
+		}
+		if err != nil {
+			reject(st, asRequestError(err), 1)
+			return
+		}
+		recs, total, err := splitRecords(repairUTF8(p.data), p.ndjson, c.cfg.Limits.MaxEventsPerRequest)
+		if err != nil {
+			reject(st, asRequestError(err), 1)
+			return
+		}
+		if total > c.cfg.Limits.MaxEventsPerRequest {
+			reject(st, &RequestError{Status: http.StatusRequestEntityTooLarge, Reason: reasonTooManyEvents,
+				Msg: "request has more than " + strconv.Itoa(c.cfg.Limits.MaxEventsPerRequest) + " events"}, total)
+			return
+		}
+
+		now := c.now()
+		env := event.Envelope{
+			Version:    event.EnvelopeVersion,
+			Kind:       ep.envKind,
+			Endpoint:   ep.path,
+			ReceivedAt: now.UnixMilli(),
+			UserAgent:  r.UserAgent(),
+			Signals:    c.signals(r, p.params),
+			RequestID:  reqID,
+		}
+		// An import comes from a server replaying history: its address
+		// says nothing about where the events happened.
+		if ep.kind != kindImport {
+			if ip := c.clientIP(r); ip.IsValid() {
+				env.IP = ip.String()
+			}
+		}
+
+		res := result{}
+		norm := make([]normalized, 0, len(recs))
+		var scratch scannedEvent
+		for i, raw := range recs {
+			var e *EventError
+			switch ep.kind {
+			case kindTrack, kindImport:
+				var n normalized
+				if n, e = c.normalizeEvent(raw, i, now, importProject, &scratch); e == nil {
+					norm = append(norm, n)
+				}
+			case kindEngage:
+				norm, e = c.normalizeUpdate(raw, i, now, event.KindEngage, norm)
+			case kindGroups:
+				norm, e = c.normalizeUpdate(raw, i, now, event.KindGroups, norm)
+			}
+			if e != nil {
+				c.m.rejected.WithLabelValues(e.Reason).Inc()
+				res.errs = append(res.errs, e)
+				continue
+			}
+			res.accepted++
+		}
+
+		msgs := make([]kafka.Message, 0, len(norm))
+		envs := newEnvelopeWriter(&env)
+		for i := range norm {
+			msgs = append(msgs, kafka.Message{Key: norm[i].key, Value: envs.write(&norm[i])})
+		}
+
+		if len(msgs) > 0 {
+			if ok, wait := c.limiter.admit(projectCounts(norm), now); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				reject(st, &RequestError{Status: http.StatusTooManyRequests, Reason: reasonRateLimited,
+					Msg: "project exceeded its rate limit; retry with exponential backoff"}, len(msgs))
+				return
+			}
+			if err := c.produce(r.Context(), msgs); err != nil {
+				// Nothing reaches the log but the error class: kafka-go's
+				// errors name brokers and partitions, not message contents.
+				log.Warn("produce failed; answering 503", zap.Int("messages", len(msgs)), zap.Error(err))
+				w.Header().Set("Retry-After", "1")
+				c.answerError(w, st, &RequestError{Status: http.StatusServiceUnavailable, Reason: "", Msg: "temporarily unable to accept events; retry"})
+				return
+			}
+			c.m.accepted.WithLabelValues(ep.name).Add(float64(len(msgs)))
+		}
+		if len(res.errs) > 0 {
+			log.Info("records rejected", zap.Int("rejected", len(res.errs)), zap.Int("accepted", res.accepted), zap.String("first_reason", res.errs[0].Reason))
+		}
+		c.answerResult(w, st, res)
 	}
-	if len(errs) > 0 {
-		log.Info("events rejected", zap.Int("rejected", len(errs)), zap.Int("accepted", len(msgs)), zap.String("first_reason", errs[0].Reason))
-		c.answer(w, params, http.StatusOK, joinErrors(errs))
+}
+
+func isFormType(contentType string) bool {
+	ct, _, _ := mime.ParseMediaType(contentType)
+	return ct == "application/x-www-form-urlencoded" || ct == "text/plain"
+}
+
+func asRequestError(err error) *RequestError {
+	var re *RequestError
+	if errors.As(err, &re) {
+		return re
+	}
+	return badRequest(reasonMalformed, "malformed request")
+}
+
+// maxPooledBody bounds the buffers kept for reuse, so that one huge
+// request does not pin its memory for good.
+const maxPooledBody = 1 << 20
+
+func (c *Collector) putBody(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBody {
 		return
 	}
-	c.answer(w, params, http.StatusOK, "")
+	b.Reset()
+	c.bodies.Put(b)
+}
+
+// projectCounts counts the messages of each project, for the rate limiter.
+func projectCounts(norm []normalized) []projectCount {
+	var out []projectCount
+next:
+	for _, n := range norm {
+		for i := range out {
+			if out[i].project == n.project {
+				out[i].n++
+				continue next
+			}
+		}
+		out = append(out, projectCount{n.project, 1})
+	}
+	return out
 }
 
 func (c *Collector) produce(ctx context.Context, msgs []kafka.Message) error {
@@ -340,65 +492,4 @@ func (c *Collector) isTrusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// reject answers a request-level error.
-func (c *Collector) reject(w http.ResponseWriter, params map[string][]string, log *zap.Logger, err error) {
-	var re *RequestError
-	if !errors.As(err, &re) {
-		re = &RequestError{Status: http.StatusBadRequest, Reason: reasonMalformed, Msg: "malformed request"}
-	}
-	c.m.rejected.WithLabelValues(re.Reason).Inc()
-	log.Info("request rejected", zap.String("reason", re.Reason))
-	status := re.Status
-	if status == http.StatusBadRequest {
-		// Mixpanel answers a bad /track payload with 200 and body 0; SDKs
-		// treat anything else as retryable, and retrying cannot fix it.
-		status = http.StatusOK
-	}
-	c.answer(w, params, status, re.Msg)
-}
-
-// answer writes Mixpanel's response: `1` or `0`, or with verbose=1
-// {"status":1,"error":null} / {"status":0,"error":"..."}.
-func (c *Collector) answer(w http.ResponseWriter, params map[string][]string, status int, errMsg string) {
-	h := w.Header()
-	h.Set("Cache-Control", "no-cache, no-store")
-	if v := params["verbose"]; len(v) > 0 && v[0] == "1" {
-		h.Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		resp := struct {
-			Status int     `json:"status"`
-			Error  *string `json:"error"`
-		}{Status: 1}
-		if errMsg != "" {
-			resp.Status = 0
-			resp.Error = &errMsg
-		}
-		_ = json.NewEncoder(w).Encode(resp)
-		return
-	}
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(status)
-	if errMsg != "" || status != http.StatusOK {
-		_, _ = w.Write([]byte("0"))
-		return
-	}
-	_, _ = w.Write([]byte("1"))
-}
-
-func joinErrors(errs []*EventError) string {
-	const show = 5
-	var b strings.Builder
-	for i, e := range errs {
-		if i == show {
-			b.WriteString("; and " + strconv.Itoa(len(errs)-show) + " more")
-			break
-		}
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(e.Error())
-	}
-	return b.String()
 }

@@ -38,6 +38,23 @@ func (f *fakeProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) e
 	return nil
 }
 
+// decodeAll checks that the worker can read every message produced: each
+// value must pass event.Decode.
+func (f *fakeProducer) decodeAll(t testing.TB) []event.Event {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]event.Event, 0, len(f.msgs))
+	for i, m := range f.msgs {
+		var ev event.Event
+		if err := event.Decode(m.Value, &ev); err != nil {
+			t.Fatalf("message %d does not decode: %v: %s", i, err, m.Value)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
 func (f *fakeProducer) envelopes(t *testing.T) []event.Envelope {
 	t.Helper()
 	f.mu.Lock()
@@ -70,6 +87,7 @@ func newTestCollector(t testing.TB, mutate func(*Config)) (*Collector, *fakeProd
 		t.Fatal(err)
 	}
 	c.now = func() time.Time { return fixedNow }
+	t.Cleanup(func() { p.decodeAll(t) })
 	return c, p, reg
 }
 
@@ -239,19 +257,20 @@ func TestTrackRejects(t *testing.T) {
 		verboseErr string // substring of the verbose error
 		produced   int
 		reason     string
+		rejected   float64 // events counted under reason
 	}{
-		{"malformed base64", form("/track?verbose=1", "data=%%%not-base64!!"), 200, "", 0, reasonMalformed},
-		{"base64 of non-JSON", form("/track?verbose=1", "data="+url.QueryEscape(b64("hello"))), 200, "data must be a JSON object or array", 0, reasonMalformed},
-		{"invalid JSON", form("/track?verbose=1", "data="+url.QueryEscape(b64(`[{"event":`))), 200, "data is not valid JSON", 0, reasonMalformed},
-		{"no data", form("/track?verbose=1", ""), 200, "no data parameter", 0, reasonMalformed},
-		{"missing event name among valid", form("/track?verbose=1", "data="+url.QueryEscape(b64(`[`+evA+`,{"properties":{"token":"tok-shop"}},`+evB+`]`))), 200, "event 1: event: event name is missing", 2, reasonMissingEvent},
-		{"unknown token", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"nope"}}`))), 200, "unknown project token", 0, reasonUnknownToken},
-		{"too old for track", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","time":1000000000}}`))), 200, "older than 5 days; send historical events to /import", 0, reasonTooOld},
-		{"too far ahead", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","time":1895348800}}`))), 200, "in the future", 0, reasonTooNew},
-		{"nested too deep", form("/track?verbose=1", "data="+url.QueryEscape(b64(deep))), 200, "nested more than 3 levels deep", 0, reasonTooDeep},
-		{"array too long", form("/track?verbose=1", "data="+url.QueryEscape(b64(longArr))), 200, "list has 255 items or more", 0, reasonArrayTooLong},
-		{"bad insert id", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","$insert_id":"has space"}}`))), 200, "$insert_id must be", 0, reasonInvalidInsertID},
-		{"too many events", form("/track?verbose=1", "data="+url.QueryEscape(b64("["+strings.Join(tooMany, ",")+"]"))), 413, "more than 2000 events", 0, reasonTooManyEvents},
+		{"malformed base64", form("/track?verbose=1", "data=%%%not-base64!!"), 200, "", 0, reasonMalformed, 1},
+		{"base64 of non-JSON", form("/track?verbose=1", "data="+url.QueryEscape(b64("hello"))), 200, "data must be a JSON object or array", 0, reasonMalformed, 1},
+		{"invalid JSON", form("/track?verbose=1", "data="+url.QueryEscape(b64(`[{"event":`))), 200, "data is not valid JSON", 0, reasonMalformed, 1},
+		{"no data", form("/track?verbose=1", ""), 200, "no data parameter", 0, reasonMalformed, 1},
+		{"missing event name among valid", form("/track?verbose=1", "data="+url.QueryEscape(b64(`[`+evA+`,{"properties":{"token":"tok-shop"}},`+evB+`]`))), 200, "event 1: event: event name is missing", 2, reasonMissingEvent, 1},
+		{"unknown token", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"nope"}}`))), 200, "unknown project token", 0, reasonUnknownToken, 1},
+		{"too old for track", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","time":1000000000}}`))), 200, "older than 5 days; send historical events to /import", 0, reasonTooOld, 1},
+		{"too far ahead", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","time":1895348800}}`))), 200, "in the future", 0, reasonTooNew, 1},
+		{"nested too deep", form("/track?verbose=1", "data="+url.QueryEscape(b64(deep))), 200, "nested more than 3 levels deep", 0, reasonTooDeep, 1},
+		{"array too long", form("/track?verbose=1", "data="+url.QueryEscape(b64(longArr))), 200, "list has 255 items or more", 0, reasonArrayTooLong, 1},
+		{"bad insert id", form("/track?verbose=1", "data="+url.QueryEscape(b64(`{"event":"e","properties":{"token":"tok-shop","$insert_id":"has space"}}`))), 200, "$insert_id must be", 0, reasonInvalidInsertID, 1},
+		{"too many events", form("/track?verbose=1", "data="+url.QueryEscape(b64("["+strings.Join(tooMany, ",")+"]"))), 413, "more than 2000 events", 0, reasonTooManyEvents, 2001},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -267,14 +286,20 @@ func TestTrackRejects(t *testing.T) {
 			if err := json.Unmarshal([]byte(resp.body), &v); err != nil {
 				t.Fatalf("verbose answer is not JSON: %q", resp.body)
 			}
-			if v.Status != 0 || v.Error == nil || !strings.Contains(*v.Error, tt.verboseErr) {
-				t.Fatalf("verbose answer %q does not name %q", resp.body, tt.verboseErr)
+			// Mixpanel answers status 1 when at least one record was
+			// valid; the error still names the ones that were not.
+			wantStatus := 0
+			if tt.produced > 0 {
+				wantStatus = 1
+			}
+			if v.Status != wantStatus || v.Error == nil || !strings.Contains(*v.Error, tt.verboseErr) {
+				t.Fatalf("verbose answer %q, want status %d naming %q", resp.body, wantStatus, tt.verboseErr)
 			}
 			if got := len(p.envelopes(t)); got != tt.produced {
 				t.Fatalf("produced %d, want %d", got, tt.produced)
 			}
-			if n := testutil.ToFloat64(metricVec(t, reg, "veil_collector_events_rejected_total", tt.reason)); n < 1 {
-				t.Fatalf("rejection reason %s not counted", tt.reason)
+			if n := testutil.ToFloat64(metricVec(t, reg, "veil_collector_events_rejected_total", tt.reason)); n != tt.rejected {
+				t.Fatalf("rejection reason %s counted %v times, want %v", tt.reason, n, tt.rejected)
 			}
 		})
 	}
@@ -353,6 +378,33 @@ func TestConfigValidate(t *testing.T) {
 		}, "collector.projects[2].token"},
 		{"zero events", func(c *Config) { c.Limits.MaxEventsPerRequest = 0 }, "collector.limits.max_events_per_request"},
 		{"half tls", func(c *Config) { c.TLSCert = "x" }, "collector.tls_cert"},
+		{"duplicate name", func(c *Config) { c.Projects = append(c.Projects, Project{Name: "a", Token: "tb"}) }, "collector.projects[1].name"},
+		{"duplicate id", func(c *Config) {
+			c.Projects[0].ID = "7"
+			c.Projects = append(c.Projects, Project{Name: "b", ID: "7", Token: "tb"})
+		}, "collector.projects[1].id"},
+		{"id clashes with a name", func(c *Config) { c.Projects = append(c.Projects, Project{Name: "b", ID: "a", Token: "tb"}) }, "collector.projects[1].id"},
+		{"duplicate secret", func(c *Config) {
+			c.Projects[0].Secret = "s"
+			c.Projects = append(c.Projects, Project{Name: "b", Token: "tb", Secret: "s"})
+		}, "collector.projects[1].secret"},
+		{"secret is another project's token", func(c *Config) {
+			c.Projects = append(c.Projects, Project{Name: "b", Token: "tb", Secret: "ta"})
+		}, "collector.projects[1].secret"},
+		{"service account without secret", func(c *Config) {
+			c.ServiceAccounts = []ServiceAccount{{Username: "u", Projects: []string{"a"}}}
+		}, "collector.service_accounts[0].secret"},
+		{"service account without projects", func(c *Config) {
+			c.ServiceAccounts = []ServiceAccount{{Username: "u", Secret: "s"}}
+		}, "collector.service_accounts[0].projects"},
+		{"service account for an unknown project", func(c *Config) {
+			c.ServiceAccounts = []ServiceAccount{{Username: "u", Secret: "s", Projects: []string{"a", "zz"}}}
+		}, "collector.service_accounts[0].projects[1]"},
+		{"duplicate service account", func(c *Config) {
+			c.ServiceAccounts = []ServiceAccount{{Username: "u", Secret: "s", Projects: []string{"a"}}, {Username: "u", Secret: "t", Projects: []string{"a"}}}
+		}, "collector.service_accounts[1].username"},
+		{"negative rate", func(c *Config) { c.Limits.RateLimit = -1 }, "collector.limits.rate_limit"},
+		{"burst below a full request", func(c *Config) { c.Limits.RateLimit = 10; c.Limits.RateBurst = 100 }, "collector.limits.rate_burst"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -364,6 +416,52 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("error %v, want one naming %s", err, tt.want)
 			}
 		})
+	}
+	t.Run("defaults with a project are valid", func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Projects = []Project{{Name: "a", Token: "ta", Secret: "sa"}}
+		cfg.ServiceAccounts = []ServiceAccount{{Username: "u", Secret: "s", Projects: []string{"a"}}}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if b := cfg.Limits.rateBurst(); b != 2000 {
+			t.Fatalf("default burst %d", b)
+		}
+	})
+}
+
+// TestMetrics: the endpoint label takes the four endpoint names, and the
+// rejection reasons are a fixed set, all present from the start.
+func TestMetrics(t *testing.T) {
+	c, _, reg := newTestCollector(t, nil)
+	do(t, c, get("/track", b64(evA)))
+	do(t, c, get("/engage/", b64(updSet)))
+	do(t, c, get("/groups/", b64(grpSet)))
+	r := get("/import", b64(evImport))
+	r.SetBasicAuth("sec-shop", "")
+	do(t, c, r)
+	for _, ep := range []string{"track", "engage", "groups", "import"} {
+		if n := counter(t, reg, "veil_collector_events_accepted_total", ep); n != 1 {
+			t.Errorf("accepted{endpoint=%s} = %v, want 1", ep, n)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "veil_collector_events_rejected_total":
+			if len(mf.Metric) != len(rejectReasons) {
+				t.Errorf("%d rejection series, want the %d fixed reasons", len(mf.Metric), len(rejectReasons))
+			}
+		case "veil_collector_requests_total":
+			for _, m := range mf.Metric {
+				if ep := m.Label[0].GetValue(); ep != "track" && ep != "engage" && ep != "groups" && ep != "import" {
+					t.Errorf("endpoint label %q", ep)
+				}
+			}
+		}
 	}
 }
 

@@ -12,23 +12,61 @@ import (
 // Project is one analytics project the collector accepts events for.
 type Project struct {
 	Name string `yaml:"name"`
-	// Token is the public project token SDKs put in every event.
+	// ID is the project_id that /import clients authenticating with a
+	// service account pass in the query string. It defaults to Name.
+	ID string `yaml:"id"`
+	// Token is the public project token SDKs put in every event and update.
 	Token string `yaml:"token"`
-	// Secret authenticates /import (HTTP Basic, secret as user name).
+	// Secret authenticates /import: HTTP Basic with the secret as user name
+	// and an empty password. Optional; the token works there too.
 	Secret string `yaml:"secret"`
 }
 
+// projectID is the id service-account requests name the project by.
+func (p Project) projectID() string {
+	if p.ID != "" {
+		return p.ID
+	}
+	return p.Name
+}
+
+// ServiceAccount authenticates /import with HTTP Basic username:secret and
+// a ?project_id= naming one of Projects.
+type ServiceAccount struct {
+	Username string `yaml:"username"`
+	Secret   string `yaml:"secret"`
+	// Projects lists the project ids (Project.ID, or the name when no id is
+	// set) this account may import into.
+	Projects []string `yaml:"projects"`
+}
+
 // Limits bound what one request and one event may be. Each is answered with
-// a reason naming the limit when exceeded.
+// a reason naming the limit when exceeded. The defaults are Mixpanel's.
 type Limits struct {
-	MaxEventsPerRequest int           `yaml:"max_events_per_request"`
-	MaxEventBytes       int           `yaml:"max_event_bytes"`
-	MaxBodyBytes        int64         `yaml:"max_body_bytes"`
-	MaxProperties       int           `yaml:"max_properties"`
-	MaxDepth            int           `yaml:"max_depth"`
-	MaxArrayLen         int           `yaml:"max_array_len"`
-	TrackMaxAge         time.Duration `yaml:"track_max_age"`
-	MaxFuture           time.Duration `yaml:"max_future"`
+	// MaxEventsPerRequest bounds the events (or profile updates) of one request.
+	MaxEventsPerRequest int `yaml:"max_events_per_request"`
+	// MaxEventBytes bounds one event's JSON.
+	MaxEventBytes int `yaml:"max_event_bytes"`
+	// MaxBodyBytes bounds a request body after decompression.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxProperties bounds the properties of an event and the keys of any
+	// object inside it: Mixpanel wants fewer than 255, so 255 is rejected.
+	MaxProperties int `yaml:"max_properties"`
+	// MaxDepth bounds the nesting of objects and lists in a property value.
+	MaxDepth int `yaml:"max_depth"`
+	// MaxArrayLen bounds list properties: Mixpanel wants fewer than 255 items.
+	MaxArrayLen int `yaml:"max_array_len"`
+	// TrackMaxAge is how old a /track event may be; older ones belong on /import.
+	TrackMaxAge time.Duration `yaml:"track_max_age"`
+	// MaxFuture is how far ahead of the collector's clock an event may be.
+	MaxFuture time.Duration `yaml:"max_future"`
+	// RateLimit is the events per second each project may send, across all
+	// endpoints, as a token bucket; 0 turns rate limiting off. Mixpanel's
+	// documented ceiling is about 30000 events per second per project.
+	RateLimit float64 `yaml:"rate_limit"`
+	// RateBurst is the bucket's size. 0 means one second of RateLimit, and
+	// never less than MaxEventsPerRequest, so that a full request can pass.
+	RateBurst int `yaml:"rate_burst"`
 }
 
 // Config is the collector section of Veil's configuration.
@@ -36,10 +74,12 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// TrustedProxies are the peers whose X-Forwarded-For is believed. The
 	// client IP is the right-most address not in this list.
-	TrustedProxies []string  `yaml:"trusted_proxies"`
-	Projects       []Project `yaml:"projects"`
-	// AcceptAnyToken takes events with any token into DefaultProject; it is
-	// what `veil dev` uses, never a production setting.
+	TrustedProxies  []string         `yaml:"trusted_proxies"`
+	Projects        []Project        `yaml:"projects"`
+	ServiceAccounts []ServiceAccount `yaml:"service_accounts"`
+	// AcceptAnyToken takes events with any token, and /import requests with
+	// any credentials or none, into DefaultProject; it is what `veil dev`
+	// uses, never a production setting.
 	AcceptAnyToken bool   `yaml:"accept_any_token"`
 	DefaultProject string `yaml:"default_project"`
 	// OptOutCookie is the name of the opt-out cookie on the collector's domain.
@@ -50,12 +90,13 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once the collector is asked to stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	TLSCert         string        `yaml:"tls_cert"`
-	TLSKey          string        `yaml:"tls_key"`
+	// TLSCert and TLSKey, when set, serve HTTPS (HTTP/2 and HTTP/1.1).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // DefaultConfig returns the collector defaults, which follow Mixpanel's
-// documented ingestion limits.
+// documented ingestion limits. Rate limiting is off.
 func DefaultConfig() Config {
 	return Config{
 		Listen:         "127.0.0.1:8080",
@@ -93,17 +134,8 @@ func (c Config) Validate() error {
 	if c.AcceptAnyToken && c.DefaultProject == "" {
 		return errors.New("collector.default_project must be set with collector.accept_any_token")
 	}
-	seen := map[string]bool{}
-	for i, p := range c.Projects {
-		switch {
-		case p.Name == "":
-			return fmt.Errorf("collector.projects[%d].name must be set", i)
-		case p.Token == "":
-			return fmt.Errorf("collector.projects[%d].token must be set", i)
-		case seen[p.Token]:
-			return fmt.Errorf("collector.projects[%d].token is used by another project", i)
-		}
-		seen[p.Token] = true
+	if err := c.validateProjects(); err != nil {
+		return err
 	}
 	l := c.Limits
 	switch {
@@ -125,6 +157,12 @@ func (c Config) Validate() error {
 		return errors.New("collector.limits.track_max_age must be positive")
 	case l.MaxFuture < 0:
 		return errors.New("collector.limits.max_future must not be negative")
+	case l.RateLimit < 0:
+		return errors.New("collector.limits.rate_limit must not be negative")
+	case l.RateBurst < 0:
+		return errors.New("collector.limits.rate_burst must not be negative")
+	case l.RateLimit > 0 && l.RateBurst > 0 && l.RateBurst < l.MaxEventsPerRequest:
+		return errors.New("collector.limits.rate_burst must be at least collector.limits.max_events_per_request, or a full request could never pass")
 	case c.ProduceTimeout <= 0:
 		return errors.New("collector.produce_timeout must be positive")
 	case c.ShutdownTimeout <= 0:
@@ -133,6 +171,78 @@ func (c Config) Validate() error {
 		return errors.New("collector.tls_cert and collector.tls_key must be set together")
 	}
 	return c.Producer.Validate()
+}
+
+func (c Config) validateProjects() error {
+	names := map[string]bool{}
+	ids := map[string]bool{}
+	tokens := map[string]int{}
+	for i, p := range c.Projects {
+		if p.Token != "" {
+			if _, dup := tokens[p.Token]; !dup {
+				tokens[p.Token] = i
+			}
+		}
+		switch {
+		case p.Name == "":
+			return fmt.Errorf("collector.projects[%d].name must be set", i)
+		case names[p.Name]:
+			return fmt.Errorf("collector.projects[%d].name is used by another project", i)
+		case p.Token == "":
+			return fmt.Errorf("collector.projects[%d].token must be set", i)
+		case tokens[p.Token] != i:
+			return fmt.Errorf("collector.projects[%d].token is used by another project", i)
+		case ids[p.projectID()]:
+			return fmt.Errorf("collector.projects[%d].id is used by another project", i)
+		}
+		names[p.Name] = true
+		ids[p.projectID()] = true
+	}
+	secrets := map[string]bool{}
+	for i, p := range c.Projects {
+		if p.Secret == "" {
+			continue
+		}
+		if secrets[p.Secret] {
+			return fmt.Errorf("collector.projects[%d].secret is used by another project", i)
+		}
+		if j, ok := tokens[p.Secret]; ok && j != i {
+			return fmt.Errorf("collector.projects[%d].secret is another project's token", i)
+		}
+		secrets[p.Secret] = true
+	}
+	users := map[string]bool{}
+	for i, sa := range c.ServiceAccounts {
+		switch {
+		case sa.Username == "":
+			return fmt.Errorf("collector.service_accounts[%d].username must be set", i)
+		case users[sa.Username]:
+			return fmt.Errorf("collector.service_accounts[%d].username is used by another account", i)
+		case sa.Secret == "":
+			return fmt.Errorf("collector.service_accounts[%d].secret must be set", i)
+		case len(sa.Projects) == 0:
+			return fmt.Errorf("collector.service_accounts[%d].projects must list at least one project id", i)
+		}
+		for j, id := range sa.Projects {
+			if !ids[id] {
+				return fmt.Errorf("collector.service_accounts[%d].projects[%d] is not the id of a configured project", i, j)
+			}
+		}
+		users[sa.Username] = true
+	}
+	return nil
+}
+
+// rateBurst is the effective token-bucket size.
+func (l Limits) rateBurst() int {
+	if l.RateBurst > 0 {
+		return l.RateBurst
+	}
+	b := int(l.RateLimit)
+	if b < l.MaxEventsPerRequest {
+		b = l.MaxEventsPerRequest
+	}
+	return b
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

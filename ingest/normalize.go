@@ -2,41 +2,47 @@ package ingest
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"time"
-
-	"github.com/veilhq/veil/event"
 )
 
 // Rejection reasons: a fixed set, used as a metric label and in answers.
 const (
-	reasonMalformed       = "malformed"
-	reasonMissingEvent    = "missing_event"
-	reasonUnknownToken    = "unknown_token"
-	reasonTooOld          = "too_old"
-	reasonTooNew          = "too_new"
-	reasonTooManyProps    = "too_many_properties"
-	reasonTooDeep         = "too_deep"
-	reasonArrayTooLong    = "array_too_long"
-	reasonTooLarge        = "too_large"
-	reasonInvalidInsertID = "invalid_insert_id"
-	reasonInvalidID       = "invalid_distinct_id"
-	reasonTooManyEvents   = "too_many_events"
+	reasonMalformed        = "malformed"
+	reasonMissingEvent     = "missing_event"
+	reasonUnknownToken     = "unknown_token"
+	reasonUnauthorized     = "unauthorized"
+	reasonTooOld           = "too_old"
+	reasonTooNew           = "too_new"
+	reasonTooManyProps     = "too_many_properties"
+	reasonTooDeep          = "too_deep"
+	reasonArrayTooLong     = "array_too_long"
+	reasonTooLarge         = "too_large"
+	reasonInvalidInsertID  = "invalid_insert_id"
+	reasonInvalidID        = "invalid_distinct_id"
+	reasonMissingID        = "missing_id"
+	reasonInvalidOperation = "invalid_operation"
+	reasonTooManyEvents    = "too_many_events"
+	reasonRateLimited      = "rate_limited"
+	reasonInvalidParameter = "invalid_parameter"
 )
 
 var rejectReasons = []string{
-	reasonMalformed, reasonMissingEvent, reasonUnknownToken, reasonTooOld, reasonTooNew, reasonTooManyProps,
-	reasonTooDeep, reasonArrayTooLong, reasonTooLarge, reasonInvalidInsertID, reasonInvalidID, reasonTooManyEvents,
+	reasonMalformed, reasonMissingEvent, reasonUnknownToken, reasonUnauthorized, reasonTooOld, reasonTooNew,
+	reasonTooManyProps, reasonTooDeep, reasonArrayTooLong, reasonTooLarge, reasonInvalidInsertID, reasonInvalidID,
+	reasonMissingID, reasonInvalidOperation, reasonTooManyEvents, reasonRateLimited, reasonInvalidParameter,
 }
 
-// EventError says why one event of a request was rejected. Field names the
-// offending field; the message never quotes a value.
+// EventError says why one record of a request (an event or a profile
+// update) was rejected. Field names the offending field; the message never
+// quotes a value.
 type EventError struct {
-	Index    int
+	Index int
+	// InsertID is the record's own $insert_id, when it had a valid one.
 	InsertID string
 	Field    string
 	Reason   string
@@ -50,128 +56,98 @@ func (e *EventError) Error() string {
 	return fmt.Sprintf("event %d: %s", e.Index, e.Msg)
 }
 
-// normalized is one valid event, ready to be wrapped in an envelope.
+// normalized is one valid event or profile operation, ready to be wrapped
+// in an envelope.
 type normalized struct {
-	project    string
-	distinctID string
-	object     []byte // {"event": ..., "properties": {...}}
+	project string
+	key     []byte // Kafka message key
+	object  []byte // envelope's event: {"event": ..., "properties": {...}[, "value": ...]}
+	// ip overrides the connection's address (a profile update's $ip).
+	ip    string
+	noGeo bool // the record asked for no geolocation ($ip: 0, or an unusable $ip)
 }
 
-// trackEvent is the wire shape of a Mixpanel event.
-type trackEvent struct {
-	Event      *string        `json:"event"`
-	Properties map[string]any `json:"properties"`
-}
+// importEpoch is the earliest time /import accepts, as Mixpanel does.
+var importEpoch = time.Date(1971, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// normalizeTrack validates one /track event and returns its normalised form:
-// token resolved to a project and removed, distinct_id a string, time in
-// Unix milliseconds, and a $insert_id always present.
-func (c *Collector) normalizeTrack(raw json.RawMessage, idx int, now time.Time) (normalized, *EventError) {
-	fail := func(field, reason, format string, args ...any) (normalized, *EventError) {
-		return normalized{}, &EventError{Index: idx, Field: field, Reason: reason, Msg: fmt.Sprintf(format, args...)}
-	}
-	lim := c.cfg.Limits
-	if len(raw) > lim.MaxEventBytes {
-		return fail("", reasonTooLarge, "event exceeds %d bytes", lim.MaxEventBytes)
-	}
-	var te trackEvent
+// decodeJSON decodes one JSON value, keeping numbers exact.
+func decodeJSON(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	if err := dec.Decode(&te); err != nil {
-		return fail("", reasonMalformed, "not a JSON object with an event name and properties")
+	if err := dec.Decode(v); err != nil {
+		return err
 	}
-	if te.Event == nil || *te.Event == "" {
-		return fail("event", reasonMissingEvent, "event name is missing")
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data")
 	}
-	if len(*te.Event) > 255 {
-		return fail("event", reasonMalformed, "event name exceeds 255 bytes")
-	}
-	props := te.Properties
-	if props == nil {
-		props = map[string]any{}
-	}
+	return nil
+}
 
-	tok, _ := props[event.PropToken].(string)
-	project, ok := c.projectFor(tok)
-	if !ok {
-		return fail("properties.token", reasonUnknownToken, "unknown project token")
+// encodeEvent writes {"event":name,"properties":props} and, for profile
+// operations, ,"value":value. propsAt is the offset just inside the
+// properties object, where spliceInsertID adds the id.
+func encodeEvent(name string, props map[string]any, value any, withValue bool) (b []byte, propsAt int, err error) {
+	n, err := json.Marshal(name)
+	if err != nil {
+		return nil, 0, err
 	}
-	delete(props, event.PropToken)
+	p, err := json.Marshal(props)
+	if err != nil {
+		return nil, 0, err
+	}
+	var v []byte
+	if withValue {
+		if v, err = json.Marshal(value); err != nil {
+			return nil, 0, err
+		}
+	}
+	b = make([]byte, 0, len(`{"event":,"properties":,"value":}`)+len(n)+len(p)+len(v)+len(`"$insert_id":"0123456789abcdef0123456789abcdef",`))
+	b = append(b, `{"event":`...)
+	b = append(b, n...)
+	b = append(b, `,"properties":`...)
+	propsAt = len(b) + 1
+	b = append(b, p...)
+	if withValue {
+		b = append(b, `,"value":`...)
+		b = append(b, v...)
+	}
+	return append(b, '}'), propsAt, nil
+}
 
-	distinctID := ""
-	switch v := props[event.PropDistinctID].(type) {
+// spliceInsertID inserts "$insert_id":hex(sum[:16]) as the first property
+// of an object written by encodeEvent, at propsAt. It saves encoding the
+// properties a second time.
+func spliceInsertID(b []byte, at int, sum []byte) []byte {
+	var id [32]byte
+	hex.Encode(id[:], sum[:16])
+	ins := make([]byte, 0, len(b)+48)
+	ins = append(ins, b[:at]...)
+	ins = append(ins, `"$insert_id":"`...)
+	ins = append(ins, id[:]...)
+	ins = append(ins, '"')
+	if b[at] != '}' {
+		ins = append(ins, ',')
+	}
+	return append(ins, b[at:]...)
+}
+
+// idString reads a distinct_id or group id, which SDKs send as a string or
+// a number. nil is the empty id.
+func idString(v any) (string, bool) {
+	switch x := v.(type) {
 	case nil:
+		return "", true
 	case string:
-		distinctID = v
+		return x, true
 	case json.Number:
-		distinctID = v.String()
-	default:
-		return fail("properties.distinct_id", reasonInvalidID, "distinct_id must be a string or a number")
+		return x.String(), true
 	}
-	if len(distinctID) > 255 {
-		return fail("properties.distinct_id", reasonInvalidID, "distinct_id exceeds 255 bytes")
-	}
-	if distinctID != "" {
-		props[event.PropDistinctID] = distinctID
-	}
-
-	ms, present, err := eventMillis(props[event.PropTime])
-	if err != nil {
-		return fail("properties.time", reasonMalformed, "%s", err.Error())
-	}
-	if !present {
-		ms = now.UnixMilli()
-	}
-	t := time.UnixMilli(ms)
-	if now.Sub(t) > lim.TrackMaxAge {
-		return fail("properties.time", reasonTooOld, "older than %s; send historical events to /import", days(lim.TrackMaxAge))
-	}
-	if t.Sub(now) > lim.MaxFuture {
-		return fail("properties.time", reasonTooNew, "more than %s in the future", lim.MaxFuture)
-	}
-	props[event.PropTime] = json.Number(fmt.Sprint(ms))
-
-	if len(props) > lim.MaxProperties {
-		return fail("properties", reasonTooManyProps, "more than %d properties", lim.MaxProperties)
-	}
-	for k, v := range props {
-		if e := c.checkShape(v, 1); e != nil {
-			return fail("properties."+safeKey(k), e.reason, "%s", e.msg)
-		}
-	}
-
-	insertID, hasID := props[event.PropInsertID].(string)
-	if _, present := props[event.PropInsertID]; present && !hasID {
-		return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be a string")
-	}
-	if hasID && !validInsertID(insertID) {
-		return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -")
-	}
-
-	obj := struct {
-		Event      string         `json:"event"`
-		Properties map[string]any `json:"properties"`
-	}{*te.Event, props}
-	if !hasID {
-		// A deterministic id, derived from the event's content, makes a
-		// retried request fold into the row its first attempt wrote.
-		canon, err := json.Marshal(obj)
-		if err != nil {
-			return fail("properties", reasonMalformed, "properties are not encodable")
-		}
-		sum := sha256.Sum256(append([]byte(project+"\x00"), canon...))
-		props[event.PropInsertID] = hex.EncodeToString(sum[:16])
-	}
-	b, err := json.Marshal(obj)
-	if err != nil {
-		return fail("properties", reasonMalformed, "properties are not encodable")
-	}
-	return normalized{project: project, distinctID: distinctID, object: b}, nil
+	return "", false
 }
 
 // eventMillis reads a Mixpanel time: seconds (possibly fractional) or
-// milliseconds. Values above 1e11 can only be milliseconds (1e11 seconds is
-// the year 5138).
+// milliseconds, as a number or a numeric string. Values above 1e11 can only
+// be milliseconds (1e11 seconds is the year 5138).
 func eventMillis(v any) (ms int64, present bool, err error) {
 	if v == nil {
 		return 0, false, nil
@@ -218,8 +194,8 @@ func validInsertID(s string) bool {
 
 type shapeError struct{ reason, msg string }
 
-// checkShape enforces the nesting and array limits on a property value.
-// depth counts the property itself as 1.
+// checkShape enforces the nesting, key-count and list-length limits on a
+// property value. depth counts the property itself as 1.
 func (c *Collector) checkShape(v any, depth int) *shapeError {
 	lim := c.cfg.Limits
 	switch x := v.(type) {
@@ -227,8 +203,8 @@ func (c *Collector) checkShape(v any, depth int) *shapeError {
 		if depth > lim.MaxDepth {
 			return &shapeError{reasonTooDeep, fmt.Sprintf("nested more than %d levels deep", lim.MaxDepth)}
 		}
-		if len(x) > lim.MaxProperties {
-			return &shapeError{reasonTooManyProps, fmt.Sprintf("object has more than %d keys", lim.MaxProperties)}
+		if len(x) >= lim.MaxProperties {
+			return &shapeError{reasonTooManyProps, fmt.Sprintf("object has %d keys or more", lim.MaxProperties)}
 		}
 		for _, e := range x {
 			if err := c.checkShape(e, depth+1); err != nil {

@@ -12,8 +12,15 @@ import (
 
 // Serve answers requests on l until ctx ends, then stops accepting
 // connections and lets requests in flight finish within ShutdownTimeout.
+// With TLSCert and TLSKey set it serves HTTPS, negotiating HTTP/2 (ALPN h2)
+// or HTTP/1.1; browsers send their many small beacon requests over one
+// HTTP/2 connection.
 func (c *Collector) Serve(ctx context.Context, l net.Listener) error {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true) // takes effect over TLS
 	srv := &http.Server{
+		Protocols:         &protocols,
 		Handler:           c.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,

@@ -28,3 +28,35 @@ have clickhouse-client || missing+=(clickhouse-client)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt_install "${missing[@]}"
 fi
+
+# --- Prometheus (observability tests) ---------------------------------------
+# internal/obstest scrapes a running stack with a real Prometheus and checks
+# deploy/prometheus and deploy/grafana against it: Debian's `prometheus`
+# package provides both `prometheus` and `promtool`.
+if ! have prometheus || ! have promtool; then
+	apt_install prometheus
+fi
+# --- end Prometheus ----------------------------------------------------------
+
+# --- SDK compatibility tests (sdktest/) --------------------------------------
+# sdktest/ runs the official Mixpanel SDKs against Veil: the Node library with
+# node, and mixpanel-browser in Debian's headless `chromium` (npm never
+# downloads a browser). The npm packages come from the committed lockfile;
+# node_modules is reinstalled when it is missing or was installed from
+# another lockfile.
+sdk_missing=()
+have node || sdk_missing+=(nodejs)
+have npm || sdk_missing+=(npm)
+have chromium || sdk_missing+=(chromium)
+if [ ${#sdk_missing[@]} -gt 0 ]; then
+	apt_install "${sdk_missing[@]}"
+fi
+sdk_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/sdktest"
+sdk_stamp="$sdk_dir/node_modules/.veil-lockfile.sha256"
+sdk_lock_sum="$(sha256sum "$sdk_dir/package-lock.json" | cut -d' ' -f1)"
+if [ ! -f "$sdk_stamp" ] || [ "$(cat "$sdk_stamp")" != "$sdk_lock_sum" ]; then
+	echo "install-deps: npm ci in sdktest/"
+	(cd "$sdk_dir" && npm ci --no-audit --no-fund --loglevel=error)
+	echo "$sdk_lock_sum" >"$sdk_stamp"
+fi
+# --- end SDK compatibility tests ---------------------------------------------

@@ -2,9 +2,12 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"go.uber.org/zap"
 )
@@ -22,8 +25,12 @@ type Capabilities struct {
 	// TTL allows table TTL for retention (19.6+).
 	TTL bool
 	// InsertDedupToken makes a retried insert of the same batch a no-op on a
-	// non-replicated MergeTree (22.2+).
+	// non-replicated MergeTree (22.2+): the insert_deduplication_token
+	// setting, with the table setting non_replicated_deduplication_window.
 	InsertDedupToken bool
+	// RBAC is SQL-driven access control: CREATE ROLE, CREATE USER, GRANT
+	// (20.4+). Older servers only know users.xml.
+	RBAC bool
 }
 
 // CapabilitiesFor derives the capabilities of a server version.
@@ -36,6 +43,7 @@ func CapabilitiesFor(major, minor uint64) Capabilities {
 		Codecs:           atLeast(19, 9),
 		TTL:              atLeast(19, 9),
 		InsertDedupToken: atLeast(22, 2),
+		RBAC:             atLeast(20, 4),
 	}
 }
 
@@ -46,6 +54,14 @@ type Migration struct {
 	Version    uint32
 	Name       string
 	Statements func(db string, c Capabilities) []string
+	// Requires, when set, gates the migration on a server feature. A
+	// migration the server cannot run is skipped and not recorded, so it
+	// runs after the server is upgraded.
+	Requires func(c Capabilities) bool
+	// Optional migrations may be refused by the server (typically: the
+	// migrating user may not manage access). The refusal is logged, the
+	// migration is not recorded, and the next start tries again.
+	Optional bool
 }
 
 // lc wraps a String column type in LowCardinality where the server has it.
@@ -63,6 +79,93 @@ func codec(c Capabilities, spec string) string {
 	}
 	return ""
 }
+
+// DedupWindow is how many recent insert blocks a table remembers to
+// recognise a retried insert by its deduplication token. At about one insert
+// a second per table and worker, 1000 blocks cover the retries of the last
+// several minutes; older replays are folded by ReplacingMergeTree instead.
+const DedupWindow = 1000
+
+// tableSettings renders the SETTINGS clause of a MergeTree table.
+func tableSettings(c Capabilities) string {
+	if c.InsertDedupToken {
+		return fmt.Sprintf("\nSETTINGS non_replicated_deduplication_window = %d", DedupWindow)
+	}
+	return ""
+}
+
+// provenanceColumns are on every row written from an event: which policy
+// applied, which pseudonymisation key epoch produced the ids, which consent
+// signals the request carried and which transforms fired.
+const provenanceColumns = `    policy_version  UInt32,
+    key_epoch       UInt32,
+    consent         Array(String),
+    transforms      Array(String)`
+
+// opsTable renders an append-only log of profile operations, keyed by the
+// columns in idCols (distinct_id for people, group_key and group_id for
+// groups).
+func opsTable(db, name, idCols, idKey string, c Capabilities) string {
+	return fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %[1]s.%[2]s (
+    project         %[3]s,
+%[4]s
+    time            DateTime,
+    time_ms         UInt16,
+    op              %[3]s,
+    operand         String%[5]s,
+    modifiers       String%[5]s,
+    insert_id       String,
+    received_at     DateTime%[6]s,
+    kafka_partition UInt32,
+    kafka_offset    UInt64,
+%[7]s
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(time)
+ORDER BY (project, %[8]s, time, insert_id, op)%[9]s`,
+		db, name, lc(c), idCols, codec(c, "ZSTD(1)"), codec(c, "Delta, ZSTD(1)"), provenanceColumns, idKey, tableSettings(c))
+}
+
+// stateTable renders the current-state table of profiles or groups: one row
+// per property, rewritten by the worker whenever an operation touches it.
+// ReplacingMergeTree(version) keeps the row of the newest computation.
+func stateTable(db, name, idCols, idKey string, c Capabilities) string {
+	return fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %[1]s.%[2]s (
+    project         %[3]s,
+%[4]s
+    property        String,
+    value           String%[5]s,
+    value_json      String%[5]s,
+    value_type      %[3]s,
+    deleted         UInt8,
+    set_at          DateTime,
+    version         UInt64,
+    policy_version  UInt32,
+    key_epoch       UInt32,
+    updated_at      DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (project, %[6]s, property)`,
+		db, name, lc(c), idCols, codec(c, "ZSTD(1)"), idKey)
+}
+
+// stateView renders the analysts' view of current state: for each property
+// the row of the highest version, unless that row is a deletion. argMax over
+// a GROUP BY is exact whether or not the background merges have run.
+func stateView(db, view, table, idKey string) string {
+	return fmt.Sprintf(`CREATE VIEW IF NOT EXISTS %[1]s.%[2]s AS
+SELECT project, %[4]s, property,
+    s.1 AS value, s.2 AS value_json, s.3 AS value_type, s.4 AS set_at, s.6 AS version
+FROM (
+    SELECT project, %[4]s, property,
+        argMax(tuple(value, value_json, value_type, set_at, deleted, version), version) AS s
+    FROM %[1]s.%[3]s
+    GROUP BY project, %[4]s, property
+)
+WHERE s.5 = 0`, db, view, table, idKey)
+}
+
+// AnalystRole is the role that may read the de-identified tables, on servers
+// with SQL-driven access control.
+const AnalystRole = "veil_analyst"
 
 // Migrations is the schema, oldest first. Never edit a released migration:
 // add a new one.
@@ -83,7 +186,7 @@ var Migrations = []Migration{
     event           %[2]s,
     distinct_id     String,
     insert_id       String,
-    received_at     DateTime,
+    received_at     DateTime%[4]s,
     country_code    %[2]s,
     region          %[2]s,
     city            %[2]s,
@@ -94,13 +197,58 @@ var Migrations = []Migration{
     lib             %[2]s,
     lib_version     %[2]s,
     properties      String%[3]s,
-    policy_version  UInt32,
-    key_epoch       UInt32,
-    consent         Array(String),
-    transforms      Array(String)
+%[5]s
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(time)
-ORDER BY (project, toDate(time), event, distinct_id, time, insert_id)`, db, lc(c), codec(c, "ZSTD(1)"))}
+ORDER BY (project, toDate(time), event, distinct_id, time, insert_id)%[6]s`,
+				db, lc(c), codec(c, "ZSTD(1)"), codec(c, "Delta, ZSTD(1)"), provenanceColumns, tableSettings(c))}
+		},
+	},
+	{
+		Version: 2,
+		Name:    "events_dedup view",
+		Statements: func(db string, c Capabilities) []string {
+			// Replayed rows are identical, so filtering before or after FINAL
+			// gives the same answer: a plain FINAL view is exact.
+			return []string{fmt.Sprintf("CREATE VIEW IF NOT EXISTS %[1]s.events_dedup AS SELECT * FROM %[1]s.events FINAL", db)}
+		},
+	},
+	{
+		Version: 3,
+		Name:    "profiles",
+		Statements: func(db string, c Capabilities) []string {
+			return []string{
+				opsTable(db, "profile_ops", "    distinct_id     String,", "distinct_id", c),
+				stateTable(db, "profile_state", "    distinct_id     String,", "distinct_id", c),
+				stateView(db, "profiles", "profile_state", "distinct_id"),
+			}
+		},
+	},
+	{
+		Version: 4,
+		Name:    "groups",
+		Statements: func(db string, c Capabilities) []string {
+			ids := fmt.Sprintf("    group_key       %s,\n    group_id        String,", lc(c))
+			return []string{
+				opsTable(db, "group_ops", ids, "group_key, group_id", c),
+				stateTable(db, "group_state", ids, "group_key, group_id", c),
+				stateView(db, "groups", "group_state", "group_key, group_id"),
+			}
+		},
+	},
+	{
+		Version:  5,
+		Name:     "analyst role",
+		Requires: func(c Capabilities) bool { return c.RBAC },
+		Optional: true,
+		Statements: func(db string, c Capabilities) []string {
+			// Everything in the database is de-identified by construction, so
+			// the role reads the whole database; a grant per table would miss
+			// the tables later migrations add.
+			return []string{
+				"CREATE ROLE IF NOT EXISTS " + AnalystRole,
+				fmt.Sprintf("GRANT SELECT ON %s.* TO %s", db, AnalystRole),
+			}
 		},
 	},
 }
@@ -142,15 +290,32 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, caps Capabilities
 		if applied[m.Version] {
 			continue
 		}
-		for _, stmt := range m.Statements(db, caps) {
-			if err := conn.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("sink: migration %d (%s): %w", m.Version, m.Name, err)
-			}
+		if m.Requires != nil && !m.Requires(caps) {
+			log.Info("migration skipped: the server lacks the feature", zap.Uint32("version", m.Version), zap.String("name", m.Name))
+			continue
 		}
-		if err := recordMigration(ctx, conn, db, m); err != nil {
-			return fmt.Errorf("sink: record migration %d: %w", m.Version, err)
+		if err := applyMigration(ctx, conn, db, caps, m); err != nil {
+			var ex *clickhouse.Exception
+			if m.Optional && errors.As(err, &ex) {
+				log.Warn("optional migration refused by the server; it will be retried at the next start",
+					zap.Uint32("version", m.Version), zap.String("name", m.Name), zap.Error(err))
+				continue
+			}
+			return err
 		}
 		log.Info("migration applied", zap.Uint32("version", m.Version), zap.String("name", m.Name))
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, conn driver.Conn, db string, caps Capabilities, m Migration) error {
+	for _, stmt := range m.Statements(db, caps) {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("sink: migration %d (%s): %w", m.Version, m.Name, err)
+		}
+	}
+	if err := recordMigration(ctx, conn, db, m); err != nil {
+		return fmt.Errorf("sink: record migration %d: %w", m.Version, err)
 	}
 	return nil
 }
@@ -167,4 +332,31 @@ func recordMigration(ctx context.Context, conn driver.Conn, db string, m Migrati
 		return err
 	}
 	return b.Send()
+}
+
+// AnalystUserStatements renders the SQL that creates (or updates) the
+// read-only analyst user on a server with SQL-driven access control: the
+// user gets the analyst role and nothing else, and readonly = 1 forbids any
+// write or DDL even if a grant were added by mistake. The password travels
+// as a SHA-256 hash, so it never appears in clear in the server's query log.
+func AnalystUserStatements(user, passwordSHA256Hex string) []string {
+	u := quoteIdent(user)
+	auth := fmt.Sprintf("IDENTIFIED WITH sha256_hash BY '%s'", passwordSHA256Hex)
+	// The role is granted before it is made the default: a default role
+	// must already be granted.
+	return []string{
+		fmt.Sprintf("CREATE USER IF NOT EXISTS %s %s SETTINGS readonly = 1", u, auth),
+		fmt.Sprintf("GRANT %s TO %s", AnalystRole, u),
+		fmt.Sprintf("ALTER USER %s %s DEFAULT ROLE %s SETTINGS readonly = 1", u, auth, AnalystRole),
+	}
+}
+
+// quoteIdent quotes a ClickHouse identifier with backticks.
+func quoteIdent(s string) string {
+	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`").Replace(s) + "`"
+}
+
+// quoteString quotes a ClickHouse string literal.
+func quoteString(s string) string {
+	return "'" + strings.NewReplacer("\\", "\\\\", "'", "\\'").Replace(s) + "'"
 }

@@ -7,6 +7,8 @@ import (
 )
 
 type metrics struct {
+	fetched      prometheus.Counter
+	pending      prometheus.Gauge
 	consumed     prometheus.Counter
 	stored       prometheus.Counter
 	dropped      *prometheus.CounterVec
@@ -17,11 +19,17 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		fetched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "veil_worker_events_fetched_total", Help: "Raw events fetched from Kafka into the processing queue.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "veil_worker_uncommitted_messages", Help: "Messages handled since the last offset commit (the batch being built or written).",
+		}),
 		consumed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "veil_worker_events_consumed_total", Help: "Raw events read from Kafka.",
 		}),
 		stored: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "veil_worker_events_stored_total", Help: "Events written to ClickHouse.",
+			Name: "veil_worker_events_stored_total", Help: "Events and profile or group operations written to ClickHouse.",
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veil_worker_events_dropped_total", Help: "Events dropped on purpose, by reason.",
@@ -44,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.deadLettered.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.stored, m.dropped, m.deadLettered, m.commitErrors, m.lag)
+		reg.MustRegister(m.fetched, m.pending, m.consumed, m.stored, m.dropped, m.deadLettered, m.commitErrors, m.lag)
 	}
 	return m
 }

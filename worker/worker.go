@@ -41,8 +41,10 @@ func (f StageFunc) Apply(ev *event.Event) event.DropReason { return f(ev) }
 // Config is the worker section of Veil's configuration.
 type Config struct {
 	GroupID string `yaml:"group_id"`
-	// FetchMaxWait bounds how long a fetch waits for data; kafka-go's
-	// default of 10 s would add that much latency at low rates.
+	// FetchMaxWait bounds how long an idle fetch waits for data (a fetch
+	// returns as soon as data arrives, so it adds no latency). kafka-go
+	// gives the broker this much less a quarter, so below about a second a
+	// busy machine turns idle fetches into i/o timeouts and reconnects.
 	FetchMaxWait time.Duration `yaml:"fetch_max_wait"`
 	// QueueCapacity is how many fetched messages may wait for processing.
 	QueueCapacity int `yaml:"queue_capacity"`
@@ -57,7 +59,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		GroupID:          "veil-worker",
-		FetchMaxWait:     250 * time.Millisecond,
+		FetchMaxWait:     time.Second,
 		QueueCapacity:    10000,
 		DrainTimeout:     15 * time.Second,
 		SessionTimeout:   10 * time.Second,
@@ -189,6 +191,10 @@ func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Me
 			}
 			continue
 		}
+		w.m.fetched.Inc()
+		// While the processor is blocked (ClickHouse refusing writes), this
+		// send blocks once the queue is full, and fetching pauses: the
+		// backlog stays in Kafka as consumer lag.
 		select {
 		case out <- m:
 		case <-ctx.Done():
@@ -258,6 +264,10 @@ func (p *processor) handle(m kafka.Message) error {
 	w.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 	p.last[m.Partition] = m
 	p.pending++
+	w.m.pending.Set(float64(p.pending))
+	// Every message handled is covered by the batch, whatever its outcome:
+	// the covered offsets name the batch for deduplication.
+	p.batch.Cover(m.Topic, m.Partition, m.Offset)
 
 	var ev event.Event
 	if err := event.Decode(m.Value, &ev); err != nil {
@@ -337,5 +347,6 @@ func (p *processor) flush() error {
 	}
 	clear(p.last)
 	p.pending = 0
+	p.w.m.pending.Set(0)
 	return nil
 }

@@ -38,8 +38,8 @@ func envelope(t *testing.T, name, id, insertID string) []byte {
 type fixture struct {
 	group string
 	kcfg  kafkax.Config
-	scfg sink.Config
-	reg  *prometheus.Registry
+	scfg  sink.Config
+	reg   *prometheus.Registry
 }
 
 func setup(t *testing.T) fixture {
@@ -209,4 +209,60 @@ func deadLettered(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
 	c.Add(total)
 	return c
+}
+
+func opEnvelope(t *testing.T, kind event.Kind, op string, props map[string]any, value any) []byte {
+	t.Helper()
+	props["time"] = time.Now().UnixMilli()
+	obj, _ := json.Marshal(map[string]any{"event": op, "properties": props, "value": value})
+	b, err := event.MarshalEnvelope(&event.Envelope{Version: event.EnvelopeVersion, Kind: kind, Project: "shop",
+		Endpoint: "/engage", ReceivedAt: time.Now().UnixMilli(), Event: obj})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestProfileOperationsAreRouted: engage and groups envelopes go to their
+// operation logs and the current state follows, in the same flush as track
+// events; a malformed operand is dead-lettered.
+func TestProfileOperationsAreRouted(t *testing.T) {
+	f := setup(t)
+	key := event.Key("shop", "u1")
+	p := func(id string) map[string]any {
+		return map[string]any{"distinct_id": "u1", "$insert_id": id, "$ignore_time": true}
+	}
+	g := func(id string) map[string]any {
+		return map[string]any{"$group_key": "company", "$group_id": "acme", "$insert_id": id}
+	}
+	produce(t, f.kcfg,
+		kafka.Message{Key: key, Value: envelope(t, "signup", "u1", "e-1")},
+		kafka.Message{Key: key, Value: opEnvelope(t, event.KindEngage, "$set", p("o-1"), map[string]any{"plan": "free", "seats": 1})},
+		kafka.Message{Key: key, Value: opEnvelope(t, event.KindEngage, "$add", p("o-2"), map[string]any{"seats": 2})},
+		kafka.Message{Key: key, Value: opEnvelope(t, event.KindEngage, "$set", p("o-3"), map[string]any{"plan": "pro"})},
+		kafka.Message{Key: key, Value: opEnvelope(t, event.KindEngage, "$add", p("o-4"), map[string]any{"seats": "many"})},
+		kafka.Message{Key: key, Value: opEnvelope(t, event.KindGroups, "$set", g("g-1"), map[string]any{"industry": "retail"})},
+	)
+	stop := f.run(t)
+	defer stop()
+	conn := testsvc.Conn(t, f.scfg)
+	db := f.scfg.Database
+	testsvc.Eventually(t, 20*time.Second, "state written", func() bool {
+		return testsvc.Count(t, conn, "SELECT count() FROM "+db+".profiles") == 2 && testsvc.Count(t, conn, "SELECT count() FROM "+db+".groups") == 1
+	})
+	for q, want := range map[string]uint64{
+		"SELECT count() FROM " + db + ".events":                                              1,
+		"SELECT count() FROM " + db + ".profile_ops":                                         3,
+		"SELECT count() FROM " + db + ".group_ops":                                           1,
+		"SELECT count() FROM " + db + ".profiles WHERE property = 'plan' AND value = 'pro'":  1,
+		"SELECT count() FROM " + db + ".profiles WHERE property = 'seats' AND value = '3'":   1,
+		"SELECT count() FROM " + db + ".groups WHERE group_id = 'acme' AND value = 'retail'": 1,
+	} {
+		if n := testsvc.Count(t, conn, q); n != want {
+			t.Errorf("%s: %d, want %d", q, n, want)
+		}
+	}
+	testsvc.Eventually(t, 10*time.Second, "malformed $add dead-lettered", func() bool {
+		return testutil.ToFloat64(deadLettered(t, f.reg)) == 1
+	})
 }

@@ -65,7 +65,7 @@ func run(ctx context.Context, cmd string, c *cli) error {
 	case "collector":
 		return app.RunCollector(ctx, cfg, deps, nil)
 	case "worker":
-		return app.RunWorker(ctx, cfg, deps, true)
+		return app.WorkerRole(ctx, cfg, deps)
 	case "migrate":
 		if err := app.Migrate(ctx, cfg, deps); err != nil {
 			return err

@@ -13,8 +13,12 @@ import (
 	"go.uber.org/zap/zapcore"
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/enrich"
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
 )
@@ -27,12 +31,30 @@ type LogConfig struct {
 
 // Config is the whole of Veil's configuration file.
 type Config struct {
-	Log       LogConfig      `yaml:"log"`
-	Kafka     kafkax.Config  `yaml:"kafka"`
-	Collector ingest.Config  `yaml:"collector"`
-	Worker    worker.Config  `yaml:"worker"`
-	Sink      sink.Config    `yaml:"sink"`
-	Admin     AdminConfig    `yaml:"admin"`
+	Log        LogConfig        `yaml:"log"`
+	Kafka      kafkax.Config    `yaml:"kafka"`
+	Collector  ingest.Config    `yaml:"collector"`
+	Worker     worker.Config    `yaml:"worker"`
+	Enrich     enrich.Config    `yaml:"enrich"`
+	Deidentify DeidentifyConfig `yaml:"deidentify"`
+	Privacy    privacy.Config   `yaml:"privacy"`
+	Sink       sink.Config      `yaml:"sink"`
+	Admin      AdminConfig      `yaml:"admin"`
+}
+
+// DeidentifyConfig is where the pseudonymisation keys come from and each
+// project's privacy policy.
+type DeidentifyConfig struct {
+	// The keys come from a file or an environment variable, never from this
+	// file: see deidentify/pseudonym for the format.
+	PseudonymKeyFile string     `yaml:"pseudonym_key_file"`
+	PseudonymKeyEnv  string     `yaml:"pseudonym_key_env"`
+	Policies         policy.Set `yaml:"policies"`
+}
+
+// KeySource names where the keys are.
+func (d DeidentifyConfig) KeySource() pseudonym.Source {
+	return pseudonym.Source{File: d.PseudonymKeyFile, Env: d.PseudonymKeyEnv}
 }
 
 // AdminConfig is the worker's operations listener: /metrics, /healthz,
@@ -48,8 +70,14 @@ func DefaultConfig() Config {
 		Kafka:     kafkax.DefaultConfig(),
 		Collector: ingest.DefaultConfig(),
 		Worker:    worker.DefaultConfig(),
-		Sink:      sink.DefaultConfig(),
-		Admin:     AdminConfig{Listen: "127.0.0.1:9464"},
+		Enrich:    enrich.DefaultConfig(),
+		Deidentify: DeidentifyConfig{
+			PseudonymKeyEnv: "VEIL_PSEUDONYM_KEYS",
+			Policies:        policy.DefaultSet(),
+		},
+		Privacy: privacy.DefaultConfig(),
+		Sink:    sink.DefaultConfig(),
+		Admin:   AdminConfig{Listen: "127.0.0.1:9464"},
 	}
 }
 
@@ -63,7 +91,8 @@ func (c Config) Validate() error {
 	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {
 		return errors.New("log.level must be debug, info, warn or error")
 	}
-	for _, err := range []error{c.Kafka.Validate(), c.Collector.Validate(), c.Worker.Validate(), c.Sink.Validate()} {
+	for _, err := range []error{c.Kafka.Validate(), c.Collector.Validate(), c.Worker.Validate(), c.Enrich.Validate(),
+		c.Deidentify.KeySource().Validate(), c.Deidentify.Policies.Validate(), c.Privacy.Validate(), c.Sink.Validate()} {
 		if err != nil {
 			return err
 		}
@@ -84,6 +113,12 @@ func Load(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
+	// Both key sources may not be set; a file in the configuration
+	// replaces the default environment variable.
+	if cfg.Deidentify.PseudonymKeyFile != "" && cfg.Deidentify.PseudonymKeyEnv == DefaultConfig().Deidentify.PseudonymKeyEnv {
+		cfg.Deidentify.PseudonymKeyEnv = ""
+	}
+	cfg.Deidentify.Policies.Inherit()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}

@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
@@ -32,14 +35,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// stack is a collector and a worker running against the test services.
+// stack runs Veil's roles against the test services. Each role is started
+// on demand and stopped at cleanup (or earlier by its stop function).
 type stack struct {
-	cfg       app.Config
-	collector string
-	stop      func()
+	t          *testing.T
+	cfg        app.Config
+	collector  string
+	admin      string
+	adminToken string
 }
 
-func startStack(t *testing.T) *stack {
+func newStack(t *testing.T, mutate func(*app.Config)) *stack {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Kafka.Brokers = testsvc.Kafka(t)
@@ -50,36 +56,102 @@ func startStack(t *testing.T) *stack {
 	cfg.Worker.GroupID = testsvc.Unique(t, "group")
 	cfg.Sink = testsvc.SinkConfig(t)
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
+	cfg.Deidentify.PseudonymKeyEnv = ""
+	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)
+	cfg.Privacy.Database = cfg.Sink.Database + "_privacy"
+	cfg.Privacy.AdminTokenEnv = ""
+	cfg.Privacy.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(cfg.Privacy.AdminTokenFile, []byte("test-admin-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	if err := app.Migrate(context.Background(), cfg, app.Deps{Logger: zaptest.NewLogger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	return &stack{t: t, cfg: cfg, adminToken: "test-admin-token"}
+}
+
+// run starts one role and returns its stop function, also registered as a
+// cleanup. Every role gets its own metrics registry.
+func (s *stack) run(name string, role func(ctx context.Context, deps app.Deps) error) (stop func(), reg *prometheus.Registry) {
+	t := s.t
+	ctx, cancel := context.WithCancel(context.Background())
+	reg = app.NewRegistry()
+	deps := app.Deps{Logger: zaptest.NewLogger(t).Named(name), Registry: reg}
+	done := make(chan error, 1)
+	go func() { done <- role(ctx, deps) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("%s stopped with error: %v", name, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop, reg
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	deps := app.Deps{Logger: zaptest.NewLogger(t), Registry: app.NewRegistry()}
-	if err := app.Migrate(ctx, cfg, deps); err != nil {
-		t.Fatal(err)
+	return l
+}
+
+func (s *stack) startCollector() *prometheus.Registry {
+	l := listen(s.t)
+	s.collector = "http://" + l.Addr().String()
+	_, reg := s.run("collector", func(ctx context.Context, deps app.Deps) error { return app.RunCollector(ctx, s.cfg, deps, l) })
+	return reg
+}
+
+// startWorker runs a worker; with admin it also serves the privacy API.
+func (s *stack) startWorker(admin bool) (func(), *prometheus.Registry) {
+	var l net.Listener
+	if admin {
+		l = listen(s.t)
+		s.admin = "http://" + l.Addr().String()
 	}
-	done := make(chan error, 2)
-	go func() { done <- app.RunCollector(ctx, cfg, deps, l) }()
-	go func() { done <- app.RunWorker(ctx, cfg, deps, false) }()
-	s := &stack{cfg: cfg, collector: "http://" + l.Addr().String()}
-	stopped := false
-	s.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		for i := 0; i < 2; i++ {
-			if err := <-done; err != nil {
-				t.Errorf("role stopped with error: %v", err)
-			}
-		}
+	stop, reg := s.run("worker", func(ctx context.Context, deps app.Deps) error { return app.RunWorker(ctx, s.cfg, deps, l) })
+	if admin {
+		s.waitReady()
 	}
-	t.Cleanup(s.stop)
+	return stop, reg
+}
+
+// waitReady waits until the admin listener's /readyz answers 200.
+func (s *stack) waitReady() {
+	testsvc.Eventually(s.t, 30*time.Second, "admin /readyz", func() bool {
+		resp, err := http.Get(s.admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+func (s *stack) startPrivacy() {
+	l := listen(s.t)
+	s.admin = "http://" + l.Addr().String()
+	s.run("privacy", func(ctx context.Context, deps app.Deps) error { return app.RunPrivacy(ctx, s.cfg, deps, l) })
+	s.waitReady()
+}
+
+// startStack runs a collector and a worker.
+func startStack(t *testing.T) *stack {
+	s := newStack(t, nil)
+	s.startCollector()
+	s.startWorker(false)
 	return s
 }
 

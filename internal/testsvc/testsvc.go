@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/chserver"
 	"github.com/veilhq/veil/sink"
 )
@@ -133,7 +135,8 @@ func Unique(t testing.TB, prefix string) string {
 }
 
 // SinkConfig returns a sink configuration for the shared ClickHouse with a
-// fresh database, dropped when the test ends.
+// fresh database, dropped when the test ends (and with it the database
+// name + "_privacy", for the privacy tables).
 func SinkConfig(t testing.TB) sink.Config {
 	t.Helper()
 	s := ClickHouse(t)
@@ -148,6 +151,7 @@ func SinkConfig(t testing.TB) sink.Config {
 		}
 		defer conn.Close()
 		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database)
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database+"_privacy")
 	})
 	return cfg
 }
@@ -184,4 +188,15 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// KeyFile writes a fresh pseudonymisation key file for the test and returns
+// its path.
+func KeyFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pseudonym.keys")
+	if err := pseudonym.GenerateKeyFile(p); err != nil {
+		t.Fatalf("testsvc: %v", err)
+	}
+	return p
 }

@@ -1,0 +1,439 @@
+// Package deidentify holds the worker's privacy stages. The policy stage
+// applies each project's policy to the end user's choices; the
+// de-identification stage, which runs after enrichment has used the IP,
+// removes what identifies a person before anything reaches ClickHouse:
+//
+//   - the IP is dropped, or truncated to its /24 or /48 network;
+//   - distinct_id, $device_id, $user_id, $anon_distinct_id and group ids
+//     become keyed HMAC-SHA256 pseudonyms;
+//   - PII properties ($email, $phone, $name, …) are dropped;
+//   - every remaining string, keys included, is scanned for emails, phone
+//     numbers, card numbers, IBANs, national ids, IPs and tokens, which are
+//     replaced by typed placeholders; URLs lose their fragment and every
+//     query parameter not allow-listed;
+//   - geo is cut to the policy's precision;
+//   - the row records the policy version, the key epoch, the consent
+//     signals seen and the transforms that fired.
+package deidentify
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/deidentify/scrub"
+	"github.com/veilhq/veil/event"
+)
+
+// Transform names recorded in a row's transforms column.
+const (
+	TIPDropped      = "ip_dropped"
+	TIPTruncated    = "ip_truncated"
+	TPseudonymized  = "ids_pseudonymized"
+	TAnonymized     = "anonymized"
+	TPIIDropped     = "pii_dropped"
+	TNotAllowListed = "not_allow_listed_dropped"
+	TGeoReduced     = "geo_reduced"
+	TScrubbedPrefix = "scrubbed_"
+)
+
+// builtinPII are property names that hold personal data by their very name.
+// They are compared case-insensitively and without a leading '$'.
+var builtinPII = []string{
+	"email", "phone", "phone_number", "mobile", "name", "first_name", "last_name", "full_name",
+	"address", "street", "street_address", "postal_code", "zip", "zip_code", "ip", "ip_address",
+	"birthday", "date_of_birth", "dob", "ssn", "password", "username", "user_name",
+	"avatar", "latitude", "longitude", "lat", "lng", "geo_latitude", "geo_longitude",
+}
+
+// idProps are the identifier properties that become pseudonyms.
+var idProps = []string{"$device_id", "$user_id", "$anon_distinct_id", "$distinct_id_before_identity", "$identified_id", "$anon_id"}
+
+// Deps are the stages' collaborators.
+type Deps struct {
+	Logger   *zap.Logger
+	Metrics  prometheus.Registerer
+	Keyring  *pseudonym.Keyring
+	Registry Registry // nil: no opt-out registry and no deletions
+}
+
+// Registry answers whether a user opted out or was deleted. Lookups take
+// the user's pseudonyms under every key held, so entries made under an older
+// key still match.
+type Registry interface {
+	OptedOut(project string, ids []pseudonym.Pseudonym) bool
+	// DeletedBefore returns the time of the user's deletion request, if any:
+	// events received up to then must not be stored.
+	DeletedBefore(project string, ids []pseudonym.Pseudonym) (time.Time, bool)
+	// OptIn records that the user opted back in.
+	OptIn(project, id string)
+}
+
+type projectRules struct {
+	policy    policy.Policy
+	pii       map[string]bool
+	allowOnly map[string]bool
+	scrubber  *scrub.Scrubber
+}
+
+// Engine holds the compiled per-project policies. Its PolicyStage and
+// Stage methods are the worker's stages.
+type Engine struct {
+	set      policy.Set
+	rules    map[string]*projectRules
+	fallback *projectRules
+	keys     *pseudonym.Keyring
+	daily    *pseudonym.Keyring // the same keys, rotating daily
+	registry Registry
+	log      *zap.Logger
+	m        *metrics
+}
+
+// New compiles the policies.
+func New(set policy.Set, deps Deps) (*Engine, error) {
+	if err := set.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Keyring == nil {
+		return nil, errors.New("deidentify: a pseudonymisation keyring is required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = zap.NewNop()
+	}
+	e := &Engine{set: set, rules: map[string]*projectRules{}, keys: deps.Keyring, registry: deps.Registry, log: deps.Logger, m: newMetrics(deps.Metrics, deps.Keyring)}
+	var err error
+	if e.daily, err = deps.Keyring.WithConfig(pseudonym.Config{Rotate: pseudonym.RotateDaily}); err != nil {
+		return nil, err
+	}
+	if e.fallback, err = compile(set.Default); err != nil {
+		return nil, err
+	}
+	for name, p := range set.Projects {
+		if e.rules[name], err = compile(p); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+func compile(p policy.Policy) (*projectRules, error) {
+	r := &projectRules{policy: p, pii: map[string]bool{}}
+	for _, k := range builtinPII {
+		r.pii[k] = true
+	}
+	for _, k := range p.PIIDeny {
+		r.pii[normKey(k)] = true
+	}
+	for _, k := range p.PIIAllow {
+		delete(r.pii, normKey(k))
+	}
+	if len(p.AllowOnly) > 0 {
+		r.allowOnly = map[string]bool{}
+		for _, k := range p.AllowOnly {
+			r.allowOnly[k] = true
+		}
+	}
+	cfg := scrub.DefaultConfig()
+	cfg.URLQueryAllow = p.URLQueryAllow
+	sc, err := scrub.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.scrubber = sc
+	return r, nil
+}
+
+func (e *Engine) rulesFor(project string) *projectRules {
+	if r, ok := e.rules[project]; ok {
+		return r
+	}
+	return e.fallback
+}
+
+// normKey folds a property name for the PII list: case and a leading '$'
+// do not matter ($Email, email and EMAIL are the same promise).
+func normKey(k string) string {
+	return strings.ToLower(strings.TrimPrefix(k, "$"))
+}
+
+// PolicyStage applies the project's policy to ev's privacy choices.
+func (e *Engine) PolicyStage(ev *event.Event) event.DropReason {
+	r := e.rulesFor(ev.Project)
+	c := policy.Choices{
+		DNT:          ev.Signals.DNT,
+		GPC:          ev.Signals.GPC,
+		OptOutCookie: ev.Signals.OptOut,
+		OptIn:        ev.Kind == event.KindTrack && ev.Name == "$opt_in",
+	}
+	if e.registry != nil && ev.DistinctID != "" {
+		ids := e.keys.All(ev.Project, ev.DistinctID)
+		c.Registered = e.registry.OptedOut(ev.Project, ids)
+		if at, ok := e.registry.DeletedBefore(ev.Project, ids); ok && !ev.ReceivedAt.After(at) {
+			c.Deleted = true
+		}
+	}
+	outcome, seen := r.policy.Decide(c)
+	ev.Provenance.PolicyVersion = r.policy.Version
+	ev.Provenance.Consent = seen
+	switch outcome {
+	case policy.DropOptOut:
+		return event.DropOptOut
+	case policy.DropDNT:
+		return event.DropDNT
+	case policy.DropGPC:
+		return event.DropGPC
+	case policy.DropDeleted:
+		return event.DropDeleted
+	case policy.KeepAnonymized:
+		ev.Anonymized = true
+	}
+	if c.OptIn && e.registry != nil && ev.DistinctID != "" {
+		e.registry.OptIn(ev.Project, ev.DistinctID)
+	}
+	return event.Keep
+}
+
+// BotsDropped reports whether the project drops bot traffic.
+func (e *Engine) BotsDropped(project string) bool {
+	return e.rulesFor(project).policy.Bots == policy.BotDrop
+}
+
+// Stage de-identifies ev in place. It never drops.
+func (e *Engine) Stage(ev *event.Event) event.DropReason {
+	r := e.rulesFor(ev.Project)
+	p := &r.policy
+	tr := ev.Provenance.Transforms[:0:0]
+
+	// The IP has served geolocation; only the policy's prefix may remain.
+	if ev.IP.IsValid() {
+		if p.IP == policy.IPTruncate && !ev.Anonymized {
+			ev.IPPrefix = truncate(ev.IP).String()
+			tr = append(tr, TIPTruncated)
+		} else {
+			tr = append(tr, TIPDropped)
+		}
+		ev.IP = netip.Addr{}
+	}
+	ev.UserAgent = ""
+
+	geo := p.Geo
+	if ev.Anonymized && (geo == policy.GeoCity || geo == policy.GeoRegion) {
+		geo = policy.GeoCountry
+	}
+	if reduceGeo(&ev.Geo, geo) {
+		tr = append(tr, TGeoReduced)
+	}
+
+	// Identifiers: pseudonyms, or nothing at all when anonymized.
+	if ev.Anonymized {
+		ev.DistinctID, ev.GroupID = "", ""
+		for _, k := range idProps {
+			delete(ev.Properties, k)
+		}
+		for _, k := range p.GroupKeys {
+			delete(ev.Properties, k)
+		}
+		tr = append(tr, TAnonymized)
+	} else {
+		pseudo := func(id string) string {
+			v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
+			ev.Provenance.KeyEpoch = epoch
+			return v
+		}
+		changed := false
+		if ev.DistinctID != "" {
+			ev.DistinctID = pseudo(ev.DistinctID)
+			changed = true
+		}
+		if ev.GroupID != "" {
+			ev.GroupID = pseudo(ev.GroupID)
+			changed = true
+		}
+		for _, keys := range [][]string{idProps, p.GroupKeys} {
+			for _, k := range keys {
+				v, ok := ev.Properties[k]
+				if !ok {
+					continue
+				}
+				switch x := v.(type) {
+				case []any: // an event may belong to several groups
+					for i, e := range x {
+						if s := idString(e); s != "" {
+							x[i] = pseudo(s)
+						}
+					}
+					changed = true
+				default:
+					if s := idString(v); s != "" {
+						ev.Properties[k] = pseudo(s)
+						changed = true
+					} else {
+						delete(ev.Properties, k)
+					}
+				}
+			}
+		}
+		if changed {
+			tr = append(tr, TPseudonymized)
+		}
+	}
+
+	// PII properties and, in allow-list mode, everything not allowed.
+	dropped, notAllowed := dropProps(ev.Properties, r)
+	if m, ok := ev.Value.(map[string]any); ok {
+		d, n := dropProps(m, r)
+		dropped, notAllowed = dropped || d, notAllowed || n
+	}
+	if ev.Kind != event.KindTrack && ev.Name == "$unset" {
+		// $unset's operand is a list of property names: names are kept.
+		if l, ok := ev.Value.([]any); ok {
+			ev.Value = filterNames(l, r)
+		}
+	}
+	if dropped {
+		tr = append(tr, TPIIDropped)
+	}
+	if notAllowed {
+		tr = append(tr, TNotAllowListed)
+	}
+
+	// Whatever is left is scanned for PII in free text.
+	var found scrub.Finding
+	if s, f := r.scrubber.String(ev.Name); f != 0 {
+		ev.Name, found = s, found|f
+	}
+	if v, f := r.scrubber.Value(ev.Properties); f != 0 {
+		if m, ok := v.(map[string]any); ok {
+			ev.Properties = m
+		}
+		found |= f
+	}
+	if ev.Value != nil {
+		v, f := r.scrubber.Value(ev.Value)
+		ev.Value, found = v, found|f
+	}
+	for _, name := range found.Names() {
+		tr = append(tr, TScrubbedPrefix+name)
+		e.m.scrubbed.WithLabelValues(name).Inc()
+	}
+	ev.Provenance.Transforms = tr
+	return event.Keep
+}
+
+func (e *Engine) pseudonymize(p *policy.Policy, project, id string, t time.Time) (string, uint32) {
+	if p.Rotate == policy.RotateDaily {
+		return e.daily.PseudonymizeAt(project, id, t)
+	}
+	return e.keys.Pseudonymize(project, id)
+}
+
+func idString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case interface{ String() string }:
+		return x.String()
+	}
+	return ""
+}
+
+// dropProps removes PII properties from m and, in allow-list mode, every
+// property not allowed. It reports which of the two fired.
+func dropProps(m map[string]any, r *projectRules) (pii, notAllowed bool) {
+	for k := range m {
+		if r.allowOnly != nil && !r.allowOnly[k] && !isIDProp(k) && !slices.Contains(r.policy.GroupKeys, k) {
+			delete(m, k)
+			notAllowed = true
+			continue
+		}
+		if r.pii[normKey(k)] {
+			delete(m, k)
+			pii = true
+		}
+	}
+	return pii, notAllowed
+}
+
+func filterNames(l []any, r *projectRules) []any {
+	out := l[:0]
+	for _, v := range l {
+		if s, ok := v.(string); ok && (r.pii[normKey(s)] || (r.allowOnly != nil && !r.allowOnly[s])) {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func isIDProp(k string) bool {
+	for _, p := range idProps {
+		if p == k {
+			return true
+		}
+	}
+	return false
+}
+
+// truncate keeps the /24 of an IPv4 and the /48 of an IPv6 address: enough
+// for network-level analysis, too coarse to single out a household.
+func truncate(ip netip.Addr) netip.Prefix {
+	bits := 48
+	if ip.Is4() {
+		bits = 24
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// reduceGeo cuts g to precision and reports whether anything was removed.
+func reduceGeo(g *event.Geo, precision policy.GeoPrecision) bool {
+	before := *g
+	switch precision {
+	case policy.GeoRegion:
+		g.City = ""
+	case policy.GeoCountry:
+		g.City, g.Region = "", ""
+	case policy.GeoNone:
+		*g = event.Geo{}
+	}
+	return *g != before
+}
+
+type metrics struct {
+	scrubbed *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, keys *pseudonym.Keyring) *metrics {
+	m := &metrics{
+		scrubbed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "veil_deidentify_scrubbed_total", Help: "Personal data found in free text and replaced, by kind.",
+		}, []string{"kind"}),
+	}
+	// Every kind is pre-created so that rate() sees a zero before the first
+	// finding.
+	for f := scrub.Finding(1); f != 0; f <<= 1 {
+		for _, name := range f.Names() {
+			m.scrubbed.WithLabelValues(name)
+		}
+	}
+	keyAge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "veil_deidentify_key_age_seconds", Help: "Age of the current pseudonymisation key (0 when its creation time is unknown).",
+	}, func() float64 {
+		age, ok := keys.KeyAge(time.Now())
+		if !ok {
+			return 0
+		}
+		return age.Seconds()
+	})
+	if reg != nil {
+		reg.MustRegister(m.scrubbed, keyAge)
+	}
+	return m
+}

@@ -1,0 +1,252 @@
+package deidentify
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/event"
+)
+
+func keyring(t testing.TB) *pseudonym.Keyring {
+	t.Helper()
+	kr, err := pseudonym.NewKeyring(map[uint32][]byte{1: []byte("0123456789abcdef0123456789abcdef"), 2: []byte("fedcba9876543210fedcba9876543210")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+type fakeRegistry struct {
+	out     map[string]bool
+	deleted map[string]time.Time
+	optIns  []string
+}
+
+func (f *fakeRegistry) OptedOut(project string, ids []pseudonym.Pseudonym) bool {
+	for _, id := range ids {
+		if f.out[project+"/"+id.Value] {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeRegistry) DeletedBefore(project string, ids []pseudonym.Pseudonym) (time.Time, bool) {
+	for _, id := range ids {
+		if t, ok := f.deleted[project+"/"+id.Value]; ok {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (f *fakeRegistry) OptIn(project, id string) { f.optIns = append(f.optIns, project+"/"+id) }
+
+// canaries is PII an end user's events may carry; none may survive.
+var canaries = []string{
+	"alice@example.com", "Alice Liddell", "+14155552671", "4111111111111111", "123-45-6789",
+	"GB82WEST12345698765432", "203.0.113.77", "2001:db8::77", "user-canary-7731", "device-canary-0042",
+	"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "secret-session-cookie",
+}
+
+func canaryEvent() *event.Event {
+	return &event.Event{
+		Kind: event.KindTrack, Project: "shop", Name: "checkout alice@example.com",
+		DistinctID: "user-canary-7731", InsertID: "ins-1",
+		Time: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), ReceivedAt: time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC),
+		IP:        netip.MustParseAddr("203.0.113.77"),
+		UserAgent: "Mozilla/5.0 (contact alice@example.com)",
+		Geo:       event.Geo{CountryCode: "US", Region: "California", City: "San Francisco"},
+		Properties: map[string]any{
+			"$email":            "alice@example.com",
+			"$name":             "Alice Liddell",
+			"Phone":             "+14155552671",
+			"$device_id":        "device-canary-0042",
+			"plan":              "pro",
+			"amount":            json.Number("12.5"),
+			"$current_url":      "https://shop.example/checkout?email=alice%40example.com&utm_source=news#card=4111111111111111",
+			"$referrer":         "https://mail.example/u/alice@example.com/inbox",
+			"note":              "call me at +14155552671 or mail alice@example.com, ssn 123-45-6789",
+			"nested":            map[string]any{"iban": "GB82WEST12345698765432", "list": []any{"4111 1111 1111 1111", "ok"}},
+			"alice@example.com": "as a key",
+			"auth":              "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+			"server":            "2001:db8::77",
+			"cookie":            "secret-session-cookie",
+		},
+	}
+}
+
+func newEngine(t *testing.T, set policy.Set, reg Registry) *Engine {
+	t.Helper()
+	e, err := New(set, Deps{Keyring: keyring(t), Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestNoCanarySurvives(t *testing.T) {
+	set := policy.DefaultSet()
+	set.Default.PIIDeny = []string{"cookie"}
+	e := newEngine(t, set, nil)
+	ev := canaryEvent()
+	if r := e.PolicyStage(ev); r != event.Keep {
+		t.Fatalf("dropped: %s", r)
+	}
+	if r := e.Stage(ev); r != event.Keep {
+		t.Fatalf("dropped: %s", r)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.ToLower(string(b))
+	for _, c := range canaries {
+		for _, form := range []string{strings.ToLower(c), strings.ToLower(strings.ReplaceAll(c, "@", "%40"))} {
+			if strings.Contains(out, form) {
+				t.Errorf("canary %q survived de-identification:\n%s", c, b)
+			}
+		}
+	}
+	// The non-PII data is all there.
+	if ev.Properties["plan"] != "pro" || ev.Properties["amount"] != json.Number("12.5") {
+		t.Errorf("non-PII properties lost: %v", ev.Properties)
+	}
+	if got := ev.Properties["$current_url"]; got != "https://shop.example/checkout?utm_source=news" {
+		t.Errorf("$current_url = %v", got)
+	}
+	if len(ev.DistinctID) != pseudonym.Size || ev.Provenance.KeyEpoch != 2 {
+		t.Errorf("distinct_id not pseudonymised under the current key: %q epoch %d", ev.DistinctID, ev.Provenance.KeyEpoch)
+	}
+	if ev.IP.IsValid() || ev.IPPrefix != "" || ev.UserAgent != "" {
+		t.Errorf("IP or user agent kept: %v %q %q", ev.IP, ev.IPPrefix, ev.UserAgent)
+	}
+	if ev.Geo.City != "San Francisco" {
+		t.Errorf("city-level geo lost under the default policy: %+v", ev.Geo)
+	}
+	tr := strings.Join(ev.Provenance.Transforms, ",")
+	for _, want := range []string{TIPDropped, TPseudonymized, TPIIDropped, "scrubbed_email", "scrubbed_phone", "scrubbed_card"} {
+		if !strings.Contains(tr, want) {
+			t.Errorf("transforms %q lack %s", tr, want)
+		}
+	}
+}
+
+func TestPseudonymsAreStable(t *testing.T) {
+	e := newEngine(t, policy.DefaultSet(), nil)
+	a, b := canaryEvent(), canaryEvent()
+	b.Project = "other"
+	c := canaryEvent()
+	for _, ev := range []*event.Event{a, b, c} {
+		e.Stage(ev)
+	}
+	if a.DistinctID != c.DistinctID {
+		t.Error("the same user got two pseudonyms")
+	}
+	if a.DistinctID == b.DistinctID {
+		t.Error("two projects share a pseudonym")
+	}
+	if a.Properties["$device_id"] == "device-canary-0042" || len(a.Properties["$device_id"].(string)) != pseudonym.Size {
+		t.Errorf("$device_id = %v", a.Properties["$device_id"])
+	}
+}
+
+func TestPolicies(t *testing.T) {
+	anon := policy.DefaultSet()
+	anon.Default.DNT = policy.Anonymize
+	anon.Default.IP = policy.IPTruncate
+	trunc := policy.DefaultSet()
+	trunc.Default.IP = policy.IPTruncate
+	trunc.Default.Geo = policy.GeoRegion
+	allow := policy.DefaultSet()
+	allow.Default.AllowOnly = []string{"plan"}
+	daily := policy.DefaultSet()
+	daily.Default.Rotate = policy.RotateDaily
+
+	t.Run("anonymize drops ids and geo below country", func(t *testing.T) {
+		e := newEngine(t, anon, nil)
+		ev := canaryEvent()
+		ev.Signals.DNT = true
+		if r := e.PolicyStage(ev); r != event.Keep || !ev.Anonymized {
+			t.Fatalf("got %q anonymized=%v", r, ev.Anonymized)
+		}
+		e.Stage(ev)
+		if ev.DistinctID != "" || ev.Properties["$device_id"] != nil || ev.IPPrefix != "" {
+			t.Fatalf("identifiers kept: %q %v %q", ev.DistinctID, ev.Properties["$device_id"], ev.IPPrefix)
+		}
+		if ev.Geo != (event.Geo{CountryCode: "US"}) {
+			t.Fatalf("geo %+v", ev.Geo)
+		}
+		if strings.Join(ev.Provenance.Consent, ",") != "dnt" {
+			t.Fatalf("consent %v", ev.Provenance.Consent)
+		}
+	})
+	t.Run("truncate keeps the /24 and region", func(t *testing.T) {
+		e := newEngine(t, trunc, nil)
+		ev := canaryEvent()
+		e.Stage(ev)
+		if ev.IPPrefix != "203.0.113.0/24" || ev.Geo != (event.Geo{CountryCode: "US", Region: "California"}) {
+			t.Fatalf("prefix %q geo %+v", ev.IPPrefix, ev.Geo)
+		}
+		ev6 := canaryEvent()
+		ev6.IP = netip.MustParseAddr("2001:db8:1234:5678::1")
+		e.Stage(ev6)
+		if ev6.IPPrefix != "2001:db8:1234::/48" {
+			t.Fatalf("v6 prefix %q", ev6.IPPrefix)
+		}
+	})
+	t.Run("allow-list mode fails closed", func(t *testing.T) {
+		e := newEngine(t, allow, nil)
+		ev := canaryEvent()
+		ev.Properties["brand_new_property"] = "x"
+		e.Stage(ev)
+		keys := []string{}
+		for k := range ev.Properties {
+			keys = append(keys, k)
+		}
+		if len(ev.Properties) != 2 || ev.Properties["plan"] != "pro" || ev.Properties["$device_id"] == nil {
+			t.Fatalf("kept %v", keys)
+		}
+	})
+	t.Run("daily rotation changes pseudonyms across days", func(t *testing.T) {
+		e := newEngine(t, daily, nil)
+		a, b := canaryEvent(), canaryEvent()
+		b.Time = b.Time.Add(24 * time.Hour)
+		e.Stage(a)
+		e.Stage(b)
+		if a.DistinctID == b.DistinctID {
+			t.Fatal("same pseudonym on two days")
+		}
+	})
+}
+
+func TestRegistryAndDeletion(t *testing.T) {
+	kr := keyring(t)
+	old := kr.All("shop", "user-canary-7731")[1] // under the older key
+	reg := &fakeRegistry{out: map[string]bool{"shop/" + old.Value: true}, deleted: map[string]time.Time{}}
+	e := newEngine(t, policy.DefaultSet(), reg)
+	if r := e.PolicyStage(canaryEvent()); r != event.DropOptOut {
+		t.Fatalf("registered user (older key) not dropped: %q", r)
+	}
+	in := canaryEvent()
+	in.Name = "$opt_in"
+	if r := e.PolicyStage(in); r != event.Keep || len(reg.optIns) != 1 {
+		t.Fatalf("$opt_in: %q, opt-ins %v", r, reg.optIns)
+	}
+
+	reg.out = map[string]bool{}
+	reg.deleted["shop/"+kr.All("shop", "user-canary-7731")[0].Value] = time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC)
+	if r := e.PolicyStage(canaryEvent()); r != event.DropDeleted {
+		t.Fatalf("event received before the deletion request: %q", r)
+	}
+	later := canaryEvent()
+	later.ReceivedAt = later.ReceivedAt.Add(time.Second)
+	if r := e.PolicyStage(later); r != event.Keep {
+		t.Fatalf("event received after the deletion request: %q", r)
+	}
+}

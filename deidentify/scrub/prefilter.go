@@ -1,0 +1,143 @@
+package scrub
+
+import (
+	"math/bits"
+	"strings"
+)
+
+// mayContain is the fast path: one pass over the bytes that answers "could
+// any detector fire here?". It must be a superset of the detectors — a
+// string it rejects is returned untouched — and FuzzScrubString checks
+// exactly that. Its triggers, one per detector family:
+//
+//   - '@' or "%40": e-mail;
+//   - "://": URL;
+//   - in a run of digits and " -.()+": 9 digits (SSN and SIN have 9, NANP
+//     and trunk-0 phones 10, cards 13), or 8 when the run holds a '+'
+//     (E.164);
+//   - three dots each after a digit: IPv4 ("1.2.3.4" has only 4 digits);
+//   - in a run of hex digits, colons and dots: "::" or seven colons, as
+//     every IPv6 address has one or the other;
+//   - at a word start, two capitals then a digit (or a space and a digit):
+//     IBAN and UK NINO; a token prefix (keyPrefixes, "eyJ", "Bearer").
+//
+// Prices, ISO dates (8 digits), times (two colons), versions, short
+// integers, words and sentences trigger none of these, so most property
+// values stop here without allocating.
+func (sc *Scrubber) mayContain(s string) bool {
+	digits, dots, colons := 0, 0, 0
+	plus := false // the current digit run holds a '+'
+	prevAlnum := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		cl := class[c]
+		if cl&cDigit != 0 {
+			digits++
+			if digits >= 9 || (plus && digits >= 8) {
+				return true
+			}
+			prevAlnum = true
+			continue
+		}
+		if cl&(cLower|cUpper) != 0 {
+			if !prevAlnum && triggerFirst[c] && wordTrigger(s, i) {
+				return true
+			}
+			digits, dots, plus = 0, 0, false
+			// Run through the rest of the letters at once: text is mostly
+			// letters, and inside a word only the colon count can change.
+			if colons == 0 {
+				for i+1 < len(s) && class[s[i+1]]&(cLower|cUpper) != 0 {
+					i++
+				}
+			} else {
+				hexOnly := cl&cHexLetter != 0
+				for i+1 < len(s) && class[s[i+1]]&(cLower|cUpper) != 0 {
+					hexOnly = hexOnly && class[s[i+1]]&cHexLetter != 0
+					i++
+				}
+				if !hexOnly {
+					colons = 0
+				}
+			}
+			prevAlnum = true
+			continue
+		}
+		prevAlnum = false
+		if c == ' ' { // the common separator, ahead of the switch
+			dots, colons = 0, 0
+			continue
+		}
+		switch c {
+		case '@':
+			return true
+		case '.':
+			if i > 0 && isDigit(s[i-1]) {
+				dots++
+				if dots >= 3 {
+					return true
+				}
+			}
+		case ':':
+			if i+1 < len(s) && s[i+1] == ':' {
+				return true
+			}
+			if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' {
+				return true
+			}
+			colons++
+			if colons >= 7 {
+				return true
+			}
+			digits, dots, plus = 0, 0, false
+		case '+':
+			plus = true
+			dots, colons = 0, 0
+		case '-', '(', ')':
+			dots, colons = 0, 0
+		case '%':
+			if i+2 < len(s) && s[i+1] == '4' && s[i+2] == '0' {
+				return true
+			}
+			digits, dots, colons, plus = 0, 0, 0, false
+		default:
+			digits, dots, colons, plus = 0, 0, 0, false
+		}
+	}
+	return false
+}
+
+// triggerFirst marks the bytes a word trigger can start with: capitals
+// (IBAN, NINO, "SG.", "AKIA"…), 'e' ("eyJ"), 'b' ("bearer") and the first
+// letters of the key prefixes. Other words skip the call.
+var triggerFirst = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	t['e'], t['b'] = true, true
+	for _, kp := range keyPrefixes {
+		t[kp.p[0]] = true
+	}
+	return t
+}()
+
+// wordTrigger checks the triggers that need a word start at i (a letter).
+func wordTrigger(s string, i int) bool {
+	c := s[i]
+	if isUpper(c) && i+2 < len(s) && isUpper(s[i+1]) &&
+		(isDigit(s[i+2]) || (s[i+2] == ' ' && i+3 < len(s) && isDigit(s[i+3]))) {
+		return true
+	}
+	switch c {
+	case 'e':
+		return strings.HasPrefix(s[i:], "eyJ")
+	case 'B', 'b':
+		return strings.HasPrefix(s[i:], "Bearer") || strings.HasPrefix(s[i:], "bearer") || strings.HasPrefix(s[i:], "BEARER")
+	}
+	for set := keyPrefixesByFirst[c]; set != 0; set &= set - 1 {
+		if hasKeyPrefix(s, i, keyPrefixes[bits.TrailingZeros32(set)].p) {
+			return true
+		}
+	}
+	return false
+}

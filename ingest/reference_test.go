@@ -1,0 +1,270 @@
+package ingest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veilhq/veil/event"
+)
+
+// trackEvent is the wire shape of a Mixpanel event.
+type trackEvent struct {
+	Event      *string        `json:"event"`
+	Properties map[string]any `json:"properties"`
+}
+
+// referenceNormalizeEvent is the straightforward way to normalise an event:
+// decode it into maps, check, encode again. normalizeEvent does the same
+// on the event's bytes; FuzzNormalizeEvent holds the two to the same
+// answers.
+func (c *Collector) referenceNormalizeEvent(raw []byte, idx int, now time.Time, importProject string) (normalized, *EventError) {
+	isImport := importProject != ""
+	insertID := ""
+	fail := func(field, reason, format string, args ...any) (normalized, *EventError) {
+		return normalized{}, &EventError{Index: idx, InsertID: insertID, Field: field, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+	}
+	lim := c.cfg.Limits
+	if len(raw) > lim.MaxEventBytes {
+		return fail("", reasonTooLarge, "event exceeds %d bytes", lim.MaxEventBytes)
+	}
+	var te trackEvent
+	if err := decodeJSON(raw, &te); err != nil {
+		return fail("", reasonMalformed, "not a JSON object with an event name and properties")
+	}
+	props := te.Properties
+	if props == nil {
+		props = map[string]any{}
+	}
+	if id, ok := props[event.PropInsertID].(string); ok && validInsertID(id) {
+		insertID = id
+	}
+	if te.Event == nil || *te.Event == "" {
+		return fail("event", reasonMissingEvent, "event name is missing")
+	}
+	if len(*te.Event) > 255 {
+		return fail("event", reasonMalformed, "event name exceeds 255 bytes")
+	}
+
+	project := importProject
+	if !isImport {
+		tok, _ := props[event.PropToken].(string)
+		p, ok := c.projectFor(tok)
+		if !ok {
+			return fail("properties.token", reasonUnknownToken, "unknown project token")
+		}
+		project = p
+	}
+	delete(props, event.PropToken)
+	if len(props) >= lim.MaxProperties {
+		return fail("properties", reasonTooManyProps, "has %d properties or more", lim.MaxProperties)
+	}
+
+	rawID, hasDistinctID := props[event.PropDistinctID]
+	if isImport && !hasDistinctID {
+		return fail("properties.distinct_id", reasonMissingID, "distinct_id is required by /import (use \"\" for events of no user)")
+	}
+	distinctID, ok := idString(rawID)
+	if !ok {
+		return fail("properties.distinct_id", reasonInvalidID, "distinct_id must be a string or a number")
+	}
+	if len(distinctID) > 255 {
+		return fail("properties.distinct_id", reasonInvalidID, "distinct_id exceeds 255 bytes")
+	}
+	if hasDistinctID {
+		props[event.PropDistinctID] = distinctID
+	}
+
+	ms, present, err := eventMillis(props[event.PropTime])
+	if err != nil {
+		return fail("properties.time", reasonMalformed, "%s", err.Error())
+	}
+	t := time.UnixMilli(ms)
+	switch {
+	case !present && isImport:
+		return fail("properties.time", reasonMalformed, "time is required by /import")
+	case !present:
+		ms = now.UnixMilli()
+	case isImport && t.Before(importEpoch):
+		return fail("properties.time", reasonTooOld, "before 1971-01-01")
+	case !isImport && now.Sub(t) > lim.TrackMaxAge:
+		return fail("properties.time", reasonTooOld, "older than %s; send historical events to /import", days(lim.TrackMaxAge))
+	case t.Sub(now) > lim.MaxFuture:
+		return fail("properties.time", reasonTooNew, "more than %s in the future", lim.MaxFuture)
+	}
+	props[event.PropTime] = json.Number(strconv.FormatInt(ms, 10))
+
+	for k, v := range props {
+		if e := c.checkShape(v, 1); e != nil {
+			return fail("properties."+safeKey(k), e.reason, "%s", e.msg)
+		}
+	}
+
+	id, isString := props[event.PropInsertID].(string)
+	if _, present := props[event.PropInsertID]; present && !isString {
+		return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be a string")
+	}
+	if isString && !validInsertID(id) {
+		return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -")
+	}
+
+	b, propsAt, err := encodeEvent(*te.Event, props, nil, false)
+	if err != nil {
+		return fail("properties", reasonMalformed, "properties are not encodable")
+	}
+	if !isString {
+		// A deterministic id, derived from the event's content, makes a
+		// retried request fold into the row its first attempt wrote.
+		sum := sha256.New()
+		sum.Write([]byte(project))
+		sum.Write([]byte{0})
+		sum.Write(b)
+		b = spliceInsertID(b, propsAt, sum.Sum(nil))
+	}
+	return normalized{project: project, key: event.Key(project, distinctID), object: b}, nil
+}
+
+// FuzzScanValue holds the hot path's JSON scanner to encoding/json: with
+// no limits it accepts exactly what json.Valid accepts.
+func FuzzScanValue(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2.5e-3,"x\u00e9\n",true,false,null,{}]}`, `"\ud83d"`, `-0`, `01`, `1.`, `1e`, `[1,]`, `{"a" 1}`, "\"\x01\"", `"\x"`, `[[[[]]]]`, ` {} `, `{}x`, "\"\xff\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		i := skipWS(b, 0)
+		end, err := scanValue(b, i, 1, &anyShape)
+		ok := err == nil && skipWS(b, end) == len(b)
+		if want := json.Valid(b); ok != want {
+			t.Fatalf("scanValue(%q) ok=%v, json.Valid=%v", b, ok, want)
+		}
+	})
+}
+
+// FuzzNormalizeEvent holds normalizeEvent, which works on bytes, to
+// referenceNormalizeEvent, which decodes into maps: the same events are
+// accepted, with the same content, and the same rejected for the same reason.
+func FuzzNormalizeEvent(f *testing.F) {
+	for _, s := range []string{
+		evA, evB, evImport,
+		`{"event":"e","properties":{"token":"tok-shop","time":"1795348800","distinct_id":null,"a":{"b":[1,{"c":null}]}}}`,
+		`{"event":"e","properties":{"token":"tok-shop","$insert_id":7}}`,
+		`{"event":"e","properties":{"token":"tok-shop","time":true}}`,
+		`{"event":"e","properties":{"token":"tok-shop","a":[[[[1]]]]}}`,
+		`{"event":"e","extra":[1],"properties":{"to\u006ben":"tok-shop","d\"q":"\ud83d\ude00"}}`,
+		`{"event":null,"properties":null}`,
+		`{"properties":{"token":"tok-shop"},"event":"late"}`,
+		`{"event":"e","properties":{"token":"tok-shop","distinct_id":1e3,"time":1795348800000.5}}`,
+	} {
+		f.Add([]byte(s), false)
+		f.Add([]byte(s), true)
+	}
+	c, _, _ := newTestCollector(f, func(c *Config) {
+		c.Limits.MaxProperties = 6
+		c.Limits.MaxArrayLen = 4
+		c.Limits.MaxDepth = 2
+	})
+	f.Fuzz(func(t *testing.T, raw []byte, isImport bool) {
+		raw = repairUTF8(raw) // as the handler does before splitting
+		if ambiguous(raw) {
+			return
+		}
+		project := ""
+		if isImport {
+			project = "shop"
+		}
+		got, gotErr := c.normalizeEvent(raw, 3, fixedNow, project, nil)
+		want, wantErr := c.referenceNormalizeEvent(raw, 3, fixedNow, project)
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("%q: normalizeEvent error %v, reference error %v", raw, gotErr, wantErr)
+		}
+		if gotErr != nil {
+			shape := func(r string) bool { return r == reasonTooDeep || r == reasonTooManyProps || r == reasonArrayTooLong }
+			if shape(gotErr.Reason) && shape(wantErr.Reason) && gotErr.Field != "properties" && wantErr.Field != "properties" {
+				return // several limits broken: which is named first may differ
+			}
+			if *gotErr != *wantErr {
+				t.Fatalf("%q: normalizeEvent %+v, reference %+v", raw, *gotErr, *wantErr)
+			}
+			return
+		}
+		if got.project != want.project || string(got.key) != string(want.key) {
+			t.Fatalf("%q: project/key %s %q, reference %s %q", raw, got.project, got.key, want.project, want.key)
+		}
+		var g, w map[string]any
+		if err := decodeJSON(got.object, &g); err != nil {
+			t.Fatalf("%q: output %q is not JSON: %v", raw, got.object, err)
+		}
+		if err := decodeJSON(want.object, &w); err != nil {
+			t.Fatal(err)
+		}
+		gp, wp := g["properties"].(map[string]any), w["properties"].(map[string]any)
+		if id, _ := gp[event.PropInsertID].(string); !validInsertID(id) {
+			t.Fatalf("%q: insert id %q", raw, id)
+		}
+		if !strings.Contains(string(raw), event.PropInsertID) {
+			delete(gp, event.PropInsertID) // generated: a hash of different bytes
+			delete(wp, event.PropInsertID)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("%q:\n got %s\nwant %s", raw, got.object, want.object)
+		}
+	})
+}
+
+// ambiguous reports JSON that a map decoder reads differently from a
+// scanner for reasons neither gets wrong: duplicate keys, top-level keys
+// matched case-insensitively by encoding/json's struct decoding, and null.
+func ambiguous(raw []byte) bool {
+	if string(bytes.TrimSpace(raw)) == "null" {
+		return true // an event of null: the map decoder sees no name, the scanner no object
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		expect bool // next token in an object is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if len(stack) > 0 && stack[len(stack)-1].object && stack[len(stack)-1].expect {
+			top := &stack[len(stack)-1]
+			if k, ok := tok.(string); ok {
+				if top.keys[k] {
+					return true
+				}
+				top.keys[k] = true
+				if len(stack) == 1 && k != "event" && k != "properties" && (strings.EqualFold(k, "event") || strings.EqualFold(k, "properties")) {
+					return true
+				}
+				top.expect = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]bool{}, object: true, expect: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) == 0 {
+			return false
+		}
+		if top := &stack[len(stack)-1]; top.object {
+			top.expect = true
+		}
+	}
+}

@@ -1,0 +1,277 @@
+package ingest
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// shape is the form of an answer's body.
+type shape uint8
+
+const (
+	// shapePlain is Mixpanel's default: 1 when at least one record was
+	// accepted, 0 when none was.
+	shapePlain shape = iota
+	// shapeVerbose is {"status":1,"error":null} / {"status":0,"error":"..."}
+	// (verbose=1).
+	shapeVerbose
+	// shapeImport is {"code":200,"num_records_imported":N,"status":"OK"} and
+	// its error forms: /import with a JSON body, and strict=1 anywhere.
+	shapeImport
+)
+
+// answerStyle is how a request wants to be answered, read from its
+// parameters.
+type answerStyle struct {
+	shape shape
+	// strict reports invalid records as a 400 with failed_records
+	// (strict=1); otherwise the valid records' success is the answer.
+	strict bool
+	// callback wraps the answer for JSONP: callback(1).
+	callback string
+	// img answers a 1×1 transparent GIF whatever happened (img=1).
+	img bool
+}
+
+// jsonpCallback is what a callback parameter may be: a JavaScript
+// identifier path such as mp.callbacks.cb_1, jQuery123_456 or
+// mixpanel._jsc[12345] (mixpanel-browser's own), nothing that could be
+// more than a function reference.
+var jsonpCallback = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*|\[[0-9]{1,16}\])*$`)
+
+// noopCallback is the callback mixpanel-browser sends when it wants a
+// verbose answer over JSONP but has no function to call.
+const noopCallback = "(function(){})"
+
+const maxCallbackLen = 128
+
+func validCallback(cb string) bool {
+	return cb == noopCallback || (len(cb) <= maxCallbackLen && jsonpCallback.MatchString(cb))
+}
+
+// styleFor reads the answer style from a request's parameters. fromParam
+// says the events came in a data parameter, which is how the SDKs that read
+// 1/0 answers send them; /import with a JSON body answers in import shape.
+func styleFor(ep *endpoint, params url.Values, fromParam bool) answerStyle {
+	s := answerStyle{
+		strict:   params.Get("strict") == "1",
+		callback: params.Get("callback"),
+		img:      params.Get("img") == "1",
+	}
+	switch {
+	case s.strict:
+		s.shape = shapeImport
+	case params.Get("verbose") == "1":
+		s.shape = shapeVerbose
+	case ep.kind == kindImport && !fromParam:
+		s.shape = shapeImport
+	default:
+		s.shape = shapePlain
+	}
+	return s
+}
+
+// result is what became of a request's records.
+type result struct {
+	accepted int // records accepted (events, or profile updates)
+	errs     []*EventError
+}
+
+// transparentGIF is a 1×1 transparent GIF, the answer to img=1.
+var transparentGIF, _ = base64.StdEncoding.DecodeString("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+type verboseBody struct {
+	Status int     `json:"status"`
+	Error  *string `json:"error"`
+}
+
+type failedRecord struct {
+	Index    int    `json:"index"`
+	InsertID string `json:"$insert_id"`
+	Field    string `json:"field"`
+	Message  string `json:"message"`
+}
+
+type importBody struct {
+	Code               int            `json:"code"`
+	Error              string         `json:"error,omitempty"`
+	FailedRecords      []failedRecord `json:"failed_records,omitempty"`
+	NumRecordsImported *int           `json:"num_records_imported,omitempty"`
+	Status             string         `json:"status"`
+}
+
+// answerResult answers a request whose records were handled one by one.
+func (c *Collector) answerResult(w http.ResponseWriter, st answerStyle, res result) {
+	status, body := resultBody(st, res)
+	c.write(w, st, status, body)
+}
+
+// answerError answers a request that failed as a whole.
+func (c *Collector) answerError(w http.ResponseWriter, st answerStyle, re *RequestError) {
+	status, body := errorBody(st, re)
+	c.write(w, st, status, body)
+}
+
+func resultBody(st answerStyle, res result) (status int, body []byte) {
+	status = http.StatusOK
+	switch st.shape {
+	case shapePlain:
+		body = []byte("0")
+		if res.accepted > 0 {
+			body = []byte("1")
+		}
+	case shapeVerbose:
+		v := verboseBody{Status: 1}
+		if res.accepted == 0 {
+			v.Status = 0
+		}
+		if len(res.errs) > 0 {
+			msg := joinErrors(res.errs)
+			v.Error = &msg
+		}
+		body, _ = json.Marshal(v)
+	case shapeImport:
+		n := res.accepted
+		b := importBody{Code: http.StatusOK, NumRecordsImported: &n, Status: "OK"}
+		if st.strict && len(res.errs) > 0 {
+			status = http.StatusBadRequest
+			b.Code, b.Status = status, http.StatusText(status)
+			b.Error = "some data points in the request failed validation"
+			b.FailedRecords = make([]failedRecord, len(res.errs))
+			for i, e := range res.errs {
+				b.FailedRecords[i] = failedRecord{Index: e.Index, InsertID: e.InsertID, Field: e.Field, Message: e.Msg}
+			}
+		}
+		body, _ = json.Marshal(b)
+	}
+	return status, body
+}
+
+func errorBody(st answerStyle, re *RequestError) (status int, body []byte) {
+	status = re.Status
+	switch st.shape {
+	case shapePlain, shapeVerbose:
+		if status == http.StatusBadRequest {
+			// Mixpanel answers a bad /track payload with 200 and body 0;
+			// SDKs treat other statuses as retryable, and retrying
+			// cannot fix it.
+			status = http.StatusOK
+		}
+		if st.shape == shapePlain {
+			body = []byte("0")
+		} else {
+			body, _ = json.Marshal(verboseBody{Status: 0, Error: &re.Msg})
+		}
+	case shapeImport:
+		body, _ = json.Marshal(importBody{Code: status, Error: re.Msg, Status: http.StatusText(status)})
+	}
+	return status, body
+}
+
+// write sends an answer in the request's style: as is, as a GIF, or
+// wrapped for JSONP.
+func (c *Collector) write(w http.ResponseWriter, st answerStyle, status int, body []byte) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	h.Set("X-Content-Type-Options", "nosniff")
+	switch {
+	case st.img:
+		h.Set("Content-Type", "image/gif")
+		body = transparentGIF
+	case st.callback != "":
+		// A script that failed to load never runs its callback, so JSONP
+		// answers 200 and lets the body say what happened.
+		status = http.StatusOK
+		h.Set("Content-Type", "text/javascript; charset=utf-8")
+		wrapped := make([]byte, 0, len(st.callback)+len(body)+2)
+		wrapped = append(wrapped, st.callback...)
+		wrapped = append(wrapped, '(')
+		wrapped = append(wrapped, body...)
+		body = append(wrapped, ')')
+	case st.shape == shapePlain:
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+	default:
+		h.Set("Content-Type", "application/json")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func joinErrors(errs []*EventError) string {
+	const show = 5
+	var b strings.Builder
+	for i, e := range errs {
+		if i == show {
+			b.WriteString("; and " + strconv.Itoa(len(errs)-show) + " more")
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// cors lets browsers call the ingestion endpoints from any page, with
+// credentials (mixpanel-browser sends withCredentials so that the opt-out
+// cookie arrives). With credentials the origin must be echoed, never "*".
+func cors(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return
+	}
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Allow-Credentials", "true")
+	h.Set("Access-Control-Expose-Headers", "Retry-After, X-Request-Id")
+}
+
+// preflight answers a CORS preflight (OPTIONS) request.
+func preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Allow", "GET, POST, OPTIONS")
+	if r.Header.Get("Origin") != "" {
+		h.Add("Vary", "Access-Control-Request-Headers")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		if req := r.Header.Values("Access-Control-Request-Headers"); len(req) > 0 {
+			if list := headerList(req); list != "" {
+				h.Set("Access-Control-Allow-Headers", list)
+			}
+		}
+		if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+			h.Set("Access-Control-Allow-Private-Network", "true")
+		}
+		h.Set("Access-Control-Max-Age", "86400")
+	}
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
+}
+
+// headerList echoes the requested header names, keeping only characters a
+// header name may have.
+func headerList(values []string) string {
+	var b strings.Builder
+	for _, v := range values {
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" || len(name) > 64 || strings.IndexFunc(name, func(r rune) bool {
+				return !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+			}) >= 0 {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(name)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,169 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"go.uber.org/zap"
+)
+
+// Full reports whether b has reached a row or byte bound.
+func (s *Sink) Full(b *Batch) bool { return b.Len() >= s.cfg.MaxRows || b.bytes >= s.cfg.MaxBytes }
+
+// MaxAge is how long a batch may wait before it is flushed.
+func (s *Sink) MaxAge() time.Duration { return s.cfg.MaxAge }
+
+// step is one write of a flush: an insert into one table, or the state
+// derived from an ops table.
+type step struct {
+	table string
+	run   func(ctx context.Context) (rows int, err error)
+}
+
+func (s *Sink) steps(b *Batch) []step {
+	var steps []step
+	token := b.dedupToken()
+	if n := len(b.events.project); n > 0 {
+		steps = append(steps, step{tableEvents, func(ctx context.Context) (int, error) {
+			return n, s.insert(ctx, tableEvents, token, eventColumns, b.events.columns())
+		}})
+	}
+	for _, r := range []*opRows{&b.people, &b.groups} {
+		if r.len() == 0 {
+			continue
+		}
+		steps = append(steps, step{r.table(), func(ctx context.Context) (int, error) {
+			return r.len(), s.insert(ctx, r.table(), token, r.columnNames(), r.columns())
+		}})
+	}
+	for _, r := range []*opRows{&b.people, &b.groups} {
+		if r.len() == 0 {
+			continue
+		}
+		table := tableProfileState
+		if r.groups {
+			table = tableGroupState
+		}
+		steps = append(steps, step{table, func(ctx context.Context) (int, error) {
+			st, err := s.computeState(ctx, r)
+			if err != nil {
+				return 0, err
+			}
+			if st.len() == 0 {
+				return 0, nil
+			}
+			names, cols := st.columns(r.groups)
+			// No token: the rows carry the time they were computed, and a
+			// recomputation is exact anyway (see state.go).
+			return st.len(), s.insert(ctx, table, "", names, cols)
+		}})
+	}
+	return steps
+}
+
+// Write writes b to every table it has rows for, retrying each write with
+// capped exponential backoff and jitter until it succeeds or ctx ends. A
+// retry resumes at the write that failed. Write returns nil only when every
+// row is in ClickHouse; on error nothing may be acknowledged.
+func (s *Sink) Write(ctx context.Context, b *Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	if b.done == nil {
+		b.done = map[string]bool{}
+	}
+	start := time.Now()
+	delay := s.cfg.RetryMin
+	defer s.m.retrying.Set(0)
+	for _, st := range s.steps(b) {
+		if b.done[st.table] {
+			continue
+		}
+		for attempt := 1; ; attempt++ {
+			actx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+			rows, err := st.run(actx)
+			cancel()
+			if err == nil {
+				b.done[st.table] = true
+				s.m.rows.WithLabelValues(st.table).Add(float64(rows))
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			class := classify(err)
+			s.m.errors.WithLabelValues(class).Inc()
+			s.m.retrying.Set(1)
+			// ClickHouse errors say which column or setting is wrong, never a
+			// row's values, so they are safe to log.
+			s.log.Warn("write failed; retrying", zap.String("table", st.table), zap.Int("rows", b.Len()), zap.Int("attempt", attempt),
+				zap.String("class", class), zap.Duration("backoff", delay), zap.Error(err))
+			// Jitter keeps several workers from retrying in lockstep.
+			wait := delay/2 + rand.N(delay/2+1)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			delay = min(delay*2, s.cfg.RetryMax)
+		}
+	}
+	s.m.batchRows.Observe(float64(b.Len()))
+	s.m.flushDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// insert writes columns to table in one native insert. On servers that
+// support it, token makes a retry of the same insert a no-op.
+func (s *Sink) insert(ctx context.Context, table, token string, names []string, cols []any) error {
+	if token != "" && s.caps.InsertDedupToken {
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(InsertSettings(s.caps, table, token)))
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.cfg.Database+"."+table+" ("+strings.Join(names, ", ")+")")
+	if err != nil {
+		return err
+	}
+	defer batch.Close()
+	for i, col := range cols {
+		if err := batch.Column(i).Append(col); err != nil {
+			return fmt.Errorf("column %s: %w", names[i], err)
+		}
+	}
+	return batch.Send()
+}
+
+// InsertSettings are the per-insert settings of a write to table covering
+// the Kafka ranges named by token. On 22.2+ the deduplication token makes
+// ClickHouse skip an insert it has already stored (within the table's
+// non_replicated_deduplication_window); older servers get none and rely on
+// ReplacingMergeTree.
+func InsertSettings(c Capabilities, table, token string) clickhouse.Settings {
+	if !c.InsertDedupToken || token == "" {
+		return nil
+	}
+	return clickhouse.Settings{"insert_deduplication_token": table + "@" + token}
+}
+
+// classify names the kind of a write failure for the error metric.
+func classify(err error) string {
+	var ex *clickhouse.Exception
+	var ne net.Error
+	switch {
+	case errors.As(err, &ex):
+		return "server"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "network"
+	}
+	return "other"
+}
