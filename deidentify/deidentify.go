@@ -230,6 +230,16 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	if reduceGeo(&ev.Geo, geo) {
 		tr = append(tr, TGeoReduced)
 	}
+	if ev.Kind == event.KindEngage && ev.Name == "$set" {
+		// Mixpanel puts a profile's location on the profile itself.
+		if m, ok := ev.Value.(map[string]any); ok {
+			for k, v := range map[string]string{"$country_code": ev.Geo.CountryCode, "$region": ev.Geo.Region, "$city": ev.Geo.City} {
+				if _, set := m[k]; !set && v != "" {
+					m[k] = v
+				}
+			}
+		}
+	}
 
 	// Identifiers: pseudonyms, or nothing at all when anonymized.
 	if ev.Anonymized {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -77,4 +79,57 @@ func BenchmarkCollector(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkCollectorHTTP serves on loopback, Kafka excluded, and posts
+// mixpanel-browser's 50-event batches from parallel keep-alive clients: the
+// collector's whole cost per event, HTTP included.
+func BenchmarkCollectorHTTP(b *testing.B) {
+	events := make([]string, 50)
+	for i := range events {
+		events[i] = browserEvent(i)
+	}
+	body := []byte("data=" + url.QueryEscape(b64("["+strings.Join(events, ",")+"]")))
+	cfg := DefaultConfig()
+	cfg.Projects = []Project{{Name: "shop", Token: "tok-shop"}}
+	c, err := New(cfg, "raw", Deps{Producer: nopProducer{}, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.now = func() time.Time { return fixedNow }
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx, l) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	target := "http://" + l.Addr().String() + "/track/?verbose=1&ip=1&_=1795348800000"
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Post(target, "application/x-www-form-urlencoded", bytes.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(50*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -69,6 +69,7 @@ type Collector struct {
 	routes   func(mux *http.ServeMux)
 	now      func() time.Time
 	bodies   sync.Pool // *bytes.Buffer for request bodies
+	buffers  sync.Pool // *payloadBuffers
 }
 
 // New validates cfg and builds a collector that produces to topic.
@@ -100,6 +101,7 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		now:      time.Now,
 	}
 	c.bodies.New = func() any { return new(bytes.Buffer) }
+	c.buffers.New = func() any { return new(payloadBuffers) }
 	for _, p := range cfg.Projects {
 		c.tokens[p.Token] = p.Name
 	}
@@ -249,7 +251,7 @@ func (c *Collector) ingestHandler(ep *endpoint) http.HandlerFunc {
 		query := r.URL.Query()
 		// Until the body is read, guess how the events come: a form or a
 		// data parameter is how the SDKs that read 1/0 answers send them.
-		st := styleFor(ep, query, query.Has("data") || isFormType(r.Header.Get("Content-Type")))
+		st := styleFor(ep, query, query, query.Has("data") || isFormType(r.Header.Get("Content-Type")))
 		reject := func(st answerStyle, re *RequestError, events int) {
 			c.m.rejected.WithLabelValues(re.Reason).Add(float64(max(events, 1)))
 			log.Info("request rejected", zap.String("reason", re.Reason), zap.Int("status", re.Status))
@@ -291,11 +293,10 @@ func (c *Collector) ingestHandler(ep *endpoint) http.HandlerFunc {
 			reject(st, asRequestError(err), 1)
 			return
 		}
-		p, err := extractPayload(r, buf.Bytes(), query)
-		st = styleFor(ep, p.params, p.fromParam)
-		if st.callback != "" && !validCallback(st.callback) {
-			st.callback = "" // a form field cannot make the answer a script either
-		}
+		pb := c.buffers.Get().(*payloadBuffers)
+		defer c.putBuffers(pb)
+		p, err := extractPayload(r, buf.Bytes(), query, pb)
+		st = styleFor(ep, query, p.params, p.fromParam)
 		if err != nil {
 			reject(st, asRequestError(err), 1)
 			return
@@ -322,49 +323,27 @@ func (c *Collector) ingestHandler(ep *endpoint) http.HandlerFunc {
 			RequestID:  reqID,
 		}
 		// An import comes from a server replaying history: its address
-		// says nothing about where the events happened.
-		if ep.kind != kindImport {
+		// says nothing about where the events happened, unless the client
+		// asks for it with ip=1 (the Node library's geolocate option).
+		if ep.kind != kindImport || p.params.Get("ip") == "1" {
 			if ip := c.clientIP(r); ip.IsValid() {
 				env.IP = ip.String()
 			}
 		}
 
-		res := result{}
-		norm := make([]normalized, 0, len(recs))
-		var scratch scannedEvent
-		for i, raw := range recs {
-			var e *EventError
-			switch ep.kind {
-			case kindTrack, kindImport:
-				var n normalized
-				if n, e = c.normalizeEvent(raw, i, now, importProject, &scratch); e == nil {
-					norm = append(norm, n)
-				}
-			case kindEngage:
-				norm, e = c.normalizeUpdate(raw, i, now, event.KindEngage, norm)
-			case kindGroups:
-				norm, e = c.normalizeUpdate(raw, i, now, event.KindGroups, norm)
-			}
-			if e != nil {
-				c.m.rejected.WithLabelValues(e.Reason).Inc()
-				res.errs = append(res.errs, e)
-				continue
-			}
-			res.accepted++
-		}
+		norm, res := c.normalizeRecords(ep, recs, now, importProject)
 
-		msgs := make([]kafka.Message, 0, len(norm))
-		envs := newEnvelopeWriter(&env)
-		for i := range norm {
-			msgs = append(msgs, kafka.Message{Key: norm[i].key, Value: envs.write(&norm[i])})
-		}
-
-		if len(msgs) > 0 {
+		if len(norm) > 0 {
 			if ok, wait := c.limiter.admit(projectCounts(norm), now); !ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 				reject(st, &RequestError{Status: http.StatusTooManyRequests, Reason: reasonRateLimited,
-					Msg: "project exceeded its rate limit; retry with exponential backoff"}, len(msgs))
+					Msg: "project exceeded its rate limit; retry with exponential backoff"}, len(norm))
 				return
+			}
+			msgs := make([]kafka.Message, 0, len(norm))
+			envs := newEnvelopeWriter(&env)
+			for i := range norm {
+				msgs = append(msgs, kafka.Message{Key: norm[i].key, Value: envs.write(&norm[i])})
 			}
 			if err := c.produce(r.Context(), msgs); err != nil {
 				// Nothing reaches the log but the error class: kafka-go's
@@ -381,6 +360,35 @@ func (c *Collector) ingestHandler(ep *endpoint) http.HandlerFunc {
 		}
 		c.answerResult(w, st, res)
 	}
+}
+
+// normalizeRecords validates and normalises a request's records one by
+// one, counting each rejection by its reason.
+func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time, importProject string) ([]normalized, result) {
+	var res result
+	norm := make([]normalized, 0, len(recs))
+	var scratch scannedEvent
+	for i, raw := range recs {
+		var e *EventError
+		switch ep.kind {
+		case kindTrack, kindImport:
+			var n normalized
+			if n, e = c.normalizeEvent(raw, i, now, importProject, &scratch); e == nil {
+				norm = append(norm, n)
+			}
+		case kindEngage:
+			norm, e = c.normalizeUpdate(raw, i, now, event.KindEngage, norm)
+		case kindGroups:
+			norm, e = c.normalizeUpdate(raw, i, now, event.KindGroups, norm)
+		}
+		if e != nil {
+			c.m.rejected.WithLabelValues(e.Reason).Inc()
+			res.errs = append(res.errs, e)
+			continue
+		}
+		res.accepted++
+	}
+	return norm, res
 }
 
 func isFormType(contentType string) bool {
@@ -406,6 +414,13 @@ func (c *Collector) putBody(b *bytes.Buffer) {
 	}
 	b.Reset()
 	c.bodies.Put(b)
+}
+
+func (c *Collector) putBuffers(b *payloadBuffers) {
+	if cap(b.form) > maxPooledBody || cap(b.data) > maxPooledBody {
+		return
+	}
+	c.buffers.Put(b)
 }
 
 // projectCounts counts the messages of each project, for the rate limiter.

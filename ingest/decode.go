@@ -39,11 +39,15 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64) (wire int64, err 
 	if r.Body == nil || r.Body == http.NoBody {
 		return 0, nil
 	}
-	counted := &countingReader{r: r.Body}
+	// Bound the bytes on the wire too: a compressed stream can be long and
+	// still decompress to little (empty gzip members, say).
+	counted := &countingReader{r: io.LimitReader(r.Body, limit+1)}
 	var src io.Reader = counted
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
-		if n := r.ContentLength; n > 0 && n <= limit {
+		if n := r.ContentLength; n > limit {
+			return 0, tooLarge("request body exceeds %d bytes", limit)
+		} else if n > 0 {
 			buf.Grow(int(n))
 		}
 	case "gzip", "x-gzip":
@@ -58,7 +62,7 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64) (wire int64, err 
 			Msg: "unsupported Content-Encoding; send the body uncompressed or gzip-encoded"}
 	}
 	n, err := buf.ReadFrom(io.LimitReader(src, limit+1))
-	if n > limit {
+	if n > limit || counted.n > limit {
 		return counted.n, tooLarge("request body exceeds %d bytes", limit)
 	}
 	if err != nil {
@@ -98,11 +102,15 @@ type payload struct {
 	ndjson bool
 }
 
+// payloadBuffers are reused between requests for the data parameter:
+// unescaped, then decoded from base64.
+type payloadBuffers struct{ form, data []byte }
+
 // extractPayload finds the JSON payload of a request: the `data` parameter
 // of a form body or of the query string, or a JSON body. Form bodies come as
 // application/x-www-form-urlencoded or, from navigator.sendBeacon, as
-// text/plain.
-func extractPayload(r *http.Request, body []byte, query url.Values) (payload, error) {
+// text/plain. The payload may live in buf, which must outlive it.
+func extractPayload(r *http.Request, body []byte, query url.Values, buf *payloadBuffers) (payload, error) {
 	p := payload{params: query}
 	trimmed := bytes.TrimSpace(body)
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -112,7 +120,7 @@ func extractPayload(r *http.Request, body []byte, query url.Values) (payload, er
 			p.data = trimmed
 			return p, nil
 		}
-		form, data, err := parseForm(trimmed)
+		form, data, err := parseForm(trimmed, &buf.form)
 		if err != nil {
 			return p, err
 		}
@@ -130,7 +138,7 @@ func extractPayload(r *http.Request, body []byte, query url.Values) (payload, er
 		}
 		if data != nil {
 			// The body's data wins over the query's.
-			b, err := decodeDataBytes(data)
+			b, err := decodeDataBytes(data, &buf.data)
 			if err != nil {
 				return p, err
 			}
@@ -148,7 +156,7 @@ func extractPayload(r *http.Request, body []byte, query url.Values) (payload, er
 	if data == "" {
 		return p, badRequest(reasonMalformed, "no data parameter and no JSON body")
 	}
-	b, err := decodeData(data)
+	b, err := decodeDataBytes([]byte(data), &buf.data)
 	if err != nil {
 		return p, err
 	}
@@ -157,20 +165,23 @@ func extractPayload(r *http.Request, body []byte, query url.Values) (payload, er
 	return p, nil
 }
 
-// decodeData turns a `data` value into JSON: raw JSON as the Python library
-// sends it, or base64 in any of the spellings SDKs produce (standard or
-// URL-safe alphabet, with or without padding, and with '+' turned into ' '
-// by a form decoder because the Node library does not escape it).
-func decodeData(s string) ([]byte, error) {
-	return decodeDataBytes([]byte(s))
-}
-
-// decodeDataBytes is decodeData on bytes the caller gives up: base64 is
-// cleaned up in place.
-func decodeDataBytes(t []byte) ([]byte, error) {
+// decodeDataBytes turns a `data` value into JSON: raw JSON as the Python
+// library sends it, or base64 in any of the spellings SDKs produce (standard
+// or URL-safe alphabet, with or without padding, and with '+' turned into
+// ' ' by a form decoder because the Node library does not escape it). t is
+// given up to it (base64 is cleaned up in place); the result is decoded into
+// *dst, which it grows as needed.
+func decodeDataBytes(t []byte, dst *[]byte) ([]byte, error) {
 	t = bytes.TrimSpace(t)
 	if len(t) > 0 && (t[0] == '[' || t[0] == '{') {
 		return t, nil
+	}
+	// The common spelling, padded standard base64, decodes directly.
+	if len(t)%4 == 0 && len(t) > 0 {
+		out := grow(dst, base64.StdEncoding.DecodedLen(len(t)))
+		if m, err := base64.StdEncoding.Decode(out, t); err == nil && m > 0 {
+			return out[:m], nil
+		}
 	}
 	urlSafe := false
 	n := 0
@@ -191,7 +202,7 @@ func decodeDataBytes(t []byte) ([]byte, error) {
 	if urlSafe {
 		enc = base64.RawURLEncoding
 	}
-	out := make([]byte, enc.DecodedLen(len(t)))
+	out := grow(dst, enc.DecodedLen(len(t)))
 	m, err := enc.Decode(out, t)
 	if err != nil {
 		return nil, badRequest(reasonMalformed, "data is neither JSON nor valid base64")
@@ -202,11 +213,20 @@ func decodeDataBytes(t []byte) ([]byte, error) {
 	return out[:m], nil
 }
 
+// grow returns (*b)[:n], reallocating when its capacity is short.
+func grow(b *[]byte, n int) []byte {
+	if cap(*b) < n {
+		*b = make([]byte, n)
+	}
+	*b = (*b)[:n]
+	return *b
+}
+
 // parseForm reads an application/x-www-form-urlencoded body. The data
-// field, which is nearly all of it, is unescaped into its own buffer without
-// passing through strings; the other fields are returned as values. It
-// refuses what url.ParseQuery refuses: bad escapes and ';' separators.
-func parseForm(body []byte) (form url.Values, data []byte, err error) {
+// field, which is nearly all of it, is unescaped into *dst without passing
+// through strings; the other fields are returned as values. It refuses what
+// url.ParseQuery refuses: bad escapes and ';' separators.
+func parseForm(body []byte, dst *[]byte) (form url.Values, data []byte, err error) {
 	bad := badRequest(reasonMalformed, "body is neither a form nor JSON")
 	for len(body) > 0 {
 		field := body
@@ -222,18 +242,29 @@ func parseForm(body []byte) (form url.Values, data []byte, err error) {
 			return nil, nil, bad
 		}
 		k, v, _ := bytes.Cut(field, []byte{'='})
-		if string(k) == "data" && data == nil {
-			if data, err = unescapeForm(v); err != nil {
+		key, err := url.QueryUnescape(string(k))
+		if err != nil {
+			return nil, nil, bad
+		}
+		if key == "data" {
+			if data != nil {
+				if _, err := url.QueryUnescape(string(v)); err != nil {
+					return nil, nil, bad // checked, as url.ParseQuery would
+				}
+				continue
+			}
+			d, err := unescapeForm((*dst)[:0], v)
+			if err != nil {
 				return nil, nil, bad
 			}
-			if len(bytes.TrimSpace(data)) == 0 {
-				data = nil // an empty data field, as if absent
+			*dst = d
+			if len(bytes.TrimSpace(d)) > 0 {
+				data = d // the first non-empty data field
 			}
 			continue
 		}
-		key, err1 := url.QueryUnescape(string(k))
-		val, err2 := url.QueryUnescape(string(v))
-		if err1 != nil || err2 != nil {
+		val, err := url.QueryUnescape(string(v))
+		if err != nil {
 			return nil, nil, bad
 		}
 		if form == nil {
@@ -244,9 +275,12 @@ func parseForm(body []byte) (form url.Values, data []byte, err error) {
 	return form, data, nil
 }
 
-// unescapeForm decodes a form value: %XX escapes, and '+' for a space.
-func unescapeForm(v []byte) ([]byte, error) {
-	out := make([]byte, 0, len(v))
+// unescapeForm appends the decoded form value v to out: %XX escapes, and
+// '+' for a space.
+func unescapeForm(out, v []byte) ([]byte, error) {
+	if cap(out)-len(out) < len(v) {
+		out = append(make([]byte, 0, len(out)+len(v)), out...)
+	}
 	for i := 0; i < len(v); i++ {
 		switch c := v[i]; c {
 		case '%':
@@ -310,9 +344,9 @@ func splitRecords(b []byte, ndjson bool, max int) (recs [][]byte, total int, err
 			}
 		}
 	case b[0] == '[':
-		i := skipSpace(b, 1)
+		i := skipWS(b, 1)
 		if i < len(b) && b[i] == ']' {
-			i = skipSpace(b, i+1)
+			i = skipWS(b, i+1)
 		} else {
 			for {
 				end, ok := skipValue(b, i)
@@ -320,13 +354,13 @@ func splitRecords(b []byte, ndjson bool, max int) (recs [][]byte, total int, err
 					return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 				}
 				keep(b[i:end])
-				i = skipSpace(b, end)
+				i = skipWS(b, end)
 				if i < len(b) && b[i] == ',' {
-					i = skipSpace(b, i+1)
+					i = skipWS(b, i+1)
 					continue
 				}
 				if i < len(b) && b[i] == ']' {
-					i = skipSpace(b, i+1)
+					i = skipWS(b, i+1)
 					break
 				}
 				return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
@@ -336,7 +370,7 @@ func splitRecords(b []byte, ndjson bool, max int) (recs [][]byte, total int, err
 			return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 		}
 	case b[0] == '{':
-		for i := 0; i < len(b); i = skipSpace(b, i) {
+		for i := 0; i < len(b); i = skipWS(b, i) {
 			if b[i] != '{' {
 				return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 			}
@@ -354,13 +388,6 @@ func splitRecords(b []byte, ndjson bool, max int) (recs [][]byte, total int, err
 		return nil, 0, badRequest(reasonMalformed, "data holds no events")
 	}
 	return recs, total, nil
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
 }
 
 // skipValue returns the end of the JSON value that starts at b[i]. It only

@@ -3,8 +3,8 @@ package ingest
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -152,6 +152,12 @@ func TestEncodingErrors(t *testing.T) {
 	}{
 		{"gzip bomb cut off at the body limit", func() *http.Request {
 			r := post("/track", "application/x-www-form-urlencoded", bomb)
+			r.Header.Set("Content-Encoding", "gzip")
+			return r
+		}, http.StatusRequestEntityTooLarge, `{"status":0,"error":"request body exceeds 10485760 bytes"}`, reasonTooLarge},
+		{"endless empty gzip members", func() *http.Request {
+			empty := gz(t, nil)
+			r := post("/track", "application/x-www-form-urlencoded", bytes.Repeat(empty, int(c0.cfg.Limits.MaxBodyBytes)/len(empty)+1))
 			r.Header.Set("Content-Encoding", "gzip")
 			return r
 		}, http.StatusRequestEntityTooLarge, `{"status":0,"error":"request body exceeds 10485760 bytes"}`, reasonTooLarge},
@@ -317,18 +323,27 @@ func TestSplitRecords(t *testing.T) {
 	}
 }
 
-// TestProducedBytesDoNotAliasTheBody guards the pooled body buffer: nothing produced may
-// alias it, since it is reused by the next request.
+// TestProducedBytesDoNotAliasTheBody guards the pooled request buffers:
+// nothing produced may alias them, since the next request reuses them.
 func TestProducedBytesDoNotAliasTheBody(t *testing.T) {
-	c, p, _ := newTestCollector(t, nil)
-	body := []byte("[" + evA + "," + evB + "]")
-	r := httptest.NewRequest(http.MethodPost, "/track", bytes.NewReader(body))
-	do(t, c, r)
-	before := p.decodeAll(t)
-	// A second, different request reuses the buffer.
-	do(t, c, post("/track", "application/json", []byte(strings.Repeat(" ", 200)+`{"event":"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz","properties":{"token":"tok-shop"}}`)))
-	after := p.decodeAll(t)
-	if before[0].Name != after[0].Name || before[1].DistinctID != after[1].DistinctID {
-		t.Fatalf("produced messages changed when the body buffer was reused: %+v vs %+v", before[:2], after[:2])
+	for _, form := range []bool{false, true} {
+		t.Run(fmt.Sprintf("form=%v", form), func(t *testing.T) {
+			c, p, _ := newTestCollector(t, nil)
+			send := func(data string) {
+				if form {
+					do(t, c, post("/track", "application/x-www-form-urlencoded", formB64(data)))
+				} else {
+					do(t, c, post("/track", "application/json", []byte(data)))
+				}
+			}
+			send("[" + evA + "," + evB + "]")
+			before := p.decodeAll(t)
+			// A second, different request reuses the buffers.
+			send(`[{"event":"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz","properties":{"token":"tok-shop","distinct_id":"qqqqqqqqqqqqqqqqqqqqqqqqq"}}]`)
+			after := p.decodeAll(t)
+			if len(after) != 3 || before[0].Name != after[0].Name || before[1].DistinctID != after[1].DistinctID || string(p.msgs[0].Key) != "shop\x00u-1" {
+				t.Fatalf("produced messages changed when the buffers were reused: %+v vs %+v", before, after[:2])
+			}
+		})
 	}
 }

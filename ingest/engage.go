@@ -109,7 +109,7 @@ func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind eve
 
 	var n normalized
 	n.project, n.key = project, key
-	if v, ok := upd[updIP]; ok {
+	if v, ok := upd[updIP]; ok && v != nil {
 		n.ip, n.noGeo = profileIP(v)
 	}
 

@@ -126,6 +126,7 @@ func TestEngageIP(t *testing.T) {
 		{"$ip string 0", `"$ip":"0",`, "", "198.51.100.20", true},
 		{"$ip number 0", `"$ip":0,`, "", "198.51.100.20", true},
 		{"$ip unusable", `"$ip":"not an address",`, "", "198.51.100.20", true},
+		{"$ip null, as if absent", `"$ip":null,`, "", "198.51.100.20", false},
 		{"ip=0 in the query", "", "?ip=0", "198.51.100.20", true},
 	}
 	for _, tt := range tests {

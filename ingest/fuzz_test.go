@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -76,6 +77,12 @@ func FuzzTrackBody(f *testing.F) {
 	})
 }
 
+// decodeData is decodeDataBytes on a string.
+func decodeData(s string) ([]byte, error) {
+	var dst []byte
+	return decodeDataBytes([]byte(s), &dst)
+}
+
 // FuzzDecodeData checks the `data` decoder alone: it returns bytes or a
 // RequestError, never panics.
 func FuzzDecodeData(f *testing.F) {
@@ -117,7 +124,7 @@ func FuzzExtractPayload(f *testing.F) {
 		if err != nil {
 			return
 		}
-		p, err := extractPayload(r, []byte(body), q)
+		p, err := extractPayload(r, []byte(body), q, &payloadBuffers{})
 		if err != nil {
 			if _, ok := err.(*RequestError); !ok {
 				t.Fatalf("error of type %T", err)
@@ -127,11 +134,43 @@ func FuzzExtractPayload(f *testing.F) {
 		if len(p.data) == 0 {
 			t.Fatal("empty data without an error")
 		}
-		if p.fromParam {
-			want, err := decodeData(p.params.Get("data"))
-			if err == nil && !bytes.Equal(want, p.data) && p.params["data"][0] != "" {
-				t.Fatalf("data %q, want %q", p.data, want)
+	})
+}
+
+// FuzzParseForm holds the form parser to url.ParseQuery: the same bodies
+// are refused, and the same fields come out, data first among them.
+func FuzzParseForm(f *testing.F) {
+	for _, s := range []string{"data=" + url.QueryEscape(b64(evA)) + "&verbose=1", "data=e30+&ip=0", "a=%zz", "a=1;b=2", "data=&data=e30", "&&data=%7B%7D", "k+1=v%20w", "=x", "data"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		var dst []byte
+		form, data, err := parseForm([]byte(body), &dst)
+		want, wantErr := url.ParseQuery(body)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("%q: parseForm error %v, url.ParseQuery error %v", body, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		wantData := ""
+		for _, v := range want["data"] {
+			if strings.TrimSpace(v) != "" {
+				wantData = v
+				break
 			}
+		}
+		if string(data) != wantData {
+			t.Fatalf("%q: data %q, want %q", body, data, wantData)
+		}
+		delete(want, "data")
+		for k, v := range form {
+			if !slices.Equal(v, want[k]) {
+				t.Fatalf("%q: field %q = %q, want %q", body, k, v, want[k])
+			}
+		}
+		if len(form) != len(want) {
+			t.Fatalf("%q: fields %v, want %v", body, form, want)
 		}
 	})
 }
@@ -204,7 +243,7 @@ func FuzzSplitRecords(f *testing.F) {
 			t.Fatalf("%d records of %d", len(recs), total)
 		}
 		for _, r := range recs {
-			if len(r) == 0 || (!ndjson && (skipSpace(r, 0) != 0 || bytes.ContainsAny(r[len(r)-1:], " \t\r\n"))) {
+			if len(r) == 0 || (!ndjson && (skipWS(r, 0) != 0 || bytes.ContainsAny(r[len(r)-1:], " \t\r\n"))) {
 				t.Fatalf("record %q is empty or has JSON whitespace around it", r)
 			}
 		}

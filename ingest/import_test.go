@@ -201,6 +201,13 @@ func TestImportEnvelope(t *testing.T) {
 	if env.Project != "shop" || env.Kind != event.KindTrack || env.Endpoint != "/import" || env.IP != "" {
 		t.Fatalf("envelope %+v", env)
 	}
+	// ip=1 asks for the request's address after all.
+	r = post("/import?ip=1", "application/json", []byte(evImport))
+	r.SetBasicAuth("sec-shop", "")
+	do(t, c, r)
+	if envs := p.envelopes(t); len(envs) != 2 || envs[1].IP != "198.51.100.20" {
+		t.Fatalf("with ip=1: %+v", envs)
+	}
 	ev := p.decodeAll(t)[0]
 	if ev.Time.UnixMilli() != 31622400000 || ev.DistinctID != "u-1" || len(ev.InsertID) != 32 || ev.Properties["token"] != nil {
 		t.Fatalf("event %+v", ev)

@@ -140,12 +140,27 @@ func scanLiteral(b []byte, i int, lit string) (int, *scanError) {
 	return i + len(lit), nil
 }
 
+// plainInString marks the bytes a string can hold as they are: not the
+// closing quote, not a backslash, not a control character.
+var plainInString = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // scanString checks the string starting at b[i] == '"'.
 func scanString(b []byte, i int) (int, *scanError) {
 	if i >= len(b) || b[i] != '"' {
 		return 0, errSyntax
 	}
 	for i++; i < len(b); i++ {
+		for i < len(b) && plainInString[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
 		switch c := b[i]; {
 		case c == '"':
 			return i + 1, nil

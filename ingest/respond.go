@@ -54,14 +54,16 @@ func validCallback(cb string) bool {
 	return cb == noopCallback || (len(cb) <= maxCallbackLen && jsonpCallback.MatchString(cb))
 }
 
-// styleFor reads the answer style from a request's parameters. fromParam
-// says the events came in a data parameter, which is how the SDKs that read
-// 1/0 answers send them; /import with a JSON body answers in import shape.
-func styleFor(ep *endpoint, params url.Values, fromParam bool) answerStyle {
+// styleFor reads the answer style from a request's parameters (query and
+// form fields); callback and img, which only make sense for a script or an
+// image, only from the query. fromParam says the events came in a data
+// parameter, which is how the SDKs that read 1/0 answers send them; /import
+// with a JSON body answers in import shape.
+func styleFor(ep *endpoint, query, params url.Values, fromParam bool) answerStyle {
 	s := answerStyle{
 		strict:   params.Get("strict") == "1",
-		callback: params.Get("callback"),
-		img:      params.Get("img") == "1",
+		callback: query.Get("callback"),
+		img:      query.Get("img") == "1",
 	}
 	switch {
 	case s.strict:

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "veil_worker_commit_errors_total", Help: "Failed offset commits (the batch was written and may be replayed).",
 		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "veil_worker_consumer_lag_messages", Help: "Messages behind the partition's high-water mark at the last fetch.",
+			Name: "veil_worker_consumer_lag_messages", Help: "Messages between the group's committed offset and the partition's high-water mark, measured at the broker every worker.lag_interval.",
 		}, []string{"partition"}),
 	}
 	// Pre-create every reason so that rate() sees a zero before the first drop.

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,7 +48,9 @@ type Config struct {
 	// QueueCapacity is how many fetched messages may wait for processing.
 	QueueCapacity int `yaml:"queue_capacity"`
 	// DrainTimeout bounds the final flush at shutdown.
-	DrainTimeout     time.Duration `yaml:"drain_timeout"`
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// LagInterval is how often the consumer lag is measured at the broker.
+	LagInterval      time.Duration `yaml:"lag_interval"`
 	SessionTimeout   time.Duration `yaml:"session_timeout"`
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
 	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
@@ -58,10 +59,14 @@ type Config struct {
 // DefaultConfig returns the worker defaults.
 func DefaultConfig() Config {
 	return Config{
-		GroupID:          "veil-worker",
-		FetchMaxWait:     time.Second,
-		QueueCapacity:    10000,
-		DrainTimeout:     15 * time.Second,
+		GroupID:       "veil-worker",
+		FetchMaxWait:  time.Second,
+		QueueCapacity: 10000,
+		DrainTimeout:  15 * time.Second,
+		// Three requests per interval per worker; a few seconds of
+		// staleness does not matter for lag, which alerts look at over
+		// minutes.
+		LagInterval:      5 * time.Second,
 		SessionTimeout:   10 * time.Second,
 		RebalanceTimeout: 10 * time.Second,
 		Heartbeat:        time.Second,
@@ -79,6 +84,8 @@ func (c Config) Validate() error {
 		return errors.New("worker.queue_capacity must be positive")
 	case c.DrainTimeout <= 0:
 		return errors.New("worker.drain_timeout must be positive")
+	case c.LagInterval <= 0:
+		return errors.New("worker.lag_interval must be positive")
 	case c.SessionTimeout <= 0 || c.RebalanceTimeout <= 0 || c.Heartbeat <= 0:
 		return errors.New("worker.session_timeout, worker.rebalance_timeout and worker.heartbeat_interval must be positive")
 	case c.Heartbeat >= c.SessionTimeout:
@@ -162,6 +169,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	msgs := make(chan kafka.Message, w.cfg.QueueCapacity)
 	var g errgroup.Group
+	g.Go(func() error { w.probeLag(ctx); return nil })
 	g.Go(func() error { return w.fetch(ctx, reader, msgs) })
 	p := &processor{w: w, reader: reader, dlq: dlq, hard: hard, batch: sink.NewBatch(), last: map[int]kafka.Message{}}
 	g.Go(func() error { return p.run(msgs) })
@@ -261,7 +269,6 @@ func (p *processor) run(msgs <-chan kafka.Message) error {
 func (p *processor) handle(m kafka.Message) error {
 	w := p.w
 	w.m.consumed.Inc()
-	w.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 	p.last[m.Partition] = m
 	p.pending++
 	w.m.pending.Set(float64(p.pending))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -265,4 +266,29 @@ func TestProfileOperationsAreRouted(t *testing.T) {
 	testsvc.Eventually(t, 10*time.Second, "malformed $add dead-lettered", func() bool {
 		return testutil.ToFloat64(deadLettered(t, f.reg)) == 1
 	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*worker.Config)
+		key    string
+	}{
+		{"group", func(c *worker.Config) { c.GroupID = "" }, "worker.group_id"},
+		{"queue", func(c *worker.Config) { c.QueueCapacity = 0 }, "worker.queue_capacity"},
+		{"lag interval", func(c *worker.Config) { c.LagInterval = 0 }, "worker.lag_interval"},
+		{"heartbeat", func(c *worker.Config) { c.Heartbeat = c.SessionTimeout }, "worker.heartbeat_interval"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := worker.DefaultConfig()
+			tt.modify(&c)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.key) {
+				t.Fatalf("got %v, want an error naming %s", err, tt.key)
+			}
+		})
+	}
+	if err := worker.DefaultConfig().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
 }

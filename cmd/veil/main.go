@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"go.uber.org/zap"
 
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/devstack"
+	"github.com/veilhq/veil/loadgen"
 )
 
 type roleFlags struct {
@@ -26,9 +28,49 @@ type cli struct {
 		Listen  string `default:"127.0.0.1:8080" help:"Collector address."`
 		DataDir string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
-	Collector roleFlags `cmd:"" help:"Run the HTTP collector."`
-	Worker    roleFlags `cmd:"" help:"Run a worker of the consumer group."`
-	Migrate   roleFlags `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
+	Collector roleFlags    `cmd:"" help:"Run the HTTP collector."`
+	Worker    roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
+	Migrate   roleFlags    `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
+	Loadgen   loadgenFlags `cmd:"" help:"Drive a collector on this machine with mixpanel-browser's requests and report throughput, latency and end-to-end lag."`
+}
+
+type loadgenFlags struct {
+	Target         string        `default:"http://127.0.0.1:8080" help:"Collector base URL; loopback addresses only."`
+	Endpoints      string        `placeholder:"FILE" help:"endpoints.json of a running veil dev (e.g. .veil/endpoints.json): the collector and clickhouse_http come from it."`
+	Ceiling        string        `placeholder:"KIND" help:"Start a server in this process and drive it instead: http (a trivial handler answering 1) or collector (the collector and an embedded broker, no worker)."`
+	Batch          int           `default:"50" help:"Events per request (1 for single-event requests)."`
+	Rate           float64       `placeholder:"N" help:"Fixed rate in --rate-unit per second; 0 sends flat out."`
+	RateUnit       string        `default:"events" enum:"events,requests" help:"Unit of --rate: events or requests."`
+	Concurrency    int           `default:"16" help:"Requests in flight at most (connections)."`
+	Duration       time.Duration `help:"Stop after this long (default 10s when --events is not given either)."`
+	Events         int64         `placeholder:"N" help:"Stop after this many events."`
+	Warmup         time.Duration `help:"Leave the first part of the run out of the figures."`
+	Timeout        time.Duration `default:"30s" help:"Timeout of one request."`
+	ClickhouseHTTP string        `name:"clickhouse-http" placeholder:"URL" help:"ClickHouse HTTP address: watch the events table grow and report end-to-end throughput and lag."`
+	Table          string        `default:"veil.events" help:"Table whose count() is watched."`
+	WatchInterval  time.Duration `default:"100ms" help:"How often the table's count is sampled."`
+	Drain          time.Duration `default:"60s" help:"How long to wait after the last request for the table to catch up."`
+	Token          string        `default:"loadgen" help:"Project token the events carry."`
+	Seed           uint64        `default:"1" help:"Seed of the generated events."`
+	Templates      int           `default:"64" help:"Distinct request bodies generated up front."`
+	Progress       time.Duration `default:"1s" help:"Interval of the progress line on stderr; 0 for none."`
+	JSON           bool          `name:"json" help:"Print the report as JSON on stdout (the text report goes to stderr)."`
+	CPUProfile     string        `name:"cpuprofile" placeholder:"FILE" help:"With --ceiling, write a CPU profile of this process over the measured part."`
+}
+
+func (f loadgenFlags) config() loadgen.Config {
+	c := loadgen.Config{
+		Target: f.Target, Endpoints: f.Endpoints, Ceiling: f.Ceiling,
+		Batch: f.Batch, Rate: f.Rate, RateUnit: f.RateUnit, Concurrency: f.Concurrency,
+		Duration: f.Duration, Events: f.Events, Warmup: f.Warmup, Timeout: f.Timeout,
+		ClickHouseHTTP: f.ClickhouseHTTP, Table: f.Table, WatchInterval: f.WatchInterval, Drain: f.Drain,
+		Token: f.Token, Seed: f.Seed, Templates: f.Templates, Progress: f.Progress,
+		JSON: f.JSON, CPUProfile: f.CPUProfile,
+	}
+	if c.Duration == 0 && c.Events == 0 {
+		c.Duration = loadgen.DefaultConfig().Duration
+	}
+	return c
 }
 
 func main() {
@@ -36,7 +78,13 @@ func main() {
 	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, kctx.Command(), &c); err != nil {
+	var err error
+	if kctx.Command() == "loadgen" {
+		_, err = loadgen.Run(ctx, c.Loadgen.config(), loadgen.Deps{Stdout: os.Stdout, Stderr: os.Stderr})
+	} else {
+		err = run(ctx, kctx.Command(), &c)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "veil:", err)
 		os.Exit(1)
 	}

@@ -48,7 +48,11 @@ func postRaw(t *testing.T, s *stack, path string, payload any, hdr map[string]st
 	t.Helper()
 	b, _ := json.Marshal(payload)
 	body := url.Values{"data": {base64.StdEncoding.EncodeToString(b)}}.Encode()
-	req, _ := http.NewRequest(http.MethodPost, s.collector+path+"?verbose=1", strings.NewReader(body))
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.collector+path+sep+"verbose=1", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	for k, v := range hdr {
 		req.Header.Set(k, v)

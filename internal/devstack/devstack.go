@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,7 +107,14 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	}
 	defer broker.Close()
 
-	ch, err := chserver.Start(ctx, chserver.Config{Dir: filepath.Join(dir, "clickhouse")}, log.Named("clickhouse"))
+	if err := ensureSecrets(dir); err != nil {
+		return err
+	}
+	analyst, err := os.ReadFile(filepath.Join(dir, "analyst.password"))
+	if err != nil {
+		return err
+	}
+	ch, err := chserver.Start(ctx, chserver.Config{Dir: filepath.Join(dir, "clickhouse"), AnalystPassword: strings.TrimSpace(string(analyst))}, log.Named("clickhouse"))
 	if err != nil {
 		return err
 	}
@@ -117,9 +125,6 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		log.Info("clickhouse-server stopped")
 	}()
 
-	if err := ensureSecrets(dir); err != nil {
-		return err
-	}
 	admin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -203,14 +208,19 @@ func ensureSecrets(dir string) error {
 			return fmt.Errorf("creating the pseudonymisation key: %w", err)
 		}
 	}
-	tok := filepath.Join(dir, "admin.token")
-	if !fileExists(tok) {
+	// The admin API's bearer token and the read-only analyst user's
+	// ClickHouse password.
+	for _, name := range []string{"admin.token", "analyst.password"} {
+		p := filepath.Join(dir, name)
+		if fileExists(p) {
+			continue
+		}
 		var b [24]byte
 		if _, err := rand.Read(b[:]); err != nil {
 			return err
 		}
-		if err := os.WriteFile(tok, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
-			return fmt.Errorf("creating the admin token: %w", err)
+		if err := os.WriteFile(p, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+			return fmt.Errorf("creating %s: %w", name, err)
 		}
 	}
 	return nil

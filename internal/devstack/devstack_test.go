@@ -121,6 +121,30 @@ func TestDevRunStopRestart(t *testing.T) {
 		t.Fatal("metrics do not count the accepted event")
 	}
 
+	// The analyst user reads the de-identified tables and writes nothing.
+	pw, err := os.ReadFile(filepath.Join(dir, "analyst.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asAnalyst := func(q string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, r.ep.ClickHouseHTTP+"/", strings.NewReader(q))
+		req.SetBasicAuth("analyst", strings.TrimSpace(string(pw)))
+		req.Close = true
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	if code, body := asAnalyst("SELECT count() FROM veil.events"); code != 200 || body != "1" {
+		t.Fatalf("analyst SELECT: %d %s", code, body)
+	}
+	if code, _ := asAnalyst("INSERT INTO veil.events (event) VALUES ('x')"); code == 200 {
+		t.Fatal("the analyst user could INSERT")
+	}
+
 	pidBytes, err := os.ReadFile(filepath.Join(dir, "clickhouse", "clickhouse.pid"))
 	if err != nil {
 		t.Fatal(err)

@@ -106,6 +106,9 @@ func TestClickHouseOutage(t *testing.T) {
 			m2["veil_worker_events_fetched_total"]-m2["veil_worker_events_consumed_total"], cfg.Worker.QueueCapacity)
 	case lag2 <= lag1 || lag1 <= lagBefore:
 		t.Errorf("consumer lag did not grow while ClickHouse was down: %d, %d, %d", lagBefore, lag1, lag2)
+	case m2["veil_worker_consumer_lag_messages"] < float64(lag1)-1000:
+		// The worker's own gauge, measured every second, shows it too.
+		t.Errorf("veil_worker_consumer_lag_messages %v while the broker says %d", m2["veil_worker_consumer_lag_messages"], lag1)
 	}
 
 	time.Sleep(time.Until(down.Add(outage)))
@@ -122,5 +125,10 @@ func TestClickHouseOutage(t *testing.T) {
 	if m := w.Metrics(); m["veil_sink_write_retrying"] != 0 {
 		t.Errorf("veil_sink_write_retrying = %v after recovery", m["veil_sink_write_retrying"])
 	}
+	testsvc.Eventually(t, 10*time.Second, "the lag gauge back to 0", func() bool {
+		m := w.Metrics()
+		_, ok := m["veil_worker_consumer_lag_messages"]
+		return ok && m["veil_worker_consumer_lag_messages"] == 0
+	})
 	w.Stop(15 * time.Second)
 }

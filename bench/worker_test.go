@@ -1,0 +1,217 @@
+package bench
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/veilhq/veil/deidentify"
+	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/sink"
+	"github.com/veilhq/veil/worker"
+)
+
+func benchKeyring(tb testing.TB) *pseudonym.Keyring {
+	tb.Helper()
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i)
+	}
+	kr, err := pseudonym.NewKeyring(map[uint32][]byte{1: key})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return kr
+}
+
+// benchPipeline builds the worker's stages as `veil worker` does
+// (app.NewPipeline: default policy, geolocation on a database that covers
+// every address the events come from, no opt-out registry).
+func benchPipeline(tb testing.TB) []worker.Stage {
+	tb.Helper()
+	cfg := app.DefaultConfig()
+	cfg.Enrich.Geo.Paths = []string{docGeoDB(tb)}
+	p, err := app.NewPipeline(cfg, benchKeyring(tb), nil, app.Deps{Logger: zap.NewNop(), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.Close)
+	return p.Stages
+}
+
+// flat lists the messages of reqs in order.
+func flat(reqs [][]kafka.Message) []kafka.Message {
+	var out []kafka.Message
+	for _, r := range reqs {
+		out = append(out, r...)
+	}
+	return out
+}
+
+// Pass steps, cumulative: each sub-benchmark does every step up to its
+// own, so a step's cost is the difference between it and the one before.
+var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
+
+// BenchmarkWorkerPass measures what the worker does with each message
+// between fetching it and flushing the batch: event.Decode, the stages
+// app.NewPipeline builds (policy, enrichment with geolocation and
+// user-agent parsing, de-identification with pseudonyms and scrubbing),
+// and sink.Batch.Append. The batch is reset at sink.max_rows, as a flush
+// does, so its growth is paid for as in production.
+//
+//   - events=1/all: one message per operation.
+//   - events=50/all: 50 messages (one mixpanel-browser request) per
+//     operation; ns/event and allocs/event are the per-event figures.
+//   - events=50/upto=STEP: the pass cut after STEP, to attribute the cost.
+func BenchmarkWorkerPass(b *testing.B) {
+	stages := benchPipeline(b)
+	maxRows := sink.DefaultConfig().MaxRows
+	for _, n := range benchSizes {
+		msgs := flat(envelopes(b, 2048/n, n))
+		steps := []string{"all"}
+		if n == 50 {
+			steps = append(steps, passSteps...)
+		}
+		for _, step := range steps {
+			name := fmt.Sprintf("events=%d/%s", n, step)
+			if step != "all" {
+				name = fmt.Sprintf("events=%d/upto=%s", n, step)
+			}
+			last := len(passSteps) - 1
+			for i, s := range passSteps {
+				if s == step {
+					last = i
+				}
+			}
+			b.Run(name, func(b *testing.B) {
+				batch := sink.NewBatch()
+				var ev event.Event
+				i := 0
+				pe := startPerEvent(b, n)
+				for b.Loop() {
+					for range n {
+						m := msgs[i%len(msgs)]
+						i++
+						if err := event.Decode(m.Value, &ev); err != nil {
+							b.Fatal(err)
+						}
+						kept := true
+						for s := 1; s <= min(last, len(stages)); s++ {
+							if stages[s-1].Apply(&ev) != event.Keep {
+								kept = false
+								break
+							}
+						}
+						if !kept || last < 4 {
+							continue
+						}
+						if err := batch.Append(&ev); err != nil {
+							b.Fatal(err)
+						}
+						if batch.Len() >= maxRows {
+							batch.Reset()
+						}
+					}
+				}
+				pe.report()
+			})
+		}
+	}
+}
+
+// decoded returns the events of n messages, decoded and, when stages are
+// given, passed through them.
+func decoded(tb testing.TB, msgs []kafka.Message, stages []worker.Stage) []event.Event {
+	tb.Helper()
+	out := make([]event.Event, 0, len(msgs))
+	for _, m := range msgs {
+		var ev event.Event
+		if err := event.Decode(m.Value, &ev); err != nil {
+			tb.Fatal(err)
+		}
+		for _, st := range stages {
+			if st.Apply(&ev) != event.Keep {
+				tb.Fatal("the benchmark's events must all be kept")
+			}
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// BenchmarkPolicy measures the policy stage alone (Engine.PolicyStage with
+// the default policy and no opt-out registry), per event:
+//
+//   - keep: no privacy signal, the common case.
+//   - dnt: Do-Not-Track, which the default policy drops.
+//   - gpc_anonymize: Global Privacy Control under a policy that keeps the
+//     event without identifiers.
+func BenchmarkPolicy(b *testing.B) {
+	evs := decoded(b, flat(envelopes(b, 20, 50)), nil)
+	anon := policy.Default()
+	anon.GPC = policy.Anonymize
+	for _, tc := range []struct {
+		name    string
+		set     policy.Set
+		signals event.Signals
+		want    event.DropReason
+	}{
+		{"keep", policy.DefaultSet(), event.Signals{}, event.Keep},
+		{"dnt", policy.DefaultSet(), event.Signals{DNT: true}, event.DropDNT},
+		{"gpc_anonymize", policy.Set{Default: anon}, event.Signals{GPC: true}, event.Keep},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			engine, err := deidentify.New(tc.set, deidentify.Deps{Keyring: benchKeyring(b), Metrics: prometheus.NewRegistry()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range evs {
+				evs[i].Signals = tc.signals
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				ev := &evs[i%len(evs)]
+				ev.Anonymized = false
+				if got := engine.PolicyStage(ev); got != tc.want {
+					b.Fatalf("outcome %q, want %q", got, tc.want)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkBatchAppend measures sink.Batch.Append of de-identified events
+// (encoding the properties as JSON and adding each column's value), with a
+// reset at sink.max_rows as a flush does. events=50 appends one request's
+// events per operation.
+func BenchmarkBatchAppend(b *testing.B) {
+	evs := decoded(b, flat(envelopes(b, 20, 50)), benchPipeline(b))
+	maxRows := sink.DefaultConfig().MaxRows
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
+			batch := sink.NewBatch()
+			i := 0
+			pe := startPerEvent(b, n)
+			for b.Loop() {
+				for range n {
+					if err := batch.Append(&evs[i%len(evs)]); err != nil {
+						b.Fatal(err)
+					}
+					i++
+					if batch.Len() >= maxRows {
+						batch.Reset()
+					}
+				}
+			}
+			pe.report()
+		})
+	}
+}

@@ -1,0 +1,305 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func quickConfig(target string) Config {
+	cfg := DefaultConfig()
+	cfg.Target = target
+	cfg.Duration = 0
+	cfg.Progress = 0
+	cfg.Templates = 4
+	cfg.Concurrency = 4
+	return cfg
+}
+
+func run(t *testing.T, cfg Config) (*Report, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	rep, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, errOut.String())
+	}
+	return rep, out.String()
+}
+
+// An events-bounded run against the real collector handler sends exactly
+// the events asked for, the last request carrying the remainder, and the
+// collector produces exactly those.
+func TestRunAgainstCollector(t *testing.T) {
+	c, p := newTestCollector(t, "loadgen")
+	srv := httptest.NewServer(c.Handler())
+	defer srv.Close()
+	cfg := quickConfig(srv.URL)
+	cfg.Events = 120
+	rep, out := run(t, cfg)
+	if rep.Requests != 3 || rep.Events != 120 || rep.Errors != 0 || p.count() != 120 {
+		t.Fatalf("requests %d events %d errors %d produced %d; want 3, 120, 0, 120", rep.Requests, rep.Events, rep.Errors, p.count())
+	}
+	if rep.EventsPerSec <= 0 || rep.LatencyMs.P50 <= 0 || rep.LatencyMs.P99 < rep.LatencyMs.P50 {
+		t.Fatalf("figures missing: %+v", rep)
+	}
+	if !strings.Contains(out, "3 requests, 120 events accepted, 0 errors") {
+		t.Fatalf("text report:\n%s", out)
+	}
+}
+
+// At a fixed rate the run sends exactly rate × duration requests.
+func TestRunFixedRate(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, `{"status":1,"error":null}`)
+	}))
+	defer srv.Close()
+	cfg := quickConfig(srv.URL)
+	cfg.Batch = 1
+	cfg.Rate = 500
+	cfg.RateUnit = UnitRequests
+	cfg.Duration = 200 * time.Millisecond
+	rep, _ := run(t, cfg)
+	if rep.Requests != 100 || n.Load() != 100 || rep.Mode != "rate" || rep.OfferedRate != 500 {
+		t.Fatalf("requests %d (server saw %d), mode %s, offered %v; want 100 at 500/s", rep.Requests, n.Load(), rep.Mode, rep.OfferedRate)
+	}
+	// 100 requests due over 198 ms: at least that long.
+	if rep.Seconds < 0.198 {
+		t.Fatalf("measured %.3fs, want at least 0.198s", rep.Seconds)
+	}
+}
+
+func TestRunErrorClasses(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		class   string
+	}{
+		{"unavailable", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"status":0,"error":"retry"}`, http.StatusServiceUnavailable)
+		}, classStatus503},
+		{"rate_limited", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTooManyRequests) }, classStatus429},
+		{"bad_request", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadRequest) }, classStatus400},
+		{"partly_rejected", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, `{"status":0,"error":"event 3: too_old"}`)
+		}, classRejected},
+		{"server_error", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) }, classStatus5xx},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			cfg := quickConfig(srv.URL)
+			cfg.Events = 500
+			rep, out := run(t, cfg)
+			if rep.Requests != 10 || rep.Events != 0 || rep.Errors != 10 || rep.ErrorClasses[tc.class] != 10 || len(rep.ErrorClasses) != 1 {
+				t.Fatalf("requests %d events %d errors %v; want 10 requests, 0 events, 10 %s", rep.Requests, rep.Events, rep.ErrorClasses, tc.class)
+			}
+			if !strings.Contains(out, tc.class) {
+				t.Fatalf("text report does not name %s:\n%s", tc.class, out)
+			}
+		})
+	}
+}
+
+func TestRunConnectionRefused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg := quickConfig("http://" + addr)
+	cfg.Events = 150
+	rep, _ := run(t, cfg)
+	if rep.Errors != 3 || rep.ErrorClasses[classConnect] != 3 {
+		t.Fatalf("errors %v, want 3 connect", rep.ErrorClasses)
+	}
+}
+
+func TestRunTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	cfg := quickConfig(srv.URL)
+	cfg.Events = 50
+	cfg.Timeout = 50 * time.Millisecond
+	rep, _ := run(t, cfg)
+	if rep.ErrorClasses[classTimeout] != 1 {
+		t.Fatalf("errors %v, want 1 timeout", rep.ErrorClasses)
+	}
+}
+
+// The end-to-end watch matches what became queryable to what was accepted.
+// The fake ClickHouse answers the count as the collector's producer has it,
+// over a baseline of rows from before the run.
+func TestRunEndToEnd(t *testing.T) {
+	c, p := newTestCollector(t, "loadgen")
+	collector := httptest.NewServer(c.Handler())
+	defer collector.Close()
+	var queries atomic.Int64
+	ch := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, _ := io.ReadAll(r.Body)
+		if string(q) != "SELECT count() FROM veil.events" {
+			http.Error(w, "unexpected query", http.StatusBadRequest)
+			return
+		}
+		queries.Add(1)
+		fmt.Fprintf(w, "%d\n", 1000+p.count())
+	}))
+	defer ch.Close()
+
+	dir := t.TempDir()
+	ep := filepath.Join(dir, "endpoints.json")
+	if err := os.WriteFile(ep, fmt.Appendf(nil, `{"collector":%q,"clickhouse_http":%q,"kafka":"127.0.0.1:1"}`, collector.URL, ch.URL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := quickConfig("")
+	cfg.Endpoints = ep
+	cfg.Events = 1000
+	cfg.Rate = 20000
+	cfg.WatchInterval = 10 * time.Millisecond
+	rep, out := run(t, cfg)
+	e := rep.EndToEnd
+	if e == nil {
+		t.Fatal("no end-to-end figures")
+	}
+	if e.Baseline != 1000 || e.Accepted != 1000 || e.Queryable != 1000 || !e.CaughtUp || e.Matched != 1000 {
+		t.Fatalf("end to end %+v; want baseline 1000, 1000 accepted, queryable and matched, caught up", e)
+	}
+	if e.EventsPerSec <= 0 || e.Samples < 2 || int64(e.Samples) > queries.Load() {
+		t.Fatalf("end to end %+v after %d count queries", e, queries.Load())
+	}
+	if !strings.Contains(out, "1000 of 1000 accepted events queryable in veil.events") {
+		t.Fatalf("text report:\n%s", out)
+	}
+}
+
+func TestRunHTTPCeiling(t *testing.T) {
+	cfg := quickConfig("")
+	cfg.Ceiling = CeilingHTTP
+	cfg.Events = 200
+	cfg.Batch = 10
+	cfg.JSON = true
+	var out, errOut bytes.Buffer
+	rep, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Requests != 20 || rep.Events != 200 || rep.Errors != 0 || rep.Ceiling != CeilingHTTP {
+		t.Fatalf("report %+v", rep)
+	}
+	if !bytes.HasPrefix(out.Bytes(), []byte("{\n")) || !strings.Contains(out.String(), `"events": 200`) || !strings.Contains(errOut.String(), "http ceiling at") {
+		t.Fatalf("stdout should be the JSON report, stderr the text one:\n%s\n---\n%s", out.String(), errOut.String())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := quickConfig("http://127.0.0.1:8080")
+	ok.Duration = time.Second
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string // "" for valid
+	}{
+		{"default", func(c *Config) {}, ""},
+		{"ipv6_loopback", func(c *Config) { c.Target = "http://[::1]:8080" }, ""},
+		{"localhost", func(c *Config) { c.Target = "http://localhost:8080" }, ""},
+		{"loopback_range", func(c *Config) { c.Target = "http://127.3.2.1:80" }, ""},
+		{"private_address", func(c *Config) { c.Target = "http://10.0.0.5:8080" }, "loadgen.target must be a loopback address"},
+		{"public_name", func(c *Config) { c.Target = "http://collector.example.com" }, "loadgen.target must be a loopback address"},
+		{"https", func(c *Config) { c.Target = "https://127.0.0.1" }, "loadgen.target must be an http:// URL"},
+		{"clickhouse_elsewhere", func(c *Config) { c.ClickHouseHTTP = "http://192.0.2.7:8123" }, "loadgen.clickhouse_http must be a loopback address"},
+		{"unbounded", func(c *Config) { c.Duration, c.Events = 0, 0 }, "loadgen.duration or loadgen.events must bound the run"},
+		{"batch_too_big", func(c *Config) { c.Batch = 2001 }, "loadgen.batch must be between 1 and 2000"},
+		{"zero_concurrency", func(c *Config) { c.Concurrency = 0 }, "loadgen.concurrency must be positive"},
+		{"unit", func(c *Config) { c.RateUnit = "bytes" }, "loadgen.rate_unit must be events or requests"},
+		{"ceiling", func(c *Config) { c.Ceiling = "kafka" }, "loadgen.ceiling must be http or collector"},
+		{"profile_without_ceiling", func(c *Config) { c.CPUProfile = "cpu.out" }, "loadgen.cpuprofile profiles this process"},
+		{"warmup", func(c *Config) { c.Warmup = time.Second }, "loadgen.warmup must be shorter than loadgen.duration"},
+		{"table", func(c *Config) { c.ClickHouseHTTP = "http://127.0.0.1:8123"; c.Table = "veil.events; DROP TABLE x" }, "loadgen.table must be a plain table name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.mutate(&c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A non-loopback target is refused before anything is sent, and the
+// transport itself refuses to dial one even if a URL got through.
+func TestRefusesNonLoopback(t *testing.T) {
+	cfg := quickConfig("http://198.51.100.10:8080")
+	cfg.Events = 1
+	if _, err := Run(context.Background(), cfg, Deps{Stdout: io.Discard, Stderr: io.Discard}); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("Run: %v, want a loopback refusal", err)
+	}
+	client := &http.Client{Transport: loopbackTransport(1), Timeout: time.Second}
+	_, err := client.Get("http://198.51.100.10:8080/")
+	if err == nil || !strings.Contains(err.Error(), "non-loopback") {
+		t.Fatalf("dial: %v, want a refusal", err)
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || errorClass(err) != classConnect {
+		t.Fatalf("a refused dial should count as %s, got %s", classConnect, errorClass(err))
+	}
+}
+
+func TestEndpointsFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content, want string
+	}{
+		{"missing", "", "loadgen.endpoints: open"},
+		{"not_json", "collector=x", "is not an endpoints file"},
+		{"no_collector", `{"clickhouse_http":"http://127.0.0.1:1"}`, "names no collector"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name+".json")
+			if tc.content != "" {
+				if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := quickConfig("")
+			cfg.Endpoints = p
+			cfg.Events = 1
+			_, err := Run(context.Background(), cfg, Deps{Stdout: io.Discard, Stderr: io.Discard})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
