@@ -7,7 +7,7 @@ LISTEN   ?= 127.0.0.1:8080
 
 GEOIP_CACHE ?= $(CURDIR)/.cache/geoip
 
-.PHONY: run test deps build vet clean geoip
+.PHONY: run test deps build vet clean bench geoip
 
 deps:
 	@scripts/install-deps.sh
@@ -29,6 +29,16 @@ vet:
 
 test: deps geoip vet
 	VEIL_GEOIP_DIR=$(GEOIP_CACHE) $(GO) test -race -count=1 -timeout 25m ./...
+
+# `make bench`: Go benchmarks, profiles and load tests of a `veil dev`
+# started in a temporary directory; figures in bench/results/latest.json
+# and latest.md. Not part of `make test`. The end-to-end target is
+# measured with BENCH_SUSTAIN=300s (about 15 minutes in all).
+BENCH_SUSTAIN ?= 60s
+BENCH_PHASE   ?= 30s
+BENCH_COUNT   ?= 3
+bench: deps build
+	VEIL_GEOIP_DIR=$(GEOIP_CACHE) $(GO) run ./bench/run -veil $(BIN) -out bench/results -count $(BENCH_COUNT) -phase $(BENCH_PHASE) -sustain $(BENCH_SUSTAIN)
 
 clean:
 	rm -rf bin

@@ -1,8 +1,8 @@
 package loadgen
 
 import (
-	"sync"
 	"maps"
+	"sync"
 	"testing"
 	"time"
 )

@@ -145,7 +145,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		GroupID:           w.cfg.GroupID,
 		Topic:             w.kcfg.RawTopic,
 		MinBytes:          1,
-		MaxBytes:          16 << 20,
+		// One fetch (per partition) of at most 1 MiB, about a thousand
+		// events. Larger fetches of a backlog (after a ClickHouse outage)
+		// outlast the fetch deadline, time out and are fetched again with
+		// backoff: measured, 16 MiB fetches drained a 5k backlog at a fifth
+		// of the speed of 1 MiB ones.
+		MaxBytes:          1 << 20,
 		MaxWait:           w.cfg.FetchMaxWait,
 		ReadBatchTimeout:  w.cfg.FetchMaxWait + 5*time.Second,
 		CommitInterval:    0, // synchronous: CommitMessages returns once the broker has the offsets

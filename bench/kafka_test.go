@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/veilhq/veil/internal/devstack"
+	"github.com/veilhq/veil/internal/kafkax"
+)
+
+// produceConcurrency is the number of producing goroutines, as many as the
+// load generator's default connections: the collector writes each
+// request's events with one WriteMessages call from the request's
+// goroutine, and kafka-go batches the calls that overlap.
+const produceConcurrency = 16
+
+// BenchmarkKafkaProduce is the Kafka ceiling of the collector: kafka-go
+// alone, configured as the collector's producer (kafkax.NewWriter: acks=all,
+// 2 ms batch timeout, lz4, hash partitioning on the same keys), writing the
+// very envelopes the collector produces for the load generator's requests
+// into the embedded broker `veil dev` runs (kfake, 4 partitions), from 16
+// goroutines, one WriteMessages per request. No HTTP, no decoding: what is
+// left is the produce path.
+//
+//   - events=N/kfake-disk: kfake persisting to a data directory, as in
+//     `veil dev`.
+//   - events=N/kfake-memory: kfake in memory only.
+func BenchmarkKafkaProduce(b *testing.B) {
+	for _, n := range benchSizes {
+		reqs := envelopes(b, 4096/n, n)
+		for _, disk := range []bool{true, false} {
+			name := fmt.Sprintf("events=%d/kfake-memory", n)
+			if disk {
+				name = fmt.Sprintf("events=%d/kfake-disk", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				brokers := startBroker(b, disk)
+				w := kafkax.NewWriter(brokers, devstack.Config(brokers[0], "", b.TempDir()).Kafka.RawTopic, kafkax.DefaultWriterConfig(), nil)
+				defer w.Close()
+				ctx := context.Background()
+				// The first write fetches metadata; leave it out.
+				if err := w.WriteMessages(ctx, reqs[0]...); err != nil {
+					b.Fatal(err)
+				}
+				var next atomic.Int64
+				b.SetParallelism(max(1, produceConcurrency/runtime.GOMAXPROCS(0)))
+				pe := startPerEvent(b, n)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						i := next.Add(1)
+						if err := w.WriteMessages(ctx, reqs[int(i)%len(reqs)]...); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				pe.report()
+			})
+		}
+	}
+}
+
+// startBroker starts a kfake cluster as `veil dev` does, with its topics.
+func startBroker(b *testing.B, disk bool) []string {
+	b.Helper()
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(0)}
+	if disk {
+		opts = append(opts, kfake.DataDir(filepath.Join(b.TempDir(), "kafka")))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := kafkax.EnsureTopics(ctx, devstack.Config(brokers[0], "", b.TempDir()).Kafka); err != nil {
+		b.Fatal(err)
+	}
+	return brokers
+}
