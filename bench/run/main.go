@@ -407,9 +407,25 @@ func loadTests(ctx context.Context, o options, tmp string, res *Results) error {
 	}
 	phase, warm := o.phase.String(), o.warmup.String()
 
-	logf("starting veil dev")
-	dev, err := startDev(ctx, o, tmp)
+	// End to end first, on a fresh stack of its own: the throughput
+	// phases leave a backlog in Kafka that the worker takes minutes to
+	// store, and a backlog would be all the lag measured.
+	logf("starting veil dev for the end-to-end run")
+	dev, err := startDev(ctx, o, filepath.Join(tmp, "e2e"))
 	if err != nil {
+		return err
+	}
+	_, err = add("e2e", fmt.Sprintf("veil dev, %.0f events/s in batches of 50 for %s, watching veil.events", o.e2eRate, o.sustain),
+		"--endpoints", dev.endpoints, "--batch", "50", "--rate", fmt.Sprint(o.e2eRate), "--concurrency", rateConns,
+		"--duration", o.sustain.String(), "--drain", "60s")
+	logf("stopping veil dev")
+	dev.stop()
+	if err != nil {
+		return err
+	}
+
+	logf("starting veil dev for the throughput runs")
+	if dev, err = startDev(ctx, o, filepath.Join(tmp, "throughput")); err != nil {
 		return err
 	}
 	stopped := false
@@ -418,13 +434,6 @@ func loadTests(ctx context.Context, o options, tmp string, res *Results) error {
 			dev.stop()
 		}
 	}()
-	// End to end first, on an empty pipeline: the throughput phases leave
-	// a backlog the worker takes minutes to store.
-	if _, err := add("e2e", fmt.Sprintf("veil dev, %.0f events/s in batches of 50 for %s, watching veil.events", o.e2eRate, o.sustain),
-		"--endpoints", dev.endpoints, "--batch", "50", "--rate", fmt.Sprint(o.e2eRate), "--concurrency", rateConns,
-		"--duration", o.sustain.String(), "--drain", "120s"); err != nil {
-		return err
-	}
 	batch, err := add("dev_batch50", "veil dev collector, batches of 50, flat out", "--target", dev.collector,
 		"--batch", "50", "--concurrency", batchConns, "--duration", phase, "--warmup", warm)
 	if err != nil {
@@ -455,6 +464,14 @@ func loadTests(ctx context.Context, o options, tmp string, res *Results) error {
 		return err
 	}
 	res.Profiles["collector-alone"] = "profile-collector-alone.txt"
+	if alone := res.phase("alone_batch50"); alone != nil {
+		rate := 0.7 * alone.EventsPerSec
+		if _, err := add("alone_batch50_rate70", fmt.Sprintf("collector and embedded broker only, batches of 50 at 70%% of the flat-out rate (%.0f events/s)", rate),
+			"--ceiling", "collector", "--batch", "50", "--rate", fmt.Sprintf("%.0f", rate), "--concurrency", rateConns,
+			"--duration", phase, "--warmup", warm); err != nil {
+			return err
+		}
+	}
 	if _, err := add("alone_single", "collector and embedded broker only, single-event requests, flat out",
 		"--ceiling", "collector", "--batch", "1", "--concurrency", singleConns, "--duration", phase, "--warmup", warm); err != nil {
 		return err
@@ -545,7 +562,13 @@ func evaluate(o options, res *Results) {
 	if r70 != nil {
 		p99 = r70.LatencyMs.P99
 	}
-	check("collector p99 at 70% of max (veil dev)", "≤ 10 ms", p99, "ms", func(v float64) bool { return v <= 10 }, r70 != nil, "")
+	check("collector p99 at 70% of max (veil dev)", "≤ 10 ms", p99, "ms", func(v float64) bool { return v <= 10 }, r70 != nil, "the worker stores the backlog meanwhile")
+	a70 := res.phase("alone_batch50_rate70")
+	p99 = 0
+	if a70 != nil {
+		p99 = a70.LatencyMs.P99
+	}
+	check("collector p99 at 70% of max (alone)", "≤ 10 ms", p99, "ms", func(v float64) bool { return v <= 10 }, a70 != nil, "")
 	pass := res.GoBench["WorkerPass/events=50/all"]
 	check("worker pass per event", "≤ 2000 ns/event", pass["ns/event"], "ns/event", func(v float64) bool { return v <= 2000 }, pass != nil, "")
 	check("worker pass allocations per event", "≤ 4 allocs/event", pass["allocs/event"], "allocs/event", func(v float64) bool { return v <= 4 }, pass != nil, "")

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -139,5 +140,13 @@ func ErrorLogger(log *zap.Logger) kafka.LoggerFunc {
 		log = zap.NewNop()
 	}
 	s := log.Named("kafka").Sugar()
-	return func(msg string, args ...any) { s.Warnf(msg, args...) }
+	return func(msg string, args ...any) {
+		// An idle partition's fetch that ends without data is routine, not
+		// a warning; at warn level it would drown the lines that matter.
+		if strings.HasPrefix(msg, "no messages received") {
+			s.Debugf(msg, args...)
+			return
+		}
+		s.Warnf(msg, args...)
+	}
 }
