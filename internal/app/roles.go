@@ -44,14 +44,23 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 	defer w.Close()
 	// The collector serves from the start; until Kafka has the topics,
 	// /readyz says so and events are answered 503, which SDKs retry.
+	// A reachable Kafka is checked before serving, so a healthy start is
+	// ready at once; an unreachable one is waited for in the background.
 	var topicsReady atomic.Bool
 	topicsDone := make(chan struct{})
-	go func() {
-		defer close(topicsDone)
-		if err := ensureTopics(ctx, cfg.Kafka, log); err == nil {
-			topicsReady.Store(true)
-		}
-	}()
+	first, cancelFirst := context.WithTimeout(ctx, 2*time.Second)
+	if err := kafkax.EnsureTopics(first, cfg.Kafka); err == nil {
+		topicsReady.Store(true)
+		close(topicsDone)
+	} else {
+		go func() {
+			defer close(topicsDone)
+			if err := ensureTopics(ctx, cfg.Kafka, log); err == nil {
+				topicsReady.Store(true)
+			}
+		}()
+	}
+	cancelFirst()
 	defer func() { <-topicsDone }()
 	c, err := ingest.New(cfg.Collector, cfg.Kafka.RawTopic, ingest.Deps{
 		Logger:   log,
