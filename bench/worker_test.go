@@ -69,6 +69,8 @@ var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 //   - events=50/all: 50 messages (one mixpanel-browser request) per
 //     operation; ns/event and allocs/event are the per-event figures.
 //   - events=50/upto=STEP: the pass cut after STEP, to attribute the cost.
+//   - events=50/reference: the whole pass with event.Decode, the reference
+//     decoder, instead of event.DecodeFast, the worker's default.
 func BenchmarkWorkerPass(b *testing.B) {
 	stages := benchPipeline(b)
 	maxRows := sink.DefaultConfig().MaxRows
@@ -77,11 +79,16 @@ func BenchmarkWorkerPass(b *testing.B) {
 		steps := []string{"all"}
 		if n == 50 {
 			steps = append(steps, passSteps...)
+			steps = append(steps, "reference")
 		}
 		for _, step := range steps {
 			name := fmt.Sprintf("events=%d/%s", n, step)
-			if step != "all" {
+			if step != "all" && step != "reference" {
 				name = fmt.Sprintf("events=%d/upto=%s", n, step)
+			}
+			decode := event.DecodeFast
+			if step == "reference" {
+				decode = event.Decode
 			}
 			last := len(passSteps) - 1
 			for i, s := range passSteps {
@@ -98,7 +105,7 @@ func BenchmarkWorkerPass(b *testing.B) {
 					for range n {
 						m := msgs[i%len(msgs)]
 						i++
-						if err := event.Decode(m.Value, &ev); err != nil {
+						if err := decode(m.Value, &ev); err != nil {
 							b.Fatal(err)
 						}
 						kept := true

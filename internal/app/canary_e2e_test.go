@@ -44,7 +44,9 @@ func canaryForms(c string) []string {
 	return []string{c, strings.ToLower(c), url.QueryEscape(c), url.PathEscape(c), strings.ReplaceAll(c, "@", "%40")}
 }
 
-func postRaw(t *testing.T, s *stack, path string, payload any, hdr map[string]string) {
+// postRaw sends payload as mixpanel-browser does (form data=, base64) with
+// the given headers and cookies, and requires {"status":1}.
+func postRaw(t *testing.T, s *stack, path string, payload any, hdr map[string]string, cookies ...*http.Cookie) {
 	t.Helper()
 	b, _ := json.Marshal(payload)
 	body := url.Values{"data": {base64.StdEncoding.EncodeToString(b)}}.Encode()
@@ -57,7 +59,9 @@ func postRaw(t *testing.T, s *stack, path string, payload any, hdr map[string]st
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	req.AddCookie(&http.Cookie{Name: "session", Value: "secret-cookie-canary"})
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -112,19 +116,20 @@ func TestNoCanaryInAnyColumn(t *testing.T) {
 			"amount":  42.5,
 		},
 	}}
-	postRaw(t, s, "/track", track, hdr)
+	session := &http.Cookie{Name: "session", Value: "secret-cookie-canary"}
+	postRaw(t, s, "/track", track, hdr, session)
 	postRaw(t, s, "/engage", []map[string]any{
 		{"$token": "tok-shop", "$distinct_id": "user-canary-4711", "$ip": "203.0.113.99", "$set": map[string]any{
 			"$email": "canary.alice@example.com", "$name": "Alice Canaryname", "tier": "gold",
 			"bio": "reach me at +14155550123", "homepage": "https://example.org/?u=canary.alice@example.com",
 		}},
 		{"$token": "tok-shop", "$distinct_id": "user-canary-4711", "$union": map[string]any{"emails": []any{"canary.alice@example.com"}}},
-	}, hdr)
+	}, hdr, session)
 	postRaw(t, s, "/groups", []map[string]any{
 		{"$token": "tok-shop", "$group_key": "company", "$group_id": "group-canary-acme", "$set": map[string]any{
 			"owner_email": "canary.alice@example.com", "industry": "retail",
 		}},
-	}, hdr)
+	}, hdr, session)
 
 	conn := testsvc.Conn(t, s.cfg.Sink)
 	db := s.cfg.Sink.Database

@@ -3,13 +3,10 @@ package app_test
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,25 +22,7 @@ import (
 // requires the answer 1.
 func track(t *testing.T, s *stack, events []map[string]any, hdr map[string]string, cookies ...*http.Cookie) {
 	t.Helper()
-	b, _ := json.Marshal(events)
-	body := url.Values{"data": {base64.StdEncoding.EncodeToString(b)}}.Encode()
-	req, _ := http.NewRequest(http.MethodPost, s.collector+"/track?verbose=1", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	for _, c := range cookies {
-		req.AddCookie(c)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	got, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || !strings.Contains(string(got), `"status":1`) {
-		t.Fatalf("track answered %d %q", resp.StatusCode, got)
-	}
+	postRaw(t, s, "/track", events, hdr, cookies...)
 }
 
 func events(project, user, name string, n int, token string) []map[string]any {
