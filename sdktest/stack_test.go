@@ -27,7 +27,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/veilhq/veil/ingest"
@@ -35,16 +34,7 @@ import (
 	"github.com/veilhq/veil/internal/testsvc"
 )
 
-func TestMain(m *testing.M) {
-	code := testsvc.Main(m)
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testsvc.MainNoLeaks(m)) }
 
 // The project every SDK in these tests sends to.
 const (

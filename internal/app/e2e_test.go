@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/veilhq/veil/ingest"
@@ -24,16 +23,7 @@ import (
 	"github.com/veilhq/veil/internal/testsvc"
 )
 
-func TestMain(m *testing.M) {
-	code := testsvc.Main(m)
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testsvc.MainNoLeaks(m)) }
 
 // stack runs Veil's roles against the test services. Each role is started
 // on demand and stopped at cleanup (or earlier by its stop function).

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.uber.org/goleak"
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/chserver"
@@ -39,6 +40,19 @@ var (
 func Main(m *testing.M) int {
 	code := m.Run()
 	Stop()
+	return code
+}
+
+// MainNoLeaks is Main, and then fails the binary when goroutines started by
+// the tests outlive them: os.Exit(testsvc.MainNoLeaks(m)).
+func MainNoLeaks(m *testing.M) int {
+	code := Main(m)
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
 	return code
 }
 
