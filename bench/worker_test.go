@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -220,5 +221,30 @@ func BenchmarkBatchAppend(b *testing.B) {
 			}
 			pe.report()
 		})
+	}
+}
+
+// TestWorkerPassPathsAgree runs the load generator's messages through the
+// stages twice, decoded by event.Decode into a fresh event and by
+// event.DecodeFast into one reused event, as the worker does under
+// worker.fast_decode, and requires the same de-identified events.
+func TestWorkerPassPathsAgree(t *testing.T) {
+	stages := benchPipeline(t)
+	var fast event.Event
+	for i, m := range flat(envelopes(t, 8, 50)) {
+		var ref event.Event
+		errRef := event.Decode(m.Value, &ref)
+		errFast := event.DecodeFast(m.Value, &fast)
+		if errRef != nil || errFast != nil {
+			t.Fatalf("message %d: decode errors %v, %v", i, errRef, errFast)
+		}
+		for s, st := range stages {
+			if a, b := st.Apply(&ref), st.Apply(&fast); a != b {
+				t.Fatalf("message %d stage %d: %q vs %q", i, s, a, b)
+			}
+		}
+		if !reflect.DeepEqual(ref, fast) {
+			t.Fatalf("message %d: events differ\n%#v\n%#v", i, ref, fast)
+		}
 	}
 }

@@ -1,0 +1,112 @@
+package event
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+)
+
+// envelopeWith wraps an event object in a track envelope as the collector
+// writes it.
+func envelopeWith(obj string) []byte {
+	return []byte(`{"v":1,"kind":1,"project":"shop","endpoint":"/track","received_at":1795348800123,"ip":"::ffff:203.0.113.9","ua":"Mozilla/5.0 (X11; Linux x86_64)","signals":{"gpc":true},"request_id":"r1","event":` + obj + `}`)
+}
+
+// fastDecodeCases are realistic and awkward inputs; each must decode
+// exactly as Decode does (the same Event or the same error).
+var fastDecodeCases = []struct {
+	name  string
+	value string
+}{
+	{"mixpanel-browser", string(envelopeWith(`{"event":"Viewed Page","properties":{"time":1795348800123,"distinct_id":"$device:18f3a","$insert_id":"abc123","$browser":"Chrome","$browser_version":121,"$current_url":"https://shop.example.com/cart?email=jane%40example.com&utm_source=news#frag","$screen_height":1080,"mp_lib":"web","$lib_version":"2.55.0","token":"tok-shop","$device_id":"18f3a","mp_page_view":true,"ratio":1.5e-3,"neg":-0.25,"big":12345678901234567890123}}`))},
+	{"nested", string(envelopeWith(`{"event":"Checkout","properties":{"time":1,"cart":{"items":[{"sku":"A1","email":"jane@example.com","n":2},[],{}],"owner":{"$email":"x@y.z"}},"tags":["a","b",null,true,false,1.0]}}`))},
+	{"emails in keys", string(envelopeWith(`{"event":"E","properties":{"time":2,"jane@example.com":"v","k":"call +44 20 7946 0958"}}`))},
+	{"escapes", string(envelopeWith(`{"event":"caf\u00e9 \ud83d\ude00","properties":{"time":3,"s":"line\nbreak\ttab \"q\" \\ \/ \b\f\r","lone":"\ud83d x","lone2":"\ude00","pair":"\uD83D\uDE00","k\u00e9y":"\u0026\u003c\u003e","emoji":"😀 ü"}}`))},
+	{"numeric distinct_id", string(envelopeWith(`{"event":"E","properties":{"time":4,"distinct_id":9007199254740993}}`))},
+	{"null distinct_id", string(envelopeWith(`{"event":"E","properties":{"time":4,"distinct_id":null,"$insert_id":7}}`))},
+	{"bool distinct_id", string(envelopeWith(`{"event":"E","properties":{"time":4,"distinct_id":true}}`))},
+	{"duplicate keys", string(envelopeWith(`{"event":"E","properties":{"time":4,"a":1,"a":{"b":2},"time":5}}`))},
+	{"whitespace", " {\n\"v\" : 1 ,\t\"kind\":1,\"project\":\"p\",\"event\": { \"event\" : \"E\" , \"properties\" : { \"time\" : 6 , \"x\" : [ 1 , 2 ] } } } \n"},
+	{"no properties", `{"v":1,"kind":1,"project":"p","received_at":0,"signals":{},"event":{"event":"E"}}`},
+	{"null properties", `{"v":1,"kind":1,"project":"p","event":{"event":"E","properties":null}}`},
+	{"missing time", string(envelopeWith(`{"event":"E","properties":{}}`))},
+	{"fractional time", string(envelopeWith(`{"event":"E","properties":{"time":1.5}}`))},
+	{"string time", string(envelopeWith(`{"event":"E","properties":{"time":"1"}}`))},
+	{"missing name", string(envelopeWith(`{"properties":{"time":1}}`))},
+	{"bad version", `{"v":2,"kind":1,"project":"p","event":{"event":"E","properties":{"time":1}}}`},
+	{"bad kind", `{"v":1,"kind":9,"project":"p","event":{"event":"E","properties":{"time":1}}}`},
+	{"no project", `{"v":1,"kind":1,"event":{"event":"E","properties":{"time":1}}}`},
+	{"bad ip", `{"v":1,"kind":1,"project":"p","ip":"300.1.1.1","event":{"event":"E","properties":{"time":1}}}`},
+	{"engage", `{"v":1,"kind":2,"project":"p","event":{"event":"$set","properties":{"time":1,"distinct_id":"u"},"value":{"a":1}}}`},
+	{"groups", `{"v":1,"kind":3,"project":"p","event":{"event":"$set","properties":{"time":1,"$group_key":"c","$group_id":"x"},"value":{"a":1}}}`},
+	{"case-insensitive field", `{"V":1,"kind":1,"project":"p","event":{"Event":"E","properties":{"time":1}}}`},
+	{"unknown field", `{"v":1,"kind":1,"project":"p","extra":[1,{"a":"b"}],"event":{"event":"E","properties":{"time":1}}}`},
+	{"trailing garbage", `{"v":1,"kind":1,"project":"p","event":{"event":"E","properties":{"time":1}}} x`},
+	{"invalid utf8", "{\"v\":1,\"kind\":1,\"project\":\"p\",\"event\":{\"event\":\"E\xff\",\"properties\":{\"time\":1,\"s\":\"a\xc3\x28b\",\"k\xfe\":1}}}"},
+	{"bad number", `{"v":1,"kind":1,"project":"p","event":{"event":"E","properties":{"time":1,"n":01}}}`},
+	{"truncated", `{"v":1,"kind":1,"project":"p","event":{"event":"E","properties":{"time":1,"s":"abc`},
+	{"not json", `hello`},
+	{"signals dup", `{"v":1,"kind":1,"project":"p","signals":{"dnt":true},"signals":{"gpc":true},"event":{"event":"E","properties":{"time":1}}}`},
+	{"ip property", string(envelopeWith(`{"event":"E","properties":{"time":1,"ip":"0","$ip":"198.51.100.7"}}`))},
+}
+
+func checkSame(t *testing.T, value []byte, reuse *Event) {
+	t.Helper()
+	var want Event
+	wantErr := Decode(value, &want)
+	got := *reuse
+	gotErr := DecodeFast(value, &got)
+	*reuse = got
+	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+		t.Fatalf("error %v, want %v", gotErr, wantErr)
+	}
+	if wantErr != nil {
+		return
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decoded\n%#v\nwant\n%#v", got, want)
+	}
+}
+
+func TestDecodeFastMatchesDecode(t *testing.T) {
+	for _, tc := range fastDecodeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			var fresh Event
+			checkSame(t, []byte(tc.value), &fresh)
+			// Decoding over a previous event reuses its map; nothing of
+			// the previous event may remain.
+			prev := Event{Properties: map[string]any{"stale": "x", "time": "y"}, DistinctID: "old", Device: Device{Browser: "b"}}
+			checkSame(t, []byte(tc.value), &prev)
+		})
+	}
+}
+
+// TestDecodeFastCoversTrack checks that the common case really takes the
+// fast path (a fallback to Decode would pass the equality test too).
+func TestDecodeFastCoversTrack(t *testing.T) {
+	for _, name := range []string{"mixpanel-browser", "nested", "escapes", "duplicate keys", "whitespace", "ip property"} {
+		for _, tc := range fastDecodeCases {
+			if tc.name != name {
+				continue
+			}
+			var ev Event
+			if !decodeTrack([]byte(tc.value), &ev, map[string]any{}) {
+				t.Errorf("%s: not decoded by the fast path", name)
+			}
+		}
+	}
+}
+
+func FuzzDecodeFast(f *testing.F) {
+	for _, tc := range fastDecodeCases {
+		f.Add([]byte(tc.value))
+	}
+	f.Add([]byte(`{"a":{"b":[1,"\u00e9",{"c":null}]}}`))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		prev := Event{Properties: map[string]any{"stale": 1}}
+		checkSame(t, value, &prev)
+		// The bytes as the properties of a track event, too.
+		checkSame(t, envelopeWith(`{"event":"E","properties":`+string(value)+`}`), &prev)
+		checkSame(t, envelopeWith(`{"event":"E","properties":{"time":1,"p":`+string(value)+`}}`), &prev)
+	})
+}
