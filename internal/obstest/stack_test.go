@@ -146,7 +146,10 @@ func startStack() (*stack, error) {
 
 // client talks to the stack without keep-alive: an idle connection would
 // hold up clickhouse-server's and the collector's shutdown.
-var client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+// ExpectContinueTimeout lets a request that says "Expect: 100-continue"
+// (as curl does for large bodies) hear a 413 before it sends the body,
+// instead of having its write cut by the collector closing the connection.
+var client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: 5 * time.Second}}
 
 // answer is what one request got back.
 type answer struct {
