@@ -15,16 +15,8 @@ import (
 func TestMain(m *testing.M) { os.Exit(testsvc.Main(m)) }
 
 func TestRetention(t *testing.T) {
-	cfg := testsvc.SinkConfig(t)
+	s, cfg := testsvc.Sink(t)
 	ctx := context.Background()
-	s, err := sink.Open(ctx, cfg, sink.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	b := sink.NewBatch()
 	for i, ts := range []time.Time{

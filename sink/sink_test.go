@@ -46,16 +46,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 }
 
 func TestWriteAndDeduplicate(t *testing.T) {
-	cfg := testsvc.SinkConfig(t)
+	s, cfg := testsvc.Sink(t)
 	ctx := context.Background()
-	s, err := sink.Open(ctx, cfg, sink.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	ts := time.Date(2026, 11, 20, 10, 30, 15, 250e6, time.UTC)
 	ev := event.Event{
 		Kind: event.KindTrack, Project: "shop", Name: "purchase", DistinctID: "p-1", InsertID: "ins-1",

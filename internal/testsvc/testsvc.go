@@ -214,3 +214,20 @@ func KeyFile(t testing.TB) string {
 	}
 	return p
 }
+
+// Sink opens a sink on a fresh database of the shared ClickHouse, with the
+// schema applied; it is closed and the database dropped at cleanup.
+func Sink(t testing.TB) (*sink.Sink, sink.Config) {
+	t.Helper()
+	cfg := SinkConfig(t)
+	ctx := context.Background()
+	s, err := sink.Open(ctx, cfg, sink.Deps{})
+	if err != nil {
+		t.Fatalf("testsvc: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("testsvc: %v", err)
+	}
+	return s, cfg
+}
