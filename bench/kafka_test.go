@@ -15,34 +15,52 @@ import (
 	"github.com/veilhq/veil/internal/kafkax"
 )
 
-// produceConcurrency is the number of producing goroutines, as many as the
-// load generator's default connections: the collector writes each
+// produceConcurrency is the number of producing goroutines for requests of
+// n events, as many as `make bench` has connections in its flat-out runs
+// (16 for batches, 128 for single events): the collector writes each
 // request's events with one WriteMessages call from the request's
 // goroutine, and kafka-go batches the calls that overlap.
-const produceConcurrency = 16
+func produceConcurrency(n int) int {
+	if n == 1 {
+		return 128
+	}
+	return 16
+}
 
 // BenchmarkKafkaProduce is the Kafka ceiling of the collector: kafka-go
 // alone, configured as the collector's producer (kafkax.NewWriter: acks=all,
 // 2 ms batch timeout, lz4, hash partitioning on the same keys), writing the
 // very envelopes the collector produces for the load generator's requests
 // into the embedded broker `veil dev` runs (kfake, 4 partitions), from 16
-// goroutines, one WriteMessages per request. No HTTP, no decoding: what is
-// left is the produce path.
+// goroutines (128 for single events), one WriteMessages per request. No
+// HTTP, no decoding: what is left is the produce path.
 //
 //   - events=N/kfake-disk: kfake persisting to a data directory, as in
 //     `veil dev`.
 //   - events=N/kfake-memory: kfake in memory only.
+//   - events=N/kfake-disk-batch100: as kfake-disk with producer.batch_size
+//     100 instead of the default 1000. kafka-go allocates a batch's full
+//     capacity up front and sends a batch early only once it is full, so the
+//     setting weighs on both the cost and the latency of small batches.
 func BenchmarkKafkaProduce(b *testing.B) {
 	for _, n := range benchSizes {
 		reqs := envelopes(b, 4096/n, n)
-		for _, disk := range []bool{true, false} {
-			name := fmt.Sprintf("events=%d/kfake-memory", n)
-			if disk {
-				name = fmt.Sprintf("events=%d/kfake-disk", n)
-			}
-			b.Run(name, func(b *testing.B) {
-				brokers := startBroker(b, disk)
-				w := kafkax.NewWriter(brokers, devstack.Config(brokers[0], "", b.TempDir()).Kafka.RawTopic, kafkax.DefaultWriterConfig(), nil)
+		for _, v := range []struct {
+			name      string
+			disk      bool
+			batchSize int
+		}{
+			{"kfake-disk", true, 0},
+			{"kfake-memory", false, 0},
+			{"kfake-disk-batch100", true, 100},
+		} {
+			b.Run(fmt.Sprintf("events=%d/%s", n, v.name), func(b *testing.B) {
+				brokers := startBroker(b, v.disk)
+				wc := kafkax.DefaultWriterConfig()
+				if v.batchSize > 0 {
+					wc.BatchSize = v.batchSize
+				}
+				w := kafkax.NewWriter(brokers, devstack.Config(brokers[0], "", b.TempDir()).Kafka.RawTopic, wc, nil)
 				defer w.Close()
 				ctx := context.Background()
 				// The first write fetches metadata; leave it out.
@@ -50,7 +68,7 @@ func BenchmarkKafkaProduce(b *testing.B) {
 					b.Fatal(err)
 				}
 				var next atomic.Int64
-				b.SetParallelism(max(1, produceConcurrency/runtime.GOMAXPROCS(0)))
+				b.SetParallelism(max(1, produceConcurrency(n)/runtime.GOMAXPROCS(0)))
 				pe := startPerEvent(b, n)
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
