@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -237,21 +238,56 @@ type processor struct {
 	// cleared rather than reallocated (Append has encoded the previous
 	// event's properties by then).
 	ev event.Event
+
+	// The flusher writes one batch and commits its offsets while the
+	// processor fills the next: jobs is unbuffered, so at most one batch is
+	// in flight and batches are written and committed in order.
+	jobs        chan flushJob
+	spare       chan *sink.Batch // batches the flusher has emptied
+	flusherDone chan struct{}
+	flusherErr  error // set before flusherDone is closed
+	uncommitted atomic.Int64
+}
+
+// flushJob is a batch on its way to ClickHouse with the messages whose
+// offsets its write acknowledges.
+type flushJob struct {
+	batch   *sink.Batch
+	commit  []kafka.Message
+	handled int64
 }
 
 func (p *processor) run(msgs <-chan kafka.Message) error {
+	p.jobs = make(chan flushJob)
+	p.spare = make(chan *sink.Batch, 2)
+	p.flusherDone = make(chan struct{})
+	go p.flusher()
+	// However run ends, the flusher finishes the batch it holds (or gives
+	// up at the hard stop) before run returns.
+	defer func() {
+		if p.jobs != nil {
+			close(p.jobs)
+			<-p.flusherDone
+		}
+	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
 		select {
 		case m, ok := <-msgs:
 			if !ok {
-				left := p.pending
+				left := p.uncommitted.Load()
 				err := p.flush()
+				close(p.jobs)
+				<-p.flusherDone
+				p.jobs = nil
+				if err == nil {
+					err = p.flusherErr
+				}
 				if err != nil {
-					p.w.log.Warn("shutdown: batch not flushed; it will be replayed", zap.Int("messages", left), zap.Error(err))
+					p.w.log.Warn("shutdown: batch not flushed; it will be replayed", zap.Int64("messages", p.uncommitted.Load()), zap.Error(err))
 				} else {
-					p.w.log.Info("shutdown: flushed and committed", zap.Int("messages", left))
+					p.w.log.Info("shutdown: flushed and committed", zap.Int64("messages", left))
 				}
 				return nil
 			}
@@ -286,7 +322,7 @@ func (p *processor) handle(m kafka.Message) error {
 	w.m.consumed.Inc()
 	p.last[m.Partition] = m
 	p.pending++
-	w.m.pending.Set(float64(p.pending))
+	w.m.pending.Set(float64(p.uncommitted.Add(1)))
 	// Every message handled is covered by the batch, whatever its outcome:
 	// the covered offsets name the batch for deduplication.
 	p.batch.Cover(m.Topic, m.Partition, m.Offset)
@@ -359,24 +395,49 @@ func (p *processor) flush() error {
 	if p.pending == 0 {
 		return nil
 	}
-	rows := p.batch.Len()
-	if err := p.w.sink.Write(p.hard, p.batch); err != nil {
-		return err
-	}
-	p.w.m.stored.Add(float64(rows))
-	p.batch.Reset()
-	msgs := make([]kafka.Message, 0, len(p.last))
+	job := flushJob{batch: p.batch, handled: int64(p.pending), commit: make([]kafka.Message, 0, len(p.last))}
 	for _, m := range p.last {
-		msgs = append(msgs, m)
+		job.commit = append(job.commit, m)
 	}
-	if err := p.reader.CommitMessages(p.hard, msgs...); err != nil {
-		// The rows are written; a failed commit only means a replay, which
-		// deduplication absorbs.
-		p.w.m.commitErrors.Inc()
-		p.w.log.Warn("offset commit failed; the batch may be replayed", zap.Error(err))
+	select {
+	case p.jobs <- job:
+	case <-p.flusherDone:
+		return p.flusherErr
 	}
 	clear(p.last)
 	p.pending = 0
-	p.w.m.pending.Set(0)
+	select {
+	case b := <-p.spare:
+		p.batch = b
+	default:
+		p.batch = sink.NewBatch()
+	}
 	return nil
+}
+
+// flusher writes each batch it is handed, then commits every message the
+// batch covers. It stops when jobs is closed, or at the hard stop, when a
+// write gives up: what it held is then replayed, never acknowledged.
+func (p *processor) flusher() {
+	defer close(p.flusherDone)
+	for job := range p.jobs {
+		rows := job.batch.Len()
+		if err := p.w.sink.Write(p.hard, job.batch); err != nil {
+			p.flusherErr = err
+			return
+		}
+		p.w.m.stored.Add(float64(rows))
+		if err := p.reader.CommitMessages(p.hard, job.commit...); err != nil {
+			// The rows are written; a failed commit only means a replay,
+			// which deduplication absorbs.
+			p.w.m.commitErrors.Inc()
+			p.w.log.Warn("offset commit failed; the batch may be replayed", zap.Error(err))
+		}
+		p.w.m.pending.Set(float64(p.uncommitted.Add(-job.handled)))
+		job.batch.Reset()
+		select {
+		case p.spare <- job.batch:
+		default:
+		}
+	}
 }
