@@ -3,8 +3,10 @@
 //
 // Delivery: a Kafka offset is committed only after every message up to it has
 // been written to ClickHouse, written to the dead-letter topic, or dropped by
-// policy and counted. One goroutine processes messages in fetch order and
-// commits after each flush, so what it commits is always contiguous. A crash
+// policy and counted. One goroutine processes messages in fetch order; a
+// flusher writes each finished batch and then commits the offsets it covers,
+// one batch at a time and in order, so what is committed is always
+// contiguous. A crash
 // replays from the last commit; replayed rows are identical and folded by
 // ClickHouse's ReplacingMergeTree (see sink).
 package worker
