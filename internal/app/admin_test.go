@@ -58,4 +58,3 @@ func TestWorkerAdminWhileStarting(t *testing.T) {
 		t.Fatal("the worker did not stop while waiting for ClickHouse")
 	}
 }
-

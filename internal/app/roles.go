@@ -300,36 +300,31 @@ func openSink(ctx context.Context, cfg sink.Config, deps sink.Deps) (*sink.Sink,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	delay := 250 * time.Millisecond
-	for {
-		s, err := sink.Open(ctx, cfg, deps)
-		if err == nil {
-			return s, nil
-		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		deps.Logger.Warn("ClickHouse not reachable yet; retrying", zap.Duration("backoff", delay), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 10*time.Second)
-	}
+	var s *sink.Sink
+	err := untilReachable(ctx, deps.Logger, "ClickHouse", func() (err error) {
+		s, err = sink.Open(ctx, cfg, deps)
+		return err
+	})
+	return s, err
 }
 
 func ensureTopics(ctx context.Context, cfg kafkax.Config, log *zap.Logger) error {
+	return untilReachable(ctx, log, "Kafka", func() error { return kafkax.EnsureTopics(ctx, cfg) })
+}
+
+// untilReachable calls try until it succeeds, backing off from 250 ms to
+// 10 s between attempts, or until ctx ends.
+func untilReachable(ctx context.Context, log *zap.Logger, what string, try func() error) error {
 	delay := 250 * time.Millisecond
 	for {
-		err := kafkax.EnsureTopics(ctx, cfg)
+		err := try()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return err
 		}
-		log.Warn("Kafka not reachable yet; retrying", zap.Duration("backoff", delay), zap.Error(err))
+		log.Warn(what+" not reachable yet; retrying", zap.Duration("backoff", delay), zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
