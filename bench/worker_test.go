@@ -70,8 +70,11 @@ var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 //   - events=50/all: 50 messages (one mixpanel-browser request) per
 //     operation; ns/event and allocs/event are the per-event figures.
 //   - events=50/upto=STEP: the pass cut after STEP, to attribute the cost.
+//   - events=50/map: the whole pass with event.DecodeFast, which decodes
+//     properties into a map, instead of event.DecodeRaw, the worker's
+//     default, which leaves them as JSON text for the stages to rewrite.
 //   - events=50/reference: the whole pass with event.Decode, the reference
-//     decoder, instead of event.DecodeFast, the worker's default.
+//     decoder.
 func BenchmarkWorkerPass(b *testing.B) {
 	stages := benchPipeline(b)
 	maxRows := sink.DefaultConfig().MaxRows
@@ -80,15 +83,18 @@ func BenchmarkWorkerPass(b *testing.B) {
 		steps := []string{"all"}
 		if n == 50 {
 			steps = append(steps, passSteps...)
-			steps = append(steps, "reference")
+			steps = append(steps, "map", "reference")
 		}
 		for _, step := range steps {
 			name := fmt.Sprintf("events=%d/%s", n, step)
-			if step != "all" && step != "reference" {
+			if step != "all" && step != "map" && step != "reference" {
 				name = fmt.Sprintf("events=%d/upto=%s", n, step)
 			}
-			decode := event.DecodeFast
-			if step == "reference" {
+			decode := event.DecodeRaw
+			switch step {
+			case "map":
+				decode = event.DecodeFast
+			case "reference":
 				decode = event.Decode
 			}
 			last := len(passSteps) - 1
@@ -225,26 +231,44 @@ func BenchmarkBatchAppend(b *testing.B) {
 }
 
 // TestWorkerPassPathsAgree runs the load generator's messages through the
-// stages twice, decoded by event.Decode into a fresh event and by
-// event.DecodeFast into one reused event, as the worker does under
-// worker.fast_decode, and requires the same de-identified events.
+// stages three times: decoded by event.Decode into a fresh event, by
+// event.DecodeFast into one reused event and by event.DecodeRaw into
+// another, as the worker's decoders do. The first two must give equal
+// events; the raw one must keep its properties as JSON text all the way
+// (the benchmark measures that path) and store the same properties and
+// columns. internal/app's FuzzDecodersAgree covers the awkward inputs.
 func TestWorkerPassPathsAgree(t *testing.T) {
 	stages := benchPipeline(t)
-	var fast event.Event
+	var fast, raw event.Event
 	for i, m := range flat(envelopes(t, 8, 50)) {
 		var ref event.Event
 		errRef := event.Decode(m.Value, &ref)
 		errFast := event.DecodeFast(m.Value, &fast)
-		if errRef != nil || errFast != nil {
-			t.Fatalf("message %d: decode errors %v, %v", i, errRef, errFast)
+		errRaw := event.DecodeRaw(m.Value, &raw)
+		if errRef != nil || errFast != nil || errRaw != nil {
+			t.Fatalf("message %d: decode errors %v, %v, %v", i, errRef, errFast, errRaw)
 		}
 		for s, st := range stages {
-			if a, b := st.Apply(&ref), st.Apply(&fast); a != b {
-				t.Fatalf("message %d stage %d: %q vs %q", i, s, a, b)
+			a, b, c := st.Apply(&ref), st.Apply(&fast), st.Apply(&raw)
+			if a != b || a != c {
+				t.Fatalf("message %d stage %d: %q vs %q vs %q", i, s, a, b, c)
 			}
 		}
 		if !reflect.DeepEqual(ref, fast) {
 			t.Fatalf("message %d: events differ\n%#v\n%#v", i, ref, fast)
+		}
+		if raw.Props == nil {
+			t.Fatalf("message %d left the raw path", i)
+		}
+		text, _ := raw.AppendProperties(nil)
+		got, _ := event.DecodeJSONValue(text)
+		if !reflect.DeepEqual(got, ref.Properties) {
+			t.Fatalf("message %d: raw properties %s, want %#v", i, text, ref.Properties)
+		}
+		if raw.Name != ref.Name || raw.DistinctID != ref.DistinctID || raw.InsertID != ref.InsertID ||
+			!raw.Time.Equal(ref.Time) || raw.Geo != ref.Geo || raw.Device != ref.Device || raw.IPPrefix != ref.IPPrefix ||
+			!reflect.DeepEqual(raw.Provenance, ref.Provenance) {
+			t.Fatalf("message %d: raw columns differ\n%#v\n%#v", i, raw, ref)
 		}
 	}
 }

@@ -21,7 +21,9 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -52,6 +54,10 @@ var builtinPII = []string{
 	"birthday", "date_of_birth", "dob", "ssn", "password", "username", "user_name",
 	"avatar", "latitude", "longitude", "lat", "lng", "geo_latitude", "geo_longitude",
 }
+
+// memoSize is how many pseudonyms each memo keeps: the users of a few
+// seconds of traffic, a few MB.
+const memoSize = 1 << 16
 
 // idProps are the identifier properties that become pseudonyms.
 var idProps = []string{"$device_id", "$user_id", "$anon_distinct_id", "$distinct_id_before_identity", "$identified_id", "$anon_id"}
@@ -90,10 +96,12 @@ type Engine struct {
 	rules    map[string]*projectRules
 	fallback *projectRules
 	keys     *pseudonym.Keyring
-	daily    *pseudonym.Keyring // the same keys, rotating daily
-	registry Registry
-	log      *zap.Logger
-	m        *metrics
+	// memo and dailyMemo remember the pseudonyms of the keys, and of the
+	// same keys rotating daily.
+	memo, dailyMemo *pseudonym.Memo
+	registry        Registry
+	log             *zap.Logger
+	m               *metrics
 }
 
 // New compiles the policies.
@@ -108,10 +116,15 @@ func New(set policy.Set, deps Deps) (*Engine, error) {
 		deps.Logger = zap.NewNop()
 	}
 	e := &Engine{set: set, rules: map[string]*projectRules{}, keys: deps.Keyring, registry: deps.Registry, log: deps.Logger, m: newMetrics(deps.Metrics, deps.Keyring)}
-	var err error
-	if e.daily, err = deps.Keyring.WithConfig(pseudonym.Config{Rotate: pseudonym.RotateDaily}); err != nil {
+	stable, err := deps.Keyring.WithConfig(pseudonym.Config{Rotate: pseudonym.RotateNone})
+	if err != nil {
 		return nil, err
 	}
+	daily, err := deps.Keyring.WithConfig(pseudonym.Config{Rotate: pseudonym.RotateDaily})
+	if err != nil {
+		return nil, err
+	}
+	e.memo, e.dailyMemo = pseudonym.NewMemo(stable, memoSize), pseudonym.NewMemo(daily, memoSize)
 	if e.fallback, err = compile(set.Default); err != nil {
 		return nil, err
 	}
@@ -206,21 +219,30 @@ func (e *Engine) BotsDropped(project string) bool {
 }
 
 // Stage de-identifies ev in place. It never drops.
+//
+// An event whose properties are JSON text (event.DecodeRaw) is handled
+// without decoding them: identifiers are replaced, PII properties dropped
+// and strings scrubbed prop by prop, and a value nobody changes is written
+// as it came. Only a property name that itself carries personal data
+// (it would be renamed, and renames can collide) sends the event through
+// the map, which holds the exact same rules.
 func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	r := e.rulesFor(ev.Project)
+	if ev.Props != nil && !r.namesClean(ev) {
+		if err := ev.Materialize(); err != nil {
+			return event.DropInvalid
+		}
+	}
 	p := &r.policy
-	// Room for the transforms a typical event gets (IP, pseudonyms, a
-	// scrubbed URL, ...): one allocation instead of one per doubling. The
-	// slice is new for every event, as the batch keeps it as a row.
-	tr := make([]string, 0, 6)
+	var tr transformSet
 
 	// The IP has served geolocation; only the policy's prefix may remain.
 	if ev.IP.IsValid() {
 		if p.IP == policy.IPTruncate && !ev.Anonymized {
 			ev.IPPrefix = truncate(ev.IP).String()
-			tr = append(tr, TIPTruncated)
+			tr |= tIPTruncated
 		} else {
-			tr = append(tr, TIPDropped)
+			tr |= tIPDropped
 		}
 		ev.IP = netip.Addr{}
 	}
@@ -231,7 +253,7 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		geo = policy.GeoCountry
 	}
 	if reduceGeo(&ev.Geo, geo) {
-		tr = append(tr, TGeoReduced)
+		tr |= tGeoReduced
 	}
 	if ev.Kind == event.KindEngage && ev.Name == "$set" {
 		// Mixpanel puts a profile's location on the profile itself.
@@ -247,13 +269,20 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	// Identifiers: pseudonyms, or nothing at all when anonymized.
 	if ev.Anonymized {
 		ev.DistinctID, ev.GroupID = "", ""
-		for _, k := range idProps {
-			delete(ev.Properties, k)
+		if ev.Props != nil {
+			for i := range ev.Props {
+				if r.isIDKey(ev.Props[i].Key) {
+					ev.Props[i].Drop = true
+				}
+			}
+		} else {
+			for k := range ev.Properties {
+				if r.isIDKey(k) {
+					delete(ev.Properties, k)
+				}
+			}
 		}
-		for _, k := range p.GroupKeys {
-			delete(ev.Properties, k)
-		}
-		tr = append(tr, TAnonymized)
+		tr |= tAnonymized
 	} else {
 		pseudo := func(id string) string {
 			v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
@@ -269,37 +298,32 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 			ev.GroupID = pseudo(ev.GroupID)
 			changed = true
 		}
-		for _, keys := range [][]string{idProps, p.GroupKeys} {
-			for _, k := range keys {
-				v, ok := ev.Properties[k]
-				if !ok {
-					continue
-				}
-				switch x := v.(type) {
-				case []any: // an event may belong to several groups
-					for i, e := range x {
-						if s := idString(e); s != "" {
-							x[i] = pseudo(s)
-						}
-					}
-					changed = true
-				default:
-					if s := idString(v); s != "" {
-						ev.Properties[k] = pseudo(s)
-						changed = true
-					} else {
-						delete(ev.Properties, k)
-					}
-				}
-			}
+		if ev.Props != nil {
+			changed = pseudonymizeRaw(ev, r, pseudo) || changed
+		} else {
+			changed = pseudonymizeMap(ev.Properties, r, pseudo) || changed
 		}
 		if changed {
-			tr = append(tr, TPseudonymized)
+			tr |= tPseudonymized
 		}
 	}
 
 	// PII properties and, in allow-list mode, everything not allowed.
-	dropped, notAllowed := dropProps(ev.Properties, r)
+	var dropped, notAllowed bool
+	if ev.Props != nil {
+		for i := range ev.Props {
+			pr := &ev.Props[i]
+			if pr.Drop {
+				continue
+			}
+			if pii, na := r.drops(pr.Key); pii || na {
+				pr.Drop = true
+				dropped, notAllowed = dropped || pii, notAllowed || na
+			}
+		}
+	} else {
+		dropped, notAllowed = dropProps(ev.Properties, r)
+	}
 	if m, ok := ev.Value.(map[string]any); ok {
 		d, n := dropProps(m, r)
 		dropped, notAllowed = dropped || d, notAllowed || n
@@ -311,10 +335,10 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		}
 	}
 	if dropped {
-		tr = append(tr, TPIIDropped)
+		tr |= tPIIDropped
 	}
 	if notAllowed {
-		tr = append(tr, TNotAllowListed)
+		tr |= tNotAllowListed
 	}
 
 	// Whatever is left is scanned for PII in free text.
@@ -322,7 +346,9 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	if s, f := r.scrubber.String(ev.Name); f != 0 {
 		ev.Name, found = s, found|f
 	}
-	if v, f := r.scrubber.Value(ev.Properties); f != 0 {
+	if ev.Props != nil {
+		found |= scrubRaw(ev, r.scrubber)
+	} else if v, f := r.scrubber.Value(ev.Properties); f != 0 {
 		if m, ok := v.(map[string]any); ok {
 			ev.Properties = m
 		}
@@ -333,21 +359,176 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		ev.Value, found = v, found|f
 	}
 	for _, name := range found.Names() {
-		tr = append(tr, TScrubbedPrefix+name)
 		e.m.scrubbed.WithLabelValues(name).Inc()
 	}
-	if len(tr) == 0 {
-		tr = nil // as before: no transform is a nil list
-	}
-	ev.Provenance.Transforms = tr
+	ev.Provenance.Transforms = tr.list(found)
 	return event.Keep
+}
+
+// namesClean reports whether no kept property name of a raw event carries
+// personal data.
+func (r *projectRules) namesClean(ev *event.Event) bool {
+	for i := range ev.Props {
+		if pr := &ev.Props[i]; !pr.Drop && !r.scrubber.Clean(pr.Key) {
+			return false
+		}
+	}
+	return true
+}
+
+// pseudonymizeMap replaces the identifier properties of m by their
+// pseudonyms and reports whether there were any.
+func pseudonymizeMap(m map[string]any, r *projectRules, pseudo func(string) string) bool {
+	changed := false
+	for k, v := range m {
+		if !r.isIDKey(k) {
+			continue
+		}
+		switch x := v.(type) {
+		case []any: // an event may belong to several groups
+			pseudonymizeList(x, pseudo)
+			changed = true
+		default:
+			if s := idString(v); s != "" {
+				m[k] = pseudo(s)
+				changed = true
+			} else {
+				delete(m, k)
+			}
+		}
+	}
+	return changed
+}
+
+func pseudonymizeList(l []any, pseudo func(string) string) {
+	for i, e := range l {
+		if s := idString(e); s != "" {
+			l[i] = pseudo(s)
+		}
+	}
+}
+
+// pseudonymizeRaw is pseudonymizeMap for a raw event's props.
+func pseudonymizeRaw(ev *event.Event, r *projectRules, pseudo func(string) string) bool {
+	changed := false
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		if pr.Drop || !r.isIDKey(pr.Key) {
+			continue
+		}
+		switch {
+		case pr.Kind == event.PropArray:
+			v, ok := pr.Value()
+			l, isList := v.([]any)
+			if !ok || !isList {
+				pr.Drop = true
+				continue
+			}
+			pseudonymizeList(l, pseudo)
+			if !ev.SetOutValue(i, l) {
+				pr.Drop = true
+				continue
+			}
+			changed = true
+		case (pr.Kind == event.PropString || pr.Kind == event.PropNumber) && pr.Str != "":
+			// The pseudonym is written from Str, and scrubbed with the
+			// other strings.
+			pr.Str, pr.Kind, pr.Escaped, pr.Out = pseudo(pr.Str), event.PropString, true, nil
+			changed = true
+		default:
+			pr.Drop = true
+		}
+	}
+	return changed
+}
+
+// scrubRaw scrubs the kept props of a raw event: strings through the
+// scrubber, objects and arrays checked in place and rewritten only when
+// something in them must change.
+func scrubRaw(ev *event.Event, sc *scrub.Scrubber) scrub.Finding {
+	var found scrub.Finding
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		if pr.Drop {
+			continue
+		}
+		switch pr.Kind {
+		case event.PropString:
+			if s, f := sc.String(pr.Str); f != 0 {
+				pr.Str, pr.Escaped, pr.Out = s, true, nil
+				found |= f
+			}
+		case event.PropObject, event.PropArray:
+			text := pr.Out
+			if text == nil {
+				text = pr.Raw
+			}
+			if event.CleanJSON(text, sc) {
+				continue
+			}
+			v, ok := event.DecodeJSONValue(text)
+			if !ok {
+				pr.Drop = true
+				continue
+			}
+			v, f := sc.Value(v)
+			found |= f
+			if !ev.SetOutValue(i, v) {
+				pr.Drop = true
+			}
+		}
+	}
+	return found
+}
+
+// Transforms as a set, in the order a row lists them.
+type transformSet uint8
+
+const (
+	tIPTruncated transformSet = 1 << iota
+	tIPDropped
+	tGeoReduced
+	tAnonymized
+	tPseudonymized
+	tPIIDropped
+	tNotAllowListed
+)
+
+var transformNames = [...]string{TIPTruncated, TIPDropped, TGeoReduced, TAnonymized, TPseudonymized, TPIIDropped, TNotAllowListed}
+
+// transformLists shares the list of every combination of transforms and
+// findings seen: rows keep their list, and most rows have one of a few.
+var transformLists sync.Map // uint32 → []string
+
+// list returns the transforms of t and found, nil for none. The slice is
+// shared and must not be modified.
+func (t transformSet) list(found scrub.Finding) []string {
+	if t == 0 && found == 0 {
+		return nil // as before: no transform is a nil list
+	}
+	id := uint32(t) | uint32(found)<<8
+	if l, ok := transformLists.Load(id); ok {
+		return l.([]string)
+	}
+	var l []string
+	for i, name := range transformNames {
+		if t&(1<<i) != 0 {
+			l = append(l, name)
+		}
+	}
+	for _, name := range found.Names() {
+		l = append(l, TScrubbedPrefix+name)
+	}
+	l = slices.Clip(l)
+	transformLists.Store(id, l)
+	return l
 }
 
 func (e *Engine) pseudonymize(p *policy.Policy, project, id string, t time.Time) (string, uint32) {
 	if p.Rotate == policy.RotateDaily {
-		return e.daily.PseudonymizeAt(project, id, t)
+		return e.dailyMemo.PseudonymizeAt(project, id, t)
 	}
-	return e.keys.Pseudonymize(project, id)
+	return e.memo.PseudonymizeAt(project, id, t)
 }
 
 func idString(v any) string {
@@ -364,23 +545,54 @@ func idString(v any) string {
 // property not allowed. It reports which of the two fired.
 func dropProps(m map[string]any, r *projectRules) (pii, notAllowed bool) {
 	for k := range m {
-		if r.allowOnly != nil && !r.allowOnly[k] && !isIDProp(k) && !slices.Contains(r.policy.GroupKeys, k) {
+		if p, na := r.drops(k); p || na {
 			delete(m, k)
-			notAllowed = true
-			continue
-		}
-		if r.pii[normKey(k)] {
-			delete(m, k)
-			pii = true
+			pii, notAllowed = pii || p, notAllowed || na
 		}
 	}
 	return pii, notAllowed
 }
 
+// drops says whether the property k goes: as PII, or as not allow-listed
+// in allow-list mode.
+func (r *projectRules) drops(k string) (pii, notAllowed bool) {
+	if r.allowOnly != nil && !r.allowOnly[k] && !r.isIDKey(k) {
+		return false, true
+	}
+	return r.isPII(k), false
+}
+
+// isPII reports whether k names personal data, as r.pii[normKey(k)] does,
+// without allocating for an ASCII name.
+func (r *projectRules) isPII(k string) bool {
+	k = strings.TrimPrefix(k, "$")
+	var buf [64]byte
+	if len(k) > len(buf) {
+		return r.pii[strings.ToLower(k)]
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= utf8.RuneSelf {
+			return r.pii[strings.ToLower(k)]
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return r.pii[string(buf[:len(k)])]
+}
+
+// isIDKey reports whether k is an identifier property: one of idProps or
+// a group key of the policy.
+func (r *projectRules) isIDKey(k string) bool {
+	return isIDProp(k) || slices.Contains(r.policy.GroupKeys, k)
+}
+
 func filterNames(l []any, r *projectRules) []any {
 	out := l[:0]
 	for _, v := range l {
-		if s, ok := v.(string); ok && (r.pii[normKey(s)] || (r.allowOnly != nil && !r.allowOnly[s])) {
+		if s, ok := v.(string); ok && (r.isPII(s) || (r.allowOnly != nil && !r.allowOnly[s])) {
 			continue
 		}
 		out = append(out, v)

@@ -5,6 +5,7 @@ package enrich
 
 import (
 	"encoding/json"
+	"strconv"
 
 	"github.com/veilhq/veil/event"
 )
@@ -30,6 +31,10 @@ var promoted = []struct {
 // typed fields. Values the SDK set explicitly win over anything derived
 // later, as in Mixpanel.
 func Promote(ev *event.Event) {
+	if ev.Props != nil {
+		promoteRaw(ev)
+		return
+	}
 	for _, p := range promoted {
 		v, ok := ev.Properties[p.prop]
 		if !ok {
@@ -41,12 +46,33 @@ func Promote(ev *event.Event) {
 		case json.Number:
 			*p.dst(ev) = x.String()
 		case bool:
-			if x {
-				*p.dst(ev) = "true"
-			} else {
-				*p.dst(ev) = "false"
-			}
+			*p.dst(ev) = strconv.FormatBool(x)
 		}
 		delete(ev.Properties, p.prop)
+	}
+}
+
+// promoteRaw is Promote for an event whose properties are JSON text. The
+// values become columns of the batch, so they are interned rather than
+// left pointing into the message.
+func promoteRaw(ev *event.Event) {
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		if pr.Drop || len(pr.Key) == 0 || (pr.Key[0] != '$' && pr.Key[0] != 'm') {
+			continue
+		}
+		for _, p := range promoted {
+			if p.prop != pr.Key {
+				continue
+			}
+			switch pr.Kind {
+			case event.PropString, event.PropNumber:
+				*p.dst(ev) = event.Intern(pr.Str)
+			case event.PropBool:
+				*p.dst(ev) = strconv.FormatBool(pr.Raw[0] == 't')
+			}
+			pr.Drop = true
+			break
+		}
 	}
 }

@@ -158,6 +158,18 @@ func (e *Enricher) Stage(ev *event.Event) event.DropReason {
 	return event.Keep
 }
 
+// ipProperty applies an `ip` or `$ip` property's string: "0" turns the
+// lookup off, an address is used (and turns it back on).
+func ipProperty(s string, ip netip.Addr, noGeo bool) (netip.Addr, bool) {
+	if s == "0" {
+		return ip, true
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), false
+	}
+	return ip, noGeo
+}
+
 // locate fills ev.Geo from the IP, as Mixpanel does: the event property
 // `ip` (or a profile's `$ip`) is used when present; ip=0 in the query, or
 // `ip`/`$ip` set to 0, turns the lookup off; geo the SDK set explicitly
@@ -165,22 +177,28 @@ func (e *Enricher) Stage(ev *event.Event) event.DropReason {
 func (e *Enricher) locate(ev *event.Event) {
 	ip := ev.IP
 	noGeo := ev.Signals.NoGeo
+	// ip then $ip: the later one wins where they disagree.
 	for _, k := range []string{"ip", "$ip"} {
-		v, ok := ev.Properties[k]
-		if !ok {
+		if ev.Props != nil {
+			for i := range ev.Props {
+				if pr := &ev.Props[i]; pr.Key == k && !pr.Drop {
+					switch pr.Kind {
+					case event.PropString:
+						ip, noGeo = ipProperty(pr.Str, ip, noGeo)
+					case event.PropNumber:
+						noGeo = noGeo || pr.Str == "0"
+					case event.PropBool:
+						noGeo = noGeo || pr.Raw[0] == 'f'
+					}
+				}
+			}
 			continue
 		}
-		switch x := v.(type) {
+		switch x := ev.Properties[k].(type) {
 		case string:
-			if x == "0" {
-				noGeo = true
-			} else if a, err := netip.ParseAddr(x); err == nil {
-				ip, noGeo = a.Unmap(), false
-			}
+			ip, noGeo = ipProperty(x, ip, noGeo)
 		case json.Number:
-			if x == "0" {
-				noGeo = true
-			}
+			noGeo = noGeo || x == "0"
 		case bool:
 			noGeo = noGeo || !x
 		}

@@ -139,6 +139,10 @@ type Event struct {
 	Time       time.Time
 	ReceivedAt time.Time
 	Properties map[string]any
+	// Props holds a track event's properties as JSON text when DecodeRaw
+	// read it (Properties is nil then); Materialize turns them into
+	// Properties.
+	Props []Prop
 
 	IP        netip.Addr // zero when unknown or dropped
 	UserAgent string
@@ -153,6 +157,12 @@ type Event struct {
 	Geo        Geo
 	Device     Device
 	Provenance Provenance
+
+	// Space reused from one DecodeRaw to the next: props, the values
+	// stages write for them (Prop.Out) and AppendJSON's key sorting.
+	propsBuf []Prop
+	scratch  []byte
+	keys     []string
 }
 
 // DropReason says why a stage dropped an event. The set is fixed so that it

@@ -32,7 +32,7 @@ func DecodeFast(value []byte, ev *Event) error {
 	} else {
 		clear(props)
 	}
-	if decodeTrack(value, ev, props) {
+	if decodeTrack(value, ev, props, nil) {
 		return nil
 	}
 	return Decode(value, ev)
@@ -53,9 +53,10 @@ const (
 )
 
 // decodeTrack decodes a track envelope into ev and reports whether it
-// could; when it could not, ev is left for Decode to overwrite.
-func decodeTrack(value []byte, ev *Event, props map[string]any) bool {
-	p := scanner{b: value}
+// could; when it could not, ev is left for Decode to overwrite. The
+// properties go to props or, when raw is not nil, to *raw (DecodeRaw).
+func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop) bool {
+	p := scanner{b: value, view: raw != nil}
 	var (
 		version, kind, received int64
 		project, endpoint, ip   string
@@ -110,7 +111,7 @@ func decodeTrack(value []byte, ev *Event, props map[string]any) bool {
 				// Parsed in place: the collector writes it last, so a
 				// second pass over it would only repeat the work.
 				bit = fEvent
-				name, ok = p.trackObject(props)
+				name, ok = p.trackObject(props, raw)
 			default:
 				return false
 			}
@@ -149,6 +150,13 @@ func decodeTrack(value []byte, ev *Event, props map[string]any) bool {
 		ev.IP = a.Unmap()
 	}
 
+	if raw != nil {
+		// The strings read point into the message; what outlives it is
+		// shared instead of copied for every event.
+		ev.Project, ev.UserAgent, ev.Name = Intern(project), Intern(ua), Intern(name)
+		ev.Endpoint = Intern(endpoint)
+		return finishRaw(ev, *raw)
+	}
 	ev.Name = name
 	ev.Properties = props
 
@@ -186,7 +194,7 @@ func decodeTrack(value []byte, ev *Event, props map[string]any) bool {
 
 // trackObject reads {"event": name, "properties": {...}} into props and
 // returns the name.
-func (p *scanner) trackObject(props map[string]any) (string, bool) {
+func (p *scanner) trackObject(props map[string]any, raw *[]Prop) (string, bool) {
 	if !p.lit('{') {
 		return "", false
 	}
@@ -214,7 +222,11 @@ func (p *scanner) trackObject(props map[string]any) (string, bool) {
 			}
 			gotProps = true
 			p.inProps = true
-			ok = p.lit('{') && p.object(props, 1)
+			if raw != nil {
+				ok = p.lit('{') && p.rawObject(raw)
+			} else {
+				ok = p.lit('{') && p.object(props, 1)
+			}
 			p.inProps = false
 		default:
 			return "", false
@@ -257,6 +269,11 @@ type scanner struct {
 	// arena, raw values included, alive with it.
 	arena   []byte
 	inProps bool
+	// view makes every string read point into b instead of being copied
+	// (DecodeRaw); slow is set when the last string read needed
+	// unescaping or repair, so it is not b's bytes.
+	view bool
+	slow bool
 }
 
 // bytesString returns b as a string that shares the scanner's arena.
@@ -266,6 +283,9 @@ type scanner struct {
 func (p *scanner) bytesString(b []byte) string {
 	if len(b) == 0 {
 		return ""
+	}
+	if p.view {
+		return unsafe.String(&b[0], len(b))
 	}
 	if !p.inProps {
 		return string(b)
@@ -444,6 +464,7 @@ func (p *scanner) transient() (string, bool) {
 
 // str reads a JSON string and returns it unescaped as encoding/json does.
 func (p *scanner) str() (string, bool) {
+	p.slow = false
 	if !p.lit('"') {
 		return "", false
 	}
@@ -478,6 +499,7 @@ func (p *scanner) str() (string, bool) {
 // encoding/json's unquote: invalid UTF-8 and unpaired surrogates become
 // U+FFFD.
 func (p *scanner) strSlow() (string, bool) {
+	p.slow = true
 	out := make([]byte, 0, 64)
 	for p.i < len(p.b) {
 		c := p.b[p.i]
@@ -569,17 +591,25 @@ func (p *scanner) hex4() (rune, bool) {
 // number reads a JSON number and returns its text, as json.Number.
 func (p *scanner) number() (json.Number, bool) {
 	start := p.i
+	if !p.numberSpan() {
+		return "", false
+	}
+	return json.Number(p.b[start:p.i]), true
+}
+
+// numberSpan reads a JSON number.
+func (p *scanner) numberSpan() bool {
 	p.lit('-')
 	switch {
 	case p.lit('0'):
 	case p.i < len(p.b) && p.b[p.i] >= '1' && p.b[p.i] <= '9':
 		p.digits()
 	default:
-		return "", false
+		return false
 	}
 	if p.lit('.') {
 		if p.digits() == 0 {
-			return "", false
+			return false
 		}
 	}
 	if p.lit('e') || p.lit('E') {
@@ -587,10 +617,10 @@ func (p *scanner) number() (json.Number, bool) {
 			p.lit('-')
 		}
 		if p.digits() == 0 {
-			return "", false
+			return false
 		}
 	}
-	return json.Number(p.b[start:p.i]), true
+	return true
 }
 
 func (p *scanner) digits() int {

@@ -68,6 +68,48 @@ func checkSame(t *testing.T, value []byte, reuse *Event) {
 	}
 }
 
+// checkRaw requires DecodeRaw to yield Decode's event or error: the
+// properties it writes as they came, and the map Materialize makes of
+// them, must both be Decode's map.
+func checkRaw(t *testing.T, value []byte, reuse *Event) {
+	t.Helper()
+	var want Event
+	wantErr := Decode(value, &want)
+	gotErr := DecodeRaw(value, reuse)
+	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+		t.Fatalf("raw: error %v, want %v", gotErr, wantErr)
+	}
+	if wantErr != nil {
+		return
+	}
+	text, ok := reuse.AppendProperties(nil)
+	if !ok {
+		t.Fatal("raw: properties not encoded")
+	}
+	if v, ok := DecodeJSONValue(text); !ok || !reflect.DeepEqual(v, want.Properties) {
+		t.Fatalf("raw: properties written as %s, want %#v", text, want.Properties)
+	}
+	if err := reuse.Materialize(); err != nil {
+		t.Fatal(err)
+	}
+	got := *reuse
+	got.propsBuf, got.scratch, got.keys = nil, nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("raw: decoded\n%#v\nwant\n%#v", got, want)
+	}
+}
+
+func TestDecodeRawMatchesDecode(t *testing.T) {
+	var reused Event
+	for _, tc := range fastDecodeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			var fresh Event
+			checkRaw(t, []byte(tc.value), &fresh)
+			checkRaw(t, []byte(tc.value), &reused)
+		})
+	}
+}
+
 func TestDecodeFastMatchesDecode(t *testing.T) {
 	for _, tc := range fastDecodeCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,8 +132,12 @@ func TestDecodeFastCoversTrack(t *testing.T) {
 				continue
 			}
 			var ev Event
-			if !decodeTrack([]byte(tc.value), &ev, map[string]any{}) {
+			if !decodeTrack([]byte(tc.value), &ev, map[string]any{}, nil) {
 				t.Errorf("%s: not decoded by the fast path", name)
+			}
+			var props []Prop
+			if name != "duplicate keys" && !decodeTrack([]byte(tc.value), &ev, nil, &props) {
+				t.Errorf("%s: not decoded by the raw path", name)
 			}
 		}
 	}
@@ -105,6 +151,9 @@ func FuzzDecodeFast(f *testing.F) {
 	f.Fuzz(func(t *testing.T, value []byte) {
 		prev := Event{Properties: map[string]any{"stale": 1}}
 		checkSame(t, value, &prev)
+		var raw Event
+		checkRaw(t, value, &raw)
+		checkRaw(t, envelopeWith(`{"event":"E","properties":{"time":1,"p":`+string(value)+`}}`), &raw)
 		// The bytes as the properties of a track event, too.
 		checkSame(t, envelopeWith(`{"event":"E","properties":`+string(value)+`}`), &prev)
 		checkSame(t, envelopeWith(`{"event":"E","properties":{"time":1,"p":`+string(value)+`}}`), &prev)

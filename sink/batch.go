@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+	"unsafe"
 
 	"github.com/veilhq/veil/event"
 )
@@ -157,10 +157,28 @@ type Batch struct {
 	// resumes where the failure happened.
 	done map[string]bool
 
-	// propsBuf and propsKeys are reused by every appendEvent to encode
-	// properties (see appendPropsJSON).
-	propsBuf  []byte
-	propsKeys []string
+	// propsBuf is reused by every appendEvent to encode properties, which
+	// are then copied into text: chunks of memory shared by the batch's
+	// property strings, allocated as they fill and let go on Reset (a
+	// string of a flushed batch may still point into the old ones).
+	propsBuf []byte
+	text     []byte
+}
+
+// textChunk is the size of the chunks batch strings are copied into.
+const textChunk = 64 << 10
+
+// keep copies b into the batch's text and returns it as a string.
+func (b *Batch) keep(s []byte) string {
+	if len(s) == 0 {
+		return ""
+	}
+	if cap(b.text)-len(b.text) < len(s) {
+		b.text = make([]byte, 0, max(textChunk, len(s)))
+	}
+	n := len(b.text)
+	b.text = append(b.text, s...)
+	return unsafe.String(&b.text[n], len(s))
 }
 
 // NewBatch returns an empty batch.
@@ -186,6 +204,7 @@ func (b *Batch) Reset() {
 	clear(b.ranges)
 	b.cur.partition, b.cur.offset = 0, 0
 	clear(b.done)
+	b.text = nil
 }
 
 // Cover records that b covers the Kafka message at partition and offset of
@@ -239,6 +258,11 @@ func (b *Batch) dedupToken() string {
 // (the worker dead-letters it); it never quotes the event's content.
 func (b *Batch) Append(ev *event.Event) error {
 	var err error
+	if ev.Kind != event.KindTrack {
+		if err := ev.Materialize(); err != nil {
+			return err
+		}
+	}
 	switch ev.Kind {
 	case event.KindTrack:
 		err = b.appendEvent(ev)
@@ -263,12 +287,12 @@ func (b *Batch) appendEvent(ev *event.Event) error {
 	// The hand-written encoder writes marshalJSON's exact bytes at a
 	// fraction of the cost (json.Marshal of a map sorts its keys by
 	// reflection and boxes every value); marshalJSON stays for what it
-	// does not cover.
+	// does not cover. A raw event's properties are written as they came.
 	var props string
-	buf, ok := appendPropsJSON(b.propsBuf[:0], ev.Properties, &b.propsKeys)
+	buf, ok := ev.AppendProperties(b.propsBuf[:0])
 	b.propsBuf = buf
 	if ok {
-		props = string(buf)
+		props = b.keep(buf)
 	} else {
 		var err error
 		if props, err = marshalJSON(ev.Properties); err != nil {
@@ -505,174 +529,8 @@ func ignoreTime(mods map[string]any) bool {
 	return false
 }
 
-// appendPropsJSON appends v encoded exactly as marshalJSON encodes it (keys
-// sorted byte-wise, no HTML escaping, invalid UTF-8 as U+FFFD, U+2028 and
-// U+2029 escaped), without reflection and without an allocation per value.
-// keys is scratch space for sorting map keys; nested maps use the space
-// after their parent's keys. It reports false for anything outside what
-// event decoding produces (a float64, a struct, an invalid json.Number):
-// the caller then falls back to marshalJSON, which decides.
-// TestAppendPropsJSONMatchesMarshal and FuzzAppendPropsJSON hold the two
-// equal.
+// appendPropsJSON is event.AppendJSON: properties are encoded where the
+// event format lives.
 func appendPropsJSON(dst []byte, v any, keys *[]string) ([]byte, bool) {
-	switch x := v.(type) {
-	case nil:
-		return append(dst, "null"...), true
-	case string:
-		return appendJSONString(dst, x), true
-	case bool:
-		if x {
-			return append(dst, "true"...), true
-		}
-		return append(dst, "false"...), true
-	case json.Number:
-		if x == "" {
-			return append(dst, '0'), true
-		}
-		if !validNumber(string(x)) {
-			return dst, false
-		}
-		return append(dst, x...), true
-	case map[string]any:
-		if x == nil {
-			return append(dst, "null"...), true
-		}
-		start := len(*keys)
-		for k := range x {
-			*keys = append(*keys, k)
-		}
-		mine := (*keys)[start:]
-		slices.Sort(mine)
-		dst = append(dst, '{')
-		for i := range len(mine) {
-			k := (*keys)[start+i] // *keys may have grown under a nested map
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSONString(dst, k)
-			dst = append(dst, ':')
-			var ok bool
-			if dst, ok = appendPropsJSON(dst, x[k], keys); !ok {
-				*keys = (*keys)[:start]
-				return dst, false
-			}
-		}
-		*keys = (*keys)[:start]
-		return append(dst, '}'), true
-	case []any:
-		if x == nil {
-			return append(dst, "null"...), true
-		}
-		dst = append(dst, '[')
-		for i, e := range x {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			var ok bool
-			if dst, ok = appendPropsJSON(dst, e, keys); !ok {
-				return dst, false
-			}
-		}
-		return append(dst, ']'), true
-	}
-	return dst, false
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString is encoding/json's string encoding without HTML
-// escaping.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= ' ' && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-// validNumber reports whether s is a JSON number, as encoding/json checks
-// a json.Number before writing it.
-func validNumber(s string) bool {
-	if s == "" {
-		return false
-	}
-	if s[0] == '-' {
-		s = s[1:]
-		if s == "" {
-			return false
-		}
-	}
-	switch {
-	case s[0] == '0':
-		s = s[1:]
-	case '1' <= s[0] && s[0] <= '9':
-		s = s[1:]
-		for len(s) > 0 && '0' <= s[0] && s[0] <= '9' {
-			s = s[1:]
-		}
-	default:
-		return false
-	}
-	if len(s) >= 2 && s[0] == '.' && '0' <= s[1] && s[1] <= '9' {
-		s = s[2:]
-		for len(s) > 0 && '0' <= s[0] && s[0] <= '9' {
-			s = s[1:]
-		}
-	}
-	if len(s) >= 2 && (s[0] == 'e' || s[0] == 'E') {
-		s = s[1:]
-		if s[0] == '+' || s[0] == '-' {
-			s = s[1:]
-			if s == "" {
-				return false
-			}
-		}
-		for len(s) > 0 && '0' <= s[0] && s[0] <= '9' {
-			s = s[1:]
-		}
-	}
-	return s == ""
+	return event.AppendJSON(dst, v, keys)
 }

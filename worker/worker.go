@@ -57,12 +57,24 @@ type Config struct {
 	SessionTimeout   time.Duration `yaml:"session_timeout"`
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
 	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
-	// FastDecode reads envelopes with event.DecodeFast, a hand-written
-	// scanner that yields exactly what event.Decode yields (the fuzz test
-	// in event holds them equal) at a fraction of the cost, and reuses one
-	// property map across messages. false uses event.Decode, the reference.
-	FastDecode bool `yaml:"fast_decode"`
+	// Decoder chooses how envelopes are read:
+	//   - "raw" (the default): event.DecodeRaw leaves a track event's
+	//     properties as JSON text that the stages read and rewrite in place
+	//     and the sink writes as it came, where nothing changed them;
+	//   - "map": event.DecodeFast decodes them into one property map reused
+	//     across messages;
+	//   - "reference": event.Decode (encoding/json), a fresh event each time.
+	// All three store the same rows (tests and fuzz targets hold them
+	// equal); they differ in cost.
+	Decoder string `yaml:"decoder"`
 }
+
+// The decoders of Config.Decoder.
+const (
+	DecoderRaw       = "raw"
+	DecoderMap       = "map"
+	DecoderReference = "reference"
+)
 
 // DefaultConfig returns the worker defaults.
 func DefaultConfig() Config {
@@ -78,7 +90,7 @@ func DefaultConfig() Config {
 		SessionTimeout:   10 * time.Second,
 		RebalanceTimeout: 10 * time.Second,
 		Heartbeat:        time.Second,
-		FastDecode:       true,
+		Decoder:          DecoderRaw,
 	}
 }
 
@@ -87,6 +99,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.GroupID == "":
 		return errors.New("worker.group_id must be set")
+	case c.Decoder != DecoderRaw && c.Decoder != DecoderMap && c.Decoder != DecoderReference:
+		return fmt.Errorf("worker.decoder must be %q, %q or %q, got %q", DecoderRaw, DecoderMap, DecoderReference, c.Decoder)
 	case c.FetchMaxWait <= 0:
 		return errors.New("worker.fetch_max_wait must be positive")
 	case c.QueueCapacity <= 0:
@@ -236,9 +250,9 @@ type processor struct {
 	// commit: committing it acknowledges everything before it too.
 	last    map[int]kafka.Message
 	pending int
-	// ev is reused by every message under FastDecode: its property map is
-	// cleared rather than reallocated (Append has encoded the previous
-	// event's properties by then).
+	// ev is reused by every message under the raw and map decoders: its
+	// props or property map are cleared rather than reallocated (Append
+	// has encoded the previous event's properties by then).
 	ev event.Event
 
 	// The flusher writes one batch and commits its offsets while the
@@ -329,12 +343,14 @@ func (p *processor) handle(m kafka.Message) error {
 	// the covered offsets name the batch for deduplication.
 	p.batch.Cover(m.Topic, m.Partition, m.Offset)
 
-	var ev *event.Event
+	ev := &p.ev
 	var err error
-	if w.cfg.FastDecode {
-		ev = &p.ev
+	switch w.cfg.Decoder {
+	case DecoderRaw:
+		err = event.DecodeRaw(m.Value, ev)
+	case DecoderMap:
 		err = event.DecodeFast(m.Value, ev)
-	} else {
+	default:
 		ev = new(event.Event)
 		err = event.Decode(m.Value, ev)
 	}

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -365,4 +366,57 @@ func (c *dayCache) get(k *key, n int64) *key {
 	c.mu.Unlock()
 	c.last.Store(&dayEntry{id: id, key: dk})
 	return dk
+}
+
+// Memo remembers the pseudonyms a Keyring computed lately, so that a user's
+// next events cost a map lookup instead of an HMAC: a batch holds many
+// events of each user, and each event names them two or three times
+// (distinct_id, $device_id, $user_id). It holds raw identifiers, in the
+// worker's memory only, at most size of them; it is emptied when full.
+// It is safe for concurrent use.
+type Memo struct {
+	kr   *Keyring
+	size int
+	mu   sync.Mutex
+	m    map[memoKey]string
+}
+
+type memoKey struct {
+	project, id string
+	day         int64 // the UTC day under daily rotation, else noDay
+}
+
+const noDay = math.MinInt64
+
+// NewMemo returns a Memo of kr holding at most size pseudonyms.
+func NewMemo(kr *Keyring, size int) *Memo {
+	return &Memo{kr: kr, size: size, m: make(map[memoKey]string, min(size, 1<<12))}
+}
+
+// PseudonymizeAt is kr.PseudonymizeAt, remembered.
+func (m *Memo) PseudonymizeAt(project, id string, t time.Time) (string, uint32) {
+	if id == "" {
+		return "", 0
+	}
+	k := memoKey{project: project, id: id, day: noDay}
+	if m.kr.rotate == RotateDaily {
+		k.day = dayNumber(t)
+	}
+	epoch := m.kr.keys[0].epoch
+	m.mu.Lock()
+	p, ok := m.m[k]
+	m.mu.Unlock()
+	if ok {
+		return p, epoch
+	}
+	p, epoch = m.kr.PseudonymizeAt(project, id, t)
+	// The strings may point into a message that is about to be let go.
+	k.project, k.id = strings.Clone(project), strings.Clone(id)
+	m.mu.Lock()
+	if len(m.m) >= m.size {
+		clear(m.m)
+	}
+	m.m[k] = p
+	m.mu.Unlock()
+	return p, epoch
 }

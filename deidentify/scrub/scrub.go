@@ -295,3 +295,12 @@ func (sc *Scrubber) scrubMap(m map[string]any) Finding {
 	}
 	return found
 }
+
+// Clean reports whether String would return s unchanged.
+func (sc *Scrubber) Clean(s string) bool {
+	if !sc.mayContain(s) {
+		return true
+	}
+	_, f := sc.String(s)
+	return f == 0
+}

@@ -1,0 +1,462 @@
+package event
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// PropKind is the JSON type of a raw property's value.
+type PropKind uint8
+
+// The kinds of JSON value a property holds.
+const (
+	PropString PropKind = iota + 1
+	PropNumber
+	PropBool
+	PropNull
+	PropObject
+	PropArray
+)
+
+// Prop is one top-level property of a track event read by DecodeRaw: its
+// name and its value's JSON text as the message carries it. The worker's
+// stages read and mark props in place instead of decoding every value
+// into a map, and the sink writes each kept prop's text as it came, so a
+// property nobody needs to change costs a scan and a copy.
+//
+// Key, Raw and Str may point into the message value: they are valid while
+// the worker handles the message, and the sink copies what it keeps.
+type Prop struct {
+	Key string
+	// Raw is the value's JSON text.
+	Raw []byte
+	// Str is a string's unescaped text, or a number's text.
+	Str  string
+	Kind PropKind
+	// Escaped is set when Raw is not Str quoted as it is (the string had
+	// escapes or invalid UTF-8): the value is then written from Str.
+	Escaped bool
+	// Out, when a stage set it, is the JSON text written instead of Raw.
+	Out []byte
+	// Drop removes the property from the event.
+	Drop bool
+}
+
+// Value returns the prop's value as encoding/json decodes it into an any
+// with UseNumber: what the property map of Decode would hold.
+func (pr *Prop) Value() (any, bool) {
+	if pr.Out != nil {
+		return DecodeJSONValue(pr.Out)
+	}
+	switch pr.Kind {
+	case PropString:
+		return pr.Str, true
+	case PropNumber:
+		return json.Number(pr.Str), true
+	case PropBool:
+		return pr.Raw[0] == 't', true
+	case PropNull:
+		return nil, true
+	}
+	return DecodeJSONValue(pr.Raw)
+}
+
+// DecodeRaw reads a raw-topic message value into ev as DecodeFast does,
+// except that a track event's properties are left as JSON text in
+// ev.Props (ev.Properties stays nil) for the stages to read and rewrite in
+// place. What DecodeRaw does not cover (profile and group updates, a
+// property named twice, anything DecodeFast hands to Decode) is decoded by
+// DecodeFast into ev.Properties, so every error is Decode's.
+//
+// ev's prop and scratch space is reused: nothing may still refer to the
+// previous event's props, as the worker's batch copies them on Append.
+func DecodeRaw(value []byte, ev *Event) error {
+	props := ev.Props
+	if props == nil {
+		props = ev.propsBuf
+	}
+	props, scratch, keys := props[:0], ev.scratch[:0], ev.keys[:0]
+	if decodeTrack(value, ev, nil, &props) {
+		ev.scratch, ev.keys = scratch, keys
+		return nil
+	}
+	ev.Props = nil
+	err := DecodeFast(value, ev)
+	ev.propsBuf, ev.scratch, ev.keys = props[:0], scratch, keys
+	return err
+}
+
+// finishRaw takes distinct_id, $insert_id and time out of the props into
+// their fields, as decodeTrack does with the map.
+func finishRaw(ev *Event, props []Prop) bool {
+	ev.Props = props
+	haveTime := false
+	for i := range props {
+		pr := &props[i]
+		switch pr.Key {
+		case PropDistinctID:
+			switch pr.Kind {
+			case PropString, PropNumber:
+				ev.DistinctID = strings.Clone(pr.Str)
+			case PropNull:
+			default:
+				return false // Decode's stringify marshals it
+			}
+		case PropInsertID:
+			if pr.Kind == PropString {
+				ev.InsertID = strings.Clone(pr.Str)
+			}
+		case PropTime:
+			if pr.Kind != PropNumber {
+				return false
+			}
+			ms, err := strconv.ParseInt(pr.Str, 10, 64) // json.Number.Int64
+			if err != nil {
+				return false
+			}
+			ev.Time, haveTime = time.UnixMilli(ms).UTC(), true
+		default:
+			continue
+		}
+		pr.Drop = true
+	}
+	return haveTime
+}
+
+// rawObject reads the members of the properties object, after its opening
+// brace, into props. A repeated key makes it give up: the map keeps the
+// last value, and DecodeFast decides.
+func (p *scanner) rawObject(props *[]Prop) bool {
+	p.ws()
+	if p.lit('}') {
+		return true
+	}
+	// seen has one bit per (length, first, last byte) signature of the keys
+	// read: a repeat is looked for only when a signature repeats.
+	var seen uint64
+	for {
+		k, ok := p.key()
+		if !ok {
+			return false
+		}
+		p.ws()
+		if !p.lit(':') {
+			return false
+		}
+		p.ws()
+		if p.i >= len(p.b) {
+			return false
+		}
+		start := p.i
+		pr := Prop{Key: k}
+		switch c := p.b[p.i]; {
+		case c == '"':
+			pr.Kind = PropString
+			pr.Str, ok = p.str()
+			pr.Escaped = p.slow
+		case c == '{':
+			pr.Kind = PropObject
+			ok = p.skip(1)
+		case c == '[':
+			pr.Kind = PropArray
+			ok = p.skip(1)
+		case c == 't':
+			pr.Kind, ok = PropBool, p.word("true")
+		case c == 'f':
+			pr.Kind, ok = PropBool, p.word("false")
+		case c == 'n':
+			pr.Kind, ok = PropNull, p.word("null")
+		default:
+			pr.Kind, ok = PropNumber, p.numberSpan()
+			if ok {
+				pr.Str = p.bytesString(p.b[start:p.i])
+			}
+		}
+		if !ok {
+			return false
+		}
+		pr.Raw = p.b[start:p.i:p.i]
+		sig := uint64(1) << keySignature(k)
+		if seen&sig != 0 {
+			for i := range *props {
+				if (*props)[i].Key == k {
+					return false
+				}
+			}
+		}
+		seen |= sig
+		*props = append(*props, pr)
+		p.ws()
+		if p.lit(',') {
+			p.ws()
+			continue
+		}
+		return p.lit('}')
+	}
+}
+
+func keySignature(k string) uint {
+	if k == "" {
+		return 0
+	}
+	return (uint(len(k))*7 + uint(k[0])*3 + uint(k[len(k)-1])) & 63
+}
+
+// skip reads any JSON value that value accepts, without building it.
+func (p *scanner) skip(depth int) bool {
+	if p.i >= len(p.b) {
+		return false
+	}
+	switch c := p.b[p.i]; {
+	case c == '"':
+		_, ok := p.str()
+		return ok
+	case c == '{' || c == '[':
+		if depth >= maxDepth {
+			return false
+		}
+		p.i++
+		p.ws()
+		end := byte('}')
+		if c == '[' {
+			end = ']'
+		}
+		if p.lit(end) {
+			return true
+		}
+		for {
+			if c == '{' {
+				if _, ok := p.str(); !ok {
+					return false
+				}
+				p.ws()
+				if !p.lit(':') {
+					return false
+				}
+				p.ws()
+			}
+			if !p.skip(depth + 1) {
+				return false
+			}
+			p.ws()
+			if p.lit(',') {
+				p.ws()
+				continue
+			}
+			return p.lit(end)
+		}
+	case c == 't':
+		return p.word("true")
+	case c == 'f':
+		return p.word("false")
+	case c == 'n':
+		return p.word("null")
+	}
+	return p.numberSpan()
+}
+
+// DecodeJSONValue decodes one JSON value as encoding/json decodes it into
+// an any with UseNumber.
+func DecodeJSONValue(b []byte) (any, bool) {
+	p := scanner{b: b, inProps: true}
+	p.ws()
+	v, ok := p.value(1)
+	p.ws()
+	return v, ok && p.i == len(b)
+}
+
+// Cleaner says whether a string may be stored as it is.
+type Cleaner interface {
+	Clean(s string) bool
+}
+
+// CleanJSON reports whether the JSON text b of an object or array prop can
+// be stored as it is: every key and string in it is clean by c, none needs
+// unescaping, and no object names a key twice (or has more keys than a
+// cheap check covers). When it reports false the caller decodes the value
+// (DecodeJSONValue) and rewrites it.
+func CleanJSON(b []byte, c Cleaner) bool {
+	p := scanner{b: b, view: true}
+	p.ws()
+	if !p.clean(c) {
+		return false
+	}
+	p.ws()
+	return p.i == len(b)
+}
+
+// maxCleanKeys is the most keys an object may have for CleanJSON to look
+// for repeats by comparing each with the ones before it.
+const maxCleanKeys = 16
+
+func (p *scanner) clean(c Cleaner) bool {
+	if p.i >= len(p.b) {
+		return false
+	}
+	switch b := p.b[p.i]; b {
+	case '"':
+		s, ok := p.str()
+		return ok && !p.slow && c.Clean(s)
+	case '{', '[':
+		p.i++
+		p.ws()
+		end := byte('}')
+		if b == '[' {
+			end = ']'
+		}
+		if p.lit(end) {
+			return true
+		}
+		var keys [maxCleanKeys]string
+		n := 0
+		for {
+			if b == '{' {
+				k, ok := p.str()
+				if !ok || p.slow || !c.Clean(k) || n == len(keys) {
+					return false
+				}
+				for _, seen := range keys[:n] {
+					if seen == k {
+						return false
+					}
+				}
+				keys[n] = k
+				n++
+				p.ws()
+				if !p.lit(':') {
+					return false
+				}
+				p.ws()
+			}
+			if !p.clean(c) {
+				return false
+			}
+			p.ws()
+			if p.lit(',') {
+				p.ws()
+				continue
+			}
+			return p.lit(end)
+		}
+	case 't':
+		return p.word("true")
+	case 'f':
+		return p.word("false")
+	case 'n':
+		return p.word("null")
+	}
+	return p.numberSpan()
+}
+
+// Materialize turns a raw event's kept props into ev.Properties, for code
+// that works on the map. It does nothing to an event that has the map.
+func (ev *Event) Materialize() error {
+	if ev.Props == nil {
+		return nil
+	}
+	m := make(map[string]any, len(ev.Props))
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		if pr.Drop {
+			continue
+		}
+		v, ok := pr.Value()
+		if !ok {
+			return &DecodeError{Reason: "malformed property value"}
+		}
+		m[pr.Key] = v
+	}
+	for _, k := range retainedProps {
+		if v, ok := m[k].(string); ok && v != "" {
+			m[k] = strings.Clone(v)
+		}
+	}
+	ev.Properties = m
+	ev.propsBuf, ev.Props = ev.Props[:0], nil
+	return nil
+}
+
+// SetOutValue makes v, a value as DecodeJSONValue returns them, the value
+// written for prop i. It reports false when v cannot be encoded.
+func (ev *Event) SetOutValue(i int, v any) bool {
+	start := len(ev.scratch)
+	var ok bool
+	ev.scratch, ok = AppendJSON(ev.scratch, v, &ev.keys)
+	if !ok {
+		ev.scratch = ev.scratch[:start]
+		return false
+	}
+	ev.Props[i].Out = ev.scratch[start:len(ev.scratch):len(ev.scratch)]
+	return true
+}
+
+// AppendProperties appends ev's properties as a JSON object: the map as
+// AppendJSON encodes it, or a raw event's kept props in their order. It
+// reports false when the map holds something AppendJSON does not encode.
+func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
+	if ev.Props == nil {
+		return AppendJSON(dst, ev.Properties, &ev.keys)
+	}
+	dst = append(dst, '{')
+	n := 0
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		if pr.Drop {
+			continue
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		n++
+		dst = AppendJSONString(dst, pr.Key)
+		dst = append(dst, ':')
+		switch {
+		case pr.Out != nil:
+			dst = append(dst, pr.Out...)
+		case pr.Kind == PropString && pr.Escaped:
+			dst = AppendJSONString(dst, pr.Str)
+		default:
+			dst = append(dst, pr.Raw...)
+		}
+	}
+	return append(dst, '}'), true
+}
+
+// Intern returns a copy of s that every caller interning an equal string
+// shares: the envelope fields and promoted properties of the worker's
+// events (project, event name, user agent, browser, library) repeat from
+// one event to the next, and sharing them saves an allocation each. The
+// table is bounded (it is emptied when full) and holds no identifiers and
+// no property values beyond those.
+func Intern(s string) string {
+	if len(s) > maxInternLen {
+		return strings.Clone(s)
+	}
+	if s == "" {
+		return ""
+	}
+	interned.Lock()
+	defer interned.Unlock()
+	if v, ok := interned.m[s]; ok {
+		return v
+	}
+	if len(interned.m) >= maxInterned {
+		clear(interned.m)
+	}
+	v := strings.Clone(s)
+	interned.m[v] = v
+	return v
+}
+
+const (
+	maxInternLen = 512
+	maxInterned  = 16384
+)
+
+var interned = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}

@@ -1,0 +1,218 @@
+package app
+
+import (
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/enrich/geo/geotest"
+	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/worker"
+)
+
+// The worker's decoders (worker.decoder) must store the same rows: the raw
+// one rewrites property text in place, the others decode it into a map, and
+// only the cost may differ. These tests run envelopes through every stage
+// under each and compare the events the sink receives, field by field, with
+// the properties compared as JSON values (the raw decoder keeps their
+// order, the map sorts them).
+
+// decoderPolicies are the policy variants compared, each with the privacy
+// signals its envelopes carry.
+var decoderPolicies = []struct {
+	name    string
+	signals string
+	policy  func() policy.Policy
+}{
+	{"default", `{}`, policy.Default},
+	{"anonymize", `{"dnt":true}`, func() policy.Policy {
+		p := policy.Default()
+		p.DNT = policy.Anonymize
+		return p
+	}},
+	{"truncate-daily-groups", `{}`, func() policy.Policy {
+		p := policy.Default()
+		p.IP, p.Geo, p.Rotate = policy.IPTruncate, policy.GeoRegion, policy.RotateDaily
+		p.GroupKeys = []string{"company", "$device_id"}
+		p.PIIDeny = []string{"Plan", "nested"}
+		p.PIIAllow = []string{"name"}
+		p.URLQueryAllow = []string{"q"}
+		return p
+	}},
+	{"allow-only", `{}`, func() policy.Policy {
+		p := policy.Default()
+		p.AllowOnly = []string{"$current_url", "plan", "cart", "tags", "$browser"}
+		p.GroupKeys = []string{"company"}
+		return p
+	}},
+}
+
+// decoderSeeds are property objects: what mixpanel-browser sends, and every
+// awkward case the raw decoder must either handle exactly or hand over.
+var decoderSeeds = []string{
+	`{"$os":"Windows","$browser":"Microsoft Edge","$current_url":"https://shop.example.com/cart?q=trail+runner&email=jane%40example.com&utm_source=news#top","$browser_version":131,"$screen_height":864,"mp_lib":"web","$lib_version":"2.58.0","$device_id":"1918320f724-13a9218b46647f","$initial_referrer":"https://www.bing.com/","$user_id":"user-149544","current_page_title":"Your cart","logged_in":false,"page_load_ms":741,"experiment":{"exposures":1,"name":"new_checkout","variant":"off"},"viewport":{"dpr":1.5,"h":951,"w":522},"categories":["shoes","running"],"cart":{"coupon":null,"items":2,"total":153.83},"distinct_id":"user-149544","time":1795361069472,"$insert_id":"jj525g60000000001","token":"tok-shop"}`,
+	`{"time":1795361069472,"distinct_id":"jane","$email":"jane@example.com","Email":"JANE@EXAMPLE.COM","$name":"Jane Roe","name":"kept?","note":"call +44 20 7946 0958 or 4111 1111 1111 1111","iban":"DE89 3704 0044 0532 0130 00","plan":"pro","Plan":"gold","nested":{"a":1}}`,
+	`{"time":1,"distinct_id":42,"$device_id":123,"$user_id":null,"$anon_distinct_id":"","$identified_id":true,"company":["acme",42,{"x":"jane@example.com"},null],"owner":{"email":"x@y.com","profile":{"phone":"+1 415 555 0100"}},"list":["jane@example.com",1,[2,"ssn 078-05-1120"]]}`,
+	`{"time":2,"ip":"198.51.100.7","$ip":"0","mp_country_code":"DE","$city":"Berlin","$region":"Berlin","$browser":true,"$os":12,"$device":{"x":1},"mp_lib":null}`,
+	`{"time":3,"ip":0,"$ip":false,"distinct_id":"u"}`,
+	`{"time":4,"distinct_id":"u","jane@example.com":"key carries an email","k":1}`,
+	`{"time":5,"distinct_id":"u","caf\u00e9":"\u00e9t\u00e9 \ud83d\ude00 \/ \"q\"","lone":"\ud83d x","raw":"😀 ü","ctl":"a\tb\nc","sep":"x\u2028y"}`,
+	"{\"time\":6,\"distinct_id\":\"u\",\"bad\":\"a\xc3\x28b\",\"k\xfe\":1,\"deep\":{\"s\":\"\xff\"}}",
+	`{"time":7,"distinct_id":"u","dup":{"a":1,"a":2},"big":{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17}}`,
+	`{"time":8,"distinct_id":"u","a":1,"a":{"b":2}}`,
+	`{"time":9,"distinct_id":"u","ws" : [ 1 , { "x" : "jane@example.com" } ] , "n":-0.25e-3,"z":0,"huge":12345678901234567890123}`,
+	`{"time":10,"distinct_id":"u","$current_url":"https://jane:secret@shop.example.com/a?q=1&utm_medium=cpc&token=abc#frag","url_in_obj":{"u":"https://x.example/?email=a@b.co"},"empty":{},"none":[]}`,
+	`{"time":11,"distinct_id":{"obj":1}}`,
+	`{"time":"12","distinct_id":"u"}`,
+	`{"distinct_id":"u"}`,
+	`{}`,
+}
+
+func decoderStages(t testing.TB, p policy.Policy) []worker.Stage {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "GeoLite2-City.mmdb")
+	geotest.Write(t, path, geotest.Spec{Layout: geotest.GeoIP2, Records: []geotest.Record{
+		{Network: "203.0.113.0/24", CountryCode: "US", Region: "California", City: "San Francisco"},
+		{Network: "198.51.100.0/24", CountryCode: "FR", Region: "Île-de-France", City: "Paris"},
+	}})
+	cfg := DefaultConfig()
+	cfg.Enrich.Geo.Paths = []string{path}
+	cfg.Deidentify.Policies = policy.Set{Default: p}
+	key := make([]byte, pseudonym.MinKeyLen)
+	for i := range key {
+		key[i] = byte(i * 7)
+	}
+	kr, err := pseudonym.NewKeyring(map[uint32][]byte{3: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := NewPipeline(cfg, kr, nil, Deps{Logger: zap.NewNop(), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.Close)
+	return pl.Stages
+}
+
+func decoderEnvelope(signals, name, props string) []byte {
+	return []byte(`{"v":1,"kind":1,"project":"shop","endpoint":"/track","received_at":1795361089719,"ip":"203.0.113.9","ua":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36","signals":` + signals + `,"request_id":"r1","event":{"event":` + name + `,"properties":` + props + `}}`)
+}
+
+// outcome is what a decoder and the stages made of one envelope.
+type outcome struct {
+	err    string
+	reason event.DropReason
+	ev     event.Event // without its properties
+	props  any         // the properties the sink writes, as a JSON value
+	raw    bool        // the event went through every stage in raw form
+}
+
+func run(stages []worker.Stage, value []byte, ev *event.Event, decode func([]byte, *event.Event) error) outcome {
+	if err := decode(value, ev); err != nil {
+		return outcome{err: err.Error()}
+	}
+	for _, st := range stages {
+		if r := st.Apply(ev); r != event.Keep {
+			return outcome{reason: r}
+		}
+	}
+	o := outcome{raw: ev.Props != nil}
+	text, ok := ev.AppendProperties(nil)
+	if !ok {
+		return outcome{err: "properties not encodable"}
+	}
+	o.props, _ = event.DecodeJSONValue(text)
+	o.ev = event.Event{
+		Kind: ev.Kind, Project: ev.Project, Endpoint: ev.Endpoint, Name: ev.Name, DistinctID: ev.DistinctID,
+		GroupKey: ev.GroupKey, GroupID: ev.GroupID, Value: ev.Value, InsertID: ev.InsertID, Time: ev.Time,
+		ReceivedAt: ev.ReceivedAt, IP: ev.IP, UserAgent: ev.UserAgent, Signals: ev.Signals, IPPrefix: ev.IPPrefix,
+		Anonymized: ev.Anonymized, Geo: ev.Geo, Device: ev.Device, Provenance: ev.Provenance,
+	}
+	return o
+}
+
+// compareDecoders runs value through the stages decoded by event.Decode
+// and by event.DecodeRaw into the reused raw event, and fails on any
+// difference. It returns the raw decoder's outcome.
+func compareDecoders(t *testing.T, stages []worker.Stage, value []byte, raw *event.Event) outcome {
+	t.Helper()
+	want := run(stages, value, new(event.Event), event.Decode)
+	got := run(stages, value, raw, event.DecodeRaw)
+	if got.err != want.err || got.reason != want.reason {
+		t.Fatalf("raw decoder: error %q, drop %q; reference: error %q, drop %q", got.err, got.reason, want.err, want.reason)
+	}
+	if !reflect.DeepEqual(got.props, want.props) {
+		t.Fatalf("raw decoder stored properties\n%#v\nreference\n%#v", got.props, want.props)
+	}
+	if !reflect.DeepEqual(got.ev, want.ev) {
+		t.Fatalf("raw decoder stored\n%#v\nreference\n%#v", got.ev, want.ev)
+	}
+	return got
+}
+
+func TestDecodersAgree(t *testing.T) {
+	for _, pc := range decoderPolicies {
+		t.Run(pc.name, func(t *testing.T) {
+			stages := decoderStages(t, pc.policy())
+			var raw event.Event // reused, as the worker does
+			rawSeen := 0
+			for i, props := range decoderSeeds {
+				for _, name := range []string{`"Product Viewed"`, `"mail jane@example.com"`} {
+					o := compareDecoders(t, stages, decoderEnvelope(pc.signals, name, props), &raw)
+					if o.raw {
+						rawSeen++
+					}
+					if i == 0 && o.err == "" && !o.raw {
+						t.Fatal("the mixpanel-browser event left the raw path")
+					}
+				}
+			}
+			t.Logf("%d of %d events went through in raw form", rawSeen, 2*len(decoderSeeds))
+		})
+	}
+}
+
+// TestRawStoresNoCanary checks the raw decoder's output itself, not only
+// its agreement: no personal datum of the seeds survives, under the
+// default policy.
+func TestRawStoresNoCanary(t *testing.T) {
+	stages := decoderStages(t, policy.Default())
+	var raw event.Event
+	for _, props := range decoderSeeds {
+		o := run(stages, decoderEnvelope(`{}`, `"E"`, props), &raw, event.DecodeRaw)
+		if o.err != "" || o.reason != event.Keep {
+			continue
+		}
+		all := fmt.Sprintf("%#v %#v", o.props, o.ev)
+		for _, canary := range []string{"jane@example.com", "JANE@EXAMPLE", "Jane Roe", "7946 0958", "4111 1111", "DE89", "x@y.com", "555 0100", "078-05-1120", "198.51.100.7", "203.0.113", "secret", "token=abc", "user-149544", "1918320f724", "a@b.co"} {
+			if strings.Contains(all, canary) {
+				t.Errorf("%q stored: %s", canary, all)
+			}
+		}
+	}
+}
+
+func FuzzDecodersAgree(f *testing.F) {
+	for i, s := range decoderSeeds {
+		f.Add(s, uint8(i))
+	}
+	stages := make([][]worker.Stage, len(decoderPolicies))
+	for i, pc := range decoderPolicies {
+		stages[i] = decoderStages(f, pc.policy())
+	}
+	f.Fuzz(func(t *testing.T, props string, variant uint8) {
+		v := int(variant) % len(decoderPolicies)
+		var raw event.Event
+		compareDecoders(t, stages[v], decoderEnvelope(decoderPolicies[v].signals, `"E"`, props), &raw)
+		// And reused after an event that filled its buffers.
+		compareDecoders(t, stages[v], decoderEnvelope(decoderPolicies[v].signals, `"E"`, decoderSeeds[0]), &raw)
+		compareDecoders(t, stages[v], decoderEnvelope(decoderPolicies[v].signals, `"E"`, props), &raw)
+	})
+}
