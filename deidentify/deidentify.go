@@ -83,8 +83,12 @@ type Registry interface {
 }
 
 type projectRules struct {
-	policy    policy.Policy
-	pii       map[string]bool
+	policy policy.Policy
+	pii    map[string]bool
+	// piiShapes has a bit per (length, first byte) of the names in pii,
+	// folded as isPII folds them: most names are ruled out without
+	// hashing.
+	piiShapes [64]uint64
 	allowOnly map[string]bool
 	scrubber  *scrub.Scrubber
 }
@@ -146,6 +150,11 @@ func compile(p policy.Policy) (*projectRules, error) {
 	}
 	for _, k := range p.PIIAllow {
 		delete(r.pii, normKey(k))
+	}
+	for k := range r.pii {
+		if k != "" {
+			r.piiShapes[len(k)&63] |= 1 << (k[0] & 63)
+		}
 	}
 	if len(p.AllowOnly) > 0 {
 		r.allowOnly = map[string]bool{}
@@ -567,18 +576,21 @@ func (r *projectRules) drops(k string) (pii, notAllowed bool) {
 func (r *projectRules) isPII(k string) bool {
 	k = strings.TrimPrefix(k, "$")
 	var buf [64]byte
-	if len(k) > len(buf) {
+	if len(k) == 0 || len(k) > len(buf) {
 		return r.pii[strings.ToLower(k)]
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if c >= utf8.RuneSelf {
-			return r.pii[strings.ToLower(k)]
+			return r.pii[strings.ToLower(k)] // folding may change the length
 		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		buf[i] = c
+	}
+	if r.piiShapes[len(k)&63]&(1<<(buf[0]&63)) == 0 {
+		return false
 	}
 	return r.pii[string(buf[:len(k)])]
 }

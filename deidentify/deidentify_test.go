@@ -250,3 +250,26 @@ func TestRegistryAndDeletion(t *testing.T) {
 		t.Fatalf("event received after the deletion request: %q", r)
 	}
 }
+
+// TestIsPIIMatchesNormKey holds the allocation-free name check to the
+// definition: the name folded by normKey is in the PII set.
+func TestIsPIIMatchesNormKey(t *testing.T) {
+	p := policy.Default()
+	p.PIIDeny = []string{"Customer_Ref", "emaİl", "ÉCOLE", strings.Repeat("x", 70)}
+	p.PIIAllow = []string{"name"}
+	r, err := compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"", "$", "email", "$Email", "EMAIL", "$$email", "e-mail", "name", "$name", "first_name", "First_Name",
+		"customer_ref", "$CUSTOMER_REF", "EMAİL", "emai̇l", "école", "ÉCOLE", "$ip", "IP", "ipx", "zip", "ZIP_code",
+		strings.Repeat("x", 70), strings.Repeat("X", 70), strings.Repeat("x", 64), "current_page_title"}
+	for _, k := range names {
+		if got, want := r.isPII(k), r.pii[normKey(k)]; got != want {
+			t.Errorf("isPII(%q) = %v, want %v", k, got, want)
+		}
+	}
+	if !r.isPII("$Email") || r.isPII("name") || !r.isPII("Customer_Ref") {
+		t.Error("the PII set is not the one configured")
+	}
+}

@@ -58,7 +58,8 @@ func Promote(ev *event.Event) {
 func promoteRaw(ev *event.Event) {
 	for i := range ev.Props {
 		pr := &ev.Props[i]
-		if pr.Drop || len(pr.Key) == 0 || (pr.Key[0] != '$' && pr.Key[0] != 'm') {
+		// Every promoted name starts with '$' or 'm'.
+		if pr.Drop || pr.Key == "" || (pr.Key[0] != '$' && pr.Key[0] != 'm') {
 			continue
 		}
 		for _, p := range promoted {

@@ -180,16 +180,14 @@ func (e *Enricher) locate(ev *event.Event) {
 	// ip then $ip: the later one wins where they disagree.
 	for _, k := range []string{"ip", "$ip"} {
 		if ev.Props != nil {
-			for i := range ev.Props {
-				if pr := &ev.Props[i]; pr.Key == k && !pr.Drop {
-					switch pr.Kind {
-					case event.PropString:
-						ip, noGeo = ipProperty(pr.Str, ip, noGeo)
-					case event.PropNumber:
-						noGeo = noGeo || pr.Str == "0"
-					case event.PropBool:
-						noGeo = noGeo || pr.Raw[0] == 'f'
-					}
+			if i := ev.PropIndex(k); i >= 0 {
+				switch pr := &ev.Props[i]; pr.Kind {
+				case event.PropString:
+					ip, noGeo = ipProperty(pr.Str, ip, noGeo)
+				case event.PropNumber:
+					noGeo = noGeo || pr.Str == "0"
+				case event.PropBool:
+					noGeo = noGeo || pr.Raw[0] == 'f'
 				}
 			}
 			continue

@@ -1,7 +1,9 @@
 package event
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"net/netip"
 	"strings"
 	"time"
@@ -469,9 +471,12 @@ func (p *scanner) str() (string, bool) {
 		return "", false
 	}
 	start := p.i
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
+	for {
+		p.i = skipPlain(p.b, p.i)
+		if p.i >= len(p.b) {
+			return "", false
+		}
+		switch c := p.b[p.i]; {
 		case c == '"':
 			s := p.bytesString(p.b[start:p.i])
 			p.i++
@@ -481,8 +486,6 @@ func (p *scanner) str() (string, bool) {
 			return p.strSlow()
 		case c < ' ':
 			return "", false
-		case c < utf8.RuneSelf:
-			p.i++
 		default:
 			r, size := utf8.DecodeRune(p.b[p.i:])
 			if r == utf8.RuneError && size == 1 {
@@ -492,7 +495,31 @@ func (p *scanner) str() (string, bool) {
 			p.i += size
 		}
 	}
-	return "", false
+}
+
+// skipPlain returns the index of the first byte from i on that a string
+// cannot hold as it is: a quote, a backslash, a control character or the
+// start of a multi-byte rune. It looks at eight bytes at a time, as most
+// strings are plain ASCII.
+func skipPlain(b []byte, i int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q, s := x^(lo*'"'), x^(lo*'\\')
+		// A zero byte of q or s is a quote or a backslash; a byte below
+		// 0x20 or with its top bit set stops too. Borrows only carry to
+		// higher bytes, so the lowest flagged byte is exact.
+		m := ((q - lo) &^ q) | ((s - lo) &^ s) | (x - lo*0x20) | x
+		if m &= hi; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c == '"' || c == '\\' || c < ' ' || c >= utf8.RuneSelf {
+			return i
+		}
+	}
+	return i
 }
 
 // strSlow unescapes from p.i, just after the opening quote, following
@@ -689,8 +716,12 @@ var knownKeys = func() map[string]string {
 	return m
 }()
 
-// key reads an object key, sharing the string of a known one.
+// key reads an object key, sharing the string of a known one. In view
+// mode every key points into the message, so there is nothing to share.
 func (p *scanner) key() (string, bool) {
+	if p.view {
+		return p.str()
+	}
 	if p.i < len(p.b) && p.b[p.i] == '"' {
 		for j := p.i + 1; j < len(p.b) && j-p.i <= 32; j++ {
 			c := p.b[j]

@@ -2,9 +2,10 @@ package event
 
 import (
 	"encoding/json"
+	"hash/maphash"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,9 @@ const (
 // the worker handles the message, and the sink copies what it keeps.
 type Prop struct {
 	Key string
+	// QuotedKey is the key's JSON text when it needs no unescaping, so
+	// that it can be written as it came; nil otherwise.
+	QuotedKey []byte
 	// Raw is the value's JSON text.
 	Raw []byte
 	// Str is a string's unescaped text, or a number's text.
@@ -138,9 +142,26 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 	// read: a repeat is looked for only when a signature repeats.
 	var seen uint64
 	for {
+		keyStart := p.i
 		k, ok := p.key()
 		if !ok {
 			return false
+		}
+		sig := uint64(1) << keySignature(k)
+		if seen&sig != 0 {
+			for i := range *props {
+				if (*props)[i].Key == k {
+					return false
+				}
+			}
+		}
+		seen |= sig
+		// The prop is filled in place: it is large enough for a copy to
+		// show.
+		*props = append(*props, Prop{Key: k})
+		pr := &(*props)[len(*props)-1]
+		if !p.slow {
+			pr.QuotedKey = p.b[keyStart:p.i:p.i]
 		}
 		p.ws()
 		if !p.lit(':') {
@@ -151,7 +172,6 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 			return false
 		}
 		start := p.i
-		pr := Prop{Key: k}
 		switch c := p.b[p.i]; {
 		case c == '"':
 			pr.Kind = PropString
@@ -179,16 +199,6 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 			return false
 		}
 		pr.Raw = p.b[start:p.i:p.i]
-		sig := uint64(1) << keySignature(k)
-		if seen&sig != 0 {
-			for i := range *props {
-				if (*props)[i].Key == k {
-					return false
-				}
-			}
-		}
-		seen |= sig
-		*props = append(*props, pr)
 		p.ws()
 		if p.lit(',') {
 			p.ws()
@@ -379,6 +389,16 @@ func (ev *Event) Materialize() error {
 	return nil
 }
 
+// PropIndex returns the index of the kept prop named k, or -1.
+func (ev *Event) PropIndex(k string) int {
+	for i := range ev.Props {
+		if pr := &ev.Props[i]; len(pr.Key) == len(k) && pr.Key == k && !pr.Drop {
+			return i
+		}
+	}
+	return -1
+}
+
 // SetOutValue makes v, a value as DecodeJSONValue returns them, the value
 // written for prop i. It reports false when v cannot be encoded.
 func (ev *Event) SetOutValue(i int, v any) bool {
@@ -411,7 +431,11 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 			dst = append(dst, ',')
 		}
 		n++
-		dst = AppendJSONString(dst, pr.Key)
+		if pr.QuotedKey != nil {
+			dst = append(dst, pr.QuotedKey...)
+		} else {
+			dst = AppendJSONString(dst, pr.Key)
+		}
 		dst = append(dst, ':')
 		switch {
 		case pr.Out != nil:
@@ -425,38 +449,32 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 	return append(dst, '}'), true
 }
 
-// Intern returns a copy of s that every caller interning an equal string
-// shares: the envelope fields and promoted properties of the worker's
-// events (project, event name, user agent, browser, library) repeat from
-// one event to the next, and sharing them saves an allocation each. The
-// table is bounded (it is emptied when full) and holds no identifiers and
-// no property values beyond those.
+// Intern returns a copy of s that later calls with an equal string are
+// likely to share: the envelope fields and promoted properties of the
+// worker's events (project, event name, user agent, browser, library)
+// repeat from one event to the next, and sharing them saves an allocation
+// each. The table is a fixed array of recent strings indexed by hash, read
+// without a lock; a collision only costs a copy. It holds no identifiers
+// and no property values beyond those.
 func Intern(s string) string {
-	if len(s) > maxInternLen {
-		return strings.Clone(s)
-	}
 	if s == "" {
 		return ""
 	}
-	interned.Lock()
-	defer interned.Unlock()
-	if v, ok := interned.m[s]; ok {
-		return v
+	if len(s) > maxInternLen {
+		return strings.Clone(s)
 	}
-	if len(interned.m) >= maxInterned {
-		clear(interned.m)
+	slot := &interned[maphash.String(internSeed, s)%uint64(len(interned))]
+	if v := slot.Load(); v != nil && *v == s {
+		return *v
 	}
 	v := strings.Clone(s)
-	interned.m[v] = v
+	slot.Store(&v)
 	return v
 }
 
-const (
-	maxInternLen = 512
-	maxInterned  = 16384
-)
+const maxInternLen = 512
 
-var interned = struct {
-	sync.Mutex
-	m map[string]string
-}{m: map[string]string{}}
+var (
+	interned   [4096]atomic.Pointer[string]
+	internSeed = maphash.MakeSeed()
+)
