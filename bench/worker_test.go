@@ -139,14 +139,18 @@ func BenchmarkWorkerPass(b *testing.B) {
 	}
 }
 
-// decoded returns the events of n messages, decoded and, when stages are
-// given, passed through them.
+// decoded returns the events of n messages, decoded by event.Decode and,
+// when stages are given, passed through them.
 func decoded(tb testing.TB, msgs []kafka.Message, stages []worker.Stage) []event.Event {
+	return decodedBy(tb, event.Decode, msgs, stages)
+}
+
+func decodedBy(tb testing.TB, decode func([]byte, *event.Event) error, msgs []kafka.Message, stages []worker.Stage) []event.Event {
 	tb.Helper()
 	out := make([]event.Event, 0, len(msgs))
 	for _, m := range msgs {
 		var ev event.Event
-		if err := event.Decode(m.Value, &ev); err != nil {
+		if err := decode(m.Value, &ev); err != nil {
 			tb.Fatal(err)
 		}
 		for _, st := range stages {
@@ -203,14 +207,25 @@ func BenchmarkPolicy(b *testing.B) {
 }
 
 // BenchmarkBatchAppend measures sink.Batch.Append of de-identified events
-// (encoding the properties as JSON and adding each column's value), with a
+// (writing the properties as JSON and adding each column's value), with a
 // reset at sink.max_rows as a flush does. events=50 appends one request's
-// events per operation.
+// events per operation; events=50/map appends events whose properties are
+// a map (event.Decode, event.DecodeFast) rather than props (event.DecodeRaw,
+// the worker's default).
 func BenchmarkBatchAppend(b *testing.B) {
-	evs := decoded(b, flat(envelopes(b, 20, 50)), benchPipeline(b))
+	msgs := flat(envelopes(b, 20, 50))
+	raw := decodedBy(b, event.DecodeRaw, msgs, benchPipeline(b))
+	maps := decoded(b, msgs, benchPipeline(b))
 	maxRows := sink.DefaultConfig().MaxRows
-	for _, n := range benchSizes {
-		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
+	for _, name := range []string{"events=1", "events=50", "events=50/map"} {
+		n, evs := 50, raw
+		switch name {
+		case "events=1":
+			n = 1
+		case "events=50/map":
+			evs = maps
+		}
+		b.Run(name, func(b *testing.B) {
 			batch := sink.NewBatch()
 			i := 0
 			pe := startPerEvent(b, n)

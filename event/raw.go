@@ -215,59 +215,6 @@ func keySignature(k string) uint {
 	return (uint(len(k))*7 + uint(k[0])*3 + uint(k[len(k)-1])) & 63
 }
 
-// skip reads any JSON value that value accepts, without building it.
-func (p *scanner) skip(depth int) bool {
-	if p.i >= len(p.b) {
-		return false
-	}
-	switch c := p.b[p.i]; {
-	case c == '"':
-		_, ok := p.str()
-		return ok
-	case c == '{' || c == '[':
-		if depth >= maxDepth {
-			return false
-		}
-		p.i++
-		p.ws()
-		end := byte('}')
-		if c == '[' {
-			end = ']'
-		}
-		if p.lit(end) {
-			return true
-		}
-		for {
-			if c == '{' {
-				if _, ok := p.str(); !ok {
-					return false
-				}
-				p.ws()
-				if !p.lit(':') {
-					return false
-				}
-				p.ws()
-			}
-			if !p.skip(depth + 1) {
-				return false
-			}
-			p.ws()
-			if p.lit(',') {
-				p.ws()
-				continue
-			}
-			return p.lit(end)
-		}
-	case c == 't':
-		return p.word("true")
-	case c == 'f':
-		return p.word("false")
-	case c == 'n':
-		return p.word("null")
-	}
-	return p.numberSpan()
-}
-
 // DecodeJSONValue decodes one JSON value as encoding/json decodes it into
 // an any with UseNumber.
 func DecodeJSONValue(b []byte) (any, bool) {
@@ -302,15 +249,28 @@ func CleanJSON(b []byte, c Cleaner) bool {
 // for repeats by comparing each with the ones before it.
 const maxCleanKeys = 16
 
-func (p *scanner) clean(c Cleaner) bool {
+// skip reads any JSON value that value accepts, without building it.
+func (p *scanner) skip(depth int) bool { return p.walk(depth, nil) }
+
+// clean reads a JSON value as skip does and reports whether CleanJSON's
+// promise holds for it.
+func (p *scanner) clean(c Cleaner) bool { return p.walk(1, c) }
+
+// walk reads a JSON value without building it. With a Cleaner it also
+// requires every key and string to be clean and plain, and the keys of
+// each object to be distinct and at most maxCleanKeys.
+func (p *scanner) walk(depth int, c Cleaner) bool {
 	if p.i >= len(p.b) {
 		return false
 	}
 	switch b := p.b[p.i]; b {
 	case '"':
 		s, ok := p.str()
-		return ok && !p.slow && c.Clean(s)
+		return ok && (c == nil || (!p.slow && c.Clean(s)))
 	case '{', '[':
+		if depth >= maxDepth {
+			return false
+		}
 		p.i++
 		p.ws()
 		end := byte('}')
@@ -325,23 +285,28 @@ func (p *scanner) clean(c Cleaner) bool {
 		for {
 			if b == '{' {
 				k, ok := p.str()
-				if !ok || p.slow || !c.Clean(k) || n == len(keys) {
+				if !ok {
 					return false
 				}
-				for _, seen := range keys[:n] {
-					if seen == k {
+				if c != nil {
+					if p.slow || !c.Clean(k) || n == len(keys) {
 						return false
 					}
+					for _, seen := range keys[:n] {
+						if seen == k {
+							return false
+						}
+					}
+					keys[n] = k
+					n++
 				}
-				keys[n] = k
-				n++
 				p.ws()
 				if !p.lit(':') {
 					return false
 				}
 				p.ws()
 			}
-			if !p.clean(c) {
+			if !p.walk(depth+1, c) {
 				return false
 			}
 			p.ws()
