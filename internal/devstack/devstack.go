@@ -67,9 +67,6 @@ func Config(kafkaAddr, chNative, dir string) app.Config {
 	cfg.Kafka.ReplicationFactor = 1
 	cfg.Collector.AcceptAnyToken = true
 	cfg.Collector.DefaultProject = "dev"
-	// The broker is on loopback: compressing for it only costs CPU, which
-	// the collector, the worker and ClickHouse share.
-	cfg.Collector.Producer.Compression = "none"
 	cfg.Sink.Addr = []string{chNative}
 	// Short session timeouts make a restarted dev worker rejoin quickly.
 	cfg.Worker.SessionTimeout = 6 * time.Second
