@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // testKey returns a deterministic 32-byte key distinct per seed.
@@ -492,5 +493,37 @@ func TestAllocs(t *testing.T) {
 				t.Fatalf("%v allocations, want at most 1 (the result)", n)
 			}
 		})
+	}
+}
+
+// TestMemoMatchesKeyring holds the memo to the keyring it remembers: the
+// same pseudonym and epoch for every id, project and day, with and without
+// daily rotation, across the memo emptying itself when full, and for ids
+// whose bytes are reused by the caller afterwards.
+func TestMemoMatchesKeyring(t *testing.T) {
+	base := mustKeyring(t, map[uint32][]byte{1: testKey(1), 2: testKey(50)})
+	for _, kr := range []*Keyring{base, daily(t, base)} {
+		m := NewMemo(kr, 7)
+		day := time.Date(2026, 11, 22, 23, 59, 59, 0, time.UTC)
+		buf := []byte("user-00")
+		for i := range 200 {
+			buf[5], buf[6] = byte('0'+i%10), byte('0'+i/10%3)
+			// A view of buf, as the worker's ids point into the Kafka
+			// message: the memo must keep its own copy.
+			id := unsafe.String(&buf[0], len(buf))
+			project := []string{"shop", "blog"}[i%2]
+			at := day.Add(time.Duration(i%3) * time.Second) // crosses midnight
+			got, gotEpoch := m.PseudonymizeAt(project, id, at)
+			want, wantEpoch := kr.PseudonymizeAt(project, id, at)
+			if got != want || gotEpoch != wantEpoch {
+				t.Fatalf("rotation %s, %s/%s at %s: memo %s/%d, keyring %s/%d", kr.Rotation(), project, id, at, got, gotEpoch, want, wantEpoch)
+			}
+		}
+		if p, e := m.PseudonymizeAt("shop", "", day); p != "" || e != 0 {
+			t.Errorf("empty id: %q, %d", p, e)
+		}
+	}
+	if a, _ := NewMemo(daily(t, base), 10).PseudonymizeAt("shop", "u", time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)); a == base.keys[0].pseudonymize("shop", "u") {
+		t.Error("the daily memo gave the stable pseudonym")
 	}
 }
