@@ -83,12 +83,18 @@ const hexDigits = "0123456789abcdef"
 
 // AppendJSONString is encoding/json's string encoding without HTML
 // escaping.
-func AppendJSONString(dst []byte, s string) []byte {
+func AppendJSONString(dst []byte, s string) []byte { return appendJSONString(dst, s, false) }
+
+// AppendJSONStringHTML is encoding/json's default string encoding, which
+// escapes <, > and & too: what json.Marshal writes.
+func AppendJSONStringHTML(dst []byte, s string) []byte { return appendJSONString(dst, s, true) }
+
+func appendJSONString(dst []byte, s string, html bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if b := s[i]; b < utf8.RuneSelf {
-			if b >= ' ' && b != '"' && b != '\\' {
+			if b >= ' ' && b != '"' && b != '\\' && (!html || (b != '<' && b != '>' && b != '&')) {
 				i++
 				continue
 			}

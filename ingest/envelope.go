@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"encoding/json"
 	"strconv"
 
 	"github.com/veilhq/veil/event"
@@ -26,59 +25,79 @@ type envelopeWriter struct {
 	projectJSON []byte
 }
 
-func quoteJSON(s string) []byte {
-	b, _ := json.Marshal(s) // a string always marshals
-	return b
-}
-
 // newEnvelopeWriter prepares the envelopes of a request from env, whose
-// Project and Event are ignored.
+// Project and Event are ignored. The shared parts are slices of one
+// buffer: a single-event request pays for one allocation, not one a part.
 func newEnvelopeWriter(env *event.Envelope) *envelopeWriter {
 	w := &envelopeWriter{signals: env.Signals}
-	w.head = strconv.AppendInt(append([]byte(nil), `{"v":`...), int64(env.Version), 10)
-	w.head = strconv.AppendUint(append(w.head, `,"kind":`...), uint64(env.Kind), 10)
-	w.head = append(w.head, `,"project":`...)
-	w.mid = append(append([]byte(nil), `,"endpoint":`...), quoteJSON(env.Endpoint)...)
-	w.mid = strconv.AppendInt(append(w.mid, `,"received_at":`...), env.ReceivedAt, 10)
-	w.setIP(env.IP)
+	b := make([]byte, 0, 160+len(env.Endpoint)+len(env.IP)+len(env.UserAgent)+len(env.RequestID))
+	part := func(from int) []byte { return b[from:len(b):len(b)] }
+
+	n := len(b)
+	b = strconv.AppendInt(append(b, `{"v":`...), int64(env.Version), 10)
+	b = strconv.AppendUint(append(b, `,"kind":`...), uint64(env.Kind), 10)
+	b = append(b, `,"project":`...)
+	w.head = part(n)
+	n = len(b)
+	b = event.AppendJSONStringHTML(append(b, `,"endpoint":`...), env.Endpoint)
+	b = strconv.AppendInt(append(b, `,"received_at":`...), env.ReceivedAt, 10)
+	w.mid = part(n)
+	w.ip = env.IP
+	if env.IP != "" {
+		n = len(b)
+		b = event.AppendJSONStringHTML(append(b, `,"ip":`...), env.IP)
+		w.ipJSON = part(n)
+	}
 	if env.UserAgent != "" {
-		w.ua = append(append([]byte(nil), `,"ua":`...), quoteJSON(env.UserAgent)...)
+		n = len(b)
+		b = event.AppendJSONStringHTML(append(b, `,"ua":`...), env.UserAgent)
+		w.ua = part(n)
 	}
-	w.sigJSON = signalsJSON(env.Signals)
+	n = len(b)
+	b = appendSignals(b, env.Signals)
+	w.sigJSON = part(n)
+	n = len(b)
 	if env.RequestID != "" {
-		w.tail = append(append([]byte(nil), `,"request_id":`...), quoteJSON(env.RequestID)...)
+		b = event.AppendJSONStringHTML(append(b, `,"request_id":`...), env.RequestID)
 	}
-	w.tail = append(w.tail, `,"event":`...)
+	b = append(b, `,"event":`...)
+	w.tail = part(n)
 	return w
 }
 
-func (w *envelopeWriter) setIP(ip string) {
-	w.ip = ip
-	w.ipJSON = nil
-	if ip != "" {
-		w.ipJSON = append(append([]byte(nil), `,"ip":`...), quoteJSON(ip)...)
+// appendSignals appends `,"signals":` and s as json.Marshal writes it: the
+// set flags in field order (they are omitempty).
+func appendSignals(b []byte, s event.Signals) []byte {
+	b = append(b, `,"signals":{`...)
+	sep := false
+	for _, f := range [...]struct {
+		name string
+		set  bool
+	}{{`"dnt":true`, s.DNT}, {`"gpc":true`, s.GPC}, {`"optout":true`, s.OptOut}, {`"nogeo":true`, s.NoGeo}} {
+		if f.set {
+			if sep {
+				b = append(b, ',')
+			}
+			b, sep = append(b, f.name...), true
+		}
 	}
-}
-
-func signalsJSON(s event.Signals) []byte {
-	b, _ := json.Marshal(s) // flat booleans always marshal
-	return append(append([]byte(nil), `,"signals":`...), b...)
+	return append(b, '}')
 }
 
 // write returns the envelope of one normalised record.
 func (w *envelopeWriter) write(n *normalized) []byte {
 	if n.project != w.project || w.projectJSON == nil {
-		w.project, w.projectJSON = n.project, quoteJSON(n.project)
+		w.project, w.projectJSON = n.project, event.AppendJSONStringHTML(nil, n.project)
 	}
 	ipJSON := w.ipJSON
 	if n.ip != "" && n.ip != w.ip {
-		ipJSON = append(append([]byte(nil), `,"ip":`...), quoteJSON(n.ip)...)
+		ipJSON = event.AppendJSONStringHTML([]byte(`,"ip":`), n.ip)
 	}
 	sigJSON := w.sigJSON
 	if n.noGeo && !w.signals.NoGeo {
 		s := w.signals
 		s.NoGeo = true
-		sigJSON = signalsJSON(s)
+		sigJSON = appendSignals(nil, s)
 	}
 	b := make([]byte, 0, len(w.head)+len(w.projectJSON)+len(w.mid)+len(ipJSON)+len(w.ua)+len(sigJSON)+len(w.tail)+len(n.object)+1)
 	b = append(b, w.head...)

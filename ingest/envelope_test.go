@@ -85,12 +85,14 @@ func TestEnvelopeFieldsKnown(t *testing.T) {
 // FuzzEnvelopeWriter compares the writer with event.MarshalEnvelope over
 // arbitrary strings.
 func FuzzEnvelopeWriter(f *testing.F) {
-	f.Add("shop", "/track", "Mozilla/5.0", "198.51.100.1", "req", "", false, true)
-	f.Add("<&>", "/engage", "\u2028\x00\xff", "", "", "2001:db8::1", true, false)
+	f.Add("shop", "/track", "Mozilla/5.0", "198.51.100.1", "req", "", false, uint8(1))
+	f.Add("<&>", "/engage", "\u2028\x00\xff", "", "", "2001:db8::1", true, uint8(0))
+	f.Add("p", "/track", "", "", "", "", true, uint8(15))
 	obj := json.RawMessage(`{"event":"e","properties":{"time":1,"$insert_id":"x"}}`)
-	f.Fuzz(func(t *testing.T, project, endpoint, ua, ip, reqID, overrideIP string, noGeo, dnt bool) {
+	f.Fuzz(func(t *testing.T, project, endpoint, ua, ip, reqID, overrideIP string, noGeo bool, signals uint8) {
 		env := event.Envelope{Version: 1, Kind: event.KindTrack, Endpoint: endpoint, ReceivedAt: 42, IP: ip, UserAgent: ua,
-			Signals: event.Signals{DNT: dnt}, RequestID: reqID}
+			Signals:   event.Signals{DNT: signals&1 != 0, GPC: signals&2 != 0, OptOut: signals&4 != 0, NoGeo: signals&8 != 0},
+			RequestID: reqID}
 		n := normalized{project: project, object: obj, ip: overrideIP, noGeo: noGeo}
 		got := newEnvelopeWriter(&env).write(&n)
 		want := env

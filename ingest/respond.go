@@ -179,26 +179,26 @@ func errorBody(st answerStyle, re *RequestError) (status int, body []byte) {
 // wrapped for JSONP.
 func (c *Collector) write(w http.ResponseWriter, st answerStyle, status int, body []byte) {
 	h := w.Header()
-	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Cache-Control"] = hvNoCache
+	h["X-Content-Type-Options"] = hvNoSniff
 	switch {
 	case st.img:
-		h.Set("Content-Type", "image/gif")
+		h["Content-Type"] = hvGIF
 		body = transparentGIF
 	case st.callback != "":
 		// A script that failed to load never runs its callback, so JSONP
 		// answers 200 and lets the body say what happened.
 		status = http.StatusOK
-		h.Set("Content-Type", "text/javascript; charset=utf-8")
+		h["Content-Type"] = hvJavaScript
 		wrapped := make([]byte, 0, len(st.callback)+len(body)+2)
 		wrapped = append(wrapped, st.callback...)
 		wrapped = append(wrapped, '(')
 		wrapped = append(wrapped, body...)
 		body = append(wrapped, ')')
 	case st.shape == shapePlain:
-		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h["Content-Type"] = hvPlain
 	default:
-		h.Set("Content-Type", "application/json")
+		h["Content-Type"] = hvJSON
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
@@ -226,14 +226,39 @@ func joinErrors(errs []*EventError) string {
 // cookie arrives). With credentials the origin must be echoed, never "*".
 func cors(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Add("Vary", "Origin")
+	setConst(h, "Vary", hvOrigin)
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return
 	}
 	h.Set("Access-Control-Allow-Origin", origin)
-	h.Set("Access-Control-Allow-Credentials", "true")
-	h.Set("Access-Control-Expose-Headers", "Retry-After, X-Request-Id")
+	setConst(h, "Access-Control-Allow-Credentials", hvTrue)
+	setConst(h, "Access-Control-Expose-Headers", hvExpose)
+}
+
+// Header values every response carries, shared rather than allocated for
+// each: net/http only reads them, and Header.Add appends to a full slice,
+// which copies it first.
+var (
+	hvOrigin     = []string{"Origin"}
+	hvTrue       = []string{"true"}
+	hvExpose     = []string{"Retry-After, X-Request-Id"}
+	hvNoCache    = []string{"no-cache, no-store, must-revalidate"}
+	hvNoSniff    = []string{"nosniff"}
+	hvGIF        = []string{"image/gif"}
+	hvJavaScript = []string{"text/javascript; charset=utf-8"}
+	hvPlain      = []string{"text/plain; charset=utf-8"}
+	hvJSON       = []string{"application/json"}
+)
+
+// setConst sets the canonical header key to a shared value, or adds the
+// value when the header is already there.
+func setConst(h http.Header, key string, v []string) {
+	if len(h[key]) == 0 {
+		h[key] = v
+		return
+	}
+	h.Add(key, v[0])
 }
 
 // preflight answers a CORS preflight (OPTIONS) request.
