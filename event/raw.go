@@ -357,7 +357,7 @@ func (ev *Event) Materialize() error {
 // PropIndex returns the index of the kept prop named k, or -1.
 func (ev *Event) PropIndex(k string) int {
 	for i := range ev.Props {
-		if pr := &ev.Props[i]; len(pr.Key) == len(k) && pr.Key == k && !pr.Drop {
+		if pr := &ev.Props[i]; pr.Key == k && !pr.Drop {
 			return i
 		}
 	}
