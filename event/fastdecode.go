@@ -164,11 +164,7 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop) boo
 
 	// Property values that become columns or registry entries outlive
 	// the event: they get their own copy, out of the arena.
-	for _, k := range retainedProps {
-		if v, ok := props[k].(string); ok && v != "" {
-			props[k] = strings.Clone(v)
-		}
-	}
+	cloneRetained(props)
 	if id, ok := props[PropDistinctID]; ok {
 		switch x := id.(type) {
 		case string:
@@ -251,6 +247,16 @@ func (p *scanner) trackObject(props map[string]any, raw *[]Prop) (string, bool) 
 var retainedProps = []string{
 	PropInsertID, "$browser", "$browser_version", "$os", "$device", "mp_lib", "$lib_version",
 	"$city", "$region", "mp_country_code",
+}
+
+// cloneRetained gives the string values of retainedProps in props their
+// own copy, out of the arena or the message they point into.
+func cloneRetained(props map[string]any) {
+	for _, k := range retainedProps {
+		if v, ok := props[k].(string); ok && v != "" {
+			props[k] = strings.Clone(v)
+		}
+	}
 }
 
 // maxDepth bounds nesting; deeper values go to Decode (encoding/json

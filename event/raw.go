@@ -344,11 +344,7 @@ func (ev *Event) Materialize() error {
 		}
 		m[pr.Key] = v
 	}
-	for _, k := range retainedProps {
-		if v, ok := m[k].(string); ok && v != "" {
-			m[k] = strings.Clone(v)
-		}
-	}
+	cloneRetained(m)
 	ev.Properties = m
 	ev.propsBuf, ev.Props = ev.Props[:0], nil
 	return nil

@@ -528,9 +528,3 @@ func ignoreTime(mods map[string]any) bool {
 	}
 	return false
 }
-
-// appendPropsJSON is event.AppendJSON: properties are encoded where the
-// event format lives.
-func appendPropsJSON(dst []byte, v any, keys *[]string) ([]byte, bool) {
-	return event.AppendJSON(dst, v, keys)
-}

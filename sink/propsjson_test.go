@@ -4,7 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+
+	"github.com/veilhq/veil/event"
 )
+
+// appendPropsJSON is how the sink encodes a property map (event.AppendJSON,
+// through Event.AppendProperties); these tests hold it to marshalJSON, the
+// sink's fallback.
+func appendPropsJSON(dst []byte, v any, keys *[]string) ([]byte, bool) {
+	return event.AppendJSON(dst, v, keys)
+}
 
 // propsCases are property trees as the worker's stages leave them.
 var propsCases = []struct {
