@@ -25,7 +25,22 @@ import (
 // connections and can only dial loopback addresses, whatever a name
 // resolves to and whatever the proxy environment says.
 func loopbackTransport(conns int) *http.Transport {
-	d := &net.Dialer{
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         loopbackDialer().DialContext,
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		MaxConnsPerHost:     conns,
+		IdleConnTimeout:     90 * time.Second,
+		// The collector answers a few bytes; browsers ask for gzip, but
+		// nothing here would be compressed.
+		DisableCompression: true,
+	}
+}
+
+// loopbackDialer can only dial loopback addresses.
+func loopbackDialer() *net.Dialer {
+	return &net.Dialer{
 		Timeout: 5 * time.Second,
 		Control: func(_, address string, _ syscall.RawConn) error {
 			host, _, err := net.SplitHostPort(address)
@@ -34,17 +49,6 @@ func loopbackTransport(conns int) *http.Transport {
 			}
 			return nil
 		},
-	}
-	return &http.Transport{
-		Proxy:               nil,
-		DialContext:         d.DialContext,
-		MaxIdleConns:        conns,
-		MaxIdleConnsPerHost: conns,
-		MaxConnsPerHost:     conns,
-		IdleConnTimeout:     90 * time.Second,
-		// The collector answers a few bytes; browsers ask for gzip, but
-		// nothing here would be compressed.
-		DisableCompression: true,
 	}
 }
 

@@ -1,11 +1,11 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"runtime/pprof"
@@ -115,12 +115,11 @@ type runner struct {
 	gen   *generator
 	limit int64 // requests; 0: bounded by time only
 	rest  int   // events of the last request, when smaller than Batch
-	path  string
 
-	client *http.Client
+	tgt    target
+	dialer *net.Dialer
 	rec    *recorder
 	pacer  *pacer
-	bufs   sync.Pool // *[]byte request bodies
 	// stopped is set when the caller's context ends: answers that arrive
 	// after it are not counted.
 	stopped atomic.Bool
@@ -128,11 +127,11 @@ type runner struct {
 
 func (r *runner) run(ctx context.Context, w *watcher, deps Deps) (*Report, error) {
 	cfg := r.cfg
-	r.path = cfg.Target + "/track/?verbose=1&ip=1&_="
-	tr := loopbackTransport(cfg.Concurrency)
-	r.client = &http.Client{Transport: tr, Timeout: cfg.Timeout, CheckRedirect: noRedirects}
-	defer tr.CloseIdleConnections()
-	r.bufs.New = func() any { b := make([]byte, 0, r.gen.full[0].size); return &b }
+	tgt, err := parseTarget(cfg.Target)
+	if err != nil {
+		return nil, err
+	}
+	r.tgt, r.dialer = tgt, loopbackDialer()
 
 	start := time.Now()
 	measureFrom := start.Add(cfg.Warmup)
@@ -217,6 +216,11 @@ func (r *runner) profile(ctx context.Context, from time.Time) (func() error, err
 func (r *runner) work(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	c := &conn{dialer: r.dialer, addr: r.tgt.addr, timeout: r.cfg.Timeout, req: make([]byte, 0, 1024+r.gen.full[0].size), body: make([]byte, 0, r.gen.full[0].size)}
+	defer c.close()
+	// A request in flight when the caller's context ends ends with it.
+	stop := context.AfterFunc(ctx, func() { c.abort() })
+	defer stop()
 	for ctx.Err() == nil {
 		i, due, ok := r.pacer.next(time.Now())
 		if !ok {
@@ -236,7 +240,7 @@ func (r *runner) work(ctx context.Context) {
 			t = r.gen.rest
 		}
 		sent := time.Now()
-		class := r.send(ctx, t, sent)
+		class := r.send(ctx, c, t, sent)
 		end := time.Now()
 		if r.stopped.Load() {
 			return
@@ -245,51 +249,37 @@ func (r *runner) work(ctx context.Context) {
 	}
 }
 
-// pooledBody returns its buffer to the pool once the transport is done
-// with it, which may be after the answer has been read.
-type pooledBody struct {
-	*bytes.Reader
-	buf  *[]byte
-	pool *sync.Pool
-	once sync.Once
-}
-
-func (b *pooledBody) Close() error {
-	b.once.Do(func() { b.pool.Put(b.buf) })
-	return nil
-}
-
-// send posts one request built from t and classifies the answer ("" for
-// success).
-func (r *runner) send(ctx context.Context, t *template, sent time.Time) string {
-	buf := r.bufs.Get().(*[]byte)
-	*buf = t.appendBody((*buf)[:0], &r.gen.run, r.gen.take(t.events))
-	body := &pooledBody{Reader: bytes.NewReader(*buf), buf: buf, pool: &r.bufs}
+// send posts one request built from t on c and classifies the answer (""
+// for success).
+func (r *runner) send(ctx context.Context, c *conn, t *template, sent time.Time) string {
+	c.body = t.appendBody(c.body[:0], &r.gen.run, r.gen.take(t.events))
+	b := append(c.req[:0], "POST "...)
+	b = append(b, r.tgt.path...)
 	// mixpanel-browser's cache buster: the time of sending in milliseconds.
-	url := r.path + strconv.FormatInt(sent.UnixMilli(), 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
+	b = strconv.AppendInt(b, sent.UnixMilli(), 10)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, r.tgt.host...)
+	b = append(b, "\r\nContent-Type: application/x-www-form-urlencoded\r\nUser-Agent: "...)
+	b = append(b, t.ua...)
+	b = append(b, "\r\nX-Forwarded-For: "...)
+	b = append(b, t.xff...)
+	b = append(b, "\r\nOrigin: https://shop.example.com\r\nAccept: */*\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(c.body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	c.req = append(b, c.body...)
+
+	var answer [maxAnswer]byte
+	status, text, err := c.roundTrip(ctx, sent, &answer)
 	if err != nil {
-		_ = body.Close()
-		return classIO
-	}
-	req.ContentLength = int64(len(*buf))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("User-Agent", t.ua)
-	req.Header.Set("X-Forwarded-For", t.xff)
-	req.Header.Set("Origin", "https://shop.example.com")
-	req.Header.Set("Accept", "*/*")
-	resp, err := r.client.Do(req)
-	if err != nil {
+		if ctx.Err() != nil {
+			return classTimeout
+		}
 		return errorClass(err)
 	}
-	var answer [64]byte
-	n, _ := io.ReadFull(resp.Body, answer[:])
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return statusClass(resp.StatusCode)
+	if status != http.StatusOK {
+		return statusClass(status)
 	}
-	if !responseOK(resp, answer[:n]) {
+	if !responseOK(status, text) {
 		return classRejected
 	}
 	return ""

@@ -225,8 +225,8 @@ func percentiles(h *hdr.Histogram) Percentiles {
 
 // responseOK reports whether a 200 answer says every event was accepted:
 // "1", or the verbose {"status":1,"error":null}.
-func responseOK(resp *http.Response, body []byte) bool {
-	if resp.StatusCode != http.StatusOK {
+func responseOK(status int, body []byte) bool {
+	if status != http.StatusOK {
 		return false
 	}
 	s := string(body)
