@@ -91,6 +91,41 @@ type projectRules struct {
 	piiShapes [64]uint64
 	allowOnly map[string]bool
 	scrubber  *scrub.Scrubber
+	// known is what the name checks below decide for each of the
+	// property names Mixpanel's SDKs use (event.KnownProp), worked out
+	// once from this policy and scrubber, so that a raw event's props
+	// with such a name are not checked one by one. A name the policy
+	// lists as PII, or that is not allow-listed, is marked so here.
+	known [event.NumKnownProps]nameRule
+}
+
+// nameRule is what the checks of a property name decided for it.
+type nameRule uint8
+
+const (
+	nameClean      nameRule = 1 << iota // the scrubber leaves the name as it is
+	nameID                              // isIDKey
+	namePII                             // drops: PII
+	nameNotAllowed                      // drops: not allow-listed
+)
+
+// ruleOf works out the nameRule of the property name k.
+func (r *projectRules) ruleOf(k string) nameRule {
+	var nr nameRule
+	if r.scrubber.Clean(k) {
+		nr |= nameClean
+	}
+	if r.isIDKey(k) {
+		nr |= nameID
+	}
+	pii, na := r.drops(k)
+	if pii {
+		nr |= namePII
+	}
+	if na {
+		nr |= nameNotAllowed
+	}
+	return nr
 }
 
 // Engine holds the compiled per-project policies. Its PolicyStage and
@@ -169,6 +204,9 @@ func compile(p policy.Policy) (*projectRules, error) {
 		return nil, err
 	}
 	r.scrubber = sc
+	for id := 1; id < event.NumKnownProps; id++ {
+		r.known[id] = r.ruleOf(event.KnownPropName(uint8(id)))
+	}
 	return r, nil
 }
 
@@ -280,8 +318,8 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		ev.DistinctID, ev.GroupID = "", ""
 		if ev.Props != nil {
 			for i := range ev.Props {
-				if r.isIDKey(ev.Props[i].Key) {
-					ev.Props[i].Drop = true
+				if pr := &ev.Props[i]; r.propIsID(pr) {
+					pr.Drop = true
 				}
 			}
 		} else {
@@ -325,7 +363,7 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 			if pr.Drop {
 				continue
 			}
-			if pii, na := r.drops(pr.Key); pii || na {
+			if pii, na := r.propDrops(pr); pii || na {
 				pr.Drop = true
 				dropped, notAllowed = dropped || pii, notAllowed || na
 			}
@@ -378,11 +416,38 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 // personal data.
 func (r *projectRules) namesClean(ev *event.Event) bool {
 	for i := range ev.Props {
-		if pr := &ev.Props[i]; !pr.Drop && !r.scrubber.Clean(pr.Key) {
+		pr := &ev.Props[i]
+		if pr.Drop {
+			continue
+		}
+		if pr.Known != 0 {
+			if r.known[pr.Known]&nameClean == 0 {
+				return false
+			}
+			continue
+		}
+		if !r.scrubber.Clean(pr.Key) {
 			return false
 		}
 	}
 	return true
+}
+
+// propIsID is isIDKey for a raw event's prop.
+func (r *projectRules) propIsID(pr *event.Prop) bool {
+	if pr.Known != 0 {
+		return r.known[pr.Known]&nameID != 0
+	}
+	return r.isIDKey(pr.Key)
+}
+
+// propDrops is drops for a raw event's prop.
+func (r *projectRules) propDrops(pr *event.Prop) (pii, notAllowed bool) {
+	if pr.Known != 0 {
+		nr := r.known[pr.Known]
+		return nr&namePII != 0, nr&nameNotAllowed != 0
+	}
+	return r.drops(pr.Key)
 }
 
 // pseudonymizeMap replaces the identifier properties of m by their
@@ -422,7 +487,7 @@ func pseudonymizeRaw(ev *event.Event, r *projectRules, pseudo func(string) strin
 	changed := false
 	for i := range ev.Props {
 		pr := &ev.Props[i]
-		if pr.Drop || !r.isIDKey(pr.Key) {
+		if pr.Drop || !r.propIsID(pr) {
 			continue
 		}
 		switch {

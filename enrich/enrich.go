@@ -52,28 +52,37 @@ func Promote(ev *event.Event) {
 	}
 }
 
+// promotedByKnown maps a known property id (event.KnownProp) to its
+// index in promoted plus one: every promoted name is a known one, and the
+// raw path finds them without comparing names.
+var promotedByKnown = func() (t [event.NumKnownProps]uint8) {
+	for i, p := range promoted {
+		id := event.KnownProp(p.prop)
+		if id == 0 {
+			panic("enrich: promoted property " + p.prop + " is not a known property name")
+		}
+		t[id] = uint8(i + 1)
+	}
+	return t
+}()
+
 // promoteRaw is Promote for an event whose properties are JSON text. The
 // values become columns of the batch, so they are interned rather than
 // left pointing into the message.
 func promoteRaw(ev *event.Event) {
 	for i := range ev.Props {
 		pr := &ev.Props[i]
-		// Every promoted name starts with '$' or 'm'.
-		if pr.Drop || pr.Key == "" || (pr.Key[0] != '$' && pr.Key[0] != 'm') {
+		pi := promotedByKnown[pr.Known]
+		if pi == 0 || pr.Drop {
 			continue
 		}
-		for _, p := range promoted {
-			if p.prop != pr.Key {
-				continue
-			}
-			switch pr.Kind {
-			case event.PropString, event.PropNumber:
-				*p.dst(ev) = event.Intern(pr.Str)
-			case event.PropBool:
-				*p.dst(ev) = strconv.FormatBool(pr.Raw[0] == 't')
-			}
-			pr.Drop = true
-			break
+		p := &promoted[pi-1]
+		switch pr.Kind {
+		case event.PropString, event.PropNumber:
+			*p.dst(ev) = event.Intern(pr.Str)
+		case event.PropBool:
+			*p.dst(ev) = strconv.FormatBool(pr.Raw[0] == 't')
 		}
+		pr.Drop = true
 	}
 }

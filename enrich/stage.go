@@ -170,6 +170,9 @@ func ipProperty(s string, ip netip.Addr, noGeo bool) (netip.Addr, bool) {
 	return ip, noGeo
 }
 
+// knownIPProps are the known property ids of "ip" and "$ip".
+var knownIPProps = [2]uint8{event.KnownProp("ip"), event.KnownProp("$ip")}
+
 // locate fills ev.Geo from the IP, as Mixpanel does: the event property
 // `ip` (or a profile's `$ip`) is used when present; ip=0 in the query, or
 // `ip`/`$ip` set to 0, turns the lookup off; geo the SDK set explicitly
@@ -178,9 +181,24 @@ func (e *Enricher) locate(ev *event.Event) {
 	ip := ev.IP
 	noGeo := ev.Signals.NoGeo
 	// ip then $ip: the later one wins where they disagree.
-	for _, k := range []string{"ip", "$ip"} {
+	var ipProps [2]int // their indexes in a raw event's props, -1 for none
+	if ev.Props != nil {
+		ipProps = [2]int{-1, -1}
+		for i := range ev.Props {
+			pr := &ev.Props[i]
+			if pr.Known == 0 || pr.Drop {
+				continue
+			}
+			for n, id := range knownIPProps {
+				if pr.Known == id && ipProps[n] < 0 {
+					ipProps[n] = i
+				}
+			}
+		}
+	}
+	for n, k := range []string{"ip", "$ip"} {
 		if ev.Props != nil {
-			if i := ev.PropIndex(k); i >= 0 {
+			if i := ipProps[n]; i >= 0 {
 				switch pr := &ev.Props[i]; pr.Kind {
 				case event.PropString:
 					ip, noGeo = ipProperty(pr.Str, ip, noGeo)

@@ -698,43 +698,20 @@ func (p *scanner) value(depth int) (any, bool) {
 	return nil, false
 }
 
-// knownKeys are the property names Mixpanel's SDKs and Veil's own stages
-// use. A key found here is shared rather than allocated for every event.
-// The table is fixed: names seen in traffic are never added, so no
-// user-chosen text (a key may carry personal data) outlives its event.
-var knownKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		PropDistinctID, PropTime, PropInsertID, PropToken, PropGroupKey, PropGroupID,
-		"$os", "$browser", "$browser_version", "$current_url", "$screen_height", "$screen_width",
-		"mp_lib", "$lib_version", "$device_id", "$user_id", "$device", "$initial_referrer",
-		"$initial_referring_domain", "$referrer", "$referring_domain", "mp_sent_by_lib_version",
-		"current_page_title", "current_domain", "current_url_path", "current_url_protocol",
-		"current_url_search", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-		"$had_persisted_distinct_id", "$anon_distinct_id", "$identified_id", "$search_engine",
-		"$city", "$region", "mp_country_code", "ip", "$ip", "$duration", "$event_type",
-		"$mp_api_endpoint", "$mp_api_timestamp_ms", "mp_page_view", "$os_version", "$model",
-		"$manufacturer", "$app_version", "$app_release", "$carrier", "$wifi", "$radio",
-		"$app_build_number", "$app_version_string", "$lib",
-	} {
-		m[k] = k
-	}
-	return m
-}()
-
-// key reads an object key, sharing the string of a known one. In view
-// mode every key points into the message, so there is nothing to share.
+// key reads an object key, sharing the string of a known one (KnownProp).
+// In view mode every key points into the message, so there is nothing to
+// share.
 func (p *scanner) key() (string, bool) {
 	if p.view {
 		return p.str()
 	}
 	if p.i < len(p.b) && p.b[p.i] == '"' {
-		for j := p.i + 1; j < len(p.b) && j-p.i <= 32; j++ {
+		for j := p.i + 1; j < len(p.b) && j-p.i <= maxKnownLen+1; j++ {
 			c := p.b[j]
 			if c == '"' {
-				if k, ok := knownKeys[string(p.b[p.i+1:j])]; ok {
+				if id := knownID(p.b[p.i+1 : j]); id != 0 {
 					p.i = j + 1
-					return k, true
+					return knownNames[id-1], true
 				}
 				break
 			}

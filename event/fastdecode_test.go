@@ -26,6 +26,8 @@ var fastDecodeCases = []struct {
 	{"null distinct_id", string(envelopeWith(`{"event":"E","properties":{"time":4,"distinct_id":null,"$insert_id":7}}`))},
 	{"bool distinct_id", string(envelopeWith(`{"event":"E","properties":{"time":4,"distinct_id":true}}`))},
 	{"duplicate keys", string(envelopeWith(`{"event":"E","properties":{"time":4,"a":1,"a":{"b":2},"time":5}}`))},
+	{"duplicate keys escaped", string(envelopeWith(`{"event":"E","properties":{"time":4,"$os":"a","plan":1,"\u0024os":"b","pla\u006e":2}}`))},
+	{"duplicate unknown key", string(envelopeWith(`{"event":"E","properties":{"time":4,"plan":1,"$os":"a","plan":2}}`))},
 	{"whitespace", " {\n\"v\" : 1 ,\t\"kind\":1,\"project\":\"p\",\"event\": { \"event\" : \"E\" , \"properties\" : { \"time\" : 6 , \"x\" : [ 1 , 2 ] } } } \n"},
 	{"no properties", `{"v":1,"kind":1,"project":"p","received_at":0,"signals":{},"event":{"event":"E"}}`},
 	{"null properties", `{"v":1,"kind":1,"project":"p","event":{"event":"E","properties":null}}`},
@@ -81,6 +83,11 @@ func checkRaw(t *testing.T, value []byte, reuse *Event) {
 	}
 	if wantErr != nil {
 		return
+	}
+	for _, pr := range reuse.Props {
+		if pr.Known != KnownProp(pr.Key) {
+			t.Fatalf("raw: %q known as %d, want %d", pr.Key, pr.Known, KnownProp(pr.Key))
+		}
 	}
 	text, ok := reuse.AppendProperties(nil)
 	if !ok {
@@ -138,6 +145,24 @@ func TestDecodeFastCoversTrack(t *testing.T) {
 			var props []Prop
 			if name != "duplicate keys" && !decodeTrack([]byte(tc.value), &ev, nil, &props) {
 				t.Errorf("%s: not decoded by the raw path", name)
+			}
+		}
+	}
+}
+
+// TestDecodeRawGivesUpOnRepeats checks that a property named twice, however
+// its name is written, leaves the raw path (the map keeps the last value;
+// the raw props would keep both).
+func TestDecodeRawGivesUpOnRepeats(t *testing.T) {
+	for _, name := range []string{"duplicate keys", "duplicate keys escaped", "duplicate unknown key"} {
+		for _, tc := range fastDecodeCases {
+			if tc.name != name {
+				continue
+			}
+			var ev Event
+			var props []Prop
+			if decodeTrack([]byte(tc.value), &ev, nil, &props) {
+				t.Errorf("%s: decoded by the raw path", name)
 			}
 		}
 	}

@@ -38,13 +38,16 @@ type Prop struct {
 	// Raw is the value's JSON text.
 	Raw []byte
 	// Str is a string's unescaped text, or a number's text.
-	Str  string
+	Str string
+	// Out, when a stage set it, is the JSON text written instead of Raw.
+	Out  []byte
 	Kind PropKind
+	// Known is the id of Key among the names Mixpanel's SDKs and Veil's
+	// stages use (KnownProp), 0 for any other name. DecodeRaw sets it.
+	Known uint8
 	// Escaped is set when Raw is not Str quoted as it is (the string had
 	// escapes or invalid UTF-8): the value is then written from Str.
 	Escaped bool
-	// Out, when a stage set it, is the JSON text written instead of Raw.
-	Out []byte
 	// Drop removes the property from the event.
 	Drop bool
 }
@@ -100,6 +103,9 @@ func finishRaw(ev *Event, props []Prop) bool {
 	haveTime := false
 	for i := range props {
 		pr := &props[i]
+		if pr.Known == 0 {
+			continue
+		}
 		switch pr.Key {
 		case PropDistinctID:
 			switch pr.Kind {
@@ -138,27 +144,41 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 	if p.lit('}') {
 		return true
 	}
-	// seen has one bit per (length, first, last byte) signature of the keys
-	// read: a repeat is looked for only when a signature repeats.
-	var seen uint64
+	// A repeat is looked for cheaply: a known name (most of them) has a
+	// bit of its own in knownSeen; the other names have one bit per
+	// (length, first, last byte) signature in seen, and are compared with
+	// the other names read only when a signature repeats.
+	var (
+		seen      uint64
+		knownSeen [(NumKnownProps + 63) / 64]uint64
+	)
 	for {
 		keyStart := p.i
 		k, ok := p.key()
 		if !ok {
 			return false
 		}
-		sig := uint64(1) << keySignature(k)
-		if seen&sig != 0 {
-			for i := range *props {
-				if (*props)[i].Key == k {
-					return false
+		known := knownID(k)
+		if known != 0 {
+			w, bit := known/64, uint64(1)<<(known%64)
+			if knownSeen[w]&bit != 0 {
+				return false
+			}
+			knownSeen[w] |= bit
+		} else {
+			sig := uint64(1) << keySignature(k)
+			if seen&sig != 0 {
+				for i := range *props {
+					if pr := &(*props)[i]; pr.Known == 0 && pr.Key == k {
+						return false
+					}
 				}
 			}
+			seen |= sig
 		}
-		seen |= sig
 		// The prop is filled in place: it is large enough for a copy to
 		// show.
-		*props = append(*props, Prop{Key: k})
+		*props = append(*props, Prop{Key: k, Known: known})
 		pr := &(*props)[len(*props)-1]
 		if !p.slow {
 			pr.QuotedKey = p.b[keyStart:p.i:p.i]

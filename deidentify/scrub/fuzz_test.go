@@ -49,6 +49,7 @@ func FuzzScrubString(f *testing.F) {
 	sc := mustNew(f, Config{})
 	f.Fuzz(func(t *testing.T, a, b string, k uint8) {
 		checkScrub(t, sc, a)
+		checkScrub(t, sc, "https://"+a) // the shape the cache of clean URLs takes
 		c := canaries[int(k)%len(canaries)]
 		in := a + " " + c + " " + b
 		out := checkScrub(t, sc, in)
@@ -82,6 +83,21 @@ func checkScrub(t *testing.T, sc *Scrubber, in string) string {
 	}
 	if again, f2 := sc.String(out); again != out || f2 != 0 {
 		t.Fatalf("not idempotent: String(%q) = %q, then %q (%v)", in, out, again, f2)
+	}
+	// The cache of clean URLs answers from the second sighting on: the
+	// answer must be the scan's, and a URL that changes never enters it.
+	for range 2 {
+		if again, f2 := sc.String(in); again != out || f2 != f {
+			t.Fatalf("String(%q) = %q, %v, then %q, %v", in, out, f, again, f2)
+		}
+	}
+	if _, cached := sc.urls.lookup(in); cached && (out != in || !cacheable(in)) {
+		t.Fatalf("%q is in the cache of clean URLs; String makes it %q", in, out)
+	}
+	if sc.mayContain(in) {
+		if want, wf := sc.scrub(in); want != out || wf != f {
+			t.Fatalf("String(%q) = %q, %v; the scan without the cache gives %q, %v", in, out, f, want, wf)
+		}
 	}
 	if !sc.mayContain(in) {
 		if _, _, changed := sc.scan(in, 0, false); changed {

@@ -164,6 +164,8 @@ type Scrubber struct {
 	// allow is the query allow-list. It is short (a handful of names), so a
 	// linear scan beats hashing and needs no allocation.
 	allow []string
+	// urls remembers recent URLs found clean (cache.go).
+	urls *cleanURLs
 }
 
 // New returns a Scrubber for cfg.
@@ -171,7 +173,7 @@ func New(cfg Config) (*Scrubber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Scrubber{enabled: findingAll}
+	s := &Scrubber{enabled: findingAll, urls: newCleanURLs()}
 	if len(cfg.Detectors) > 0 {
 		s.enabled = 0
 		for _, d := range cfg.Detectors {
@@ -202,6 +204,22 @@ func (sc *Scrubber) String(s string) (string, Finding) {
 	if !sc.mayContain(s) {
 		return s, 0
 	}
+	if cacheable(s) {
+		h, clean := sc.urls.lookup(s)
+		if clean {
+			return s, 0
+		}
+		out, found := sc.scrub(s)
+		if found == 0 && out == s {
+			sc.urls.add(s, h)
+		}
+		return out, found
+	}
+	return sc.scrub(s)
+}
+
+// scrub is String after the prefilter.
+func (sc *Scrubber) scrub(s string) (string, Finding) {
 	var found Finding
 	for pass := 0; pass < maxPasses; pass++ {
 		out, f, changed := sc.scan(s, 0, false)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -413,5 +414,64 @@ func TestIsIPv6(t *testing.T) {
 				t.Fatalf("isIPv6(%q) = %v, netip says %v", s, got, want)
 			}
 		})
+	}
+}
+
+// TestCleanURLCache checks the cache of clean URLs: a URL with personal
+// data is rewritten every time and never stored, a clean one is stored
+// from its second sighting on, and what the cache holds is only ever
+// clean URLs.
+func TestCleanURLCache(t *testing.T) {
+	sc := mustNew(t, DefaultConfig())
+	for _, tc := range []struct {
+		url, want string
+	}{
+		{"https://www.bing.com/", "https://www.bing.com/"},
+		{"https://shop.example.com/blog/how-to-choose-running-shoes", "https://shop.example.com/blog/how-to-choose-running-shoes"},
+		{"https://shop.example.com/?utm_source=news", "https://shop.example.com/?utm_source=news"},
+		{"https://shop.example.com/cart?email=alice%40example.com", "https://shop.example.com/cart"},
+		{"https://shop.example.com/u/alice@example.com", "https://shop.example.com/u/[email]"},
+		{"https://shop.example.com/#token", "https://shop.example.com/"},
+		{"https://user:pw@shop.example.com/", "https://shop.example.com/"},
+		{"https://203.0.113.7/", "https://[ip]/"},
+		{"https://shop.example.com/?utm_source=alice%40example.com", "https://shop.example.com/?utm_source=[email]"},
+		{"http://a.example/p", "http://a.example/p"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			for i := range 4 {
+				got, f := sc.String(tc.url)
+				if got != tc.want || (f == 0) != (got == tc.url) {
+					t.Fatalf("sighting %d: String = %q, %v, want %q", i+1, got, f, tc.want)
+				}
+				_, cached := sc.urls.lookup(tc.url)
+				if want := tc.want == tc.url && i >= 1; cached != want {
+					t.Fatalf("sighting %d: cached %v, want %v", i+1, cached, want)
+				}
+			}
+		})
+	}
+	// Fill the cache well past its size with clean and rewritten URLs.
+	for i := range 8 * cleanURLSlots {
+		u := "https://a.example/p" + strings.Repeat("x", i%7) + "/" + strconv.Itoa(i%3000)
+		if i%3 == 0 {
+			u += "?q=" + strconv.Itoa(i)
+		}
+		sc.String(u)
+		sc.String(u) // a second sighting: a clean URL enters
+	}
+	held := 0
+	fresh := mustNew(t, DefaultConfig())
+	for i := range sc.urls.slots {
+		u := sc.urls.slots[i].url.Load()
+		if u == nil {
+			continue
+		}
+		held++
+		if out, f := fresh.scrub(*u); out != *u || f != 0 {
+			t.Fatalf("the cache holds %q, which String makes %q", *u, out)
+		}
+	}
+	if held < cleanURLSlots/4 {
+		t.Fatalf("the cache holds %d URLs, want at least %d", held, cleanURLSlots/4)
 	}
 }

@@ -1,0 +1,40 @@
+package event
+
+import "testing"
+
+func TestKnownProp(t *testing.T) {
+	for id := 1; id < NumKnownProps; id++ {
+		name := KnownPropName(uint8(id))
+		if got := KnownProp(name); got != uint8(id) {
+			t.Fatalf("KnownProp(%q) = %d, want %d", name, got, id)
+		}
+	}
+	for _, name := range []string{"", "$", "$o", "$OS", "os", "$os ", " $os", "$current_ur", "$current_urll",
+		"$browser_versio", "mp_lib2", "ab_variant", "$initial_referring_domain_", "ip\x00", "\xffip"} {
+		if got := KnownProp(name); got != 0 {
+			t.Fatalf("KnownProp(%q) = %d (%q), want 0", name, got, KnownPropName(got))
+		}
+	}
+	if KnownPropName(0) != "" || KnownPropName(uint8(NumKnownProps)) != "" {
+		t.Fatal("KnownPropName of an id out of range must be empty")
+	}
+}
+
+// TestDecodeRawMarksKnownNames requires DecodeRaw to record the id of a
+// known name however its key is written, and 0 for every other.
+func TestDecodeRawMarksKnownNames(t *testing.T) {
+	value := envelopeWith(`{"event":"E","properties":{"time":1,"$os":"Linux","\u0024browser":"Firefox","$OS":"x","mp_lib":"web","plan":"team","ip":"0"}}`)
+	var ev Event
+	if err := DecodeRaw(value, &ev); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"$os": "$os", "$browser": "$browser", "$OS": "", "mp_lib": "mp_lib", "plan": "", "ip": "ip"}
+	if len(ev.Props) != len(want)+1 { // and time, dropped
+		t.Fatalf("%d props, want %d", len(ev.Props), len(want)+1)
+	}
+	for _, pr := range ev.Props[1:] {
+		if got := KnownPropName(pr.Known); got != want[pr.Key] {
+			t.Fatalf("%q: known as %q, want %q", pr.Key, got, want[pr.Key])
+		}
+	}
+}
