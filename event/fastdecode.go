@@ -72,7 +72,38 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop) boo
 		return false
 	}
 	p.ws()
-	if !p.lit('}') {
+	// The collector writes every envelope with the same fields in the same
+	// order (event.Envelope's), without whitespace: collectorHead reads
+	// that layout up to the event with prefix compares instead of a
+	// key-by-key scan. On any other layout it has only read fields, and
+	// the general loop below starts over.
+	start := p.i
+	if h, ok := p.collectorHead(); ok {
+		version, kind, received = EnvelopeVersion, int64(KindTrack), h.received
+		project, endpoint, ip, ua, signals = h.project, h.endpoint, h.ip, h.ua, h.signals
+		seen = h.seen | fEvent
+		var ok bool
+		if name, ok = p.trackObject(props, raw); !ok {
+			return false
+		}
+		p.ws()
+		if !p.lit('}') {
+			// More fields after the event: the general loop reads them,
+			// and gives up on any of the fields above named again.
+			if !p.lit(',') {
+				return false
+			}
+			p.ws()
+			goto fields
+		}
+		goto end
+	}
+	p.i = start
+	if p.lit('}') {
+		goto end
+	}
+fields:
+	{
 		for {
 			key, ok := p.rawKey()
 			if !ok {
@@ -132,6 +163,7 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop) boo
 			break
 		}
 	}
+end:
 	p.ws()
 	if p.i != len(p.b) || version != EnvelopeVersion || Kind(kind) != KindTrack || project == "" || seen&fEvent == 0 || name == "" {
 		return false
@@ -188,6 +220,65 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop) boo
 	delete(props, PropInsertID)
 	delete(props, PropTime)
 	return true
+}
+
+// envHead is what collectorHead read.
+type envHead struct {
+	received              int64
+	project, endpoint, ip string
+	ua                    string
+	signals               Signals
+	seen                  uint
+}
+
+// collectorHead reads the envelope's fields before the event, just after
+// the opening brace, in the layout the collector writes (ingest's
+// envelopeWriter): v 1 and kind 1 (a track event), project, endpoint,
+// received_at, then ip and ua when there are, signals, request_id when
+// there is one, and `,"event":`. Each value is read by the reader the
+// general loop uses for it, so what it returns is what that loop would
+// have found. It reports false on anything else: the caller starts over.
+func (p *scanner) collectorHead() (h envHead, ok bool) {
+	if !p.word(`"v":1,"kind":1,"project":`) {
+		return h, false
+	}
+	if h.project, ok = p.str(); !ok || !p.word(`,"endpoint":`) {
+		return h, false
+	}
+	if h.endpoint, ok = p.str(); !ok || !p.word(`,"received_at":`) {
+		return h, false
+	}
+	h.endpoint = internEndpoint(h.endpoint)
+	if h.received, ok = p.integer(); !ok {
+		return h, false
+	}
+	h.seen = fV | fKind | fProject | fEndpoint | fReceivedAt
+	if p.word(`,"ip":`) {
+		if h.ip, ok = p.transient(); !ok {
+			return h, false
+		}
+		h.seen |= fIP
+	}
+	if p.word(`,"ua":`) {
+		if h.ua, ok = p.str(); !ok {
+			return h, false
+		}
+		h.seen |= fUA
+	}
+	if !p.word(`,"signals":`) {
+		return h, false
+	}
+	if !p.word(`{}`) && !p.signals(&h.signals) {
+		return h, false
+	}
+	h.seen |= fSignals
+	if p.word(`,"request_id":`) {
+		if _, ok = p.transient(); !ok {
+			return h, false
+		}
+		h.seen |= fRequestID
+	}
+	return h, p.word(`,"event":`)
 }
 
 // trackObject reads {"event": name, "properties": {...}} into props and
@@ -306,7 +397,16 @@ func (p *scanner) bytesString(b []byte) string {
 	return unsafe.String(&p.arena[n], len(b))
 }
 
+// ws skips whitespace. The collector writes none, so the common case, a
+// byte that is not a space or a control character, is settled inline.
 func (p *scanner) ws() {
+	if p.i < len(p.b) && p.b[p.i] > ' ' {
+		return
+	}
+	p.wsSlow()
+}
+
+func (p *scanner) wsSlow() {
 	for p.i < len(p.b) {
 		switch p.b[p.i] {
 		case ' ', '\t', '\n', '\r':
@@ -501,6 +601,20 @@ func (p *scanner) str() (string, bool) {
 			p.i += size
 		}
 	}
+}
+
+// quickStr is str for the common case in view mode, a string that needs
+// no unescaping, inline; str reads any other.
+func (p *scanner) quickStr() (string, bool) {
+	if i := p.i + 1; p.view && p.lit('"') {
+		j := skipPlain(p.b, i)
+		if j < len(p.b) && p.b[j] == '"' && j > i {
+			p.i, p.slow = j+1, false
+			return unsafe.String(&p.b[i], j-i), true
+		}
+		p.i = i - 1
+	}
+	return p.str()
 }
 
 // skipPlain returns the index of the first byte from i on that a string
@@ -703,7 +817,7 @@ func (p *scanner) value(depth int) (any, bool) {
 // share.
 func (p *scanner) key() (string, bool) {
 	if p.view {
-		return p.str()
+		return p.quickStr()
 	}
 	if p.i < len(p.b) && p.b[p.i] == '"' {
 		for j := p.i + 1; j < len(p.b) && j-p.i <= maxKnownLen+1; j++ {

@@ -50,6 +50,52 @@ var fastDecodeCases = []struct {
 	{"not json", `hello`},
 	{"signals dup", `{"v":1,"kind":1,"project":"p","signals":{"dnt":true},"signals":{"gpc":true},"event":{"event":"E","properties":{"time":1}}}`},
 	{"ip property", string(envelopeWith(`{"event":"E","properties":{"time":1,"ip":"0","$ip":"198.51.100.7"}}`))},
+	// The collector's layout with its optional fields left out, and
+	// layouts that leave it part way (collectorHead gives up and the
+	// general loop reads them).
+	{"collector minimal", `{"v":1,"kind":1,"project":"p","endpoint":"/import","received_at":5,"signals":{"dnt":true,"nogeo":true},"event":{"event":"E","properties":{"time":1}}}`},
+	{"collector ua only", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5,"ua":"curl/8","signals":{},"event":{"event":"E","properties":{"time":1}}}`},
+	{"field after event", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5,"signals":{},"event":{"event":"E","properties":{"time":1}},"request_id":"r"}`},
+	{"field repeated after event", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5,"signals":{},"event":{"event":"E","properties":{"time":1}},"project":"q"}`},
+	{"event repeated", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5,"signals":{},"event":{"event":"E","properties":{"time":1}},"event":{"event":"F","properties":{"time":2}}}`},
+	{"version 10", `{"v":10,"kind":1,"project":"p","endpoint":"/track","received_at":5,"signals":{},"event":{"event":"E","properties":{"time":1}}}`},
+	{"kind 2 in layout", `{"v":1,"kind":2,"project":"p","endpoint":"/track","received_at":5,"signals":{},"event":{"event":"$set","properties":{"time":1}}}`},
+	{"order changed", `{"v":1,"kind":1,"endpoint":"/track","project":"p","received_at":5,"signals":{},"event":{"event":"E","properties":{"time":1}}}`},
+	{"space in layout", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5, "signals":{},"event":{"event":"E","properties":{"time":1}}}`},
+	{"escaped project", `{"v":1,"kind":1,"project":"p\u0041","endpoint":"/tr\u0061ck","received_at":5,"ip":"203.0.113.9","signals":{},"event":{"event":"E","properties":{"time":1}}}`},
+	{"bad ip in layout", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5,"ip":"x","signals":{},"event":{"event":"E","properties":{"time":1}}}`},
+	{"fractional received_at", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5.5,"signals":{},"event":{"event":"E","properties":{"time":1}}}`},
+	{"trailing space", `{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":5,"signals":{},"event":{"event":"E","properties":{"time":1}} } `},
+}
+
+// TestCollectorHeadCoversEnvelope checks that the collector's layouts take
+// collectorHead's prefix compares (a fall back to the general loop would
+// pass the equality tests too), and that other layouts do not.
+func TestCollectorHeadCoversEnvelope(t *testing.T) {
+	want := map[string]bool{
+		"mixpanel-browser": true, "collector minimal": true, "collector ua only": true,
+		"field after event": true, "field repeated after event": true, "event repeated": true,
+		"escaped project": true, "bad ip in layout": true, "trailing space": true,
+		"version 10": false, "kind 2 in layout": false, "order changed": false,
+		"space in layout": false, "fractional received_at": false, "whitespace": false,
+		"no properties": false, "unknown field": false,
+	}
+	for _, tc := range fastDecodeCases {
+		w, ok := want[tc.name]
+		if !ok {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			p := scanner{b: []byte(tc.value), view: true}
+			p.ws()
+			if !p.lit('{') {
+				t.Fatal("not an object")
+			}
+			if _, got := p.collectorHead(); got != w {
+				t.Fatalf("collectorHead read it: %v, want %v", got, w)
+			}
+		})
+	}
 }
 
 func checkSame(t *testing.T, value []byte, reuse *Event) {

@@ -28,6 +28,14 @@ var knownNames = [...]string{
 	"$search_keyword", "$title", "$url",
 }
 
+// The ids of the names finishRaw takes out of the props: the first three
+// of knownNames, so that one compare passes over every other prop.
+const (
+	knownDistinctID = 1 + iota
+	knownTime
+	knownInsertID
+)
+
 // NumKnownProps is the number of known property names: Prop.Known is
 // below it, and a table indexed by Prop.Known has NumKnownProps entries
 // (entry 0 for names that are not known).
@@ -56,6 +64,9 @@ const maxKnownLen = 32
 var knownSlots = func() (t [256]uint8) {
 	if len(knownNames) > 255 {
 		panic("event: more than 255 known property names")
+	}
+	if knownNames[knownDistinctID-1] != PropDistinctID || knownNames[knownTime-1] != PropTime || knownNames[knownInsertID-1] != PropInsertID {
+		panic("event: distinct_id, time and $insert_id must be the first known property names")
 	}
 	for i, k := range knownNames {
 		if len(k) > maxKnownLen {

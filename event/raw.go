@@ -32,9 +32,6 @@ const (
 // the worker handles the message, and the sink copies what it keeps.
 type Prop struct {
 	Key string
-	// QuotedKey is the key's JSON text when it needs no unescaping, so
-	// that it can be written as it came; nil otherwise.
-	QuotedKey []byte
 	// Raw is the value's JSON text.
 	Raw []byte
 	// Str is a string's unescaped text, or a number's text.
@@ -48,6 +45,9 @@ type Prop struct {
 	// Escaped is set when Raw is not Str quoted as it is (the string had
 	// escapes or invalid UTF-8): the value is then written from Str.
 	Escaped bool
+	// PlainKey is set when the key's JSON text is Key quoted as it is (it
+	// needs no unescaping), so that it is written as it came.
+	PlainKey bool
 	// Drop removes the property from the event.
 	Drop bool
 }
@@ -103,11 +103,11 @@ func finishRaw(ev *Event, props []Prop) bool {
 	haveTime := false
 	for i := range props {
 		pr := &props[i]
-		if pr.Known == 0 {
+		if pr.Known == 0 || pr.Known > knownInsertID {
 			continue
 		}
-		switch pr.Key {
-		case PropDistinctID:
+		switch pr.Known {
+		case knownDistinctID:
 			switch pr.Kind {
 			case PropString, PropNumber:
 				ev.DistinctID = strings.Clone(pr.Str)
@@ -115,11 +115,11 @@ func finishRaw(ev *Event, props []Prop) bool {
 			default:
 				return false // Decode's stringify marshals it
 			}
-		case PropInsertID:
+		case knownInsertID:
 			if pr.Kind == PropString {
 				ev.InsertID = strings.Clone(pr.Str)
 			}
-		case PropTime:
+		case knownTime:
 			if pr.Kind != PropNumber {
 				return false
 			}
@@ -128,8 +128,6 @@ func finishRaw(ev *Event, props []Prop) bool {
 				return false
 			}
 			ev.Time, haveTime = time.UnixMilli(ms).UTC(), true
-		default:
-			continue
 		}
 		pr.Drop = true
 	}
@@ -153,11 +151,12 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 		knownSeen [(NumKnownProps + 63) / 64]uint64
 	)
 	for {
-		keyStart := p.i
-		k, ok := p.key()
+		// DecodeRaw reads in view mode, where key is quickStr.
+		k, ok := p.quickStr()
 		if !ok {
 			return false
 		}
+		plainKey := !p.slow
 		known := knownID(k)
 		if known != 0 {
 			w, bit := known/64, uint64(1)<<(known%64)
@@ -176,49 +175,54 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 			}
 			seen |= sig
 		}
-		// The prop is filled in place: it is large enough for a copy to
-		// show.
-		*props = append(*props, Prop{Key: k, Known: known})
-		pr := &(*props)[len(*props)-1]
-		if !p.slow {
-			pr.QuotedKey = p.b[keyStart:p.i:p.i]
-		}
-		p.ws()
-		if !p.lit(':') {
+		if p.i < len(p.b) && p.b[p.i] == ':' {
+			p.i++
+		} else if p.ws(); !p.lit(':') {
 			return false
 		}
 		p.ws()
 		if p.i >= len(p.b) {
 			return false
 		}
+		var (
+			kind    PropKind
+			str     string
+			escaped bool
+		)
 		start := p.i
 		switch c := p.b[p.i]; {
 		case c == '"':
-			pr.Kind = PropString
-			pr.Str, ok = p.str()
-			pr.Escaped = p.slow
+			kind = PropString
+			str, ok = p.quickStr()
+			escaped = p.slow
 		case c == '{':
-			pr.Kind = PropObject
+			kind = PropObject
 			ok = p.skip(1)
 		case c == '[':
-			pr.Kind = PropArray
+			kind = PropArray
 			ok = p.skip(1)
 		case c == 't':
-			pr.Kind, ok = PropBool, p.word("true")
+			kind, ok = PropBool, p.word("true")
 		case c == 'f':
-			pr.Kind, ok = PropBool, p.word("false")
+			kind, ok = PropBool, p.word("false")
 		case c == 'n':
-			pr.Kind, ok = PropNull, p.word("null")
+			kind, ok = PropNull, p.word("null")
 		default:
-			pr.Kind, ok = PropNumber, p.numberSpan()
+			kind, ok = PropNumber, p.numberSpan()
 			if ok {
-				pr.Str = p.bytesString(p.b[start:p.i])
+				str = p.bytesString(p.b[start:p.i])
 			}
 		}
 		if !ok {
 			return false
 		}
-		pr.Raw = p.b[start:p.i:p.i]
+		// One write of the whole record.
+		*props = append(*props, Prop{Key: k, Raw: p.b[start:p.i:p.i], Str: str, Kind: kind, Known: known, Escaped: escaped, PlainKey: plainKey})
+		if p.i < len(p.b) && p.b[p.i] == ',' {
+			p.i++
+			p.ws()
+			continue
+		}
 		p.ws()
 		if p.lit(',') {
 			p.ws()
@@ -412,8 +416,10 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 			dst = append(dst, ',')
 		}
 		n++
-		if pr.QuotedKey != nil {
-			dst = append(dst, pr.QuotedKey...)
+		if pr.PlainKey {
+			dst = append(dst, '"')
+			dst = append(dst, pr.Key...)
+			dst = append(dst, '"')
 		} else {
 			dst = AppendJSONString(dst, pr.Key)
 		}
