@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"net/url"
 )
 
 // credentials resolves /import's HTTP Basic credentials to projects.
@@ -52,11 +51,11 @@ func newCredentials(cfg Config) *credentials {
 // a service account's username:secret with ?project_id=, or the project's
 // secret or token as the user name with an empty password. It returns the
 // project, or a 401 RequestError.
-func (c *Collector) importProject(r *http.Request, params url.Values) (string, *RequestError) {
+func (c *Collector) importProject(r *http.Request, params *params) (string, *RequestError) {
 	user, pass, ok := r.BasicAuth()
 	if c.cfg.AcceptAnyToken {
 		if ok && user != "" {
-			if p, found := c.authenticate(user, pass, params.Get("project_id")); found {
+			if p, found := c.authenticate(user, pass, params.get(qProjectID)); found {
 				return p, nil
 			}
 		}
@@ -66,7 +65,7 @@ func (c *Collector) importProject(r *http.Request, params url.Values) (string, *
 		return "", &RequestError{Status: http.StatusUnauthorized, Reason: reasonUnauthorized,
 			Msg: "/import needs HTTP Basic credentials: a service account with project_id, or the project secret or token as user name"}
 	}
-	if p, found := c.authenticate(user, pass, params.Get("project_id")); found {
+	if p, found := c.authenticate(user, pass, params.get(qProjectID)); found {
 		return p, nil
 	}
 	return "", &RequestError{Status: http.StatusUnauthorized, Reason: reasonUnauthorized, Msg: "Invalid credentials"}

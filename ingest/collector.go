@@ -16,10 +16,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
-	"mime"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +35,12 @@ import (
 
 // Producer is the part of a Kafka writer the collector uses. *kafka.Writer
 // implements it; tests substitute fakes that fail on demand.
+//
+// A producer that holds no reference to the messages of a WriteMessages
+// call once it has returned nil may say so with a method
+// ReleasesMessages() bool: the collector then reuses their keys' and
+// values' memory for later requests. A synchronous *kafka.Writer is taken
+// to say so.
 type Producer interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
@@ -55,21 +61,25 @@ type Deps struct {
 
 // Collector handles Mixpanel ingestion requests.
 type Collector struct {
-	cfg      Config
-	topic    string
-	producer Producer
-	tokens   map[string]string // token → project name
-	creds    *credentials
-	limiter  *rateLimiter
-	trusted  []netip.Prefix
-	log      *zap.Logger
-	m        *metrics
-	gatherer prometheus.Gatherer
-	ready    func(ctx context.Context) error
-	routes   func(mux *http.ServeMux)
-	now      func() time.Time
-	bodies   sync.Pool // *bytes.Buffer for request bodies
-	buffers  sync.Pool // *payloadBuffers
+	cfg       Config
+	topic     string
+	producer  Producer
+	tokens    map[string]string // token → project name
+	creds     *credentials
+	limiter   *rateLimiter
+	trusted   []netip.Prefix
+	log       *zap.Logger
+	reqLog    *zap.Logger // log, reporting the caller of requestLog's methods
+	deadlines *produceDeadlines
+	m         *metrics
+	gatherer  prometheus.Gatherer
+	ready     func(ctx context.Context) error
+	routes    func(mux *http.ServeMux)
+	now       func() time.Time
+	scratch   sync.Pool // *requestScratch
+	// reuseMessages says the producer holds no message once a write has
+	// returned nil: their keys and values are then reused.
+	reuseMessages bool
 }
 
 // New validates cfg and builds a collector that produces to topic.
@@ -100,8 +110,10 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		routes:   deps.Routes,
 		now:      time.Now,
 	}
-	c.bodies.New = func() any { return new(bytes.Buffer) }
-	c.buffers.New = func() any { return new(payloadBuffers) }
+	c.reqLog = c.log.WithOptions(zap.AddCallerSkip(1))
+	c.deadlines = newProduceDeadlines(cfg.ProduceTimeout)
+	c.scratch.New = func() any { return new(requestScratch) }
+	c.reuseMessages = releasesMessages(deps.Producer)
 	for _, p := range cfg.Projects {
 		c.tokens[p.Token] = p.Name
 	}
@@ -114,6 +126,18 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 
 func (c *Collector) projectFor(token string) (string, bool) {
 	if p, ok := c.tokens[token]; ok {
+		return p, true
+	}
+	if c.cfg.AcceptAnyToken {
+		return c.cfg.DefaultProject, true
+	}
+	return "", false
+}
+
+// projectForBytes is projectFor of a token's bytes, without making a
+// string of them.
+func (c *Collector) projectForBytes(token []byte) (string, bool) {
+	if p, ok := c.tokens[string(token)]; ok {
 		return p, true
 	}
 	if c.cfg.AcceptAnyToken {
@@ -153,7 +177,7 @@ func (c *Collector) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for i := range endpoints {
 		ep := &endpoints[i]
-		h := c.instrument(ep.name, c.ingestHandler(ep))
+		h := c.ingestHandler(ep)
 		mux.Handle(ep.path, h)
 		mux.Handle(ep.path+"/{$}", h)
 	}
@@ -180,46 +204,19 @@ func (c *Collector) serveReady(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-type ctxKey int
-
-const requestIDKey ctxKey = 0
-
-// statusWriter records the status code for the request metrics.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-// instrument gives each request an id and records its metrics.
-func (c *Collector) instrument(endpoint string, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// ingestHandler serves one ingestion endpoint, giving each request an id
+// and recording its metrics.
+func (c *Collector) ingestHandler(ep *endpoint) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		c.m.inFlight.Inc()
 		defer c.m.inFlight.Dec()
 		id := newRequestID()
 		w.Header().Set("X-Request-Id", id)
-		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
-		if sw.status == 0 {
-			sw.status = http.StatusOK
-		}
-		c.m.requests.WithLabelValues(endpoint, statusClass(sw.status)).Inc()
-		c.m.duration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
-	})
+		status := c.serveIngest(w, r, ep, id)
+		c.m.requests.WithLabelValues(ep.name, statusClass(status)).Inc()
+		c.m.duration.WithLabelValues(ep.name).Observe(time.Since(start).Seconds())
+	}
 }
 
 func newRequestID() string {
@@ -236,144 +233,186 @@ func statusClass(code int) string {
 	return "other"
 }
 
-// ingestHandler serves one ingestion endpoint: GET or POST, the records in
-// a data parameter (base64 or JSON, in the query or a form body) or in a
-// JSON, newline-delimited JSON or gzip-encoded body.
-func (c *Collector) ingestHandler(ep *endpoint) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		cors(w, r)
-		if r.Method == http.MethodOptions {
-			preflight(w, r)
-			return
-		}
-		reqID, _ := r.Context().Value(requestIDKey).(string)
-		log := c.log.With(zap.String("request_id", reqID), zap.String("endpoint", ep.name))
-		query := r.URL.Query()
-		// Until the body is read, guess how the events come: a form or a
-		// data parameter is how the SDKs that read 1/0 answers send them.
-		st := styleFor(ep, query, query, query.Has("data") || isFormType(r.Header.Get("Content-Type")))
-		reject := func(st answerStyle, re *RequestError, events int) {
-			c.m.rejected.WithLabelValues(re.Reason).Add(float64(max(events, 1)))
-			log.Info("request rejected", zap.String("reason", re.Reason), zap.Int("status", re.Status))
-			c.answerError(w, st, re)
-		}
-		if st.callback != "" && !validCallback(st.callback) {
-			st.callback = ""
-			if st.shape == shapePlain {
-				st.shape = shapeVerbose // a bare 0 would not say what is wrong
-			}
-			re := badRequest(reasonInvalidParameter, "callback must be a JavaScript identifier path such as mp.callbacks.cb_1")
-			c.m.rejected.WithLabelValues(re.Reason).Inc()
-			st.img = false
-			_, body := errorBody(st, re)
-			c.write(w, st, http.StatusBadRequest, body)
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodPost {
-			w.Header().Set("Allow", "GET, POST, OPTIONS")
-			reject(st, &RequestError{Status: http.StatusMethodNotAllowed, Reason: reasonMalformed, Msg: "method not allowed; use GET or POST"}, 1)
-			return
-		}
-		var importProject string
-		if ep.kind == kindImport {
-			p, re := c.importProject(r, query)
-			if re != nil {
-				w.Header().Set("WWW-Authenticate", `Basic realm="veil", charset="UTF-8"`)
-				reject(st, re, 1)
-				return
-			}
-			importProject = p
-		}
+// requestLog is a request's logger, made only when something is logged:
+// most requests log nothing.
+type requestLog struct {
+	c     *Collector
+	reqID string
+	ep    *endpoint
+}
 
-		buf := c.bodies.Get().(*bytes.Buffer)
-		defer c.putBody(buf)
-		wire, err := readBody(r, buf, c.cfg.Limits.MaxBodyBytes)
-		c.m.bytes.Add(float64(wire + int64(len(r.URL.RawQuery))))
-		if err != nil {
-			reject(st, asRequestError(err), 1)
-			return
-		}
-		pb := c.buffers.Get().(*payloadBuffers)
-		defer c.putBuffers(pb)
-		p, err := extractPayload(r, buf.Bytes(), query, pb)
-		st = styleFor(ep, query, p.params, p.fromParam)
-		if err != nil {
-			reject(st, asRequestError(err), 1)
-			return
-		}
-		recs, total, err := splitRecords(repairUTF8(p.data), p.ndjson, c.cfg.Limits.MaxEventsPerRequest)
-		if err != nil {
-			reject(st, asRequestError(err), 1)
-			return
-		}
-		if total > c.cfg.Limits.MaxEventsPerRequest {
-			reject(st, &RequestError{Status: http.StatusRequestEntityTooLarge, Reason: reasonTooManyEvents,
-				Msg: "request has more than " + strconv.Itoa(c.cfg.Limits.MaxEventsPerRequest) + " events"}, total)
-			return
-		}
-
-		now := c.now()
-		env := event.Envelope{
-			Version:    event.EnvelopeVersion,
-			Kind:       ep.envKind,
-			Endpoint:   ep.path,
-			ReceivedAt: now.UnixMilli(),
-			UserAgent:  r.UserAgent(),
-			Signals:    c.signals(r, p.params),
-			RequestID:  reqID,
-		}
-		// An import comes from a server replaying history: its address
-		// says nothing about where the events happened, unless the client
-		// asks for it with ip=1 (the Node library's geolocate option).
-		if ep.kind != kindImport || p.params.Get("ip") == "1" {
-			if ip := c.clientIP(r); ip.IsValid() {
-				env.IP = ip.String()
-			}
-		}
-
-		norm, res := c.normalizeRecords(ep, recs, now, importProject)
-
-		if len(norm) > 0 {
-			if ok, wait := c.limiter.admit(projectCounts(norm), now); !ok {
-				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-				reject(st, &RequestError{Status: http.StatusTooManyRequests, Reason: reasonRateLimited,
-					Msg: "project exceeded its rate limit; retry with exponential backoff"}, len(norm))
-				return
-			}
-			msgs := make([]kafka.Message, 0, len(norm))
-			envs := newEnvelopeWriter(&env)
-			for i := range norm {
-				msgs = append(msgs, kafka.Message{Key: norm[i].key, Value: envs.write(&norm[i])})
-			}
-			if err := c.produce(r.Context(), msgs); err != nil {
-				// Nothing reaches the log but the error class: kafka-go's
-				// errors name brokers and partitions, not message contents.
-				log.Warn("produce failed; answering 503", zap.Int("messages", len(msgs)), zap.Error(err))
-				w.Header().Set("Retry-After", "1")
-				c.answerError(w, st, &RequestError{Status: http.StatusServiceUnavailable, Reason: "", Msg: "temporarily unable to accept events; retry"})
-				return
-			}
-			c.m.accepted.WithLabelValues(ep.name).Add(float64(len(msgs)))
-		}
-		if len(res.errs) > 0 {
-			log.Info("records rejected", zap.Int("rejected", len(res.errs)), zap.Int("accepted", res.accepted), zap.String("first_reason", res.errs[0].Reason))
-		}
-		c.answerResult(w, st, res)
+func (l requestLog) Info(msg string, fields ...zap.Field) {
+	if ce := l.c.reqLog.Check(zap.InfoLevel, msg); ce != nil {
+		ce.Write(l.fields(fields)...)
 	}
+}
+
+func (l requestLog) Warn(msg string, fields ...zap.Field) {
+	if ce := l.c.reqLog.Check(zap.WarnLevel, msg); ce != nil {
+		ce.Write(l.fields(fields)...)
+	}
+}
+
+// fields puts the request's fields first, as a child logger would.
+func (l requestLog) fields(fields []zap.Field) []zap.Field {
+	return append([]zap.Field{zap.String("request_id", l.reqID), zap.String("endpoint", l.ep.name)}, fields...)
+}
+
+// serveIngest serves one ingestion request: GET or POST, the records in a
+// data parameter (base64 or JSON, in the query or a form body) or in a
+// JSON, newline-delimited JSON or gzip-encoded body. It returns the status
+// answered.
+func (c *Collector) serveIngest(w http.ResponseWriter, r *http.Request, ep *endpoint, reqID string) int {
+	cors(w, r)
+	if r.Method == http.MethodOptions {
+		preflight(w, r)
+		return http.StatusOK
+	}
+	log := requestLog{c, reqID, ep}
+	q := parseQuery(r.URL.RawQuery)
+	queryOnly := params{query: &q}
+	// Until the body is read, guess how the events come: a form or a
+	// data parameter is how the SDKs that read 1/0 answers send them.
+	st := styleFor(ep, &queryOnly, q.has[qData] || isFormType(r.Header.Get("Content-Type")))
+	reject := func(st answerStyle, re *RequestError, events int) int {
+		c.m.rejected.WithLabelValues(re.Reason).Add(float64(max(events, 1)))
+		log.Info("request rejected", zap.String("reason", re.Reason), zap.Int("status", re.Status))
+		return c.answerError(w, st, re)
+	}
+	if st.callback != "" && !validCallback(st.callback) {
+		st.callback = ""
+		if st.shape == shapePlain {
+			st.shape = shapeVerbose // a bare 0 would not say what is wrong
+		}
+		re := badRequest(reasonInvalidParameter, "callback must be a JavaScript identifier path such as mp.callbacks.cb_1")
+		c.m.rejected.WithLabelValues(re.Reason).Inc()
+		st.img = false
+		_, body := errorBody(st, re)
+		return c.write(w, st, http.StatusBadRequest, body)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST, OPTIONS")
+		return reject(st, &RequestError{Status: http.StatusMethodNotAllowed, Reason: reasonMalformed, Msg: "method not allowed; use GET or POST"}, 1)
+	}
+	var importProject string
+	if ep.kind == kindImport {
+		p, re := c.importProject(r, &queryOnly)
+		if re != nil {
+			w.Header().Set("WWW-Authenticate", `Basic realm="veil", charset="UTF-8"`)
+			return reject(st, re, 1)
+		}
+		importProject = p
+	}
+
+	s := c.scratch.Get().(*requestScratch)
+	keep := true // whether s may serve another request
+	defer func() {
+		if keep {
+			c.putScratch(s)
+		}
+	}()
+	wire, err := readBody(r, &s.body, c.cfg.Limits.MaxBodyBytes, &s.counted)
+	c.m.bytes.Add(float64(wire + int64(len(r.URL.RawQuery))))
+	if err != nil {
+		return reject(st, asRequestError(err), 1)
+	}
+	p, err := extractPayload(r, s.body.Bytes(), &q, &s.payload)
+	// Form fields (verbose, ip, ...) count as parameters too; the Python
+	// library sends them there.
+	reqParams := params{query: &q, form: p.form}
+	st = styleFor(ep, &reqParams, p.fromParam)
+	if err != nil {
+		return reject(st, asRequestError(err), 1)
+	}
+	recs, total, err := appendRecords(s.recs[:0], repairUTF8(p.data), p.ndjson, c.cfg.Limits.MaxEventsPerRequest)
+	if err != nil {
+		return reject(st, asRequestError(err), 1)
+	}
+	if total > c.cfg.Limits.MaxEventsPerRequest {
+		return reject(st, &RequestError{Status: http.StatusRequestEntityTooLarge, Reason: reasonTooManyEvents,
+			Msg: "request has more than " + strconv.Itoa(c.cfg.Limits.MaxEventsPerRequest) + " events"}, total)
+	}
+
+	now := c.now()
+	env := event.Envelope{
+		Version:    event.EnvelopeVersion,
+		Kind:       ep.envKind,
+		Endpoint:   ep.path,
+		ReceivedAt: now.UnixMilli(),
+		UserAgent:  r.UserAgent(),
+		Signals:    c.signals(r, &reqParams),
+		RequestID:  reqID,
+	}
+	// An import comes from a server replaying history: its address
+	// says nothing about where the events happened, unless the client
+	// asks for it with ip=1 (the Node library's geolocate option).
+	if ep.kind != kindImport || reqParams.get(qIP) == "1" {
+		if ip := c.clientIP(r); ip.IsValid() {
+			env.IP = ip.String()
+		}
+	}
+
+	s.recs = recs
+	norm, res := c.normalizeRecords(ep, recs, now, importProject, s)
+
+	if len(norm) > 0 {
+		if c.limiter != nil {
+			s.counts = projectCounts(s.counts[:0], norm)
+			if ok, wait := c.limiter.admit(s.counts, now); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				return reject(st, &RequestError{Status: http.StatusTooManyRequests, Reason: reasonRateLimited,
+					Msg: "project exceeded its rate limit; retry with exponential backoff"}, len(norm))
+			}
+		}
+		s.envelopes.reset(&env)
+		values := s.values[:0]
+		if !c.reuseMessages {
+			values = nil // the producer may hold on to them
+		}
+		values = slices.Grow(values, s.envelopes.sizeAll(norm))
+		msgs := s.msgs[:0]
+		for i := range norm {
+			from := len(values)
+			values = s.envelopes.append(values, &norm[i])
+			msgs = append(msgs, kafka.Message{Key: norm[i].key, Value: values[from:len(values):len(values)]})
+		}
+		s.values, s.msgs = values, msgs
+		if err := c.produce(msgs); err != nil {
+			// The producer may still hold the messages (kafka-go does
+			// when the write timed out): their memory is not reused.
+			keep = false
+			// Nothing reaches the log but the error class: kafka-go's
+			// errors name brokers and partitions, not message contents.
+			log.Warn("produce failed; answering 503", zap.Int("messages", len(msgs)), zap.Error(err))
+			w.Header().Set("Retry-After", "1")
+			return c.answerError(w, st, &RequestError{Status: http.StatusServiceUnavailable, Reason: "", Msg: "temporarily unable to accept events; retry"})
+		}
+		c.m.accepted.WithLabelValues(ep.name).Add(float64(len(msgs)))
+	}
+	if len(res.errs) > 0 {
+		log.Info("records rejected", zap.Int("rejected", len(res.errs)), zap.Int("accepted", res.accepted), zap.String("first_reason", res.errs[0].Reason))
+	}
+	return c.answerResult(w, st, res)
 }
 
 // normalizeRecords validates and normalises a request's records one by
 // one, counting each rejection by its reason.
-func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time, importProject string) ([]normalized, result) {
+func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time, importProject string, s *requestScratch) ([]normalized, result) {
 	var res result
-	norm := make([]normalized, 0, len(recs))
-	var scratch scannedEvent
+	norm := slices.Grow(s.norm[:0], len(recs))
+	scratch := &s.events
+	scratch.objects = scratch.objects[:0]
+	if c.reuseMessages {
+		scratch.keys = scratch.keys[:0]
+	} else {
+		scratch.keys = make([]byte, 0, len(recs)*64) // the producer may hold on to them
+	}
 	for i, raw := range recs {
 		var e *EventError
 		switch ep.kind {
 		case kindTrack, kindImport:
 			var n normalized
-			if n, e = c.normalizeEvent(raw, i, now, importProject, &scratch); e == nil {
+			if n, e = c.normalizeEvent(raw, i, now, importProject, scratch); e == nil {
 				norm = append(norm, n)
 			}
 		case kindEngage:
@@ -388,11 +427,12 @@ func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time,
 		}
 		res.accepted++
 	}
+	s.norm = norm
 	return norm, res
 }
 
 func isFormType(contentType string) bool {
-	ct, _, _ := mime.ParseMediaType(contentType)
+	ct := mediaType(contentType)
 	return ct == "application/x-www-form-urlencoded" || ct == "text/plain"
 }
 
@@ -408,24 +448,66 @@ func asRequestError(err error) *RequestError {
 // request does not pin its memory for good.
 const maxPooledBody = 1 << 20
 
-func (c *Collector) putBody(b *bytes.Buffer) {
-	if b.Cap() > maxPooledBody {
-		return
-	}
-	b.Reset()
-	c.bodies.Put(b)
+// maxPooledRecords bounds the record slices kept for reuse likewise.
+const maxPooledRecords = 4096
+
+// requestScratch is the memory an ingestion request works in. Requests
+// take it from a pool and give it back, so that a request allocates little
+// beyond what net/http does and what it hands to others.
+type requestScratch struct {
+	body      bytes.Buffer
+	counted   countingReader
+	payload   payloadBuffers
+	recs      [][]byte
+	events    eventScratch
+	norm      []normalized
+	counts    []projectCount
+	envelopes envelopeWriter
+	// values holds the messages' envelopes back to back. Like
+	// events.keys, it is only reused when the producer is done with a
+	// write's messages once it returns (reuseMessages).
+	values []byte
+	msgs   []kafka.Message
 }
 
-func (c *Collector) putBuffers(b *payloadBuffers) {
-	if cap(b.form) > maxPooledBody || cap(b.data) > maxPooledBody {
+func (c *Collector) putScratch(s *requestScratch) {
+	if s.body.Cap() > maxPooledBody || cap(s.payload.form) > maxPooledBody || cap(s.payload.data) > maxPooledBody ||
+		cap(s.events.objects) > maxPooledBody || cap(s.events.keys) > maxPooledBody || cap(s.values) > maxPooledBody ||
+		cap(s.recs) > maxPooledRecords || cap(s.norm) > maxPooledRecords || cap(s.msgs) > maxPooledRecords {
 		return
 	}
-	c.buffers.Put(b)
+	s.body.Reset()
+	s.counted = countingReader{}
+	// Drop what points elsewhere: the request's body, its strings.
+	clear(s.recs)
+	clear(s.norm)
+	clear(s.msgs)
+	s.recs, s.norm, s.msgs, s.counts = s.recs[:0], s.norm[:0], s.msgs[:0], s.counts[:0]
+	if !c.reuseMessages {
+		s.events.keys, s.values = nil, nil
+	}
+	c.scratch.Put(s)
 }
 
-// projectCounts counts the messages of each project, for the rate limiter.
-func projectCounts(norm []normalized) []projectCount {
-	var out []projectCount
+// releasesMessages reports whether p is done with the messages of a
+// WriteMessages call once it has returned nil, so that their memory can
+// serve later requests. kafka-go's synchronous Writer is: it returns only
+// after every batch holding them was written (or on an error, which the
+// collector does not reuse after). Other producers may keep what they are
+// given, as the test fakes do.
+func releasesMessages(p Producer) bool {
+	switch w := p.(type) {
+	case *kafka.Writer:
+		return !w.Async
+	case interface{ ReleasesMessages() bool }:
+		return w.ReleasesMessages()
+	}
+	return false
+}
+
+// projectCounts appends the count of messages of each project to out, for
+// the rate limiter.
+func projectCounts(out []projectCount, norm []normalized) []projectCount {
 next:
 	for _, n := range norm {
 		for i := range out {
@@ -439,11 +521,10 @@ next:
 	return out
 }
 
-func (c *Collector) produce(ctx context.Context, msgs []kafka.Message) error {
+func (c *Collector) produce(msgs []kafka.Message) error {
 	// The client's disconnect must not abandon a write Kafka may already
 	// have taken half of; the produce timeout bounds it instead.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ProduceTimeout)
-	defer cancel()
+	ctx := c.deadlines.context()
 	start := time.Now()
 	err := c.producer.WriteMessages(ctx, msgs...)
 	c.m.produceDuration.Observe(time.Since(start).Seconds())
@@ -454,18 +535,30 @@ func (c *Collector) produce(ctx context.Context, msgs []kafka.Message) error {
 }
 
 // signals reads the privacy signals of a request.
-func (c *Collector) signals(r *http.Request, params map[string][]string) event.Signals {
+func (c *Collector) signals(r *http.Request, params *params) event.Signals {
+	// Indexed by their canonical form: Header.Get would canonicalise
+	// "DNT" and "Sec-GPC" into new strings on every request.
 	s := event.Signals{
-		DNT: r.Header.Get("DNT") == "1",
-		GPC: r.Header.Get("Sec-GPC") == "1",
+		DNT: headerValue(r.Header, "Dnt") == "1",
+		GPC: headerValue(r.Header, "Sec-Gpc") == "1",
 	}
-	if ck, err := r.Cookie(c.cfg.OptOutCookie); err == nil && ck.Value != "" && ck.Value != "0" {
-		s.OptOut = true
+	if len(r.Header["Cookie"]) > 0 {
+		if ck, err := r.Cookie(c.cfg.OptOutCookie); err == nil && ck.Value != "" && ck.Value != "0" {
+			s.OptOut = true
+		}
 	}
-	if ip := params["ip"]; len(ip) > 0 && ip[0] == "0" {
+	if params.get(qIP) == "0" {
 		s.NoGeo = true
 	}
 	return s
+}
+
+// headerValue is h.Get(key) for a key already in canonical form.
+func headerValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // clientIP is the connection's peer, or, when the peer is a trusted proxy,
@@ -485,9 +578,15 @@ func (c *Collector) clientIP(r *http.Request) netip.Addr {
 	}
 	hops := r.Header.Values("X-Forwarded-For")
 	for i := len(hops) - 1; i >= 0; i-- {
-		parts := strings.Split(hops[i], ",")
-		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+		// The comma-separated addresses, right to left.
+		for rest, more := hops[i], true; more; {
+			part := rest
+			if j := strings.LastIndexByte(rest, ','); j >= 0 {
+				part, rest = rest[j+1:], rest[:j]
+			} else {
+				more = false
+			}
+			a, err := netip.ParseAddr(strings.TrimSpace(part))
 			if err != nil {
 				return peer // a malformed hop: trust nothing before it
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -35,13 +34,16 @@ func tooLarge(format string, args ...any) *RequestError {
 // gzip-encoded. limit bounds the body after decompression, so a small gzip
 // bomb is cut off at the limit; a body over the limit is an error rather
 // than silently cut. It returns how many bytes came over the wire.
-func readBody(r *http.Request, buf *bytes.Buffer, limit int64) (wire int64, err error) {
+//
+// counted is the reader that counts and bounds the wire bytes, given so
+// that a request's scratch can hold it.
+func readBody(r *http.Request, buf *bytes.Buffer, limit int64, counted *countingReader) (wire int64, err error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return 0, nil
 	}
 	// Bound the bytes on the wire too: a compressed stream can be long and
 	// still decompress to little (empty gzip members, say).
-	counted := &countingReader{r: io.LimitReader(r.Body, limit+1)}
+	*counted = countingReader{r: r.Body, left: limit + 1}
 	var src io.Reader = counted
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
@@ -56,12 +58,13 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64) (wire int64, err 
 			return counted.n, badRequest(reasonMalformed, "body is not valid gzip")
 		}
 		defer zr.Close()
-		src = zr
+		src = io.LimitReader(zr, limit+1)
 	default:
 		return 0, &RequestError{Status: http.StatusUnsupportedMediaType, Reason: reasonMalformed,
 			Msg: "unsupported Content-Encoding; send the body uncompressed or gzip-encoded"}
 	}
-	n, err := buf.ReadFrom(io.LimitReader(src, limit+1))
+	// Uncompressed, counted itself stops after limit+1 bytes.
+	n, err := buf.ReadFrom(src)
 	if n > limit || counted.n > limit {
 		return counted.n, tooLarge("request body exceeds %d bytes", limit)
 	}
@@ -78,14 +81,24 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64) (wire int64, err 
 	return counted.n, nil
 }
 
+// countingReader reads at most left bytes from r (as io.LimitReader does)
+// and counts them.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	left int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	c.left -= int64(n)
 	return n, err
 }
 
@@ -93,8 +106,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 type payload struct {
 	// data is JSON text: one object, an array, or newline-delimited objects.
 	data []byte
-	// params are the query parameters merged with the form fields.
-	params url.Values
+	// form holds the fields of a form body other than data; nil when none.
+	form url.Values
 	// fromParam says data came in a `data` parameter, the way SDKs send
 	// it, rather than as a JSON body.
 	fromParam bool
@@ -107,13 +120,14 @@ type payload struct {
 type payloadBuffers struct{ form, data []byte }
 
 // extractPayload finds the JSON payload of a request: the `data` parameter
-// of a form body or of the query string, or a JSON body. Form bodies come as
-// application/x-www-form-urlencoded or, from navigator.sendBeacon, as
-// text/plain. The payload may live in buf, which must outlive it.
-func extractPayload(r *http.Request, body []byte, query url.Values, buf *payloadBuffers) (payload, error) {
-	p := payload{params: query}
+// of a form body or of the query string, or a JSON body. Form
+// bodies come as application/x-www-form-urlencoded or, from
+// navigator.sendBeacon, as text/plain. The payload may live in buf, which
+// must outlive it.
+func extractPayload(r *http.Request, body []byte, query *query, buf *payloadBuffers) (payload, error) {
+	var p payload
 	trimmed := bytes.TrimSpace(body)
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ct := mediaType(r.Header.Get("Content-Type"))
 	p.ndjson = ct == "application/x-ndjson" || ct == "application/jsonl" || ct == "application/x-jsonlines"
 	if len(trimmed) > 0 {
 		if p.ndjson || trimmed[0] == '[' || trimmed[0] == '{' {
@@ -126,16 +140,7 @@ func extractPayload(r *http.Request, body []byte, query url.Values, buf *payload
 		}
 		// Form fields (verbose, ip, ...) count as parameters too; the
 		// Python library sends them there.
-		if len(form) > 0 {
-			merged := make(url.Values, len(query)+len(form))
-			for k, v := range query {
-				merged[k] = v
-			}
-			for k, v := range form {
-				merged[k] = append(append([]string(nil), v...), merged[k]...)
-			}
-			p.params = merged
-		}
+		p.form = form
 		if data != nil {
 			// The body's data wins over the query's.
 			b, err := decodeDataBytes(data, &buf.data)
@@ -146,13 +151,8 @@ func extractPayload(r *http.Request, body []byte, query url.Values, buf *payload
 			return p, nil
 		}
 	}
-	data := ""
-	for _, v := range p.params["data"] {
-		if v != "" {
-			data = v
-			break
-		}
-	}
+	// A form never holds data among its fields: only the query can.
+	data := query.data
 	if data == "" {
 		return p, badRequest(reasonMalformed, "no data parameter and no JSON body")
 	}
@@ -222,12 +222,16 @@ func grow(b *[]byte, n int) []byte {
 	return *b
 }
 
+// errNotForm is built once rather than for every form parsed; nothing
+// changes a RequestError once made.
+var errNotForm = &RequestError{Status: http.StatusBadRequest, Reason: reasonMalformed, Msg: "body is neither a form nor JSON"}
+
 // parseForm reads an application/x-www-form-urlencoded body. The data
 // field, which is nearly all of it, is unescaped into *dst without passing
 // through strings; the other fields are returned as values. It refuses what
 // url.ParseQuery refuses: bad escapes and ';' separators.
 func parseForm(body []byte, dst *[]byte) (form url.Values, data []byte, err error) {
-	bad := badRequest(reasonMalformed, "body is neither a form nor JSON")
+	bad := errNotForm
 	for len(body) > 0 {
 		field := body
 		if i := bytes.IndexByte(body, '&'); i >= 0 {
@@ -281,25 +285,30 @@ func unescapeForm(out, v []byte) ([]byte, error) {
 	if cap(out)-len(out) < len(v) {
 		out = append(make([]byte, 0, len(out)+len(v)), out...)
 	}
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; c {
-		case '%':
-			if i+2 >= len(v) || !isHex(v[i+1]) || !isHex(v[i+2]) {
-				return nil, errors.New("bad escape")
-			}
-			out = append(out, unhex(v[i+1])<<4|unhex(v[i+2]))
-			i += 2
-		case '+':
-			out = append(out, ' ')
-		default:
-			// Copy the run up to the next special byte at once.
-			j := i + 1
-			for j < len(v) && v[j] != '%' && v[j] != '+' {
-				j++
-			}
-			out = append(out, v[i:j]...)
-			i = j - 1
+	for len(v) > 0 {
+		// Copy the run up to the next escape at once, spaces undone.
+		run := v
+		i := bytes.IndexByte(v, '%')
+		if i >= 0 {
+			run = v[:i]
 		}
+		for {
+			j := bytes.IndexByte(run, '+')
+			if j < 0 {
+				out = append(out, run...)
+				break
+			}
+			out = append(append(out, run[:j]...), ' ')
+			run = run[j+1:]
+		}
+		if i < 0 {
+			break
+		}
+		if i+2 >= len(v) || !isHex(v[i+1]) || !isHex(v[i+2]) {
+			return nil, errors.New("bad escape")
+		}
+		out = append(out, unhex(v[i+1])<<4|unhex(v[i+2]))
+		v = v[i+3:]
 	}
 	return out, nil
 }
@@ -320,6 +329,12 @@ func unhex(c byte) byte {
 // line is a record, so that a bad line fails alone. At most max records are
 // returned; total counts them all.
 func splitRecords(b []byte, ndjson bool, max int) (recs [][]byte, total int, err error) {
+	return appendRecords(nil, b, ndjson, max)
+}
+
+// appendRecords is splitRecords appending the records to recs.
+func appendRecords(recs [][]byte, b []byte, ndjson bool, max int) ([][]byte, int, error) {
+	total := 0
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
 		return nil, 0, badRequest(reasonMalformed, "data is empty")

@@ -20,17 +20,32 @@ type envelopeWriter struct {
 	signals event.Signals
 	sigJSON []byte // ,"signals":{...}
 	tail    []byte // ,"request_id":"..." or nothing, then ,"event":
-	// The last project and override written, which rarely change.
+	// The last project written, which rarely changes.
 	project     string
 	projectJSON []byte
+	hasProject  bool
+	buf         []byte // what the shared parts are slices of
 }
 
 // newEnvelopeWriter prepares the envelopes of a request from env, whose
-// Project and Event are ignored. The shared parts are slices of one
-// buffer: a single-event request pays for one allocation, not one a part.
+// Project and Event are ignored.
 func newEnvelopeWriter(env *event.Envelope) *envelopeWriter {
-	w := &envelopeWriter{signals: env.Signals}
-	b := make([]byte, 0, 160+len(env.Endpoint)+len(env.IP)+len(env.UserAgent)+len(env.RequestID))
+	w := &envelopeWriter{}
+	w.reset(env)
+	return w
+}
+
+// reset prepares w for the envelopes of a request from env, whose Project
+// and Event are ignored. The shared parts are slices of one buffer, which
+// w keeps for the next request.
+func (w *envelopeWriter) reset(env *event.Envelope) {
+	b := w.buf[:0]
+	if need := 160 + len(env.Endpoint) + len(env.IP) + len(env.UserAgent) + len(env.RequestID); cap(b) < need {
+		b = make([]byte, 0, need)
+	}
+	*w = envelopeWriter{signals: env.Signals, projectJSON: w.projectJSON[:0]}
+	// A part stays valid should b grow: it keeps the array it was
+	// written in.
 	part := func(from int) []byte { return b[from:len(b):len(b)] }
 
 	n := len(b)
@@ -62,7 +77,7 @@ func newEnvelopeWriter(env *event.Envelope) *envelopeWriter {
 	}
 	b = append(b, `,"event":`...)
 	w.tail = part(n)
-	return w
+	w.buf = b
 }
 
 // appendSignals appends `,"signals":` and s as json.Marshal writes it: the
@@ -86,8 +101,28 @@ func appendSignals(b []byte, s event.Signals) []byte {
 
 // write returns the envelope of one normalised record.
 func (w *envelopeWriter) write(n *normalized) []byte {
-	if n.project != w.project || w.projectJSON == nil {
-		w.project, w.projectJSON = n.project, event.AppendJSONStringHTML(nil, n.project)
+	return w.append(make([]byte, 0, w.size(n)), n)
+}
+
+// size is about what the envelope of n takes: exactly, unless n overrides
+// the request's address or signals.
+func (w *envelopeWriter) size(n *normalized) int {
+	return len(w.head) + len(n.project) + 2 + len(w.mid) + len(w.ipJSON) + len(w.ua) + len(w.sigJSON) + len(w.tail) + len(n.object) + 1
+}
+
+// sizeAll is size summed over a request's records.
+func (w *envelopeWriter) sizeAll(norm []normalized) int {
+	total := 0
+	for i := range norm {
+		total += w.size(&norm[i])
+	}
+	return total
+}
+
+// append appends the envelope of one normalised record to b.
+func (w *envelopeWriter) append(b []byte, n *normalized) []byte {
+	if !w.hasProject || n.project != w.project {
+		w.project, w.projectJSON, w.hasProject = n.project, event.AppendJSONStringHTML(w.projectJSON[:0], n.project), true
 	}
 	ipJSON := w.ipJSON
 	if n.ip != "" && n.ip != w.ip {
@@ -99,7 +134,6 @@ func (w *envelopeWriter) write(n *normalized) []byte {
 		s.NoGeo = true
 		sigJSON = appendSignals(nil, s)
 	}
-	b := make([]byte, 0, len(w.head)+len(w.projectJSON)+len(w.mid)+len(ipJSON)+len(w.ua)+len(sigJSON)+len(w.tail)+len(n.object)+1)
 	b = append(b, w.head...)
 	b = append(b, w.projectJSON...)
 	b = append(b, w.mid...)

@@ -120,11 +120,8 @@ func FuzzExtractPayload(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body, ct, query string) {
 		r := httptest.NewRequest(http.MethodPost, "/track", strings.NewReader(body))
 		r.Header.Set("Content-Type", ct)
-		q, err := url.ParseQuery(query)
-		if err != nil {
-			return
-		}
-		p, err := extractPayload(r, []byte(body), q, &payloadBuffers{})
+		q := parseQuery(query)
+		p, err := extractPayload(r, []byte(body), &q, &payloadBuffers{})
 		if err != nil {
 			if _, ok := err.(*RequestError); !ok {
 				t.Fatalf("error of type %T", err)

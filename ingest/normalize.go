@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -156,30 +158,60 @@ func eventMillis(v any) (ms int64, present bool, err error) {
 	switch x := v.(type) {
 	case json.Number:
 		f, err = x.Float64()
-		if err != nil {
-			return 0, true, fmt.Errorf("time is not a number")
-		}
 	case string:
 		// Some clients send the number as a string.
-		if f, err = json.Number(x).Float64(); err != nil {
-			return 0, true, fmt.Errorf("time is not a number")
-		}
+		f, err = json.Number(x).Float64()
 	default:
-		return 0, true, fmt.Errorf("time is not a number")
+		return 0, true, errTimeNotNumber
 	}
+	if err != nil {
+		return 0, true, errTimeNotNumber
+	}
+	return millis(f)
+}
+
+// rawEventMillis is eventMillis of a property's JSON text (nil when the
+// property is absent), without decoding it first.
+func rawEventMillis(v []byte) (ms int64, present bool, err error) {
+	if len(v) == 0 || v[0] == 'n' {
+		return 0, false, nil
+	}
+	var f float64
+	switch first := v[0]; {
+	case first == '"':
+		text, _ := stringText(v)
+		f, err = strconv.ParseFloat(string(text), 64)
+	case first == '-' || first >= '0' && first <= '9':
+		f, err = strconv.ParseFloat(string(v), 64)
+	default:
+		return 0, true, errTimeNotNumber
+	}
+	if err != nil {
+		return 0, true, errTimeNotNumber
+	}
+	return millis(f)
+}
+
+var (
+	errTimeNotNumber  = errors.New("time is not a number")
+	errTimeOutOfRange = errors.New("time is out of range")
+)
+
+// millis reads seconds or milliseconds as milliseconds.
+func millis(f float64) (ms int64, present bool, err error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
-		return 0, true, fmt.Errorf("time is out of range")
+		return 0, true, errTimeOutOfRange
 	}
 	if f < 1e11 {
 		f *= 1000
 	}
 	if f > 1e14 {
-		return 0, true, fmt.Errorf("time is out of range")
+		return 0, true, errTimeOutOfRange
 	}
 	return int64(f), true, nil
 }
 
-func validInsertID(s string) bool {
+func validInsertID[T string | []byte](s T) bool {
 	if len(s) == 0 || len(s) > 36 {
 		return false
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -59,16 +58,16 @@ func validCallback(cb string) bool {
 // image, only from the query. fromParam says the events came in a data
 // parameter, which is how the SDKs that read 1/0 answers send them; /import
 // with a JSON body answers in import shape.
-func styleFor(ep *endpoint, query, params url.Values, fromParam bool) answerStyle {
+func styleFor(ep *endpoint, p *params, fromParam bool) answerStyle {
 	s := answerStyle{
-		strict:   params.Get("strict") == "1",
-		callback: query.Get("callback"),
-		img:      query.Get("img") == "1",
+		strict:   p.get(qStrict) == "1",
+		callback: p.query.first[qCallback],
+		img:      p.query.first[qImg] == "1",
 	}
 	switch {
 	case s.strict:
 		s.shape = shapeImport
-	case params.Get("verbose") == "1":
+	case p.get(qVerbose) == "1":
 		s.shape = shapeVerbose
 	case ep.kind == kindImport && !fromParam:
 		s.shape = shapeImport
@@ -86,6 +85,16 @@ type result struct {
 
 // transparentGIF is a 1×1 transparent GIF, the answer to img=1.
 var transparentGIF, _ = base64.StdEncoding.DecodeString("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+// Bodies answered as they are, shared: write only reads them.
+var (
+	bodyZero = []byte("0")
+	bodyOne  = []byte("1")
+	// What json.Marshal makes of verboseBody with no error;
+	// TestConstantBodies holds them equal.
+	bodyVerboseOK   = []byte(`{"status":1,"error":null}`)
+	bodyVerboseNone = []byte(`{"status":0,"error":null}`)
+)
 
 type verboseBody struct {
 	Status int     `json:"status"`
@@ -108,34 +117,38 @@ type importBody struct {
 }
 
 // answerResult answers a request whose records were handled one by one.
-func (c *Collector) answerResult(w http.ResponseWriter, st answerStyle, res result) {
+func (c *Collector) answerResult(w http.ResponseWriter, st answerStyle, res result) int {
 	status, body := resultBody(st, res)
-	c.write(w, st, status, body)
+	return c.write(w, st, status, body)
 }
 
 // answerError answers a request that failed as a whole.
-func (c *Collector) answerError(w http.ResponseWriter, st answerStyle, re *RequestError) {
+func (c *Collector) answerError(w http.ResponseWriter, st answerStyle, re *RequestError) int {
 	status, body := errorBody(st, re)
-	c.write(w, st, status, body)
+	return c.write(w, st, status, body)
 }
 
 func resultBody(st answerStyle, res result) (status int, body []byte) {
 	status = http.StatusOK
 	switch st.shape {
 	case shapePlain:
-		body = []byte("0")
+		body = bodyZero
 		if res.accepted > 0 {
-			body = []byte("1")
+			body = bodyOne
 		}
 	case shapeVerbose:
+		switch {
+		case len(res.errs) == 0 && res.accepted > 0:
+			return status, bodyVerboseOK
+		case len(res.errs) == 0:
+			return status, bodyVerboseNone
+		}
 		v := verboseBody{Status: 1}
 		if res.accepted == 0 {
 			v.Status = 0
 		}
-		if len(res.errs) > 0 {
-			msg := joinErrors(res.errs)
-			v.Error = &msg
-		}
+		msg := joinErrors(res.errs)
+		v.Error = &msg
 		body, _ = json.Marshal(v)
 	case shapeImport:
 		n := res.accepted
@@ -165,7 +178,7 @@ func errorBody(st answerStyle, re *RequestError) (status int, body []byte) {
 			status = http.StatusOK
 		}
 		if st.shape == shapePlain {
-			body = []byte("0")
+			body = bodyZero
 		} else {
 			body, _ = json.Marshal(verboseBody{Status: 0, Error: &re.Msg})
 		}
@@ -177,7 +190,8 @@ func errorBody(st answerStyle, re *RequestError) (status int, body []byte) {
 
 // write sends an answer in the request's style: as is, as a GIF, or
 // wrapped for JSONP.
-func (c *Collector) write(w http.ResponseWriter, st answerStyle, status int, body []byte) {
+// It returns the status sent.
+func (c *Collector) write(w http.ResponseWriter, st answerStyle, status int, body []byte) int {
 	h := w.Header()
 	h["Cache-Control"] = hvNoCache
 	h["X-Content-Type-Options"] = hvNoSniff
@@ -200,10 +214,23 @@ func (c *Collector) write(w http.ResponseWriter, st answerStyle, status int, bod
 	default:
 		h["Content-Type"] = hvJSON
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if len(body) < len(hvLengths) {
+		h["Content-Length"] = hvLengths[len(body)]
+	} else {
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+	return status
 }
+
+// hvLengths are the Content-Length values of short answers.
+var hvLengths = func() (v [64][]string) {
+	for n := range v {
+		v[n] = []string{strconv.Itoa(n)}
+	}
+	return v
+}()
 
 func joinErrors(errs []*EventError) string {
 	const show = 5

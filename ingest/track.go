@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -214,23 +215,35 @@ func unquoteKey(q []byte) string {
 	return s
 }
 
-// jsonValue turns a checked scalar's bytes into what encoding/json with
-// UseNumber would decode: string, json.Number, bool or nil. Objects and
-// lists come back as their raw bytes, which no caller accepts.
-func jsonValue(v []byte) any {
-	switch v[0] {
-	case '"':
-		return unquoteKey(v)
-	case 't':
-		return true
-	case 'f':
-		return false
-	case 'n':
-		return nil
-	case '{', '[':
-		return v
+// eventScratch is the memory normalizeEvent works in, reused between the
+// events of a request and between requests.
+type eventScratch struct {
+	scan scannedEvent
+	// objects holds the normalised events back to back; each event's
+	// object is a slice of it.
+	objects []byte
+	// keys holds their Kafka message keys, likewise.
+	keys []byte
+}
+
+// stringText returns the text of the JSON string v (quoted, checked):
+// its bytes as they are when it holds no escape, unescaped otherwise.
+// isString is false when v is not a string.
+func stringText(v []byte) (text []byte, isString bool) {
+	if len(v) == 0 || v[0] != '"' {
+		return nil, false
 	}
-	return json.Number(v)
+	if bytes.IndexByte(v, '\\') < 0 {
+		return v[1 : len(v)-1], true
+	}
+	return []byte(unquoteKey(v)), true
+}
+
+// appendKey appends event.Key(project, id) to dst.
+func appendKey(dst []byte, project string, id []byte) []byte {
+	dst = append(dst, project...)
+	dst = append(dst, 0)
+	return append(dst, id...)
 }
 
 // normalizeEvent validates one /track or /import event and returns its
@@ -241,41 +254,49 @@ func jsonValue(v []byte) any {
 // now; for /import the project is the authenticated one (importProject) and
 // time and distinct_id are required.
 //
-// scratch, when not nil, is reused between the events of a request.
-func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importProject string, scratch *scannedEvent) (normalized, *EventError) {
+// The special properties are read as they are in the event's bytes, as
+// encoding/json with UseNumber would decode them, but without making
+// strings and interface values of them; only an escape in one calls for a
+// copy.
+//
+// scratch, when not nil, is reused between events; the object and key
+// returned live in it.
+func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importProject string, scratch *eventScratch) (normalized, *EventError) {
 	isImport := importProject != ""
-	insertID := ""
+	var insertID []byte // the event's own valid $insert_id, for errors
 	fail := func(field, reason, format string, args ...any) (normalized, *EventError) {
-		return normalized{}, &EventError{Index: idx, InsertID: insertID, Field: field, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+		return normalized{}, &EventError{Index: idx, InsertID: string(insertID), Field: field, Reason: reason, Msg: fmt.Sprintf(format, args...)}
 	}
 	lim := c.cfg.Limits
 	if len(raw) > lim.MaxEventBytes {
 		return fail("", reasonTooLarge, "event exceeds %d bytes", lim.MaxEventBytes)
 	}
 	if scratch == nil {
-		scratch = &scannedEvent{}
+		scratch = &eventScratch{}
 	}
-	ev := scratch
+	ev := &scratch.scan
 	*ev = scannedEvent{members: ev.members[:0]}
 	if !c.scanEvent(raw, ev) {
 		return fail("", reasonMalformed, "not a JSON object with an event name and properties")
 	}
-	value := func(k special) (any, bool) {
+	// value returns the raw JSON of a special property; nil when absent.
+	value := func(k special) []byte {
 		if s := ev.last[k]; s.ok() {
-			return jsonValue(s.of(raw)), true
+			return s.of(raw)
 		}
-		return nil, false
+		return nil
 	}
-	if v, _ := value(propInsertID); v != nil {
-		if id, ok := v.(string); ok && validInsertID(id) {
-			insertID = id
-		}
+	idValue := value(propInsertID)
+	hasInsertID := idValue != nil
+	idText, idIsString := stringText(idValue)
+	if idIsString && validInsertID(idText) {
+		insertID = idText
 	}
 	if !ev.name.ok() {
 		return fail("event", reasonMissingEvent, "event name is missing")
 	}
-	name := unquoteKey(ev.name.of(raw))
-	if name == "" {
+	name, _ := stringText(ev.name.of(raw))
+	if len(name) == 0 {
 		return fail("event", reasonMissingEvent, "event name is missing")
 	}
 	if len(name) > 255 {
@@ -284,9 +305,8 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 
 	project := importProject
 	if !isImport {
-		v, _ := value(propToken)
-		tok, _ := v.(string)
-		p, ok := c.projectFor(tok)
+		tok, _ := stringText(value(propToken))
+		p, ok := c.projectForBytes(tok)
 		if !ok {
 			return fail("properties.token", reasonUnknownToken, "unknown project token")
 		}
@@ -296,20 +316,30 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 		return fail("properties", reasonTooManyProps, "has %d properties or more", lim.MaxProperties)
 	}
 
-	rawID, hasDistinctID := value(propDistinctID)
+	// distinct_id as idString reads it: a string, a number's text, or
+	// null for none.
+	rawID := value(propDistinctID)
+	hasDistinctID := rawID != nil
 	if isImport && !hasDistinctID {
 		return fail("properties.distinct_id", reasonMissingID, "distinct_id is required by /import (use \"\" for events of no user)")
 	}
-	distinctID, ok := idString(rawID)
-	if !ok {
-		return fail("properties.distinct_id", reasonInvalidID, "distinct_id must be a string or a number")
+	var distinctID []byte
+	if hasDistinctID {
+		switch first := rawID[0]; {
+		case first == '"':
+			distinctID, _ = stringText(rawID)
+		case first == 'n':
+		case first == '-' || first >= '0' && first <= '9':
+			distinctID = rawID
+		default:
+			return fail("properties.distinct_id", reasonInvalidID, "distinct_id must be a string or a number")
+		}
 	}
 	if len(distinctID) > 255 {
 		return fail("properties.distinct_id", reasonInvalidID, "distinct_id exceeds 255 bytes")
 	}
 
-	rawTime, _ := value(propTime)
-	ms, present, err := eventMillis(rawTime)
+	ms, present, err := rawEventMillis(value(propTime))
 	if err != nil {
 		return fail("properties.time", reasonMalformed, "%s", err.Error())
 	}
@@ -330,18 +360,17 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 	if ev.shape != nil {
 		return fail("properties."+safeKey(unquoteKey(ev.shapeKey.of(raw))), ev.shape.reason, "%s", ev.shape.msg)
 	}
-	idValue, hasInsertID := value(propInsertID)
 	if hasInsertID {
-		id, isString := idValue.(string)
-		if !isString {
+		if !idIsString {
 			return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be a string")
 		}
-		if !validInsertID(id) {
+		if !validInsertID(idText) {
 			return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -")
 		}
 	}
 
-	out := make([]byte, 0, len(raw)+96)
+	out := slices.Grow(scratch.objects, len(raw)+96)
+	start := len(out)
 	out = append(out, `{"event":`...)
 	out = append(out, ev.name.of(raw)...)
 	out = append(out, `,"properties":{`...)
@@ -368,11 +397,15 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 	if hasDistinctID {
 		comma()
 		out = append(out, `"distinct_id":`...)
-		switch v := ev.last[propDistinctID].of(raw); v[0] {
+		switch rawID[0] {
 		case '"', 'n':
-			out = append(out, v...) // a JSON string, or null, as sent
+			out = append(out, rawID...) // a JSON string, or null, as sent
 		default:
-			out = strconv.AppendQuote(out, distinctID) // a number, as text
+			// A number, as text: strconv.Quote of its characters, none
+			// of which needs escaping.
+			out = append(out, '"')
+			out = append(out, rawID...)
+			out = append(out, '"')
 		}
 	}
 	comma()
@@ -380,7 +413,7 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 	out = strconv.AppendInt(out, ms, 10)
 	if hasInsertID {
 		out = append(out, `,"$insert_id":`...)
-		out = append(out, ev.last[propInsertID].of(raw)...)
+		out = append(out, idValue...)
 	}
 	out = append(out, "}}"...)
 
@@ -391,10 +424,17 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 		h := sha256.New()
 		h.Write([]byte(project))
 		h.Write([]byte{0})
-		h.Write(out[:placeholder])
+		h.Write(out[start:placeholder])
 		h.Write(out[end:])
 		var sum [sha256.Size]byte
 		hex.Encode(out[placeholder+len(idKey):end-1], h.Sum(sum[:0])[:16])
 	}
-	return normalized{project: project, key: event.Key(project, distinctID), object: out}, nil
+	scratch.objects = out
+	keyStart := len(scratch.keys)
+	scratch.keys = appendKey(scratch.keys, project, distinctID)
+	return normalized{
+		project: project,
+		key:     scratch.keys[keyStart:len(scratch.keys):len(scratch.keys)],
+		object:  out[start:len(out):len(out)],
+	}, nil
 }
