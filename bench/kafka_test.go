@@ -29,7 +29,7 @@ func produceConcurrency(n int) int {
 
 // BenchmarkKafkaProduce is the Kafka ceiling of the collector: kafka-go
 // alone, configured as the collector's producer (kafkax.NewWriter: acks=all,
-// 2 ms batch timeout, lz4, hash partitioning on the same keys), writing the
+// 1 ms batch timeout, lz4, hash partitioning on the same keys), writing the
 // very envelopes the collector produces for the load generator's requests
 // into the embedded broker `veil dev` runs (kfake, 4 partitions), from 16
 // goroutines (128 for single events), one WriteMessages per request. No

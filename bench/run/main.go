@@ -456,7 +456,7 @@ func runLoadgen(ctx context.Context, o options, args ...string) (*loadgen.Report
 // Concurrency of the load phases. Batches: 16 connections, the load
 // generator's default; the 70% runs keep the same 16, so that they are
 // 70% of the load the maximum was measured with. Single events: each
-// request waits for its own produce (the producer's 2 ms batch timeout),
+// request waits for its own produce (the producer's 1 ms batch timeout),
 // so a collector needs many requests in flight to reach its rate; 128
 // connections stand for the many browsers a collector serves. The
 // end-to-end run has 64, room for the bursts of a long fixed-rate run.
