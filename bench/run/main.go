@@ -161,7 +161,11 @@ func main() {
 	flag.DurationVar(&o.phase, "phase", 30*time.Second, "length of each throughput load phase")
 	flag.DurationVar(&o.warmup, "warmup", 5*time.Second, "warmup left out of each load phase's figures")
 	flag.DurationVar(&o.sustain, "sustain", 60*time.Second, "length of the end-to-end run (the target is measured with 300s)")
-	flag.Float64Var(&o.e2eRate, "e2e-rate", 50000, "events/s offered in the end-to-end run")
+	// 4 % above the 50 000 events/s target: the rate measured is the rows
+	// that became queryable over the whole window, up to the last one, so
+	// offering exactly the target can only ever measure a little under it
+	// (by the last event's lag).
+	flag.Float64Var(&o.e2eRate, "e2e-rate", 52000, "events/s offered in the end-to-end run")
 	flag.BoolVar(&o.skipGo, "skip-go", false, "skip the Go benchmarks and profiles")
 	flag.BoolVar(&o.skipLoad, "skip-load", false, "skip the load tests")
 	flag.Parse()
