@@ -82,6 +82,9 @@ func TestKey(t *testing.T) {
 	if got := string(Key("shop", "u-1")); got != "shop\x00u-1" {
 		t.Fatalf("%q", got)
 	}
+	if got := string(AppendKey([]byte("prefix"), "shop", []byte("u-1"))); got != "prefixshop\x00u-1" {
+		t.Fatalf("AppendKey: %q", got)
+	}
 }
 
 // FuzzDecode: any bytes give an event or a *DecodeError, never a panic, and

@@ -87,11 +87,15 @@ type Envelope struct {
 // Key is the Kafka message key of an event: project and distinct_id, so that
 // one user's events stay ordered in one partition.
 func Key(project, distinctID string) []byte {
-	b := make([]byte, 0, len(project)+1+len(distinctID))
-	b = append(b, project...)
-	b = append(b, 0)
-	b = append(b, distinctID...)
-	return b
+	return AppendKey(make([]byte, 0, len(project)+1+len(distinctID)), project, distinctID)
+}
+
+// AppendKey appends Key(project, distinctID) to dst, for a caller that
+// keeps the keys of many messages in one buffer.
+func AppendKey[T string | []byte](dst []byte, project string, distinctID T) []byte {
+	dst = append(dst, project...)
+	dst = append(dst, 0)
+	return append(dst, distinctID...)
 }
 
 // Geo is what IP geolocation found.

@@ -21,8 +21,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/veilhq/veil/event"
 )
 
 // copyingProducer keeps a copy of what it is given and says it keeps
@@ -234,14 +232,6 @@ func TestReleasesMessages(t *testing.T) {
 				t.Fatalf("releasesMessages = %v, want %v", got, tt.want)
 			}
 		})
-	}
-}
-
-func TestAppendKey(t *testing.T) {
-	for _, tt := range []struct{ project, id string }{{"shop", "u-1"}, {"shop", ""}, {"", "x\x00y"}, {"blog", "42"}} {
-		if got, want := appendKey([]byte("prefix"), tt.project, []byte(tt.id)), append([]byte("prefix"), event.Key(tt.project, tt.id)...); !bytes.Equal(got, want) {
-			t.Fatalf("appendKey(%q, %q) = %q, want %q", tt.project, tt.id, got, want)
-		}
 	}
 }
 

@@ -239,13 +239,6 @@ func stringText(v []byte) (text []byte, isString bool) {
 	return []byte(unquoteKey(v)), true
 }
 
-// appendKey appends event.Key(project, id) to dst.
-func appendKey(dst []byte, project string, id []byte) []byte {
-	dst = append(dst, project...)
-	dst = append(dst, 0)
-	return append(dst, id...)
-}
-
 // normalizeEvent validates one /track or /import event and returns its
 // normalised form: token resolved to a project and removed, distinct_id a
 // string, time in Unix milliseconds, and a $insert_id always present.
@@ -431,7 +424,7 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 	}
 	scratch.objects = out
 	keyStart := len(scratch.keys)
-	scratch.keys = appendKey(scratch.keys, project, distinctID)
+	scratch.keys = event.AppendKey(scratch.keys, project, distinctID)
 	return normalized{
 		project: project,
 		key:     scratch.keys[keyStart:len(scratch.keys):len(scratch.keys)],
