@@ -66,6 +66,9 @@ type Enricher struct {
 	log      *zap.Logger
 	lookups  *prometheus.CounterVec
 	bots     *prometheus.CounterVec
+	// The counters of lookups and bots by label, resolved once.
+	geoHit, geoMiss, geoSkipped, geoNoDatabase prometheus.Counter
+	botsFlagged, botsDropped                   prometheus.Counter
 }
 
 // New opens the geo databases and builds the user-agent parser.
@@ -86,11 +89,9 @@ func New(cfg Config, deps Deps) (*Enricher, error) {
 			Name: "veil_enrich_bot_events_total", Help: "Events from crawlers and bots, by action (flagged or dropped).",
 		}, []string{"action"}),
 	}
-	for _, r := range []string{geoHit, geoMiss, geoSkipped, geoNoDatabase} {
-		e.lookups.WithLabelValues(r)
-	}
-	e.bots.WithLabelValues("flagged")
-	e.bots.WithLabelValues("dropped")
+	e.geoHit, e.geoMiss = e.lookups.WithLabelValues(geoHit), e.lookups.WithLabelValues(geoMiss)
+	e.geoSkipped, e.geoNoDatabase = e.lookups.WithLabelValues(geoSkipped), e.lookups.WithLabelValues(geoNoDatabase)
+	e.botsFlagged, e.botsDropped = e.bots.WithLabelValues("flagged"), e.bots.WithLabelValues("dropped")
 	if deps.Metrics != nil {
 		deps.Metrics.MustRegister(e.lookups, e.bots)
 	}
@@ -149,10 +150,10 @@ func (e *Enricher) Stage(ev *event.Event) event.DropReason {
 		if info.Bot {
 			d.Bot = true
 			if e.dropBots(ev.Project) {
-				e.bots.WithLabelValues("dropped").Inc()
+				e.botsDropped.Inc()
 				return event.DropBot
 			}
-			e.bots.WithLabelValues("flagged").Inc()
+			e.botsFlagged.Inc()
 		}
 	}
 	return event.Keep
@@ -223,18 +224,18 @@ func (e *Enricher) locate(ev *event.Event) {
 	g := &ev.Geo
 	switch {
 	case noGeo || !ip.IsValid() || (g.CountryCode != "" && g.Region != "" && g.City != ""):
-		e.lookups.WithLabelValues(geoSkipped).Inc()
+		e.geoSkipped.Inc()
 		return
 	case e.geo == nil:
-		e.lookups.WithLabelValues(geoNoDatabase).Inc()
+		e.geoNoDatabase.Inc()
 		return
 	}
 	loc, ok := e.geo.Lookup(ip)
 	if !ok {
-		e.lookups.WithLabelValues(geoMiss).Inc()
+		e.geoMiss.Inc()
 		return
 	}
-	e.lookups.WithLabelValues(geoHit).Inc()
+	e.geoHit.Inc()
 	if g.CountryCode == "" && g.Region == "" && g.City == "" {
 		g.CountryCode, g.Region, g.City = loc.CountryCode, loc.Region, loc.City
 		return

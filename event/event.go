@@ -167,6 +167,9 @@ type Event struct {
 	propsBuf []Prop
 	scratch  []byte
 	keys     []string
+	// memo is what DecodeRaw remembers of the previous message, for the
+	// next one from the same request (see rawMemo).
+	memo *rawMemo
 }
 
 // DropReason says why a stage dropped an event. The set is fixed so that it

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math/bits"
@@ -34,7 +35,7 @@ func DecodeFast(value []byte, ev *Event) error {
 	} else {
 		clear(props)
 	}
-	if decodeTrack(value, ev, props, nil) {
+	if decodeTrack(value, ev, props, nil, nil) {
 		return nil
 	}
 	return Decode(value, ev)
@@ -56,8 +57,9 @@ const (
 
 // decodeTrack decodes a track envelope into ev and reports whether it
 // could; when it could not, ev is left for Decode to overwrite. The
-// properties go to props or, when raw is not nil, to *raw (DecodeRaw).
-func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop) bool {
+// properties go to props or, when raw is not nil, to *raw (DecodeRaw),
+// which passes its memo of the previous message too.
+func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop, memo *rawMemo) bool {
 	p := scanner{b: value, view: raw != nil}
 	var (
 		version, kind, received int64
@@ -66,19 +68,47 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop) boo
 		signals                 Signals
 		name                    string
 		seen                    uint
+		// addr is the address already parsed, and interned says project
+		// and ua are already shared (both from the memo).
+		addr     netip.Addr
+		interned bool
 	)
-	p.ws()
-	if !p.lit('{') {
-		return false
-	}
-	p.ws()
 	// The collector writes every envelope with the same fields in the same
 	// order (event.Envelope's), without whitespace: collectorHead reads
 	// that layout up to the event with prefix compares instead of a
 	// key-by-key scan. On any other layout it has only read fields, and
-	// the general loop below starts over.
+	// the general loop below starts over. A head that is the previous
+	// message's, byte for byte, is not read again.
+	var (
+		h      envHead
+		headOK bool
+	)
+	if memo != nil && len(memo.head) > 0 && bytes.HasPrefix(value, memo.head) {
+		p.i, h, headOK = len(memo.head), memo.h, true
+		addr, interned = memo.addr, true
+	}
+	p.ws()
+	if !headOK && !p.lit('{') {
+		return false
+	}
+	p.ws()
 	start := p.i
-	if h, ok := p.collectorHead(); ok {
+	if !headOK {
+		h, headOK = p.collectorHead()
+		if headOK && memo != nil && raw != nil {
+			if h.ip != "" {
+				a, err := netip.ParseAddr(h.ip)
+				if err != nil {
+					return false
+				}
+				addr = a.Unmap()
+			}
+			h.project, h.ua = Intern(h.project), Intern(h.ua)
+			memo.remember(value[:p.i], h, addr)
+			interned = true
+		}
+	}
+	if headOK {
 		version, kind, received = EnvelopeVersion, int64(KindTrack), h.received
 		project, endpoint, ip, ua, signals = h.project, h.endpoint, h.ip, h.ua, h.signals
 		seen = h.seen | fEvent
@@ -176,7 +206,10 @@ end:
 		UserAgent:  ua,
 		Signals:    signals,
 	}
-	if ip != "" {
+	switch {
+	case addr.IsValid():
+		ev.IP = addr
+	case ip != "":
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
 			return false
@@ -187,9 +220,14 @@ end:
 	if raw != nil {
 		// The strings read point into the message; what outlives it is
 		// shared instead of copied for every event.
-		ev.Project, ev.UserAgent, ev.Name = Intern(project), Intern(ua), Intern(name)
-		ev.Endpoint = Intern(endpoint)
-		return finishRaw(ev, *raw)
+		if !interned {
+			ev.Project, ev.UserAgent = Intern(project), Intern(ua)
+		}
+		ev.Name, ev.Endpoint = Intern(name), Intern(endpoint)
+		if memo == nil {
+			memo = &rawMemo{}
+		}
+		return finishRaw(ev, *raw, memo)
 	}
 	ev.Name = name
 	ev.Properties = props

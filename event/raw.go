@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/json"
 	"hash/maphash"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -86,19 +87,64 @@ func DecodeRaw(value []byte, ev *Event) error {
 		props = ev.propsBuf
 	}
 	props, scratch, keys := props[:0], ev.scratch[:0], ev.keys[:0]
-	if decodeTrack(value, ev, nil, &props) {
-		ev.scratch, ev.keys = scratch, keys
+	memo := ev.memo
+	if memo == nil {
+		memo = new(rawMemo)
+	}
+	if decodeTrack(value, ev, nil, &props, memo) {
+		ev.scratch, ev.keys, ev.memo = scratch, keys, memo
 		return nil
 	}
 	ev.Props = nil
 	err := DecodeFast(value, ev)
-	ev.propsBuf, ev.scratch, ev.keys = props[:0], scratch, keys
+	ev.propsBuf, ev.scratch, ev.keys, ev.memo = props[:0], scratch, keys, memo
 	return err
+}
+
+// rawMemo is what DecodeRaw remembers of the previous message. The events
+// of one request arrive one after the other (the collector writes them in
+// one produce call, and they share a key), and their envelopes are the
+// same up to the event: the same project, address, user agent, signals
+// and request id. When a message starts with the very bytes of the
+// previous one's head, what was read from them is read again without
+// scanning, parsing the address or hashing the user agent: identical
+// bytes read the same. The same goes for a distinct_id equal to the
+// previous event's, which keeps its copy.
+//
+// The memo holds the raw address and distinct_id in the worker's memory,
+// where every event's already are; it lives as long as the Event.
+type rawMemo struct {
+	// head is a copy of the previous envelope's text up to and including
+	// `,"event":`, when collectorHead read it; empty otherwise.
+	head []byte
+	// What was read from head: strings interned, the address parsed.
+	h    envHead
+	addr netip.Addr
+	// distinct is the last distinct_id read, copied out of its message.
+	distinct string
+}
+
+// remember makes head (the bytes collectorHead read) and what was read
+// from it the memo's.
+func (m *rawMemo) remember(head []byte, h envHead, addr netip.Addr) {
+	m.head = append(m.head[:0], head...)
+	h.ip = "" // kept parsed: the text points into the message
+	h.endpoint = Intern(h.endpoint)
+	m.h, m.addr = h, addr
+}
+
+// distinctID returns s, copied out of its message unless it is the
+// previous one.
+func (m *rawMemo) distinctID(s string) string {
+	if s != m.distinct {
+		m.distinct = strings.Clone(s)
+	}
+	return m.distinct
 }
 
 // finishRaw takes distinct_id, $insert_id and time out of the props into
 // their fields, as decodeTrack does with the map.
-func finishRaw(ev *Event, props []Prop) bool {
+func finishRaw(ev *Event, props []Prop, memo *rawMemo) bool {
 	ev.Props = props
 	haveTime := false
 	for i := range props {
@@ -110,7 +156,7 @@ func finishRaw(ev *Event, props []Prop) bool {
 		case knownDistinctID:
 			switch pr.Kind {
 			case PropString, PropNumber:
-				ev.DistinctID = strings.Clone(pr.Str)
+				ev.DistinctID = memo.distinctID(pr.Str)
 			case PropNull:
 			default:
 				return false // Decode's stringify marshals it

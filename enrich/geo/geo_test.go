@@ -352,6 +352,31 @@ func TestLocatorLookup(t *testing.T) {
 	}
 }
 
+// TestLocatorLookupRepeats looks up addresses in runs and alternations, as
+// the events of successive requests bring them: a repeat is answered from
+// the previous lookup, and must answer what the databases do.
+func TestLocatorLookupRepeats(t *testing.T) {
+	_, dbip4, dbip6 := fixtures(t)
+	l := newLocator(t, Config{Paths: []string{dbip4, dbip6}}, nil)
+	seq := []struct {
+		ip   string
+		want Location
+		ok   bool
+	}{
+		{"192.0.2.1", paris, true}, {"192.0.2.1", paris, true},
+		{"198.51.100.1", tokyo, true}, {"198.51.100.1", tokyo, true},
+		{"2001:db8:1::1", Location{}, false}, {"2001:db8:1::1", Location{}, false},
+		{"2001:db8:2::1", saoPaulo, true}, {"192.0.2.1", paris, true},
+		{"::ffff:192.0.2.1", paris, true}, {"198.51.100.1", tokyo, true},
+	}
+	for i, s := range seq {
+		got, ok := l.Lookup(netip.MustParseAddr(s.ip))
+		if got != s.want || ok != s.ok {
+			t.Fatalf("lookup %d: Lookup(%s) = (%+v, %v), want (%+v, %v)", i, s.ip, got, ok, s.want, s.ok)
+		}
+	}
+}
+
 // TestLocatorReload replaces a database while lookups run flat out and
 // checks that the new answer appears, that no lookup ever misses or sees a
 // third answer on the way, that a broken replacement is refused, and that

@@ -74,11 +74,29 @@ type Locator struct {
 	// lookup sees either the old set of databases or the new, never a mix.
 	cur atomic.Pointer[dbSet]
 
+	// last is the previous lookup's answer. The events of one request come
+	// one after the other with the same address, so most lookups repeat
+	// the one before; the answer is kept with the set it came from, and a
+	// reload makes it stale.
+	last lastLookup
+
 	// mu guards everything below; only Run's reloads and Close take it.
 	mu      sync.Mutex
 	files   []*watchedFile
 	retired []retiredDB
 	closed  bool
+}
+
+// lastLookup is a Locator's one-entry memo. Lookups that find it taken
+// (another goroutine is using it) go to the databases instead of waiting.
+// It holds one client address in the worker's memory, where every event's
+// address already is.
+type lastLookup struct {
+	mu  sync.Mutex
+	set *dbSet
+	ip  netip.Addr
+	loc Location
+	ok  bool
 }
 
 // dbSet is an immutable snapshot of the open databases, by address family.
@@ -149,12 +167,27 @@ func (l *Locator) Lookup(ip netip.Addr) (Location, bool) {
 	if ip.Is4() {
 		dbs = set.v4
 	}
+	last := &l.last
+	if last.mu.TryLock() {
+		if last.set == set && last.ip == ip {
+			loc, ok := last.loc, last.ok
+			last.mu.Unlock()
+			return loc, ok
+		}
+		last.mu.Unlock()
+	}
+	var loc Location
+	ok := false
 	for _, db := range dbs {
-		if loc, ok := db.Lookup(ip); ok {
-			return loc, true
+		if loc, ok = db.Lookup(ip); ok {
+			break
 		}
 	}
-	return Location{}, false
+	if last.mu.TryLock() {
+		last.set, last.ip, last.loc, last.ok = set, ip, loc, ok
+		last.mu.Unlock()
+	}
+	return loc, ok
 }
 
 // Run checks the files every ReloadInterval and reloads any that was

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	mua "github.com/mileusna/useragent"
@@ -75,6 +76,14 @@ const maxLen = 1024
 type Parser struct {
 	cache    *lru.Cache[string, Info]
 	crawlers *crawlerMatcher
+	// last is the previous answer: the events of one request come one
+	// after the other with the same user agent (and the worker shares
+	// its string, so comparing it is one pointer compare).
+	last struct {
+		sync.Mutex
+		ua   string
+		info Info
+	}
 }
 
 // New makes a Parser.
@@ -101,13 +110,28 @@ func (p *Parser) Parse(ua string) Info {
 	if strings.TrimSpace(ua) == "" {
 		return Info{}
 	}
-	if info, ok := p.cache.Get(ua); ok {
-		return info
+	last := &p.last
+	if last.TryLock() {
+		if last.ua == ua {
+			info := last.info
+			last.Unlock()
+			return info
+		}
+		last.Unlock()
 	}
-	info := p.parse(ua)
-	// Cloned because ua may be a slice of a whole request body, which the
-	// cache would otherwise keep alive for as long as the entry lives.
-	p.cache.Add(strings.Clone(ua), info)
+	info, ok := p.cache.Get(ua)
+	if !ok {
+		info = p.parse(ua)
+		// Cloned because ua may be a slice of a whole request body, which
+		// the cache would otherwise keep alive for as long as the entry
+		// lives.
+		ua = strings.Clone(ua)
+		p.cache.Add(ua, info)
+	}
+	if last.TryLock() {
+		last.ua, last.info = ua, info
+		last.Unlock()
+	}
 	return info
 }
 
