@@ -224,9 +224,6 @@ end:
 			ev.Project, ev.UserAgent = Intern(project), Intern(ua)
 		}
 		ev.Name, ev.Endpoint = Intern(name), Intern(endpoint)
-		if memo == nil {
-			memo = &rawMemo{}
-		}
 		return finishRaw(ev, *raw, memo)
 	}
 	ev.Name = name

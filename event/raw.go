@@ -134,8 +134,11 @@ func (m *rawMemo) remember(head []byte, h envHead, addr netip.Addr) {
 }
 
 // distinctID returns s, copied out of its message unless it is the
-// previous one.
+// previous one. A nil memo always copies.
 func (m *rawMemo) distinctID(s string) string {
+	if m == nil {
+		return strings.Clone(s)
+	}
 	if s != m.distinct {
 		m.distinct = strings.Clone(s)
 	}
