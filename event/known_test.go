@@ -1,6 +1,9 @@
 package event
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+)
 
 func TestKnownProp(t *testing.T) {
 	for id := 1; id < NumKnownProps; id++ {
@@ -35,6 +38,22 @@ func TestDecodeRawMarksKnownNames(t *testing.T) {
 	for _, pr := range ev.Props[1:] {
 		if got := KnownPropName(pr.Known); got != want[pr.Key] {
 			t.Fatalf("%q: known as %q, want %q", pr.Key, got, want[pr.Key])
+		}
+	}
+}
+
+// TestParseInt: the fast integer parse agrees with strconv.ParseInt, which
+// json.Number.Int64 is, on every kind of number text.
+func TestParseInt(t *testing.T) {
+	for _, s := range []string{
+		"0", "-0", "7", "-7", "1795376944995", "-1795376944995", "999999999999999999", "-999999999999999999",
+		"1000000000000000000", "9223372036854775807", "-9223372036854775808", "9223372036854775808",
+		"-9223372036854775809", "1.5", "1e3", "-", "", "12a", "+1", "1_000", "0x10", "00012",
+	} {
+		want, err := strconv.ParseInt(s, 10, 64)
+		got, ok := parseInt(s)
+		if ok != (err == nil) || (ok && got != want) {
+			t.Errorf("parseInt(%q) = %d, %v; strconv: %d, %v", s, got, ok, want, err)
 		}
 	}
 }

@@ -159,10 +159,16 @@ type Batch struct {
 
 	// propsBuf is reused by every appendEvent to encode properties, which
 	// are then copied into text: chunks of memory shared by the batch's
-	// property strings, allocated as they fill and let go on Reset (a
-	// string of a flushed batch may still point into the old ones).
+	// property strings. The chunks are kept across Reset and filled again
+	// from the first, as the columns keep their capacity: a flushed
+	// batch's strings are not read once its insert has returned (the
+	// ClickHouse client copies every value into its own column buffers),
+	// so the next batch may overwrite them, and the worker's pass
+	// allocates nothing for them once its batches have grown.
 	propsBuf []byte
-	text     []byte
+	text     []byte   // the chunk being filled
+	chunks   [][]byte // every chunk of textChunk bytes, filled in order
+	used     int      // chunks[:used] hold this batch's strings
 }
 
 // textChunk is the size of the chunks batch strings are copied into.
@@ -174,11 +180,25 @@ func (b *Batch) keep(s []byte) string {
 		return ""
 	}
 	if cap(b.text)-len(b.text) < len(s) {
-		b.text = make([]byte, 0, max(textChunk, len(s)))
+		b.text = b.nextChunk(len(s))
 	}
 	n := len(b.text)
 	b.text = append(b.text, s...)
 	return unsafe.String(&b.text[n], len(s))
+}
+
+// nextChunk returns an empty chunk that holds at least n bytes: the next
+// of the batch's chunks, or a new one. A string longer than a chunk gets a
+// chunk of its own, which is not kept.
+func (b *Batch) nextChunk(n int) []byte {
+	if n > textChunk {
+		return make([]byte, 0, n)
+	}
+	if b.used == len(b.chunks) {
+		b.chunks = append(b.chunks, make([]byte, 0, textChunk))
+	}
+	b.used++
+	return b.chunks[b.used-1][:0]
 }
 
 // NewBatch returns an empty batch.
@@ -193,7 +213,9 @@ func (b *Batch) Bytes() int { return b.bytes }
 // Started is when the first row was appended.
 func (b *Batch) Started() time.Time { return b.started }
 
-// Reset empties b, keeping its capacity.
+// Reset empties b, keeping its capacity. The strings of b's rows are
+// overwritten by the rows appended next: Reset a batch only once its
+// write has returned.
 func (b *Batch) Reset() {
 	b.events.reset()
 	b.people.reset()
@@ -204,7 +226,7 @@ func (b *Batch) Reset() {
 	clear(b.ranges)
 	b.cur.partition, b.cur.offset = 0, 0
 	clear(b.done)
-	b.text = nil
+	b.text, b.used = nil, 0
 }
 
 // Cover records that b covers the Kafka message at partition and offset of

@@ -2,7 +2,12 @@ package sink
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/veilhq/veil/event"
 )
 
 func TestDedupToken(t *testing.T) {
@@ -53,5 +58,57 @@ func TestFoldDeduplicates(t *testing.T) {
 	f := fold([]storedOp{op, op2, op, op2}, true)
 	if f.version != 2 || f.props["n"].value != json.Number("2") || len(f.props) != 1 {
 		t.Fatalf("version %d, props %v", f.version, f.props)
+	}
+}
+
+// TestBatchReusesText: a batch refilled after Reset writes its properties
+// into the chunks of the rows before, so a worker's batches stop
+// allocating for them once grown, and every row keeps exactly its own
+// properties, also when a string is longer than a chunk.
+func TestBatchReusesText(t *testing.T) {
+	raw := func(i int, pad string) *event.Event {
+		body := fmt.Sprintf(`{"event":"e","properties":{"n":%d,"pad":%q,"distinct_id":"d","time":1700000000000,"$insert_id":"i%d"}}`, i, pad, i)
+		msg, err := event.MarshalEnvelope(&event.Envelope{Version: 1, Kind: event.KindTrack, Project: "p", Endpoint: "/track", ReceivedAt: 1700000000000, Event: json.RawMessage(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev event.Event
+		if err := event.DecodeRaw(msg, &ev); err != nil {
+			t.Fatal(err)
+		}
+		return &ev
+	}
+	fill := func(b *Batch, round int) []string {
+		var want []string
+		for i := range 300 {
+			pad := strings.Repeat(string(rune('a'+round)), 500)
+			if i == 150 {
+				pad = strings.Repeat("L", textChunk+10) // a chunk of its own
+			}
+			if err := b.Append(raw(i, pad)); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+		}
+		return want
+	}
+	b := NewBatch()
+	fill(b, 0)
+	chunks := len(b.chunks)
+	if chunks < 2 {
+		t.Fatalf("%d chunks for 150 KB of properties", chunks)
+	}
+	b.Reset()
+	want := fill(b, 1)
+	if len(b.chunks) != chunks {
+		t.Fatalf("the refilled batch has %d chunks, had %d", len(b.chunks), chunks)
+	}
+	if !slices.Equal(b.events.properties, want) {
+		for i := range want {
+			if b.events.properties[i] != want[i] {
+				t.Fatalf("row %d properties %.80q…, want %.80q…", i, b.events.properties[i], want[i])
+			}
+		}
+		t.Fatalf("%d rows, want %d", len(b.events.properties), len(want))
 	}
 }

@@ -371,14 +371,20 @@ func (c *dayCache) get(k *key, n int64) *key {
 // Memo remembers the pseudonyms a Keyring computed lately, so that a user's
 // next events cost a map lookup instead of an HMAC: a batch holds many
 // events of each user, and each event names them two or three times
-// (distinct_id, $device_id, $user_id). It holds raw identifiers, in the
-// worker's memory only, at most size of them; it is emptied when full.
+// (distinct_id, $device_id, $user_id). The last few pseudonyms used are
+// compared before the map is hashed, as the events of one request name
+// the same ones. It holds raw identifiers, in the worker's memory only, at
+// most size of them and the few recent ones; it is emptied when full.
 // It is safe for concurrent use.
 type Memo struct {
 	kr   *Keyring
 	size int
 	mu   sync.Mutex
-	m    map[memoKey]string
+	m    map[memoKey]memoEntry
+	// recent are the entries used last, recent[next] the one replaced
+	// next.
+	recent [memoRecent]memoEntry
+	next   int
 }
 
 type memoKey struct {
@@ -386,11 +392,22 @@ type memoKey struct {
 	day         int64 // the UTC day under daily rotation, else noDay
 }
 
+// memoEntry is a pseudonym and its key, with the memo's own copies of the
+// key's strings.
+type memoEntry struct {
+	k memoKey
+	p string
+}
+
+// memoRecent is how many recent entries are compared before the map: the
+// distinct_id, device id and user id of one user, and one more.
+const memoRecent = 4
+
 const noDay = math.MinInt64
 
 // NewMemo returns a Memo of kr holding at most size pseudonyms.
 func NewMemo(kr *Keyring, size int) *Memo {
-	return &Memo{kr: kr, size: size, m: make(map[memoKey]string, min(size, 1<<12))}
+	return &Memo{kr: kr, size: size, m: make(map[memoKey]memoEntry, min(size, 1<<12))}
 }
 
 // PseudonymizeAt is kr.PseudonymizeAt, remembered.
@@ -404,19 +421,38 @@ func (m *Memo) PseudonymizeAt(project, id string, t time.Time) (string, uint32) 
 	}
 	epoch := m.kr.keys[0].epoch
 	m.mu.Lock()
-	p, ok := m.m[k]
+	for i := range m.recent {
+		if e := &m.recent[i]; e.k == k && e.p != "" {
+			p := e.p
+			m.mu.Unlock()
+			return p, epoch
+		}
+	}
+	e, ok := m.m[k]
+	if ok {
+		m.use(e)
+	}
 	m.mu.Unlock()
 	if ok {
-		return p, epoch
+		return e.p, epoch
 	}
-	p, epoch = m.kr.PseudonymizeAt(project, id, t)
+	p, epoch := m.kr.PseudonymizeAt(project, id, t)
 	// The strings may point into a message that is about to be let go.
 	k.project, k.id = strings.Clone(project), strings.Clone(id)
+	e = memoEntry{k: k, p: p}
 	m.mu.Lock()
 	if len(m.m) >= m.size {
 		clear(m.m)
+		clear(m.recent[:])
 	}
-	m.m[k] = p
+	m.m[k] = e
+	m.use(e)
 	m.mu.Unlock()
 	return p, epoch
+}
+
+// use makes e a recent entry. m.mu is held.
+func (m *Memo) use(e memoEntry) {
+	m.recent[m.next] = e
+	m.next = (m.next + 1) % memoRecent
 }

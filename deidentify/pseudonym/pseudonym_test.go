@@ -499,20 +499,26 @@ func TestAllocs(t *testing.T) {
 // TestMemoMatchesKeyring holds the memo to the keyring it remembers: the
 // same pseudonym and epoch for every id, project and day, with and without
 // daily rotation, across the memo emptying itself when full, and for ids
-// whose bytes are reused by the caller afterwards.
+// whose bytes are reused by the caller afterwards. The ids come as events
+// bring them, the same one again after another (distinct_id, $device_id,
+// $user_id), so that the recent entries answer too.
 func TestMemoMatchesKeyring(t *testing.T) {
 	base := mustKeyring(t, map[uint32][]byte{1: testKey(1), 2: testKey(50)})
 	for _, kr := range []*Keyring{base, daily(t, base)} {
 		m := NewMemo(kr, 7)
 		day := time.Date(2026, 11, 22, 23, 59, 59, 0, time.UTC)
 		buf := []byte("user-00")
-		for i := range 200 {
-			buf[5], buf[6] = byte('0'+i%10), byte('0'+i/10%3)
+		for i := range 300 {
+			n := i / 3
+			if i%3 == 1 {
+				n += 7
+			}
+			buf[5], buf[6] = byte('0'+n%10), byte('0'+n/10%3)
 			// A view of buf, as the worker's ids point into the Kafka
 			// message: the memo must keep its own copy.
 			id := unsafe.String(&buf[0], len(buf))
-			project := []string{"shop", "blog"}[i%2]
-			at := day.Add(time.Duration(i%3) * time.Second) // crosses midnight
+			project := []string{"shop", "blog"}[n%2]
+			at := day.Add(time.Duration(n%3) * time.Second) // crosses midnight
 			got, gotEpoch := m.PseudonymizeAt(project, id, at)
 			want, wantEpoch := kr.PseudonymizeAt(project, id, at)
 			if got != want || gotEpoch != wantEpoch {
