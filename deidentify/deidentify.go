@@ -275,9 +275,17 @@ func (e *Engine) BotsDropped(project string) bool {
 // the map, which holds the exact same rules.
 func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	r := e.rulesFor(ev.Project)
-	if ev.Props != nil && !r.namesClean(ev) {
-		if err := ev.Materialize(); err != nil {
-			return event.DropInvalid
+	// A raw event's props are read once below, with the rule of each name
+	// worked out here; a name the scrubber would rename sends the event
+	// down the map path, which renames keys.
+	var rulesBuf [64]nameRule
+	var rules []nameRule
+	if ev.Props != nil {
+		var clean bool
+		if rules, clean = r.propRules(ev, rulesBuf[:0]); !clean {
+			if err := ev.Materialize(); err != nil {
+				return event.DropInvalid
+			}
 		}
 	}
 	p := &r.policy
@@ -313,16 +321,23 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		}
 	}
 
-	// Identifiers: pseudonyms, or nothing at all when anonymized.
+	// Identifiers: pseudonyms, or nothing at all when anonymized. Then PII
+	// properties and, in allow-list mode, everything not allowed; then
+	// whatever is left is scanned for PII in free text. A raw event's
+	// props go through the three in one pass (rawProps).
+	pseudo := func(id string) string {
+		v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
+		ev.Provenance.KeyEpoch = epoch
+		return v
+	}
+	var (
+		found               scrub.Finding
+		dropped, notAllowed bool
+		pseudonymized       bool
+	)
 	if ev.Anonymized {
 		ev.DistinctID, ev.GroupID = "", ""
-		if ev.Props != nil {
-			for i := range ev.Props {
-				if pr := &ev.Props[i]; r.propIsID(pr) {
-					pr.Drop = true
-				}
-			}
-		} else {
+		if ev.Props == nil {
 			for k := range ev.Properties {
 				if r.isIDKey(k) {
 					delete(ev.Properties, k)
@@ -331,45 +346,27 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		}
 		tr |= tAnonymized
 	} else {
-		pseudo := func(id string) string {
-			v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
-			ev.Provenance.KeyEpoch = epoch
-			return v
-		}
-		changed := false
 		if ev.DistinctID != "" {
 			ev.DistinctID = pseudo(ev.DistinctID)
-			changed = true
+			pseudonymized = true
 		}
 		if ev.GroupID != "" {
 			ev.GroupID = pseudo(ev.GroupID)
-			changed = true
+			pseudonymized = true
 		}
-		if ev.Props != nil {
-			changed = pseudonymizeRaw(ev, r, pseudo) || changed
-		} else {
-			changed = pseudonymizeMap(ev.Properties, r, pseudo) || changed
-		}
-		if changed {
-			tr |= tPseudonymized
+		if ev.Props == nil {
+			pseudonymized = pseudonymizeMap(ev.Properties, r, pseudo) || pseudonymized
 		}
 	}
-
-	// PII properties and, in allow-list mode, everything not allowed.
-	var dropped, notAllowed bool
 	if ev.Props != nil {
-		for i := range ev.Props {
-			pr := &ev.Props[i]
-			if pr.Drop {
-				continue
-			}
-			if pii, na := r.propDrops(pr); pii || na {
-				pr.Drop = true
-				dropped, notAllowed = dropped || pii, notAllowed || na
-			}
-		}
+		res := rawProps(ev, r, rules, pseudo)
+		pseudonymized = pseudonymized || res.pseudonymized
+		dropped, notAllowed, found = res.dropped, res.notAllowed, res.found
 	} else {
 		dropped, notAllowed = dropProps(ev.Properties, r)
+	}
+	if pseudonymized {
+		tr |= tPseudonymized
 	}
 	if m, ok := ev.Value.(map[string]any); ok {
 		d, n := dropProps(m, r)
@@ -388,18 +385,16 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		tr |= tNotAllowListed
 	}
 
-	// Whatever is left is scanned for PII in free text.
-	var found scrub.Finding
 	if s, f := r.scrubber.String(ev.Name); f != 0 {
 		ev.Name, found = s, found|f
 	}
-	if ev.Props != nil {
-		found |= scrubRaw(ev, r.scrubber)
-	} else if v, f := r.scrubber.Value(ev.Properties); f != 0 {
-		if m, ok := v.(map[string]any); ok {
-			ev.Properties = m
+	if ev.Props == nil {
+		if v, f := r.scrubber.Value(ev.Properties); f != 0 {
+			if m, ok := v.(map[string]any); ok {
+				ev.Properties = m
+			}
+			found |= f
 		}
-		found |= f
 	}
 	if ev.Value != nil {
 		v, f := r.scrubber.Value(ev.Value)
@@ -412,42 +407,31 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	return event.Keep
 }
 
-// namesClean reports whether no kept property name of a raw event carries
-// personal data.
-func (r *projectRules) namesClean(ev *event.Event) bool {
+// propRules appends the nameRule of each of a raw event's props to rules
+// (a known name's from the table, any other name's from its checks) and
+// reports whether every kept prop's name is clean. It stops at the first
+// name that is not.
+func (r *projectRules) propRules(ev *event.Event, rules []nameRule) ([]nameRule, bool) {
 	for i := range ev.Props {
 		pr := &ev.Props[i]
-		if pr.Drop {
-			continue
-		}
-		if pr.Known != 0 {
-			if r.known[pr.Known]&nameClean == 0 {
-				return false
+		var nr nameRule
+		if !pr.Drop {
+			nr = r.propRule(pr)
+			if nr&nameClean == 0 {
+				return rules, false
 			}
-			continue
 		}
-		if !r.scrubber.Clean(pr.Key) {
-			return false
-		}
+		rules = append(rules, nr)
 	}
-	return true
+	return rules, true
 }
 
-// propIsID is isIDKey for a raw event's prop.
-func (r *projectRules) propIsID(pr *event.Prop) bool {
+// propRule is ruleOf for a raw event's prop.
+func (r *projectRules) propRule(pr *event.Prop) nameRule {
 	if pr.Known != 0 {
-		return r.known[pr.Known]&nameID != 0
+		return r.known[pr.Known]
 	}
-	return r.isIDKey(pr.Key)
-}
-
-// propDrops is drops for a raw event's prop.
-func (r *projectRules) propDrops(pr *event.Prop) (pii, notAllowed bool) {
-	if pr.Known != 0 {
-		nr := r.known[pr.Known]
-		return nr&namePII != 0, nr&nameNotAllowed != 0
-	}
-	return r.drops(pr.Key)
+	return r.ruleOf(pr.Key)
 }
 
 // pseudonymizeMap replaces the identifier properties of m by their
@@ -482,77 +466,97 @@ func pseudonymizeList(l []any, pseudo func(string) string) {
 	}
 }
 
-// pseudonymizeRaw is pseudonymizeMap for a raw event's props.
-func pseudonymizeRaw(ev *event.Event, r *projectRules, pseudo func(string) string) bool {
-	changed := false
-	for i := range ev.Props {
-		pr := &ev.Props[i]
-		if pr.Drop || !r.propIsID(pr) {
-			continue
-		}
-		switch {
-		case pr.Kind == event.PropArray:
-			v, ok := pr.Value()
-			l, isList := v.([]any)
-			if !ok || !isList {
-				pr.Drop = true
-				continue
-			}
-			pseudonymizeList(l, pseudo)
-			if !ev.SetOutValue(i, l) {
-				pr.Drop = true
-				continue
-			}
-			changed = true
-		case (pr.Kind == event.PropString || pr.Kind == event.PropNumber) && pr.Str != "":
-			// The pseudonym is written from Str, and scrubbed with the
-			// other strings.
-			pr.Str, pr.Kind, pr.Escaped, pr.Out = pseudo(pr.Str), event.PropString, true, nil
-			changed = true
-		default:
-			pr.Drop = true
-		}
-	}
-	return changed
+// rawResult is what rawProps did to an event's props.
+type rawResult struct {
+	pseudonymized, dropped, notAllowed bool
+	found                              scrub.Finding
 }
 
-// scrubRaw scrubs the kept props of a raw event: strings through the
-// scrubber, objects and arrays checked in place and rewritten only when
-// something in them must change.
-func scrubRaw(ev *event.Event, sc *scrub.Scrubber) scrub.Finding {
-	var found scrub.Finding
+// rawProps is, for a raw event's props, what Stage does to a map's in
+// three steps, in one pass over them: each identifier prop becomes its
+// pseudonym (or goes, when the event is anonymized), a prop the policy
+// names as PII or does not allow goes, and every prop kept is scrubbed.
+// rules holds the nameRule of each prop (propRules).
+func rawProps(ev *event.Event, r *projectRules, rules []nameRule, pseudo func(string) string) rawResult {
+	var res rawResult
 	for i := range ev.Props {
 		pr := &ev.Props[i]
 		if pr.Drop {
 			continue
 		}
-		switch pr.Kind {
-		case event.PropString:
-			if s, f := sc.String(pr.Str); f != 0 {
-				pr.Str, pr.Escaped, pr.Out = s, true, nil
-				found |= f
-			}
-		case event.PropObject, event.PropArray:
-			text := pr.Out
-			if text == nil {
-				text = pr.Raw
-			}
-			if event.CleanJSON(text, sc) {
-				continue
-			}
-			v, ok := event.DecodeJSONValue(text)
-			if !ok {
+		nr := rules[i]
+		if nr&nameID != 0 {
+			if ev.Anonymized || !pseudonymizeProp(ev, i, pseudo) {
 				pr.Drop = true
 				continue
 			}
-			v, f := sc.Value(v)
-			found |= f
-			if !ev.SetOutValue(i, v) {
-				pr.Drop = true
-			}
+			res.pseudonymized = true
 		}
+		if nr&(namePII|nameNotAllowed) != 0 {
+			pr.Drop = true
+			res.dropped = res.dropped || nr&namePII != 0
+			res.notAllowed = res.notAllowed || nr&nameNotAllowed != 0
+			continue
+		}
+		res.found |= scrubProp(ev, i, r.scrubber)
 	}
-	return found
+	return res
+}
+
+// pseudonymizeProp replaces the identifier prop i of a raw event by its
+// pseudonym (each of them, for a list), as pseudonymizeMap does a map's.
+// It reports false when the prop has no identifier and goes.
+func pseudonymizeProp(ev *event.Event, i int, pseudo func(string) string) bool {
+	pr := &ev.Props[i]
+	switch {
+	case pr.Kind == event.PropArray:
+		v, ok := pr.Value()
+		l, isList := v.([]any)
+		if !ok || !isList {
+			return false
+		}
+		pseudonymizeList(l, pseudo)
+		return ev.SetOutValue(i, l)
+	case (pr.Kind == event.PropString || pr.Kind == event.PropNumber) && pr.Str != "":
+		// The pseudonym is written from Str, and scrubbed with the
+		// other strings.
+		pr.Str, pr.Kind, pr.Escaped, pr.Out = pseudo(pr.Str), event.PropString, true, nil
+		return true
+	}
+	return false
+}
+
+// scrubProp scrubs the prop i of a raw event: a string through the
+// scrubber, an object or an array checked in place and rewritten only
+// when something in it changes. A value that cannot be rewritten goes.
+func scrubProp(ev *event.Event, i int, sc *scrub.Scrubber) scrub.Finding {
+	pr := &ev.Props[i]
+	switch pr.Kind {
+	case event.PropString:
+		if s, f := sc.String(pr.Str); f != 0 {
+			pr.Str, pr.Escaped, pr.Out = s, true, nil
+			return f
+		}
+	case event.PropObject, event.PropArray:
+		text := pr.Out
+		if text == nil {
+			text = pr.Raw
+		}
+		if event.CleanJSON(text, sc) {
+			return 0
+		}
+		v, ok := event.DecodeJSONValue(text)
+		if !ok {
+			pr.Drop = true
+			return 0
+		}
+		v, f := sc.Value(v)
+		if !ev.SetOutValue(i, v) {
+			pr.Drop = true
+		}
+		return f
+	}
+	return 0
 }
 
 // Transforms as a set, in the order a row lists them.

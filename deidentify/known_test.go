@@ -104,11 +104,13 @@ func TestKnownNameRules(t *testing.T) {
 		}
 		for id := 1; id < event.NumKnownProps; id++ {
 			k := event.KnownPropName(uint8(id))
-			pr := event.Prop{Key: k, Known: uint8(id)}
-			pii, na := r.propDrops(&pr)
+			nr := r.propRule(&event.Prop{Key: k, Known: uint8(id)})
+			if nr != r.propRule(&event.Prop{Key: k}) {
+				t.Fatalf("%+v: the rule of %q from the table differs from its rule worked out", p, k)
+			}
 			wantPII, wantNA := r.drops(k)
-			if pii != wantPII || na != wantNA || r.propIsID(&pr) != r.isIDKey(k) ||
-				(r.known[id]&nameClean != 0) != r.scrubber.Clean(k) {
+			if nr&namePII != 0 != wantPII || nr&nameNotAllowed != 0 != wantNA || nr&nameID != 0 != r.isIDKey(k) ||
+				nr&nameClean != 0 != r.scrubber.Clean(k) {
 				t.Fatalf("%+v: the rule of %q differs from its checks", p, k)
 			}
 		}
