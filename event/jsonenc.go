@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // AppendJSON appends v encoded exactly as encoding/json encodes it with
@@ -92,7 +93,15 @@ func AppendJSONStringHTML(dst []byte, s string) []byte { return appendJSONString
 func appendJSONString(dst []byte, s string, html bool) []byte {
 	dst = append(dst, '"')
 	start := 0
+	// Without HTML escaping, the bytes written as they are are the ones
+	// the decoder's plain-string scan passes, eight at a time.
+	plain := unsafe.Slice(unsafe.StringData(s), len(s))
 	for i := 0; i < len(s); {
+		if !html {
+			if i = skipPlain(plain, i); i == len(s) {
+				break
+			}
+		}
 		if b := s[i]; b < utf8.RuneSelf {
 			if b >= ' ' && b != '"' && b != '\\' && (!html || (b != '<' && b != '>' && b != '&')) {
 				i++

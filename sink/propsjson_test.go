@@ -29,6 +29,7 @@ var propsCases = []struct {
 	}},
 	{"nested", map[string]any{"cart": map[string]any{"items": []any{map[string]any{"sku": "A1", "n": json.Number("2")}, []any{}, map[string]any{}}, "z": "1", "a": "2"}, "tags": []any{"a", nil, true, false}, "nilList": []any(nil), "nilMap": map[string]any(nil)}},
 	{"escapes", map[string]any{"s": "line\nbreak\ttab \"q\" \\ / \b\f\r\x00\x1f\x7f", "k\u00e9y": "&<>", "emoji": "😀 ü", "ls": "a\u2028b\u2029c", "bad": "a\xc3\x28b\xff", "\xfekey": "x"}},
+	{"escapes after eight plain bytes and more", map[string]any{"a long plain key\x01": "0123456789abcdef\n0123456789abcdef\"0123456789 \\ ü 0123456789abcdef\u2028 0123456789abcdef\xff 0123456789abcdef<&>0123456789"}},
 	{"float falls back", map[string]any{"f": 1.5}},
 	{"invalid number falls back", map[string]any{"n": json.Number("01")}},
 }
