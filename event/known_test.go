@@ -18,6 +18,24 @@ func TestKnownProp(t *testing.T) {
 			t.Fatalf("KnownProp(%q) = %d (%q), want 0", name, got, KnownPropName(got))
 		}
 	}
+	// A name that differs from a known one in any one byte is not it,
+	// wherever the byte is: in the words compared or between them.
+	for id := 1; id < NumKnownProps; id++ {
+		name := KnownPropName(uint8(id))
+		for i := range len(name) {
+			b := []byte(name)
+			b[i] ^= 0x01
+			if got := KnownProp(string(b)); got != 0 && KnownPropName(got) != string(b) {
+				t.Fatalf("KnownProp(%q) = %d (%q)", b, got, KnownPropName(got))
+			}
+			if got := knownID(b); got != 0 && KnownPropName(got) != string(b) {
+				t.Fatalf("knownID([]byte %q) = %d (%q)", b, got, KnownPropName(got))
+			}
+		}
+		if got := knownID([]byte(name)); got != uint8(id) {
+			t.Fatalf("knownID([]byte %q) = %d, want %d", name, got, id)
+		}
+	}
 	if KnownPropName(0) != "" || KnownPropName(uint8(NumKnownProps)) != "" {
 		t.Fatal("KnownPropName of an id out of range must be empty")
 	}
