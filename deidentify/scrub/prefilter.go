@@ -40,7 +40,7 @@ func (sc *Scrubber) mayContain(s string) bool {
 			continue
 		}
 		if cl&(cLower|cUpper) != 0 {
-			if !prevAlnum && triggerFirst[c] && wordTrigger(s, i) {
+			if !prevAlnum && i+1 < len(s) && triggerPair[c]>>(s[i+1]&63)&1 != 0 && wordTrigger(s, i) {
 				return true
 			}
 			digits, dots, plus = 0, 0, false
@@ -107,16 +107,26 @@ func (sc *Scrubber) mayContain(s string) bool {
 	return false
 }
 
-// triggerFirst marks the bytes a word trigger can start with: capitals
-// (IBAN, NINO, "SG.", "AKIA"…), 'e' ("eyJ"), 'b' ("bearer") and the first
-// letters of the key prefixes. Other words skip the call.
-var triggerFirst = func() (t [256]bool) {
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
+// triggerPair marks the first two bytes a word trigger can start with:
+// bit b&63 of triggerPair[a] is set for a word starting "ab". A capital
+// followed by a capital (IBAN, NINO, "SG.", "AKIA", "BEARER"…), "ey"
+// ("eyJ"), "Be" and "be" ("Bearer") and the first two bytes of the key
+// prefixes are marked; every trigger is at least three bytes long, so a
+// word of one letter starts none. Other words, most of them, skip
+// wordTrigger; the bits fold the second byte, so a few others call it for
+// nothing.
+var triggerPair = func() (t [256]uint64) {
+	mark := func(a, b byte) { t[a] |= 1 << (b & 63) }
+	for a := byte('A'); a <= 'Z'; a++ {
+		for b := byte('A'); b <= 'Z'; b++ {
+			mark(a, b)
+		}
 	}
-	t['e'], t['b'] = true, true
+	mark('e', 'y')
+	mark('B', 'e')
+	mark('b', 'e')
 	for _, kp := range keyPrefixes {
-		t[kp.p[0]] = true
+		mark(kp.p[0], kp.p[1])
 	}
 	return t
 }()
