@@ -56,6 +56,9 @@ func Promote(ev *event.Event) {
 // index in promoted plus one: every promoted name is a known one, and the
 // raw path finds them without comparing names.
 var promotedByKnown = func() (t [event.NumKnownProps]uint8) {
+	if len(promoted) >= event.InternFields {
+		panic("enrich: more promoted properties than Event.InternField has fields")
+	}
 	for i, p := range promoted {
 		id := event.KnownProp(p.prop)
 		if id == 0 {
@@ -79,7 +82,7 @@ func promoteRaw(ev *event.Event) {
 		p := &promoted[pi-1]
 		switch pr.Kind {
 		case event.PropString, event.PropNumber:
-			*p.dst(ev) = event.Intern(pr.Str)
+			*p.dst(ev) = ev.InternField(int(pi), pr.Str) // field 0 is the name
 		case event.PropBool:
 			*p.dst(ev) = strconv.FormatBool(pr.Raw[0] == 't')
 		}

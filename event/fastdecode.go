@@ -223,7 +223,8 @@ end:
 		if !interned {
 			ev.Project, ev.UserAgent = Intern(project), Intern(ua)
 		}
-		ev.Name, ev.Endpoint = Intern(name), Intern(endpoint)
+		ev.memo = memo
+		ev.Name, ev.Endpoint = ev.InternField(0, name), Intern(endpoint)
 		return finishRaw(ev, *raw, memo)
 	}
 	ev.Name = name

@@ -3,6 +3,7 @@ package event
 import (
 	"strconv"
 	"testing"
+	"unsafe"
 )
 
 func TestKnownProp(t *testing.T) {
@@ -73,5 +74,40 @@ func TestParseInt(t *testing.T) {
 		if ok != (err == nil) || (ok && got != want) {
 			t.Errorf("parseInt(%q) = %d, %v; strconv: %d, %v", s, got, ok, want, err)
 		}
+	}
+}
+
+// TestEventIntern: an Event's intern answers as the package's does, never
+// with a view of the caller's bytes, for a field's value repeated or not,
+// and for strings too long for the table.
+func TestEventIntern(t *testing.T) {
+	var ev Event
+	if err := DecodeRaw([]byte(`{"v":1,"kind":1,"project":"p","endpoint":"/track","received_at":1,"event":{"event":"e","properties":{"time":1}}}`), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.memo == nil {
+		t.Fatal("DecodeRaw left the event without its memo")
+	}
+	buf := make([]byte, 600)
+	for round := range 3 {
+		for i, n := range []int{1, 2, 3, 7, 8, 9, 16, 17, 40, 512, 513, 600} {
+			for j := range buf[:n] {
+				buf[j] = byte('a' + (i+j)%26)
+			}
+			s := unsafe.String(&buf[0], n) // a view, as props point into the message
+			want := string(buf[:n])
+			got := ev.InternField(1+round%2, s)
+			again := ev.InternField(1+round%2, s) // the field's value repeats
+			buf[0] ^= 0xff                        // the caller's bytes change; the strings must not
+			if got != want || again != want {
+				t.Fatalf("round %d: Intern of %d bytes = %.20q… then %.20q…, want %.20q…", round, n, got, again, want)
+			}
+			if n <= maxInternLen && got != Intern(want) {
+				t.Fatalf("round %d: Intern of %d bytes differs from the package's", round, n)
+			}
+		}
+	}
+	if ev.InternField(1, "") != "" || ev.InternField(InternFields, "x") != "x" {
+		t.Fatal("an empty value or a field out of range is not interned as it is")
 	}
 }

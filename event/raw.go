@@ -122,6 +122,34 @@ type rawMemo struct {
 	addr netip.Addr
 	// distinct is the last distinct_id read, copied out of its message.
 	distinct string
+	// interned is the string Intern returned last for each field of the
+	// Event that InternField fills: the event name and the promoted
+	// values of the next message mostly repeat this one's.
+	interned [InternFields]string
+}
+
+// InternFields is the number of fields InternField tells apart; field 0
+// is the event name, which the decoder interns.
+const InternFields = 16
+
+// InternField is the package's Intern for the value of one field of ev
+// (0 < field < InternFields, one number per field the caller fills),
+// answered with a comparison instead of a hash when the field's last
+// value was the same. Only the goroutine that owns ev may call it, as the
+// worker's stages do.
+func (ev *Event) InternField(field int, s string) string {
+	if ev.memo == nil || field < 0 || field >= InternFields {
+		return Intern(s)
+	}
+	slot := &ev.memo.interned[field]
+	if *slot == s {
+		return *slot
+	}
+	v := Intern(s)
+	if len(s) <= maxInternLen { // the table's own string, not a copy
+		*slot = v
+	}
+	return v
 }
 
 // remember makes head (the bytes collectorHead read) and what was read
