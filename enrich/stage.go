@@ -171,8 +171,16 @@ func ipProperty(s string, ip netip.Addr, noGeo bool) (netip.Addr, bool) {
 	return ip, noGeo
 }
 
-// knownIPProps are the known property ids of "ip" and "$ip".
-var knownIPProps = [2]uint8{event.KnownProp("ip"), event.KnownProp("$ip")}
+// ipPropByKnown maps the known property ids of "ip" and "$ip" to 1 and 2,
+// every other id to 0.
+var ipPropByKnown = func() (t [event.NumKnownProps]uint8) {
+	ip, dollarIP := event.KnownProp("ip"), event.KnownProp("$ip")
+	if ip == 0 || dollarIP == 0 {
+		panic("enrich: ip and $ip must be known property names")
+	}
+	t[ip], t[dollarIP] = 1, 2
+	return t
+}()
 
 // locate fills ev.Geo from the IP, as Mixpanel does: the event property
 // `ip` (or a profile's `$ip`) is used when present; ip=0 in the query, or
@@ -187,13 +195,8 @@ func (e *Enricher) locate(ev *event.Event) {
 		ipProps = [2]int{-1, -1}
 		for i := range ev.Props {
 			pr := &ev.Props[i]
-			if pr.Known == 0 || pr.Drop {
-				continue
-			}
-			for n, id := range knownIPProps {
-				if pr.Known == id && ipProps[n] < 0 {
-					ipProps[n] = i
-				}
+			if n := ipPropByKnown[pr.Known]; n != 0 && !pr.Drop && ipProps[n-1] < 0 {
+				ipProps[n-1] = i
 			}
 		}
 	}
