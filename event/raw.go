@@ -133,7 +133,7 @@ type rawMemo struct {
 const InternFields = 16
 
 // InternField is the package's Intern for the value of one field of ev
-// (0 < field < InternFields, one number per field the caller fills),
+// (0 ≤ field < InternFields, one number per field the callers fill),
 // answered with a comparison instead of a hash when the field's last
 // value was the same. Only the goroutine that owns ev may call it, as the
 // worker's stages do.
@@ -314,27 +314,22 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 // minus sign, which cannot overflow: strconv's general parser was 2 % of
 // the worker's pass for the one number every event carries.
 func parseInt(s string) (int64, bool) {
-	d := s
-	if len(d) > 0 && d[0] == '-' {
-		d = d[1:]
-	}
-	if len(d) == 0 || len(d) > 18 {
-		n, err := strconv.ParseInt(s, 10, 64)
-		return n, err == nil
-	}
-	var n int64
-	for i := 0; i < len(d); i++ {
-		c := d[i] - '0'
-		if c > 9 { // a fraction or an exponent: strconv says what it is
-			n, err := strconv.ParseInt(s, 10, 64)
-			return n, err == nil
+	if d := strings.TrimPrefix(s, "-"); len(d) > 0 && len(d) <= 18 {
+		var n int64
+		i := 0
+		for ; i < len(d) && d[i]-'0' <= 9; i++ {
+			n = n*10 + int64(d[i]-'0')
 		}
-		n = n*10 + int64(c)
+		if i == len(d) {
+			if len(d) < len(s) {
+				n = -n
+			}
+			return n, true
+		}
 	}
-	if len(d) < len(s) {
-		n = -n
-	}
-	return n, true
+	// Longer, empty, a fraction or an exponent: strconv says what it is.
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 func keySignature(k string) uint {
