@@ -280,9 +280,11 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	// down the map path, which renames keys.
 	var rulesBuf [64]nameRule
 	var rules []nameRule
+	var memo *passMemo
 	if ev.Props != nil {
+		memo = memoFor(ev, r)
 		var clean bool
-		if rules, clean = r.propRules(ev, rulesBuf[:0]); !clean {
+		if rules, clean = r.propRules(ev, rulesBuf[:0], memo); !clean {
 			if err := ev.Materialize(); err != nil {
 				return event.DropInvalid
 			}
@@ -359,7 +361,7 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		}
 	}
 	if ev.Props != nil {
-		res := rawProps(ev, r, rules, pseudo)
+		res := rawProps(ev, r, rules, pseudo, memo)
 		pseudonymized = pseudonymized || res.pseudonymized
 		dropped, notAllowed, found = res.dropped, res.notAllowed, res.found
 	} else {
@@ -385,8 +387,14 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		tr |= tNotAllowListed
 	}
 
-	if s, f := r.scrubber.String(ev.Name); f != 0 {
-		ev.Name, found = s, found|f
+	name, f := "", scrub.Finding(0)
+	if memo != nil && ev.Props != nil {
+		name, f = memo.scrubString(r.scrubber, 0, ev.Name)
+	} else {
+		name, f = r.scrubber.String(ev.Name)
+	}
+	if f != 0 {
+		ev.Name, found = name, found|f
 	}
 	if ev.Props == nil {
 		if v, f := r.scrubber.Value(ev.Properties); f != 0 {
@@ -410,13 +418,14 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 // propRules appends the nameRule of each of a raw event's props to rules
 // (a known name's from the table, any other name's from its checks) and
 // reports whether every kept prop's name is clean. It stops at the first
-// name that is not.
-func (r *projectRules) propRules(ev *event.Event, rules []nameRule) ([]nameRule, bool) {
+// name that is not. memo, if not nil, remembers the rules of names that
+// are not known.
+func (r *projectRules) propRules(ev *event.Event, rules []nameRule, memo *passMemo) ([]nameRule, bool) {
 	for i := range ev.Props {
 		pr := &ev.Props[i]
 		var nr nameRule
 		if !pr.Drop {
-			nr = r.propRule(pr)
+			nr = r.propRule(pr, memo)
 			if nr&nameClean == 0 {
 				return rules, false
 			}
@@ -426,10 +435,14 @@ func (r *projectRules) propRules(ev *event.Event, rules []nameRule) ([]nameRule,
 	return rules, true
 }
 
-// propRule is ruleOf for a raw event's prop.
-func (r *projectRules) propRule(pr *event.Prop) nameRule {
-	if pr.Known != 0 {
+// propRule is ruleOf for a raw event's prop: a known name's rule from
+// the table, any other name's from memo, if not nil, or its checks.
+func (r *projectRules) propRule(pr *event.Prop, memo *passMemo) nameRule {
+	switch {
+	case pr.Known != 0:
 		return r.known[pr.Known]
+	case memo != nil:
+		return memo.rule(pr.Key)
 	}
 	return r.ruleOf(pr.Key)
 }
@@ -477,7 +490,7 @@ type rawResult struct {
 // pseudonym (or goes, when the event is anonymized), a prop the policy
 // names as PII or does not allow goes, and every prop kept is scrubbed.
 // rules holds the nameRule of each prop (propRules).
-func rawProps(ev *event.Event, r *projectRules, rules []nameRule, pseudo func(string) string) rawResult {
+func rawProps(ev *event.Event, r *projectRules, rules []nameRule, pseudo func(string) string, memo *passMemo) rawResult {
 	var res rawResult
 	for i := range ev.Props {
 		pr := &ev.Props[i]
@@ -498,7 +511,7 @@ func rawProps(ev *event.Event, r *projectRules, rules []nameRule, pseudo func(st
 			res.notAllowed = res.notAllowed || nr&nameNotAllowed != 0
 			continue
 		}
-		res.found |= scrubProp(ev, i, r.scrubber)
+		res.found |= scrubProp(ev, i, r.scrubber, memo)
 	}
 	return res
 }
@@ -529,11 +542,20 @@ func pseudonymizeProp(ev *event.Event, i int, pseudo func(string) string) bool {
 // scrubProp scrubs the prop i of a raw event: a string through the
 // scrubber, an object or an array checked in place and rewritten only
 // when something in it changes. A value that cannot be rewritten goes.
-func scrubProp(ev *event.Event, i int, sc *scrub.Scrubber) scrub.Finding {
+func scrubProp(ev *event.Event, i int, sc *scrub.Scrubber, memo *passMemo) scrub.Finding {
 	pr := &ev.Props[i]
 	switch pr.Kind {
 	case event.PropString:
-		if s, f := sc.String(pr.Str); f != 0 {
+		var (
+			s string
+			f scrub.Finding
+		)
+		if memo != nil && pr.Known != 0 {
+			s, f = memo.scrubString(sc, pr.Known, pr.Str)
+		} else {
+			s, f = sc.String(pr.Str)
+		}
+		if f != 0 {
 			pr.Str, pr.Escaped, pr.Out = s, true, nil
 			return f
 		}

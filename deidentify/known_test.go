@@ -104,8 +104,8 @@ func TestKnownNameRules(t *testing.T) {
 		}
 		for id := 1; id < event.NumKnownProps; id++ {
 			k := event.KnownPropName(uint8(id))
-			nr := r.propRule(&event.Prop{Key: k, Known: uint8(id)})
-			if nr != r.propRule(&event.Prop{Key: k}) {
+			nr := r.propRule(&event.Prop{Key: k, Known: uint8(id)}, nil)
+			if nr != r.propRule(&event.Prop{Key: k}, nil) {
 				t.Fatalf("%+v: the rule of %q from the table differs from its rule worked out", p, k)
 			}
 			wantPII, wantNA := r.drops(k)

@@ -126,6 +126,9 @@ type rawMemo struct {
 	// Event that InternField fills: the event name and the promoted
 	// values of the next message mostly repeat this one's.
 	interned [InternFields]string
+	// stage is what the stages keep from one event to the next
+	// (StageMemo).
+	stage [StageMemos]any
 }
 
 // InternFields is the number of fields InternField tells apart; field 0
@@ -150,6 +153,24 @@ func (ev *Event) InternField(field int, s string) string {
 		*slot = v
 	}
 	return v
+}
+
+// StageMemos is the number of slots StageMemo has. Each package whose
+// stage keeps a memo owns one slot: de-identification slot 0.
+const StageMemos = 1
+
+// StageMemo returns slot i of what the worker's stages remember from one
+// event to the next on this Event, or nil when ev keeps no memo (it was
+// not read by DecodeRaw). A stage stores its own state there: the verdict
+// on a value the next event of the same request is likely to repeat, so
+// that it answers by a comparison instead of doing the work again. The
+// state lives as long as ev, and only the goroutine that owns ev may use
+// it, as with InternField.
+func (ev *Event) StageMemo(i int) *any {
+	if ev.memo == nil || i < 0 || i >= StageMemos {
+		return nil
+	}
+	return &ev.memo.stage[i]
 }
 
 // remember makes head (the bytes collectorHead read) and what was read

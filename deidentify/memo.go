@@ -1,0 +1,114 @@
+package deidentify
+
+import (
+	"github.com/veilhq/veil/deidentify/scrub"
+	"github.com/veilhq/veil/event"
+)
+
+// passMemo is what de-identification remembers from one raw event to the
+// next on the same worker (event.Event.StageMemo): the rule of each
+// recent property name that is not one of Mixpanel's, and the last string
+// of each known property, and the last event name, that the scrubber left
+// as they were. The events of one request come from one browser on one
+// page, so they repeat most of them ($os, $browser, $initial_referrer, the
+// pseudonym of $device_id, the shop's own property names), and the next
+// event's are then answered by a comparison instead of the checks and the
+// scan. Everything here was decided under rules; an event of another
+// project forgets it all.
+//
+// Only what the scrubber found nothing in is kept: a name it would rename
+// or a value it would rewrite is never stored, so the memo holds no text
+// the scrubber counts as personal data, only text that is stored as it
+// came anyway. It is bounded: nameSlots names of at most maxMemoName
+// bytes and one value of at most maxMemoValue bytes per known property.
+type passMemo struct {
+	rules  *projectRules
+	names  [nameSlots]nameSlot
+	values [event.NumKnownProps]valueSlot // [0]: the event name
+}
+
+type nameSlot struct {
+	name []byte // a copy: the event's key points into its message
+	rule nameRule
+	ok   bool
+}
+
+type valueSlot struct {
+	text []byte
+	ok   bool
+}
+
+const (
+	nameSlots    = 128
+	maxMemoName  = 64
+	maxMemoValue = 256
+)
+
+// stageMemoSlot is de-identification's event.StageMemo slot.
+const stageMemoSlot = 0
+
+// memoFor returns ev's memo, emptied if it was filled under other rules,
+// or nil when ev keeps none.
+func memoFor(ev *event.Event, r *projectRules) *passMemo {
+	slot := ev.StageMemo(stageMemoSlot)
+	if slot == nil {
+		return nil
+	}
+	m, _ := (*slot).(*passMemo)
+	if m == nil {
+		m = &passMemo{rules: r}
+		*slot = m
+	}
+	if m.rules != r {
+		m.rules = r
+		for i := range m.names {
+			m.names[i].ok = false
+		}
+		for i := range m.values {
+			m.values[i].ok = false
+		}
+	}
+	return m
+}
+
+// nameHash picks a name's slot from its length and three of its bytes,
+// as event's known-name table does: names of one site mostly differ
+// there, and a collision only costs the checks.
+func nameHash(k string) int {
+	n := len(k)
+	return int(uint(n)*37+uint(k[0])*7+uint(k[n-1])*3+uint(k[n/2])) % nameSlots
+}
+
+// rule returns the nameRule of a name that is not one of Mixpanel's:
+// remembered if it came recently, else worked out by r and remembered
+// when the scrubber leaves the name as it is.
+func (m *passMemo) rule(k string) nameRule {
+	r := m.rules
+	if len(k) == 0 || len(k) > maxMemoName {
+		return r.ruleOf(k)
+	}
+	s := &m.names[nameHash(k)]
+	if s.ok && string(s.name) == k {
+		return s.rule
+	}
+	nr := r.ruleOf(k)
+	if nr&nameClean != 0 {
+		s.name, s.rule, s.ok = append(s.name[:0], k...), nr, true
+	}
+	return nr
+}
+
+// scrubString is sc.String (sc is m.rules.scrubber) for the value of the
+// known property id (0: the event name), answered from the memo when it
+// is the value the scrubber last left as it was.
+func (m *passMemo) scrubString(sc *scrub.Scrubber, id uint8, s string) (string, scrub.Finding) {
+	v := &m.values[id]
+	if v.ok && string(v.text) == s {
+		return s, 0
+	}
+	out, f := sc.String(s)
+	if f == 0 && out == s && len(s) <= maxMemoValue {
+		v.text, v.ok = append(v.text[:0], s...), true
+	}
+	return out, f
+}

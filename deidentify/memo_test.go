@@ -1,0 +1,100 @@
+package deidentify
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/event"
+)
+
+// TestPassMemo runs a stream of messages through one reused Event, as a
+// worker does, and each message again through an Event of its own, which
+// starts with an empty memo: the memo of the events before must change
+// nothing. The stream repeats names and values (which the memo answers),
+// switches project (whose policy drops a name the other keeps and strips
+// a query parameter the other keeps) and repeats personal data in a known
+// property, an event name and a property name (which must be scrubbed
+// every time and never remembered).
+func TestPassMemo(t *testing.T) {
+	b := policy.Default()
+	b.PIIDeny = []string{"plan"}
+	b.URLQueryAllow = []string{"utm_medium"}
+	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}}, nil)
+
+	msg := func(project, name, os, extra string) string {
+		return `{"v":1,"kind":1,"project":"` + project + `","received_at":1795348800123,"event":{"event":"` + name + `","properties":{` +
+			`"time":1795348800123,"distinct_id":"u1","$os":"` + os + `","$current_url":"https://shop.example/p?utm_source=news",` +
+			`"$device_id":"d1","plan":"gold","cart_size":3` + extra + `}}}`
+	}
+	const canary = "jane@example.com"
+	stream := []string{
+		msg("a", "Viewed", "Linux", ""),
+		msg("a", "Viewed", "Linux", ""),
+		msg("b", "Viewed", "Linux", ""),
+		msg("b", "Viewed", "Linux", ""),
+		msg("a", "Viewed", "Linux", ""),
+		msg("a", "Viewed", canary, ""),
+		msg("a", "Viewed", canary, ""),
+		msg("a", "mail "+canary, "Linux", ""),
+		msg("a", "mail "+canary, "Linux", ""),
+		msg("a", "Viewed", "Linux", `,"note `+canary+`":1`),
+		msg("a", "Viewed", "Linux", `,"note `+canary+`":1`),
+		msg("a", "Viewed", "Linux", ""),
+	}
+	var reused event.Event
+	var outs []string
+	for i, m := range stream {
+		var fresh event.Event
+		got, want := stage(t, e, m, &reused), stage(t, e, m, &fresh)
+		if got != want {
+			t.Fatalf("message %d: with the memo of the messages before\n%s\nalone\n%s", i, got, want)
+		}
+		if strings.Contains(got, canary) {
+			t.Fatalf("message %d: %q stored: %s", i, canary, got)
+		}
+		outs = append(outs, got)
+		mem := fmt.Sprintf("%q", *reused.StageMemo(stageMemoSlot))
+		if strings.Contains(mem, "jane") {
+			t.Fatalf("message %d: the memo holds personal data: %s", i, mem)
+		}
+	}
+	// The projects' policies differ where the test says they do.
+	if !strings.Contains(outs[0], `"plan":"gold"`) || strings.Contains(outs[2], `"plan"`) {
+		t.Fatalf("plan: project a stored %s, project b %s", outs[0], outs[2])
+	}
+	if !strings.Contains(outs[0], "utm_source=news") || strings.Contains(outs[2], "utm_source=news") {
+		t.Fatalf("the query parameter: project a stored %s, project b %s", outs[0], outs[2])
+	}
+	if outs[4] != outs[0] || outs[11] != outs[0] {
+		t.Fatalf("the same message gave\n%s\n%s\n%s", outs[0], outs[4], outs[11])
+	}
+
+	// What the memo holds after the stream: project a's verdicts on the
+	// names and values it repeats.
+	m := memoFor(&reused, e.rulesFor("a"))
+	if v := m.values[event.KnownProp("$os")]; !v.ok || string(v.text) != "Linux" {
+		t.Fatalf("the memo holds %q for $os", v.text)
+	}
+	if s := m.names[nameHash("plan")]; !s.ok || string(s.name) != "plan" || s.rule&nameClean == 0 {
+		t.Fatalf("the memo holds %q for plan", s.name)
+	}
+}
+
+// stage decodes m into ev, runs Stage and returns what a row would
+// store: the event name and the properties, or the drop reason.
+func stage(t *testing.T, e *Engine, m string, ev *event.Event) string {
+	t.Helper()
+	if err := event.DecodeRaw([]byte(m), ev); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.Stage(ev); r != event.Keep {
+		return "dropped: " + string(r)
+	}
+	props, ok := ev.AppendProperties(nil)
+	if !ok {
+		t.Fatal("AppendProperties failed")
+	}
+	return ev.Name + " " + string(props) + " " + strings.Join(ev.Provenance.Transforms, ",")
+}
