@@ -167,6 +167,9 @@ type Event struct {
 	propsBuf []Prop
 	scratch  []byte
 	keys     []string
+	// value is the message DecodeRaw read Props from, which their Key and
+	// Raw point into: AppendProperties copies runs of it.
+	value []byte
 	// memo is what DecodeRaw remembers of the previous message, for the
 	// next one from the same request (see rawMemo).
 	memo *rawMemo

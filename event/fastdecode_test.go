@@ -142,6 +142,7 @@ func checkRaw(t *testing.T, value []byte, reuse *Event) {
 	if v, ok := DecodeJSONValue(text); !ok || !reflect.DeepEqual(v, want.Properties) {
 		t.Fatalf("raw: properties written as %s, want %#v", text, want.Properties)
 	}
+	checkRuns(t, value)
 	if err := reuse.Materialize(); err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +151,70 @@ func checkRaw(t *testing.T, value []byte, reuse *Event) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("raw: decoded\n%#v\nwant\n%#v", got, want)
 	}
+}
+
+// checkRuns requires AppendProperties, which copies runs of props that
+// came as they are out of the message, to write what writing each kept
+// prop on its own writes: for the props as decoded, and after the stages'
+// kinds of change, which break the runs (a prop dropped, a string
+// rewritten, a value replaced).
+func checkRuns(t *testing.T, value []byte) {
+	t.Helper()
+	var ev Event
+	if DecodeRaw(value, &ev) != nil || ev.Props == nil {
+		return
+	}
+	check := func(what string) {
+		t.Helper()
+		got, _ := ev.AppendProperties(nil)
+		if want := appendEach(&ev); string(got) != string(want) {
+			t.Fatalf("raw, %s: properties written as\n%s\nprop by prop\n%s", what, got, want)
+		}
+	}
+	check("as decoded")
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		switch i % 4 {
+		case 1:
+			pr.Drop = true
+		case 2:
+			if pr.Kind == PropString {
+				pr.Str, pr.Escaped = "[email]", true
+			}
+		case 3:
+			if !ev.SetOutValue(i, "replaced") {
+				t.Fatal("SetOutValue failed")
+			}
+		}
+	}
+	check("after changes")
+}
+
+// appendEach is AppendProperties for a raw event, one prop at a time.
+func appendEach(ev *Event) []byte {
+	dst := []byte{'{'}
+	n := 0
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		if pr.Drop {
+			continue
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		n++
+		dst = AppendJSONString(dst, pr.Key)
+		dst = append(dst, ':')
+		switch {
+		case pr.Out != nil:
+			dst = append(dst, pr.Out...)
+		case pr.Kind == PropString && pr.Escaped:
+			dst = AppendJSONString(dst, pr.Str)
+		default:
+			dst = append(dst, pr.Raw...)
+		}
+	}
+	return append(dst, '}')
 }
 
 func TestDecodeRawMatchesDecode(t *testing.T) {

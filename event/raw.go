@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // PropKind is the JSON type of a raw property's value.
@@ -92,10 +93,10 @@ func DecodeRaw(value []byte, ev *Event) error {
 		memo = new(rawMemo)
 	}
 	if decodeTrack(value, ev, nil, &props, memo) {
-		ev.scratch, ev.keys, ev.memo = scratch, keys, memo
+		ev.scratch, ev.keys, ev.memo, ev.value = scratch, keys, memo, value
 		return nil
 	}
-	ev.Props = nil
+	ev.Props, ev.value = nil, nil
 	err := DecodeFast(value, ev)
 	ev.propsBuf, ev.scratch, ev.keys, ev.memo = props[:0], scratch, keys, memo
 	return err
@@ -491,7 +492,7 @@ func (ev *Event) Materialize() error {
 	}
 	cloneRetained(m)
 	ev.Properties = m
-	ev.propsBuf, ev.Props = ev.Props[:0], nil
+	ev.propsBuf, ev.Props, ev.value = ev.Props[:0], nil, nil
 	return nil
 }
 
@@ -528,7 +529,7 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 	}
 	dst = append(dst, '{')
 	n := 0
-	for i := range ev.Props {
+	for i := 0; i < len(ev.Props); i++ {
 		pr := &ev.Props[i]
 		if pr.Drop {
 			continue
@@ -537,6 +538,21 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 			dst = append(dst, ',')
 		}
 		n++
+		// A run of props that came as they are, one after the other in
+		// the message, is written in one copy of the message's text.
+		if start, end := ev.verbatim(pr); start >= 0 {
+			for i+1 < len(ev.Props) {
+				s, e := ev.verbatim(&ev.Props[i+1])
+				if s != end+1 || ev.value[end] != ',' {
+					break
+				}
+				end = e
+				i++
+				n++
+			}
+			dst = append(dst, ev.value[start:end]...)
+			continue
+		}
 		if pr.PlainKey {
 			dst = append(dst, '"')
 			dst = append(dst, pr.Key...)
@@ -555,6 +571,39 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 		}
 	}
 	return append(dst, '}'), true
+}
+
+// PropertiesSizeHint is about how many bytes AppendProperties writes for
+// a raw event, which is written from its message (which holds every kept
+// prop as it came) and from what the stages wrote; 0 for an event with
+// the map. A string a stage rewrote may come out longer, so the hint is
+// not a bound.
+func (ev *Event) PropertiesSizeHint() int {
+	if ev.Props == nil {
+		return 0
+	}
+	return len(ev.value) + len(ev.scratch) + 256
+}
+
+// verbatim returns where pr's member, `"key":value`, is in the message
+// DecodeRaw read, when it is to be written as it came (kept, its key plain,
+// its value not rewritten) and the message holds it in one piece, without
+// whitespace; start is -1 otherwise.
+func (ev *Event) verbatim(pr *Prop) (start, end int) {
+	if pr.Drop || !pr.PlainKey || pr.Out != nil || (pr.Escaped && pr.Kind == PropString) || len(pr.Key) == 0 || len(pr.Raw) == 0 || len(ev.value) == 0 {
+		return -1, 0
+	}
+	// Offsets by address: Key and Raw point into the message when the
+	// decoder took them from it, and anything else falls outside it.
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(ev.value)))
+	k := uintptr(unsafe.Pointer(unsafe.StringData(pr.Key))) - base
+	r := uintptr(unsafe.Pointer(unsafe.SliceData(pr.Raw))) - base
+	n := uintptr(len(ev.value))
+	if k == 0 || k >= n || r >= n || r != k+uintptr(len(pr.Key))+2 || uintptr(len(pr.Raw)) > n-r ||
+		ev.value[k-1] != '"' || ev.value[r-2] != '"' || ev.value[r-1] != ':' {
+		return -1, 0
+	}
+	return int(k) - 1, int(r) + len(pr.Raw)
 }
 
 // Intern returns a copy of s that later calls with an equal string are

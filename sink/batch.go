@@ -157,8 +157,9 @@ type Batch struct {
 	// resumes where the failure happened.
 	done map[string]bool
 
-	// propsBuf is reused by every appendEvent to encode properties, which
-	// are then copied into text: chunks of memory shared by the batch's
+	// propsBuf is reused by appendEvent to encode a property map, which
+	// is then copied into text (a raw event's properties are written into
+	// text directly): chunks of memory shared by the batch's
 	// property strings. The chunks are kept across Reset and filled again
 	// from the first, as the columns keep their capacity: a flushed
 	// batch's strings are not read once its insert has returned (the
@@ -311,11 +312,32 @@ func (b *Batch) appendEvent(ev *event.Event) error {
 	// reflection and boxes every value); marshalJSON stays for what it
 	// does not cover. A raw event's properties are written as they came.
 	var props string
-	buf, ok := ev.AppendProperties(b.propsBuf[:0])
-	b.propsBuf = buf
-	if ok {
-		props = b.keep(buf)
+	var ok bool
+	if hint := ev.PropertiesSizeHint(); hint > 0 {
+		// A raw event's properties are written straight into the text.
+		if cap(b.text)-len(b.text) < hint {
+			b.text = b.nextChunk(hint)
+		}
+		n := len(b.text)
+		var buf []byte
+		if buf, ok = ev.AppendProperties(b.text); ok {
+			if cap(buf) == cap(b.text) { // written in place
+				b.text = buf
+				if len(buf) > n {
+					props = unsafe.String(&buf[n], len(buf)-n)
+				}
+			} else { // longer than the hint: the append moved it
+				props = b.keep(buf[n:])
+			}
+		}
 	} else {
+		buf, ok2 := ev.AppendProperties(b.propsBuf[:0])
+		b.propsBuf, ok = buf, ok2
+		if ok {
+			props = b.keep(buf)
+		}
+	}
+	if !ok {
 		var err error
 		if props, err = marshalJSON(ev.Properties); err != nil {
 			return errors.New("sink: properties are not JSON-encodable")

@@ -85,7 +85,20 @@ func TestBatchReusesText(t *testing.T) {
 			if i == 150 {
 				pad = strings.Repeat("L", textChunk+10) // a chunk of its own
 			}
-			if err := b.Append(raw(i, pad)); err != nil {
+			ev := raw(i, pad)
+			if i == 200 {
+				// A value a stage rewrote, which comes out longer than
+				// the message it came in.
+				pad = strings.Repeat(`"`, 3000)
+				pr := &ev.Props[ev.PropIndex("pad")]
+				pr.Str, pr.Escaped = pad, true
+				// With the hint's room left in the chunk, the append
+				// outgrows it.
+				if free := cap(b.text) - len(b.text) - ev.PropertiesSizeHint(); free > 0 {
+					b.text = b.text[:len(b.text)+free]
+				}
+			}
+			if err := b.Append(ev); err != nil {
 				t.Fatal(err)
 			}
 			want = append(want, fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
