@@ -328,6 +328,16 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	// whatever is left is scanned for PII in free text. A raw event's
 	// props go through the three in one pass (rawProps).
 	pseudo := func(id string) string {
+		if memo != nil && p.Rotate != policy.RotateDaily {
+			if v, epoch, ok := memo.pseudonym(ev.Project, id); ok {
+				ev.Provenance.KeyEpoch = epoch
+				return v
+			}
+			v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
+			memo.rememberPseudonym(ev.Project, id, v, epoch)
+			ev.Provenance.KeyEpoch = epoch
+			return v
+		}
 		v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
 		ev.Provenance.KeyEpoch = epoch
 		return v

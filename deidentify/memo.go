@@ -7,13 +7,14 @@ import (
 
 // passMemo is what de-identification remembers from one raw event to the
 // next on the same worker (event.Event.StageMemo): the rule of each
-// recent property name that is not one of Mixpanel's, and the last string
-// of each known property, and the last event name, that the scrubber left
-// as they were. The events of one request come from one browser on one
-// page, so they repeat most of them ($os, $browser, $initial_referrer, the
-// pseudonym of $device_id, the shop's own property names), and the next
-// event's are then answered by a comparison instead of the checks and the
-// scan. Everything here was decided under rules; an event of another
+// recent property name that is not one of Mixpanel's; the last string of
+// each known property, and the last event name, that the scrubber left as
+// they were; the pseudonyms of the last two identifiers. The events of
+// one request come from one browser on one page, so they repeat most of
+// them ($os, $browser, $initial_referrer, the pseudonym of $device_id, the
+// shop's own property names, the user's distinct_id), and the next
+// event's are then answered by a comparison instead of the checks, the
+// scan or the shared pseudonym memo's lock. Everything here was decided under rules; an event of another
 // project forgets it all.
 //
 // Only what the scrubber found nothing in is kept: a name it would rename
@@ -25,6 +26,19 @@ type passMemo struct {
 	rules  *projectRules
 	names  [nameSlots]nameSlot
 	values [event.NumKnownProps]valueSlot // [0]: the event name
+	// ids are the last identifiers pseudonymized under keys that do not
+	// rotate daily: a user's distinct_id and device id, which every
+	// event of a request repeats.
+	ids    [2]idSlot
+	nextID int
+}
+
+type idSlot struct {
+	project string // interned by the decoder
+	id      []byte
+	pseudo  string
+	epoch   uint32
+	ok      bool
 }
 
 type nameSlot struct {
@@ -67,6 +81,7 @@ func memoFor(ev *event.Event, r *projectRules) *passMemo {
 		for i := range m.values {
 			m.values[i].ok = false
 		}
+		m.ids[0].ok, m.ids[1].ok = false, false
 	}
 	return m
 }
@@ -111,4 +126,22 @@ func (m *passMemo) scrubString(sc *scrub.Scrubber, id uint8, s string) (string, 
 		v.text, v.ok = append(v.text[:0], s...), true
 	}
 	return out, f
+}
+
+// pseudonym returns the pseudonym of id in project and its key's epoch
+// if it is one of the last two pseudonymized.
+func (m *passMemo) pseudonym(project, id string) (string, uint32, bool) {
+	for i := range m.ids {
+		if s := &m.ids[i]; s.ok && string(s.id) == id && s.project == project {
+			return s.pseudo, s.epoch, true
+		}
+	}
+	return "", 0, false
+}
+
+// rememberPseudonym makes pseudo, of epoch, one of the last two.
+func (m *passMemo) rememberPseudonym(project, id, pseudo string, epoch uint32) {
+	s := &m.ids[m.nextID]
+	m.nextID ^= 1
+	s.project, s.id, s.pseudo, s.epoch, s.ok = project, append(s.id[:0], id...), pseudo, epoch, true
 }

@@ -12,11 +12,12 @@ import (
 // TestPassMemo runs a stream of messages through one reused Event, as a
 // worker does, and each message again through an Event of its own, which
 // starts with an empty memo: the memo of the events before must change
-// nothing. The stream repeats names and values (which the memo answers),
-// switches project (whose policy drops a name the other keeps and strips
-// a query parameter the other keeps) and repeats personal data in a known
-// property, an event name and a property name (which must be scrubbed
-// every time and never remembered).
+// nothing. The stream repeats names, values and ids (which the memo
+// answers), switches project (whose policy drops a name the other keeps
+// and strips a query parameter the other keeps, or which shares the
+// other's policy but not its pseudonyms) and repeats personal data in a
+// known property, an event name and a property name (which must be
+// scrubbed every time and never remembered).
 func TestPassMemo(t *testing.T) {
 	b := policy.Default()
 	b.PIIDeny = []string{"plan"}
@@ -42,6 +43,9 @@ func TestPassMemo(t *testing.T) {
 		msg("a", "Viewed", "Linux", `,"note `+canary+`":1`),
 		msg("a", "Viewed", "Linux", `,"note `+canary+`":1`),
 		msg("a", "Viewed", "Linux", ""),
+		// A project without a policy of its own shares the default's
+		// rules, not the pseudonyms of its ids.
+		msg("c", "Viewed", "Linux", ""),
 	}
 	var reused event.Event
 	var outs []string
@@ -71,9 +75,13 @@ func TestPassMemo(t *testing.T) {
 		t.Fatalf("the same message gave\n%s\n%s\n%s", outs[0], outs[4], outs[11])
 	}
 
-	// What the memo holds after the stream: project a's verdicts on the
-	// names and values it repeats.
-	m := memoFor(&reused, e.rulesFor("a"))
+	if outs[12] == outs[11] {
+		t.Fatalf("projects a and c stored the same: %s", outs[12])
+	}
+
+	// What the memo holds after the stream: the default rules' verdicts
+	// on the names and values the stream repeats.
+	m := memoFor(&reused, e.rulesFor("c"))
 	if v := m.values[event.KnownProp("$os")]; !v.ok || string(v.text) != "Linux" {
 		t.Fatalf("the memo holds %q for $os", v.text)
 	}

@@ -31,9 +31,15 @@ var promoted = []struct {
 // typed fields. Values the SDK set explicitly win over anything derived
 // later, as in Mixpanel.
 func Promote(ev *event.Event) {
+	promote(ev)
+}
+
+// promote is Promote; for an event whose properties are JSON text it also
+// returns where its `ip` and `$ip` props are, found in the same pass, as
+// locate takes them.
+func promote(ev *event.Event) (ipAt [2]int) {
 	if ev.Props != nil {
-		promoteRaw(ev)
-		return
+		return promoteRaw(ev)
 	}
 	for _, p := range promoted {
 		v, ok := ev.Properties[p.prop]
@@ -50,6 +56,7 @@ func Promote(ev *event.Event) {
 		}
 		delete(ev.Properties, p.prop)
 	}
+	return [2]int{-1, -1}
 }
 
 // promotedByKnown maps a known property id (event.KnownProp) to its
@@ -72,11 +79,15 @@ var promotedByKnown = func() (t [event.NumKnownProps]uint8) {
 // promoteRaw is Promote for an event whose properties are JSON text. The
 // values become columns of the batch, so they are interned rather than
 // left pointing into the message.
-func promoteRaw(ev *event.Event) {
+func promoteRaw(ev *event.Event) (ipAt [2]int) {
+	ipAt = [2]int{-1, -1}
 	for i := range ev.Props {
 		pr := &ev.Props[i]
 		pi := promotedByKnown[pr.Known]
 		if pi == 0 || pr.Drop {
+			if n := ipPropByKnown[pr.Known]; n != 0 && !pr.Drop && ipAt[n-1] < 0 {
+				ipAt[n-1] = i
+			}
 			continue
 		}
 		p := &promoted[pi-1]
@@ -88,4 +99,5 @@ func promoteRaw(ev *event.Event) {
 		}
 		pr.Drop = true
 	}
+	return ipAt
 }

@@ -132,8 +132,7 @@ func (e *Enricher) Close() {
 // Stage enriches ev in place. It drops only bot traffic of projects that
 // asked for it.
 func (e *Enricher) Stage(ev *event.Event) event.DropReason {
-	Promote(ev)
-	e.locate(ev)
+	e.locate(ev, promote(ev))
 	if ev.UserAgent != "" {
 		info := e.ua.Parse(ev.UserAgent)
 		d := &ev.Device
@@ -186,20 +185,13 @@ var ipPropByKnown = func() (t [event.NumKnownProps]uint8) {
 // `ip` (or a profile's `$ip`) is used when present; ip=0 in the query, or
 // `ip`/`$ip` set to 0, turns the lookup off; geo the SDK set explicitly
 // wins.
-func (e *Enricher) locate(ev *event.Event) {
+//
+// ipProps are the indexes of a raw event's `ip` and `$ip` props, -1 for
+// none, as promote found them.
+func (e *Enricher) locate(ev *event.Event, ipProps [2]int) {
 	ip := ev.IP
 	noGeo := ev.Signals.NoGeo
 	// ip then $ip: the later one wins where they disagree.
-	var ipProps [2]int // their indexes in a raw event's props, -1 for none
-	if ev.Props != nil {
-		ipProps = [2]int{-1, -1}
-		for i := range ev.Props {
-			pr := &ev.Props[i]
-			if n := ipPropByKnown[pr.Known]; n != 0 && !pr.Drop && ipProps[n-1] < 0 {
-				ipProps[n-1] = i
-			}
-		}
-	}
 	for n, k := range []string{"ip", "$ip"} {
 		if ev.Props != nil {
 			if i := ipProps[n]; i >= 0 {

@@ -225,7 +225,7 @@ end:
 		}
 		ev.memo = memo
 		ev.Name, ev.Endpoint = ev.InternField(0, name), Intern(endpoint)
-		return finishRaw(ev, *raw, memo)
+		return finishRaw(ev, *raw, memo, &p.taken)
 	}
 	ev.Name = name
 	ev.Properties = props
@@ -409,6 +409,10 @@ type scanner struct {
 	// unescaping or repair, so it is not b's bytes.
 	view bool
 	slow bool
+	// taken holds, for distinct_id, time and $insert_id (known ids 1 to
+	// 3), 1 + the index of their prop, as rawObject reads them (0: none),
+	// so that finishRaw goes to them.
+	taken [knownInsertID]int32
 }
 
 // bytesString returns b as a string that shares the scanner's arena.

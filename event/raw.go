@@ -196,15 +196,16 @@ func (m *rawMemo) distinctID(s string) string {
 }
 
 // finishRaw takes distinct_id, $insert_id and time out of the props into
-// their fields, as decodeTrack does with the map.
-func finishRaw(ev *Event, props []Prop, memo *rawMemo) bool {
+// their fields, as decodeTrack does with the map; taken says where they
+// are (see scanner.taken).
+func finishRaw(ev *Event, props []Prop, memo *rawMemo, taken *[knownInsertID]int32) bool {
 	ev.Props = props
 	haveTime := false
-	for i := range props {
-		pr := &props[i]
-		if pr.Known == 0 || pr.Known > knownInsertID {
+	for _, at := range taken {
+		if at == 0 {
 			continue
 		}
+		pr := &props[at-1]
 		switch pr.Known {
 		case knownDistinctID:
 			switch pr.Kind {
@@ -263,6 +264,9 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 				return false
 			}
 			knownSeen[w] |= bit
+			if known <= knownInsertID {
+				p.taken[known-1] = int32(len(*props) + 1)
+			}
 		} else {
 			sig := uint64(1) << keySignature(k)
 			if seen&sig != 0 {
