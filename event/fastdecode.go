@@ -60,7 +60,7 @@ const (
 // properties go to props or, when raw is not nil, to *raw (DecodeRaw),
 // which passes its memo of the previous message too.
 func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop, memo *rawMemo) bool {
-	p := scanner{b: value, view: raw != nil}
+	p := scanner{b: value, view: raw != nil, memo: memo}
 	var (
 		version, kind, received int64
 		project, endpoint, ip   string
@@ -413,6 +413,8 @@ type scanner struct {
 	// 3), 1 + the index of their prop, as rawObject reads them (0: none),
 	// so that finishRaw goes to them.
 	taken [knownInsertID]int32
+	// memo is DecodeRaw's memo of the previous message, or nil.
+	memo *rawMemo
 }
 
 // bytesString returns b as a string that shares the scanner's arena.

@@ -72,6 +72,9 @@ var knownSlots = func() (t [256]uint8) {
 		if len(k) > maxKnownLen {
 			panic("event: known property name longer than maxKnownLen: " + k)
 		}
+		if skipPlain([]byte(k), 0) != len(k) {
+			panic("event: known property name is not plain ASCII: " + k) // predictedKey compares its text
+		}
 		h := knownHash(k)
 		for t[h] != 0 {
 			if knownNames[t[h]-1] == k {

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
 	"unsafe"
@@ -109,5 +110,44 @@ func TestEventIntern(t *testing.T) {
 	}
 	if ev.InternField(1, "") != "" || ev.InternField(InternFields, "x") != "x" {
 		t.Fatal("an empty value or a field out of range is not interned as it is")
+	}
+}
+
+// TestDecodeRawPredictsKeys sends, after a message, messages whose props
+// start like it, differ from it in each way a key can (another name, a
+// known name as the prefix of a longer one, the same name escaped, a name
+// repeated, a shorter message near its end) to one reused Event: each
+// must decode as Decode does and as it does on an Event of its own.
+func TestDecodeRawPredictsKeys(t *testing.T) {
+	const first = `{"time":1,"$os":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`
+	for _, props := range []string{
+		first,
+		`{"time":1,"$os":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`,
+		`{"time":1,"$os_extra":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`,
+		`{"time":1,"\u0024os":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`,
+		`{"time":1,"$browser":"Linux","$os":"Firefox","mp_lib":"web","plan":"team"}`,
+		`{"time":1,"$os":"Linux","$os":"Firefox"}`,
+		`{"time":1,"$os" :"Linux", "$browser":"Firefox"}`,
+		`{"time":1,"$o`,
+		`{"time":1,"$os":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web","$lib_version":"2.58.0"}`,
+	} {
+		var fresh, reused Event
+		checkRaw(t, envelopeWith(`{"event":"E","properties":`+first+`}`), &reused)
+		checkRaw(t, envelopeWith(`{"event":"E","properties":`+props+`}`), &reused)
+		checkRaw(t, envelopeWith(`{"event":"E","properties":`+props+`}`), &fresh)
+		// checkRaw leaves the props materialized: read them again.
+		reused, fresh = Event{}, Event{}
+		DecodeRaw(envelopeWith(`{"event":"E","properties":`+first+`}`), &reused)
+		errR := DecodeRaw(envelopeWith(`{"event":"E","properties":`+props+`}`), &reused)
+		errF := DecodeRaw(envelopeWith(`{"event":"E","properties":`+props+`}`), &fresh)
+		if fmt.Sprint(errR) != fmt.Sprint(errF) || len(reused.Props) != len(fresh.Props) {
+			t.Fatalf("%s: %d props (error %v) after the first message, %d (error %v) alone", props, len(reused.Props), errR, len(fresh.Props), errF)
+		}
+		for i, pr := range reused.Props {
+			if f := fresh.Props[i]; pr.Key != f.Key || pr.Known != f.Known || pr.PlainKey != f.PlainKey {
+				t.Fatalf("%s: prop %d read as %q (known %d, plain %v) after the first message, %q (known %d, plain %v) alone",
+					props, i, pr.Key, pr.Known, pr.PlainKey, f.Key, f.Known, f.PlainKey)
+			}
+		}
 	}
 }

@@ -127,6 +127,9 @@ type rawMemo struct {
 	// Event that InternField fills: the event name and the promoted
 	// values of the next message mostly repeat this one's.
 	interned [InternFields]string
+	// keys are the known ids (KnownProp) of the previous message's first
+	// props, 0 for a name that is not known.
+	keys [64]uint8
 	// stage is what the stages keep from one event to the next
 	// (StageMemo).
 	stage [StageMemos]any
@@ -252,12 +255,17 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 	)
 	for {
 		// DecodeRaw reads in view mode, where key is quickStr.
-		k, ok := p.quickStr()
+		k, known, ok := p.predictedKey(len(*props))
 		if !ok {
-			return false
+			if k, ok = p.quickStr(); !ok {
+				return false
+			}
+			known = knownID(k)
 		}
 		plainKey := !p.slow
-		known := knownID(k)
+		if m := p.memo; m != nil && len(*props) < len(m.keys) {
+			m.keys[len(*props)] = known
+		}
 		if known != 0 {
 			w, bit := known/64, uint64(1)<<(known%64)
 			if knownSeen[w]&bit != 0 {
@@ -343,6 +351,26 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 		}
 		return p.lit('}')
 	}
+}
+
+// predictedKey reads the key of prop n when it is the known name the
+// previous message had in that place, as its events mostly do (the
+// SDK's standard properties come first, in the same order): a compare
+// instead of the scan for the end of the string and the table lookup. It
+// leaves p as it was and reports false otherwise.
+func (p *scanner) predictedKey(n int) (string, uint8, bool) {
+	m := p.memo
+	if m == nil || n >= len(m.keys) || m.keys[n] == 0 {
+		return "", 0, false
+	}
+	id := m.keys[n]
+	name := knownNames[id-1] // plain ASCII: its JSON text is itself quoted
+	i, j := p.i+1, p.i+1+len(name)
+	if j >= len(p.b) || p.b[p.i] != '"' || p.b[j] != '"' || string(p.b[i:j]) != name {
+		return "", 0, false
+	}
+	p.i, p.slow = j+1, false
+	return unsafe.String(&p.b[i], len(name)), id, true
 }
 
 // parseInt is json.Number.Int64 (strconv.ParseInt in base 10) with a
