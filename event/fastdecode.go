@@ -68,8 +68,8 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop, mem
 		signals                 Signals
 		name                    string
 		seen                    uint
-		// addr is the address already parsed, and interned says project
-		// and ua are already shared (both from the memo).
+		// addr is the address already parsed, and interned says project,
+		// ua and endpoint are already shared (both from the memo).
 		addr     netip.Addr
 		interned bool
 	)
@@ -103,7 +103,7 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop, mem
 				}
 				addr = a.Unmap()
 			}
-			h.project, h.ua = Intern(h.project), Intern(h.ua)
+			h.project, h.ua, h.endpoint = Intern(h.project), Intern(h.ua), Intern(h.endpoint)
 			memo.remember(value[:p.i], h, addr)
 			interned = true
 		}
@@ -221,10 +221,10 @@ end:
 		// The strings read point into the message; what outlives it is
 		// shared instead of copied for every event.
 		if !interned {
-			ev.Project, ev.UserAgent = Intern(project), Intern(ua)
+			ev.Project, ev.UserAgent, endpoint = Intern(project), Intern(ua), Intern(endpoint)
 		}
 		ev.memo = memo
-		ev.Name, ev.Endpoint = ev.InternField(0, name), Intern(endpoint)
+		ev.Name, ev.Endpoint = ev.InternField(0, name), endpoint
 		return finishRaw(ev, *raw, memo, &p.taken)
 	}
 	ev.Name = name

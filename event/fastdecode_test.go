@@ -29,6 +29,7 @@ var fastDecodeCases = []struct {
 	{"duplicate keys escaped", string(envelopeWith(`{"event":"E","properties":{"time":4,"$os":"a","plan":1,"\u0024os":"b","pla\u006e":2}}`))},
 	{"duplicate unknown key", string(envelopeWith(`{"event":"E","properties":{"time":4,"plan":1,"$os":"a","plan":2}}`))},
 	{"whitespace", " {\n\"v\" : 1 ,\t\"kind\":1,\"project\":\"p\",\"event\": { \"event\" : \"E\" , \"properties\" : { \"time\" : 6 , \"x\" : [ 1 , 2 ] } } } \n"},
+	{"space between members", string(envelopeWith(`{"event":"E","properties":{"time":1,"a":1, "b":"x","c":[1],"d":2 ,"e":3,"f":{"g":1}}}`))},
 	{"no properties", `{"v":1,"kind":1,"project":"p","received_at":0,"signals":{},"event":{"event":"E"}}`},
 	{"null properties", `{"v":1,"kind":1,"project":"p","event":{"event":"E","properties":null}}`},
 	{"missing time", string(envelopeWith(`{"event":"E","properties":{}}`))},

@@ -31,7 +31,11 @@ const (
 // property nobody needs to change costs a scan and a copy.
 //
 // Key, Raw and Str may point into the message value: they are valid while
-// the worker handles the message, and the sink copies what it keeps.
+// the worker handles the message, and the sink copies what it keeps. A
+// stage changes a value through Str and Escaped or SetOutValue and drops
+// a prop with Drop, but never reassigns Key or Raw (a name changes on the
+// map, after Materialize): AppendProperties copies the props nothing
+// changed straight out of the message.
 type Prop struct {
 	Key string
 	// Raw is the value's JSON text.
@@ -52,7 +56,20 @@ type Prop struct {
 	PlainKey bool
 	// Drop removes the property from the event.
 	Drop bool
+	// member says how the prop's member sits in the message (memberWhole,
+	// memberNext), for AppendProperties' runs.
+	member uint8
 }
+
+// How a prop's member sits in the message DecodeRaw read.
+const (
+	// memberWhole: the message holds `"Key":Raw`, the key plain, in one
+	// piece.
+	memberWhole uint8 = 1 << iota
+	// memberNext: it starts one byte, a comma, after the previous prop's
+	// value ends.
+	memberNext
+)
 
 // Value returns the prop's value as encoding/json decodes it into an any
 // with UseNumber: what the property map of Decode would hold.
@@ -178,11 +195,10 @@ func (ev *Event) StageMemo(i int) *any {
 }
 
 // remember makes head (the bytes collectorHead read) and what was read
-// from it the memo's.
+// from it, its strings interned, the memo's.
 func (m *rawMemo) remember(head []byte, h envHead, addr netip.Addr) {
 	m.head = append(m.head[:0], head...)
 	h.ip = "" // kept parsed: the text points into the message
-	h.endpoint = Intern(h.endpoint)
 	m.h, m.addr = h, addr
 }
 
@@ -252,8 +268,10 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 	var (
 		seen      uint64
 		knownSeen [(NumKnownProps + 63) / 64]uint64
+		prevEnd   = -2 // where the previous prop's value ends
 	)
 	for {
+		keyStart := p.i
 		// DecodeRaw reads in view mode, where key is quickStr.
 		k, known, ok := p.predictedKey(len(*props))
 		if !ok {
@@ -286,6 +304,7 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 			}
 			seen |= sig
 		}
+		keyEnd := p.i
 		if p.i < len(p.b) && p.b[p.i] == ':' {
 			p.i++
 		} else if p.ws(); !p.lit(':') {
@@ -339,6 +358,14 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 		pr := &ps[len(ps)-1]
 		pr.Key, pr.Raw, pr.Str, pr.Out = k, p.b[start:p.i:p.i], str, nil
 		pr.Kind, pr.Known, pr.Escaped, pr.PlainKey, pr.Drop = kind, known, escaped, plainKey, false
+		pr.member = 0
+		if plainKey && start == keyEnd+1 {
+			pr.member = memberWhole
+		}
+		if keyStart == prevEnd+1 {
+			pr.member |= memberNext
+		}
+		prevEnd = p.i
 		if p.i < len(p.b) && p.b[p.i] == ',' {
 			p.i++
 			p.ws()
@@ -583,14 +610,15 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 		// A run of props that came as they are, one after the other in
 		// the message, is written in one copy of the message's text.
 		if start, end := ev.verbatim(pr); start >= 0 {
-			for i+1 < len(ev.Props) {
-				s, e := ev.verbatim(&ev.Props[i+1])
-				if s != end+1 || ev.value[end] != ',' {
-					break
+			last := i
+			for last+1 < len(ev.Props) && ev.Props[last+1].asCame() && ev.Props[last+1].member&memberNext != 0 {
+				last++
+			}
+			if last > i {
+				if _, e := ev.verbatim(&ev.Props[last]); e > end {
+					n += last - i
+					i, end = last, e
 				}
-				end = e
-				i++
-				n++
 			}
 			dst = append(dst, ev.value[start:end]...)
 			continue
@@ -632,7 +660,7 @@ func (ev *Event) PropertiesSizeHint() int {
 // its value not rewritten) and the message holds it in one piece, without
 // whitespace; start is -1 otherwise.
 func (ev *Event) verbatim(pr *Prop) (start, end int) {
-	if pr.Drop || !pr.PlainKey || pr.Out != nil || (pr.Escaped && pr.Kind == PropString) || len(pr.Key) == 0 || len(pr.Raw) == 0 || len(ev.value) == 0 {
+	if !pr.asCame() || len(pr.Key) == 0 || len(pr.Raw) == 0 || len(ev.value) == 0 {
 		return -1, 0
 	}
 	// Offsets by address: Key and Raw point into the message when the
@@ -646,6 +674,12 @@ func (ev *Event) verbatim(pr *Prop) (start, end int) {
 		return -1, 0
 	}
 	return int(k) - 1, int(r) + len(pr.Raw)
+}
+
+// asCame reports whether pr is kept and is to be written as its member
+// came in the message, which holds it in one piece.
+func (pr *Prop) asCame() bool {
+	return pr.member&memberWhole != 0 && !pr.Drop && pr.Out == nil && (!pr.Escaped || pr.Kind != PropString)
 }
 
 // Intern returns a copy of s that later calls with an equal string are
