@@ -138,7 +138,9 @@ type Event struct {
 	GroupKey string
 	GroupID  string
 	// Value is a profile operation's operand (KindEngage, KindGroups).
-	Value      any
+	Value any
+	// InsertID is $insert_id. DecodeRaw leaves it pointing into the
+	// message, as it does Props: the sink copies it.
 	InsertID   string
 	Time       time.Time
 	ReceivedAt time.Time

@@ -236,7 +236,7 @@ func finishRaw(ev *Event, props []Prop, memo *rawMemo, taken *[knownInsertID]int
 			}
 		case knownInsertID:
 			if pr.Kind == PropString {
-				ev.InsertID = strings.Clone(pr.Str)
+				ev.InsertID = pr.Str // copied by the sink with the props
 			}
 		case knownTime:
 			if pr.Kind != PropNumber {

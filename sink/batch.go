@@ -188,6 +188,11 @@ func (b *Batch) keep(s []byte) string {
 	return unsafe.String(&b.text[n], len(s))
 }
 
+// keepString is keep for a string.
+func (b *Batch) keepString(s string) string {
+	return b.keep(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
 // nextChunk returns an empty chunk that holds at least n bytes: the next
 // of the batch's chunks, or a new one. A string longer than a chunk gets a
 // chunk of its own, which is not kept.
@@ -349,7 +354,7 @@ func (b *Batch) appendEvent(ev *event.Event) error {
 	r.timeMs = append(r.timeMs, uint16(ev.Time.Nanosecond()/int(time.Millisecond)))
 	r.event = append(r.event, ev.Name)
 	r.distinctID = append(r.distinctID, ev.DistinctID)
-	r.insertID = append(r.insertID, ev.InsertID)
+	r.insertID = append(r.insertID, b.keepString(ev.InsertID)) // DecodeRaw's points into the message
 	r.receivedAt = append(r.receivedAt, ev.ReceivedAt)
 	r.country = append(r.country, ev.Geo.CountryCode)
 	r.region = append(r.region, ev.Geo.Region)
@@ -418,7 +423,7 @@ func (b *Batch) appendOp(r *opRows, ev *event.Event) error {
 	r.op = append(r.op, ev.Name)
 	r.operand = append(r.operand, operand)
 	r.modifiers = append(r.modifiers, modifiers)
-	r.insertID = append(r.insertID, ev.InsertID)
+	r.insertID = append(r.insertID, b.keepString(ev.InsertID)) // DecodeRaw's points into the message
 	r.receivedAt = append(r.receivedAt, ev.ReceivedAt)
 	r.partition = append(r.partition, uint32(b.cur.partition))
 	r.offset = append(r.offset, uint64(max(0, b.cur.offset)))

@@ -66,7 +66,7 @@ func TestFoldDeduplicates(t *testing.T) {
 // allocating for them once grown, and every row keeps exactly its own
 // properties, also when a string is longer than a chunk.
 func TestBatchReusesText(t *testing.T) {
-	raw := func(i int, pad string) *event.Event {
+	raw := func(i int, pad string) (*event.Event, []byte) {
 		body := fmt.Sprintf(`{"event":"e","properties":{"n":%d,"pad":%q,"distinct_id":"d","time":1700000000000,"$insert_id":"i%d"}}`, i, pad, i)
 		msg, err := event.MarshalEnvelope(&event.Envelope{Version: 1, Kind: event.KindTrack, Project: "p", Endpoint: "/track", ReceivedAt: 1700000000000, Event: json.RawMessage(body)})
 		if err != nil {
@@ -76,7 +76,7 @@ func TestBatchReusesText(t *testing.T) {
 		if err := event.DecodeRaw(msg, &ev); err != nil {
 			t.Fatal(err)
 		}
-		return &ev
+		return &ev, msg
 	}
 	fill := func(b *Batch, round int) []string {
 		var want []string
@@ -85,7 +85,7 @@ func TestBatchReusesText(t *testing.T) {
 			if i == 150 {
 				pad = strings.Repeat("L", textChunk+10) // a chunk of its own
 			}
-			ev := raw(i, pad)
+			ev, msg := raw(i, pad)
 			if i == 200 {
 				// A value a stage rewrote, which comes out longer than
 				// the message it came in.
@@ -101,6 +101,10 @@ func TestBatchReusesText(t *testing.T) {
 			if err := b.Append(ev); err != nil {
 				t.Fatal(err)
 			}
+			// The worker lets the message go: the batch holds copies.
+			for j := range msg {
+				msg[j] = 'X'
+			}
 			want = append(want, fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 		}
 		return want
@@ -115,6 +119,11 @@ func TestBatchReusesText(t *testing.T) {
 	want := fill(b, 1)
 	if len(b.chunks) != chunks {
 		t.Fatalf("the refilled batch has %d chunks, had %d", len(b.chunks), chunks)
+	}
+	for i, id := range b.events.insertID {
+		if id != fmt.Sprintf("i%d", i) {
+			t.Fatalf("row %d $insert_id %q", i, id)
+		}
 	}
 	if !slices.Equal(b.events.properties, want) {
 		for i := range want {
