@@ -480,11 +480,14 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 	}
 	switch b := p.b[p.i]; b {
 	case '"':
-		s, ok := p.str()
+		s, ok := p.quickStr()
 		return ok && (c == nil || (!p.slow && c.Clean(s)))
 	case '{', '[':
 		if depth >= maxDepth {
 			return false
+		}
+		if b == '{' && c != nil {
+			return p.cleanObject(depth, c)
 		}
 		p.i++
 		p.ws()
@@ -495,25 +498,10 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 		if p.lit(end) {
 			return true
 		}
-		var keys [maxCleanKeys]string
-		n := 0
 		for {
 			if b == '{' {
-				k, ok := p.str()
-				if !ok {
+				if _, ok := p.quickStr(); !ok {
 					return false
-				}
-				if c != nil {
-					if p.slow || !c.Clean(k) || n == len(keys) {
-						return false
-					}
-					for _, seen := range keys[:n] {
-						if seen == k {
-							return false
-						}
-					}
-					keys[n] = k
-					n++
 				}
 				p.ws()
 				if !p.lit(':') {
@@ -539,6 +527,45 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 		return p.word("null")
 	}
 	return p.numberSpan()
+}
+
+// cleanObject is walk for an object with a Cleaner, which also checks its
+// keys: clean, plain, distinct and at most maxCleanKeys.
+func (p *scanner) cleanObject(depth int, c Cleaner) bool {
+	p.i++
+	p.ws()
+	if p.lit('}') {
+		return true
+	}
+	var keys [maxCleanKeys]string
+	n := 0
+	for {
+		k, ok := p.quickStr()
+		if !ok || p.slow || !c.Clean(k) || n == len(keys) {
+			return false
+		}
+		for _, seen := range keys[:n] {
+			if seen == k {
+				return false
+			}
+		}
+		keys[n] = k
+		n++
+		p.ws()
+		if !p.lit(':') {
+			return false
+		}
+		p.ws()
+		if !p.walk(depth+1, c) {
+			return false
+		}
+		p.ws()
+		if p.lit(',') {
+			p.ws()
+			continue
+		}
+		return p.lit('}')
+	}
 }
 
 // Materialize turns a raw event's kept props into ev.Properties, for code
