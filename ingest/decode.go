@@ -413,12 +413,8 @@ func skipValue(b []byte, i int) (int, bool) {
 	for i < len(b) {
 		switch b[i] {
 		case '"':
-			i++
-			for i < len(b) && b[i] != '"' {
-				if b[i] == '\\' {
-					i++
-				}
-				i++
+			for i = stringRun(b, i+1, false); i < len(b) && b[i] == '\\'; {
+				i = stringRun(b, i+2, false) // the escaped byte is not the end
 			}
 			if i >= len(b) {
 				return 0, false
