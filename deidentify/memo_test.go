@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/veilhq/veil/deidentify/policy"
 	"github.com/veilhq/veil/event"
 )
@@ -105,4 +108,33 @@ func stage(t *testing.T, e *Engine, m string, ev *event.Event) string {
 		t.Fatal("AppendProperties failed")
 	}
 	return ev.Name + " " + string(props) + " " + strings.Join(ev.Provenance.Transforms, ",")
+}
+
+// TestScrubbedCounted checks veil_deidentify_scrubbed_total: one count
+// per kind of personal data an event held, for a raw event and for one
+// with the map.
+func TestScrubbedCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e, err := New(policy.DefaultSet(), Deps{Keyring: keyring(t), Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const m = `{"v":1,"kind":1,"project":"a","received_at":1795348800123,"event":{"event":"mail jane@example.com","properties":{` +
+		`"time":1795348800123,"note":"call +44 20 7946 0958 or x@example.org","card":"4111 1111 1111 1111"}}}`
+	for _, decode := range []func([]byte, *event.Event) error{event.DecodeRaw, event.Decode} {
+		var ev event.Event
+		if err := decode([]byte(m), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.Stage(&ev); r != event.Keep {
+			t.Fatalf("Stage = %q", r)
+		}
+	}
+	want := map[string]float64{"email": 2, "phone": 2, "card": 2}
+	for _, kind := range []string{"email", "phone", "card", "iban", "national_id", "ip", "token", "url"} {
+		got := testutil.ToFloat64(e.m.scrubbed.WithLabelValues(kind))
+		if got != want[kind] {
+			t.Errorf("veil_deidentify_scrubbed_total{kind=%q} = %v, want %v", kind, got, want[kind])
+		}
+	}
 }
