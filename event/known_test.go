@@ -151,3 +151,35 @@ func TestDecodeRawPredictsKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestPredictedKeyComparesEveryByte changes each byte of each known name,
+// in the place where the message before had that name: the key must
+// then be read as the name it is, not as the one predicted.
+func TestPredictedKeyComparesEveryByte(t *testing.T) {
+	for id := knownInsertID + 1; id < NumKnownProps; id++ { // the first three are taken out of the props
+		name := KnownPropName(uint8(id))
+		first := envelopeWith(`{"event":"E","properties":{"time":1,"` + name + `":"v","x":1}}`)
+		for i := 0; i < len(name); i++ {
+			changed := []byte(name)
+			changed[i] ^= 0x01
+			if changed[i] == '"' || changed[i] == '\\' || changed[i] < ' ' {
+				changed[i] = '#'
+			}
+			msg := envelopeWith(`{"event":"E","properties":{"time":1,"` + string(changed) + `":"v","x":1}}`)
+			var reused, fresh Event
+			if err := DecodeRaw(first, &reused); err != nil {
+				t.Fatal(err)
+			}
+			if err := DecodeRaw(msg, &reused); err != nil {
+				t.Fatal(err)
+			}
+			if err := DecodeRaw(msg, &fresh); err != nil {
+				t.Fatal(err)
+			}
+			got, want := reused.Props[1], fresh.Props[1]
+			if got.Key != string(changed) || got.Known != want.Known {
+				t.Fatalf("%q after %q: read as %q (known %d), want known %d", changed, name, got.Key, got.Known, want.Known)
+			}
+		}
+	}
+}

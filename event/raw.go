@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"hash/maphash"
 	"net/netip"
@@ -391,14 +392,55 @@ func (p *scanner) predictedKey(n int) (string, uint8, bool) {
 		return "", 0, false
 	}
 	id := m.keys[n]
-	name := knownNames[id-1] // plain ASCII: its JSON text is itself quoted
-	i, j := p.i+1, p.i+1+len(name)
-	if j >= len(p.b) || p.b[p.i] != '"' || p.b[j] != '"' || string(p.b[i:j]) != name {
+	w := &knownWords[id]
+	i, j := p.i+1, p.i+1+int(w.n)
+	if j >= len(p.b) || p.b[p.i] != '"' || p.b[j] != '"' {
 		return "", 0, false
 	}
+	// A name is compared as one or two words loaded from the message
+	// (the second overlapping the first), not by a call to compare.
+	switch {
+	case w.n > 16 || i+8 > len(p.b):
+		if string(p.b[i:j]) != knownNames[id-1] {
+			return "", 0, false
+		}
+	case w.n < 8:
+		if binary.LittleEndian.Uint64(p.b[i:])&w.mask != w.w0 {
+			return "", 0, false
+		}
+	default:
+		if binary.LittleEndian.Uint64(p.b[i:]) != w.w0 || binary.LittleEndian.Uint64(p.b[j-8:]) != w.w1 {
+			return "", 0, false
+		}
+	}
 	p.i, p.slow = j+1, false
-	return unsafe.String(&p.b[i], len(name)), id, true
+	return unsafe.String(&p.b[i], int(w.n)), id, true
 }
+
+// knownWord is a known name as predictedKey compares it: its length and,
+// up to 16 bytes, its first eight bytes (masked to its length when
+// shorter) and its last eight.
+type knownWord struct {
+	w0, w1, mask uint64
+	n            uint8
+}
+
+var knownWords = func() (t [NumKnownProps]knownWord) {
+	for i, k := range knownNames {
+		w := &t[i+1]
+		w.n = uint8(len(k))
+		var buf [8]byte
+		copy(buf[:], k)
+		w.w0 = binary.LittleEndian.Uint64(buf[:])
+		w.mask = ^uint64(0)
+		if len(k) < 8 {
+			w.mask = 1<<(8*len(k)) - 1
+		} else {
+			w.w1 = binary.LittleEndian.Uint64([]byte(k[len(k)-8:]))
+		}
+	}
+	return t
+}()
 
 // parseInt is json.Number.Int64 (strconv.ParseInt in base 10) with a
 // loop of its own for the common case, up to 18 digits with an optional
