@@ -400,7 +400,7 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 
 	name, f := "", scrub.Finding(0)
 	if memo != nil && ev.Props != nil {
-		name, f = memo.scrubString(r.scrubber, 0, ev.Name)
+		name, f = memo.scrubName(r.scrubber, ev.Name)
 	} else {
 		name, f = r.scrubber.String(ev.Name)
 	}

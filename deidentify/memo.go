@@ -8,7 +8,7 @@ import (
 // passMemo is what de-identification remembers from one raw event to the
 // next on the same worker (event.Event.StageMemo): the rule of each
 // recent property name that is not one of Mixpanel's; the last string of
-// each known property, and the last event name, that the scrubber left as
+// each known property, and recent event names, that the scrubber left as
 // they were; the pseudonyms of the last two identifiers. The events of
 // one request come from one browser on one page, so they repeat most of
 // them ($os, $browser, $initial_referrer, the pseudonym of $device_id, the
@@ -20,12 +20,15 @@ import (
 // Only what the scrubber found nothing in is kept: a name it would rename
 // or a value it would rewrite is never stored, so the memo holds no text
 // the scrubber counts as personal data, only text that is stored as it
-// came anyway. It is bounded: nameSlots names of at most maxMemoName
-// bytes and one value of at most maxMemoValue bytes per known property.
+// came anyway. It is bounded: nameSlots property names and eventSlots
+// event names of at most maxMemoName bytes, and one value of at most
+// maxMemoValue bytes per known property.
 type passMemo struct {
 	rules  *projectRules
 	names  [nameSlots]nameSlot
-	values [event.NumKnownProps]valueSlot // [0]: the event name
+	values [event.NumKnownProps]valueSlot
+	// events are recent event names, by nameHash: a site sends a handful.
+	events [eventSlots]valueSlot
 	// ids are the last identifiers pseudonymized under keys that do not
 	// rotate daily: a user's distinct_id and device id, which every
 	// event of a request repeats.
@@ -53,6 +56,7 @@ type valueSlot struct {
 }
 
 const (
+	eventSlots   = 32
 	nameSlots    = 128
 	maxMemoName  = 64
 	maxMemoValue = 256
@@ -81,17 +85,20 @@ func memoFor(ev *event.Event, r *projectRules) *passMemo {
 		for i := range m.values {
 			m.values[i].ok = false
 		}
+		for i := range m.events {
+			m.events[i].ok = false
+		}
 		m.ids[0].ok, m.ids[1].ok = false, false
 	}
 	return m
 }
 
-// nameHash picks a name's slot from its length and three of its bytes,
-// as event's known-name table does: names of one site mostly differ
-// there, and a collision only costs the checks.
-func nameHash(k string) int {
+// nameHash picks a name's slot among slots from its length and three of
+// its bytes, as event's known-name table does: names of one site mostly
+// differ there, and a collision only costs the checks.
+func nameHash(k string, slots int) int {
 	n := len(k)
-	return int(uint(n)*37+uint(k[0])*7+uint(k[n-1])*3+uint(k[n/2])) % nameSlots
+	return int(uint(n)*37+uint(k[0])*7+uint(k[n-1])*3+uint(k[n/2])) % slots
 }
 
 // rule returns the nameRule of a name that is not one of Mixpanel's:
@@ -102,7 +109,7 @@ func (m *passMemo) rule(k string) nameRule {
 	if len(k) == 0 || len(k) > maxMemoName {
 		return r.ruleOf(k)
 	}
-	s := &m.names[nameHash(k)]
+	s := &m.names[nameHash(k, nameSlots)]
 	if s.ok && string(s.name) == k {
 		return s.rule
 	}
@@ -114,10 +121,24 @@ func (m *passMemo) rule(k string) nameRule {
 }
 
 // scrubString is sc.String (sc is m.rules.scrubber) for the value of the
-// known property id (0: the event name), answered from the memo when it
-// is the value the scrubber last left as it was.
+// known property id, answered from the memo when it is the value the
+// scrubber last left as it was.
 func (m *passMemo) scrubString(sc *scrub.Scrubber, id uint8, s string) (string, scrub.Finding) {
-	v := &m.values[id]
+	return scrubSlot(sc, &m.values[id], s)
+}
+
+// scrubName is sc.String for an event name, answered from the memo when
+// the scrubber left it as it was recently.
+func (m *passMemo) scrubName(sc *scrub.Scrubber, s string) (string, scrub.Finding) {
+	if len(s) == 0 || len(s) > maxMemoName {
+		return sc.String(s)
+	}
+	return scrubSlot(sc, &m.events[nameHash(s, eventSlots)], s)
+}
+
+// scrubSlot is sc.String for s, answered by v when it holds s, and
+// remembered there when the scrubber leaves s as it is.
+func scrubSlot(sc *scrub.Scrubber, v *valueSlot, s string) (string, scrub.Finding) {
 	if v.ok && string(v.text) == s {
 		return s, 0
 	}

@@ -88,7 +88,7 @@ func TestPassMemo(t *testing.T) {
 	if v := m.values[event.KnownProp("$os")]; !v.ok || string(v.text) != "Linux" {
 		t.Fatalf("the memo holds %q for $os", v.text)
 	}
-	if s := m.names[nameHash("plan")]; !s.ok || string(s.name) != "plan" || s.rule&nameClean == 0 {
+	if s := m.names[nameHash("plan", nameSlots)]; !s.ok || string(s.name) != "plan" || s.rule&nameClean == 0 {
 		t.Fatalf("the memo holds %q for plan", s.name)
 	}
 }
