@@ -218,18 +218,30 @@ func (sc *Scrubber) String(s string) (string, Finding) {
 	return sc.scrub(s)
 }
 
-// scrub is String after the prefilter.
+// scrub is String after the prefilter. A rewritten URL is rescanned like
+// any output, unless the clean-URL cache already knows it (a page URL
+// whose query parameters went, the same for every visitor); one the
+// rescan finds clean is offered to the cache.
 func (sc *Scrubber) scrub(s string) (string, Finding) {
 	var found Finding
 	for pass := 0; pass < maxPasses; pass++ {
 		out, f, changed := sc.scan(s, 0, false)
 		if !changed {
+			if pass > 0 && cacheable(s) {
+				h, _ := sc.urls.lookup(s)
+				sc.urls.add(s, h)
+			}
 			return s, found
 		}
 		found |= f
 		s = out
 		if !sc.mayContain(s) {
 			break
+		}
+		if cacheable(s) {
+			if _, clean := sc.urls.lookup(s); clean {
+				break
+			}
 		}
 	}
 	return s, found
