@@ -191,32 +191,9 @@ func checkRuns(t *testing.T, value []byte) {
 	check("after changes")
 }
 
-// appendEach is AppendProperties for a raw event, one prop at a time.
-func appendEach(ev *Event) []byte {
-	dst := []byte{'{'}
-	n := 0
-	for i := range ev.Props {
-		pr := &ev.Props[i]
-		if pr.Drop {
-			continue
-		}
-		if n > 0 {
-			dst = append(dst, ',')
-		}
-		n++
-		dst = AppendJSONString(dst, pr.Key)
-		dst = append(dst, ':')
-		switch {
-		case pr.Out != nil:
-			dst = append(dst, pr.Out...)
-		case pr.Kind == PropString && pr.Escaped:
-			dst = AppendJSONString(dst, pr.Str)
-		default:
-			dst = append(dst, pr.Raw...)
-		}
-	}
-	return append(dst, '}')
-}
+// appendEach is AppendProperties for a raw event, one prop at a time,
+// without runs.
+func appendEach(ev *Event) []byte { return ev.appendProps(nil, false) }
 
 func TestDecodeRawMatchesDecode(t *testing.T) {
 	var reused Event

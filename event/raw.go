@@ -528,9 +528,6 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 		if depth >= maxDepth {
 			return false
 		}
-		if b == '{' && c != nil {
-			return p.cleanObject(depth, c)
-		}
 		p.i++
 		p.ws()
 		end := byte('}')
@@ -540,10 +537,25 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 		if p.lit(end) {
 			return true
 		}
+		var keys [maxCleanKeys]string
+		n := 0
 		for {
 			if b == '{' {
-				if _, ok := p.quickStr(); !ok {
+				k, ok := p.quickStr()
+				if !ok {
 					return false
+				}
+				if c != nil {
+					if p.slow || !c.Clean(k) || n == len(keys) {
+						return false
+					}
+					for _, seen := range keys[:n] {
+						if seen == k {
+							return false
+						}
+					}
+					keys[n] = k
+					n++
 				}
 				p.ws()
 				if !p.lit(':') {
@@ -569,45 +581,6 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 		return p.word("null")
 	}
 	return p.numberSpan()
-}
-
-// cleanObject is walk for an object with a Cleaner, which also checks its
-// keys: clean, plain, distinct and at most maxCleanKeys.
-func (p *scanner) cleanObject(depth int, c Cleaner) bool {
-	p.i++
-	p.ws()
-	if p.lit('}') {
-		return true
-	}
-	var keys [maxCleanKeys]string
-	n := 0
-	for {
-		k, ok := p.quickStr()
-		if !ok || p.slow || !c.Clean(k) || n == len(keys) {
-			return false
-		}
-		for _, seen := range keys[:n] {
-			if seen == k {
-				return false
-			}
-		}
-		keys[n] = k
-		n++
-		p.ws()
-		if !p.lit(':') {
-			return false
-		}
-		p.ws()
-		if !p.walk(depth+1, c) {
-			return false
-		}
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
-		}
-		return p.lit('}')
-	}
 }
 
 // Materialize turns a raw event's kept props into ev.Properties, for code
@@ -665,6 +638,13 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 	if ev.Props == nil {
 		return AppendJSON(dst, ev.Properties, &ev.keys)
 	}
+	return ev.appendProps(dst, true), true
+}
+
+// appendProps appends a raw event's kept props as a JSON object; with
+// runs, a run of props that came as they are, one after the other in the
+// message, is written in one copy of the message's text.
+func (ev *Event) appendProps(dst []byte, runs bool) []byte {
 	dst = append(dst, '{')
 	n := 0
 	for i := 0; i < len(ev.Props); i++ {
@@ -676,9 +656,7 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 			dst = append(dst, ',')
 		}
 		n++
-		// A run of props that came as they are, one after the other in
-		// the message, is written in one copy of the message's text.
-		if start, end := ev.verbatim(pr); start >= 0 {
+		if start, end := ev.verbatim(pr); runs && start >= 0 {
 			last := i
 			for last+1 < len(ev.Props) && ev.Props[last+1].asCame() && ev.Props[last+1].member&memberNext != 0 {
 				last++
@@ -692,24 +670,29 @@ func (ev *Event) AppendProperties(dst []byte) ([]byte, bool) {
 			dst = append(dst, ev.value[start:end]...)
 			continue
 		}
-		if pr.PlainKey {
-			dst = append(dst, '"')
-			dst = append(dst, pr.Key...)
-			dst = append(dst, '"')
-		} else {
-			dst = AppendJSONString(dst, pr.Key)
-		}
-		dst = append(dst, ':')
-		switch {
-		case pr.Out != nil:
-			dst = append(dst, pr.Out...)
-		case pr.Kind == PropString && pr.Escaped:
-			dst = AppendJSONString(dst, pr.Str)
-		default:
-			dst = append(dst, pr.Raw...)
-		}
+		dst = appendProp(dst, pr)
 	}
-	return append(dst, '}'), true
+	return append(dst, '}')
+}
+
+// appendProp appends pr's member, `"key":value`, as AppendProperties
+// writes a prop that is not part of a run.
+func appendProp(dst []byte, pr *Prop) []byte {
+	if pr.PlainKey {
+		dst = append(dst, '"')
+		dst = append(dst, pr.Key...)
+		dst = append(dst, '"')
+	} else {
+		dst = AppendJSONString(dst, pr.Key)
+	}
+	dst = append(dst, ':')
+	switch {
+	case pr.Out != nil:
+		return append(dst, pr.Out...)
+	case pr.Kind == PropString && pr.Escaped:
+		return AppendJSONString(dst, pr.Str)
+	}
+	return append(dst, pr.Raw...)
 }
 
 // PropertiesSizeHint is about how many bytes AppendProperties writes for
