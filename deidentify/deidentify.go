@@ -328,18 +328,17 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	// properties and, in allow-list mode, everything not allowed; then
 	// whatever is left is scanned for PII in free text. A raw event's
 	// props go through the three in one pass (rawProps).
+	// The pass memo holds pseudonyms that do not depend on the day.
+	ids := memo
+	if p.Rotate == policy.RotateDaily {
+		ids = nil
+	}
 	pseudo := func(id string) string {
-		if memo != nil && p.Rotate != policy.RotateDaily {
-			if v, epoch, ok := memo.pseudonym(ev.Project, id); ok {
-				ev.Provenance.KeyEpoch = epoch
-				return v
-			}
-			v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
-			memo.rememberPseudonym(ev.Project, id, v, epoch)
-			ev.Provenance.KeyEpoch = epoch
-			return v
+		v, epoch, ok := ids.pseudonym(ev.Project, id)
+		if !ok {
+			v, epoch = e.pseudonymize(p, ev.Project, id, ev.Time)
+			ids.rememberPseudonym(ev.Project, id, v, epoch)
 		}
-		v, epoch := e.pseudonymize(p, ev.Project, id, ev.Time)
 		ev.Provenance.KeyEpoch = epoch
 		return v
 	}
@@ -398,13 +397,7 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		tr |= tNotAllowListed
 	}
 
-	name, f := "", scrub.Finding(0)
-	if memo != nil && ev.Props != nil {
-		name, f = memo.scrubName(r.scrubber, ev.Name)
-	} else {
-		name, f = r.scrubber.String(ev.Name)
-	}
-	if f != 0 {
+	if name, f := memo.scrubName(r.scrubber, ev.Name); f != 0 {
 		ev.Name, found = name, found|f
 	}
 	if ev.Props == nil {
@@ -555,16 +548,7 @@ func scrubProp(ev *event.Event, i int, sc *scrub.Scrubber, memo *passMemo) scrub
 	pr := &ev.Props[i]
 	switch pr.Kind {
 	case event.PropString:
-		var (
-			s string
-			f scrub.Finding
-		)
-		if memo != nil && pr.Known != 0 {
-			s, f = memo.scrubString(sc, pr.Known, pr.Str)
-		} else {
-			s, f = sc.String(pr.Str)
-		}
-		if f != 0 {
+		if s, f := memo.scrubString(sc, pr.Known, pr.Str); f != 0 {
 			pr.Str, pr.Escaped, pr.Out = s, true, nil
 			return f
 		}

@@ -14,8 +14,9 @@ import (
 // them ($os, $browser, $initial_referrer, the pseudonym of $device_id, the
 // shop's own property names, the user's distinct_id), and the next
 // event's are then answered by a comparison instead of the checks, the
-// scan or the shared pseudonym memo's lock. Everything here was decided under rules; an event of another
-// project forgets it all.
+// scan or the shared pseudonym memo's lock. Everything here was decided
+// under rules; an event of another project forgets it all. A nil memo
+// remembers nothing: its methods do the work every time.
 //
 // Only what the scrubber found nothing in is kept: a name it would rename
 // or a value it would rewrite is never stored, so the memo holds no text
@@ -121,16 +122,20 @@ func (m *passMemo) rule(k string) nameRule {
 }
 
 // scrubString is sc.String (sc is m.rules.scrubber) for the value of the
-// known property id, answered from the memo when it is the value the
-// scrubber last left as it was.
+// known property id (0 for any other name, which is not remembered),
+// answered from the memo when it is the value the scrubber last left as
+// it was.
 func (m *passMemo) scrubString(sc *scrub.Scrubber, id uint8, s string) (string, scrub.Finding) {
+	if m == nil || id == 0 {
+		return sc.String(s)
+	}
 	return scrubSlot(sc, &m.values[id], s)
 }
 
 // scrubName is sc.String for an event name, answered from the memo when
 // the scrubber left it as it was recently.
 func (m *passMemo) scrubName(sc *scrub.Scrubber, s string) (string, scrub.Finding) {
-	if len(s) == 0 || len(s) > maxMemoName {
+	if m == nil || len(s) == 0 || len(s) > maxMemoName {
 		return sc.String(s)
 	}
 	return scrubSlot(sc, &m.events[nameHash(s, eventSlots)], s)
@@ -152,6 +157,9 @@ func scrubSlot(sc *scrub.Scrubber, v *valueSlot, s string) (string, scrub.Findin
 // pseudonym returns the pseudonym of id in project and its key's epoch
 // if it is one of the last two pseudonymized.
 func (m *passMemo) pseudonym(project, id string) (string, uint32, bool) {
+	if m == nil {
+		return "", 0, false
+	}
 	for i := range m.ids {
 		if s := &m.ids[i]; s.ok && string(s.id) == id && s.project == project {
 			return s.pseudo, s.epoch, true
@@ -162,6 +170,9 @@ func (m *passMemo) pseudonym(project, id string) (string, uint32, bool) {
 
 // rememberPseudonym makes pseudo, of epoch, one of the last two.
 func (m *passMemo) rememberPseudonym(project, id, pseudo string, epoch uint32) {
+	if m == nil {
+		return
+	}
 	s := &m.ids[m.nextID]
 	m.nextID ^= 1
 	s.project, s.id, s.pseudo, s.epoch, s.ok = project, append(s.id[:0], id...), pseudo, epoch, true
