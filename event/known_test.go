@@ -116,8 +116,9 @@ func TestEventIntern(t *testing.T) {
 // TestDecodeRawPredictsKeys sends, after a message, messages whose props
 // start like it, differ from it in each way a key can (another name, a
 // known name as the prefix of a longer one, the same name escaped, a name
-// repeated, a shorter message near its end) to one reused Event: each
-// must decode as Decode does and as it does on an Event of its own.
+// repeated, names swapped or shifted by one more, a shorter message near
+// its end) to one reused Event: each must decode as Decode does and as it
+// does on an Event of its own.
 func TestDecodeRawPredictsKeys(t *testing.T) {
 	const first = `{"time":1,"$os":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`
 	for _, props := range []string{
@@ -126,6 +127,8 @@ func TestDecodeRawPredictsKeys(t *testing.T) {
 		`{"time":1,"$os_extra":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`,
 		`{"time":1,"\u0024os":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`,
 		`{"time":1,"$browser":"Linux","$os":"Firefox","mp_lib":"web","plan":"team"}`,
+		`{"time":1,"$device":"Mac","$os":"Linux","$browser":"Firefox","plan":"team","mp_lib":"web"}`,
+		`{"$os":"Linux","time":1,"$browser":"Firefox","mp_lib":"web"}`,
 		`{"time":1,"$os":"Linux","$os":"Firefox"}`,
 		`{"time":1,"$os" :"Linux", "$browser":"Firefox"}`,
 		`{"time":1,"$o`,

@@ -148,6 +148,9 @@ type rawMemo struct {
 	// keys are the known ids (KnownProp) of the previous message's first
 	// props, 0 for a name that is not known.
 	keys [64]uint8
+	// next is, for each known id, the known id of the name that came
+	// after it last (0 for another name).
+	next [NumKnownProps]uint8
 	// stage is what the stages keep from one event to the next
 	// (StageMemo).
 	stage [StageMemos]any
@@ -270,11 +273,12 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 		seen      uint64
 		knownSeen [(NumKnownProps + 63) / 64]uint64
 		prevEnd   = -2 // where the previous prop's value ends
+		prevKnown uint8 // the known id of the previous prop's name
 	)
 	for {
 		keyStart := p.i
 		// DecodeRaw reads in view mode, where key is quickStr.
-		k, known, ok := p.predictedKey(len(*props))
+		k, known, ok := p.predictedKey(len(*props), prevKnown)
 		if !ok {
 			if k, ok = p.quickStr(); !ok {
 				return false
@@ -282,9 +286,15 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 			known = knownID(k)
 		}
 		plainKey := !p.slow
-		if m := p.memo; m != nil && len(*props) < len(m.keys) {
-			m.keys[len(*props)] = known
+		if m := p.memo; m != nil {
+			if len(*props) < len(m.keys) {
+				m.keys[len(*props)] = known
+			}
+			if prevKnown != 0 {
+				m.next[prevKnown] = known
+			}
 		}
+		prevKnown = known
 		if known != 0 {
 			w, bit := known/64, uint64(1)<<(known%64)
 			if knownSeen[w]&bit != 0 {
@@ -381,17 +391,29 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 	}
 }
 
-// predictedKey reads the key of prop n when it is the known name the
-// previous message had in that place, as its events mostly do (the
-// SDK's standard properties come first, in the same order): a compare
+// predictedKey reads the key of prop n, which follows a prop named by the
+// known id prev (0: none or another name), when it is the known name
+// that came after prev in the messages before, or else the one the
+// previous message had in that place, as the events of a request mostly
+// have (the SDK's standard properties come first, in the same order, and
+// an optional one shifts the places of those after it): a compare
 // instead of the scan for the end of the string and the table lookup. It
 // leaves p as it was and reports false otherwise.
-func (p *scanner) predictedKey(n int) (string, uint8, bool) {
+func (p *scanner) predictedKey(n int, prev uint8) (string, uint8, bool) {
 	m := p.memo
-	if m == nil || n >= len(m.keys) || m.keys[n] == 0 {
+	if m == nil {
 		return "", 0, false
 	}
-	id := m.keys[n]
+	id := m.next[prev]
+	if prev == 0 || id == 0 {
+		if n >= len(m.keys) {
+			return "", 0, false
+		}
+		id = m.keys[n]
+	}
+	if id == 0 {
+		return "", 0, false
+	}
 	w := &knownWords[id]
 	i, j := p.i+1, p.i+1+int(w.n)
 	if j >= len(p.b) || p.b[p.i] != '"' || p.b[j] != '"' {
