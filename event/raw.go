@@ -272,7 +272,7 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 	var (
 		seen      uint64
 		knownSeen [(NumKnownProps + 63) / 64]uint64
-		prevEnd   = -2 // where the previous prop's value ends
+		prevEnd   = -2  // where the previous prop's value ends
 		prevKnown uint8 // the known id of the previous prop's name
 	)
 	for {
