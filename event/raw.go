@@ -678,7 +678,11 @@ func (ev *Event) appendProps(dst []byte, runs bool) []byte {
 			dst = append(dst, ',')
 		}
 		n++
-		if start, end := ev.verbatim(pr); runs && start >= 0 {
+		start, end := -1, 0
+		if runs {
+			start, end = ev.verbatim(pr)
+		}
+		if start >= 0 {
 			last := i
 			for last+1 < len(ev.Props) && ev.Props[last+1].asCame() && ev.Props[last+1].member&memberNext != 0 {
 				last++

@@ -336,10 +336,9 @@ func (b *Batch) appendEvent(ev *event.Event) error {
 			}
 		}
 	} else {
-		buf, ok2 := ev.AppendProperties(b.propsBuf[:0])
-		b.propsBuf, ok = buf, ok2
+		b.propsBuf, ok = ev.AppendProperties(b.propsBuf[:0])
 		if ok {
-			props = b.keep(buf)
+			props = b.keep(b.propsBuf)
 		}
 	}
 	if !ok {
@@ -423,7 +422,7 @@ func (b *Batch) appendOp(r *opRows, ev *event.Event) error {
 	r.op = append(r.op, ev.Name)
 	r.operand = append(r.operand, operand)
 	r.modifiers = append(r.modifiers, modifiers)
-	r.insertID = append(r.insertID, b.keepString(ev.InsertID)) // DecodeRaw's points into the message
+	r.insertID = append(r.insertID, ev.InsertID) // updates are decoded with the map: their own copy
 	r.receivedAt = append(r.receivedAt, ev.ReceivedAt)
 	r.partition = append(r.partition, uint32(b.cur.partition))
 	r.offset = append(r.offset, uint64(max(0, b.cur.offset)))
