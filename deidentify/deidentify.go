@@ -284,6 +284,9 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 	var memo *passMemo
 	if ev.Props != nil {
 		memo = memoFor(ev, r)
+		// The next message's objects and arrays are checked with this
+		// project's scrubber as they are read (scrubProp).
+		ev.SetCleaner(r.scrubber)
 		var clean bool
 		if rules, clean = r.propRules(ev, rulesBuf[:0], memo); !clean {
 			if err := ev.Materialize(); err != nil {
@@ -557,7 +560,7 @@ func scrubProp(ev *event.Event, i int, sc *scrub.Scrubber, memo *passMemo) scrub
 		if text == nil {
 			text = pr.Raw
 		}
-		if event.CleanJSON(text, sc) {
+		if pr.CleanedBy(ev, sc) || event.CleanJSON(text, sc) {
 			return 0
 		}
 		v, ok := event.DecodeJSONValue(text)

@@ -93,6 +93,75 @@ func TestPassMemo(t *testing.T) {
 	}
 }
 
+// TestObjectsCheckedWhileRead runs messages with objects and arrays
+// through one reused Event, whose decoder checks them with the scrubber of
+// the project before (event.Event.SetCleaner), and through an Event of
+// their own: the rows must be the same, with the project switching
+// between two that disagree on a URL's query and PII inside an object.
+func TestObjectsCheckedWhileRead(t *testing.T) {
+	b := policy.Default()
+	b.URLQueryAllow = []string{"utm_medium"}
+	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}}, nil)
+	const canary = "jane@example.com"
+	msg := func(project, extra string) string {
+		return `{"v":1,"kind":1,"project":"` + project + `","received_at":1795348800123,"event":{"event":"Viewed","properties":{` +
+			`"time":1795348800123,"distinct_id":"u1","page":{"url":"https://shop.example/p?utm_source=news","n":2},` +
+			`"tags":["sale",{"k":"v"}]` + extra + `}}}`
+	}
+	stream := []string{
+		msg("a", ""),
+		msg("a", ""),
+		msg("b", ""),
+		msg("b", ""),
+		msg("a", ""),
+		msg("a", `,"who":{"by":"`+canary+`"}`),
+		msg("a", `,"who":{"by":"`+canary+`"}`),
+		msg("a", `,"who":["`+canary+`"]`),
+		msg("a", `,"dup":{"k":1,"k":2}`),
+		msg("a", ""),
+	}
+	var reused event.Event
+	var outs []string
+	for i, m := range stream {
+		var fresh event.Event
+		got, want := stage(t, e, m, &reused), stage(t, e, m, &fresh)
+		if got != want {
+			t.Fatalf("message %d: with the scrubber of the message before\n%s\nalone\n%s", i, got, want)
+		}
+		if strings.Contains(got, canary) {
+			t.Fatalf("message %d: %q stored: %s", i, canary, got)
+		}
+		outs = append(outs, got)
+	}
+	if !strings.Contains(outs[1], `"page":{"url":"https://shop.example/p?utm_source=news","n":2}`) ||
+		strings.Contains(outs[3], "utm_source=news") || !strings.Contains(outs[3], `"page":{`) {
+		t.Fatalf("page: project a stored %s, project b %s", outs[1], outs[3])
+	}
+	if outs[4] != outs[0] || outs[9] != outs[0] {
+		t.Fatalf("the same message gave\n%s\n%s\n%s", outs[0], outs[4], outs[9])
+	}
+
+	// The reused Event's decoder did the check: the objects of a message
+	// after one of the same project are marked clean by its scrubber, and
+	// only by it.
+	if err := event.DecodeRaw([]byte(stream[5]), &reused); err != nil {
+		t.Fatal(err)
+	}
+	sa, sb := e.rulesFor("a").scrubber, e.rulesFor("b").scrubber
+	for _, c := range []struct {
+		key     string
+		cleaned bool
+	}{{"page", true}, {"tags", true}, {"who", false}} {
+		pr := &reused.Props[reused.PropIndex(c.key)]
+		if got := pr.CleanedBy(&reused, sa); got != c.cleaned {
+			t.Errorf("%s: CleanedBy the scrubber of a = %v, want %v", c.key, got, c.cleaned)
+		}
+		if pr.CleanedBy(&reused, sb) {
+			t.Errorf("%s: CleanedBy the scrubber of b", c.key)
+		}
+	}
+}
+
 // stage decodes m into ev, runs Stage and returns what a row would
 // store: the event name and the properties, or the drop reason.
 func stage(t *testing.T, e *Engine, m string, ev *event.Event) string {

@@ -1,8 +1,10 @@
 package event
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -144,6 +146,7 @@ func checkRaw(t *testing.T, value []byte, reuse *Event) {
 		t.Fatalf("raw: properties written as %s, want %#v", text, want.Properties)
 	}
 	checkRuns(t, value)
+	checkCleaned(t, value, text, reuse.Props != nil)
 	if err := reuse.Materialize(); err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +154,38 @@ func checkRaw(t *testing.T, value []byte, reuse *Event) {
 	got.propsBuf, got.scratch, got.keys, got.memo = nil, nil, nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("raw: decoded\n%#v\nwant\n%#v", got, want)
+	}
+}
+
+// noX is a Cleaner that holds a string clean unless it has an 'x'.
+type noX struct{}
+
+func (noX) Clean(s string) bool { return !strings.Contains(s, "x") }
+
+// checkCleaned decodes value, whose properties DecodeRaw writes as text,
+// with objects and arrays checked while read (SetCleaner): the text must
+// not change, and CleanedBy must give CleanJSON's verdict for each prop,
+// for that Cleaner only.
+func checkCleaned(t *testing.T, value, text []byte, raw bool) {
+	t.Helper()
+	var ev Event
+	_ = DecodeRaw(envelopeWith(`{"event":"E","properties":{"time":1}}`), &ev)
+	ev.SetCleaner(noX{})
+	if err := DecodeRaw(value, &ev); err != nil || (ev.Props != nil) != raw {
+		t.Fatalf("with a Cleaner: error %v, props as text %v, want %v", err, ev.Props != nil, raw)
+	}
+	if got, _ := ev.AppendProperties(nil); !bytes.Equal(got, text) {
+		t.Fatalf("with a Cleaner: properties written as %s, want %s", got, text)
+	}
+	for i := range ev.Props {
+		pr := &ev.Props[i]
+		want := (pr.Kind == PropObject || pr.Kind == PropArray) && CleanJSON(pr.Raw, noX{})
+		if got := pr.CleanedBy(&ev, noX{}); got != want {
+			t.Fatalf("%q: CleanedBy %v, CleanJSON %v", pr.Raw, got, want)
+		}
+		if pr.CleanedBy(&ev, nil) {
+			t.Fatalf("%q: CleanedBy a nil Cleaner", pr.Raw)
+		}
 	}
 }
 
@@ -262,6 +297,7 @@ func FuzzDecodeFast(f *testing.F) {
 		f.Add([]byte(tc.value))
 	}
 	f.Add([]byte(`{"a":{"b":[1,"\u00e9",{"c":null}]}}`))
+	f.Add([]byte(`{"o":{"x":1},"a":["y","zx"],"c":{"k":1,"k":2},"d":{"a":"b","n":[true,null,{}]},"e":[]}`))
 	f.Fuzz(func(t *testing.T, value []byte) {
 		prev := Event{Properties: map[string]any{"stale": 1}}
 		checkSame(t, value, &prev)

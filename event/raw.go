@@ -58,7 +58,8 @@ type Prop struct {
 	// Drop removes the property from the event.
 	Drop bool
 	// member says how the prop's member sits in the message (memberWhole,
-	// memberNext), for AppendProperties' runs.
+	// memberNext), for AppendProperties' runs, and whether DecodeRaw
+	// found an object or array clean (memberCleaned).
 	member uint8
 }
 
@@ -70,7 +71,19 @@ const (
 	// memberNext: it starts one byte, a comma, after the previous prop's
 	// value ends.
 	memberNext
+	// memberCleaned: the value is an object or array that CleanJSON
+	// holds clean by the Event's Cleaner (SetCleaner), checked as it was
+	// read.
+	memberCleaned
 )
+
+// CleanedBy reports whether pr's value is an object or array that
+// CleanJSON(pr.Raw, c) would hold clean, as DecodeRaw found while reading
+// it with the Cleaner its Event had (SetCleaner). It reports false when
+// that is not known, and once a stage has set pr.Out.
+func (pr *Prop) CleanedBy(ev *Event, c Cleaner) bool {
+	return pr.member&memberCleaned != 0 && pr.Out == nil && ev.memo != nil && ev.memo.checkedBy == c
+}
 
 // Value returns the prop's value as encoding/json decodes it into an any
 // with UseNumber: what the property map of Decode would hold.
@@ -110,6 +123,7 @@ func DecodeRaw(value []byte, ev *Event) error {
 	if memo == nil {
 		memo = new(rawMemo)
 	}
+	memo.checkedBy = memo.cleaner
 	if decodeTrack(value, ev, nil, &props, memo) {
 		ev.scratch, ev.keys, ev.memo, ev.value = scratch, keys, memo, value
 		return nil
@@ -154,6 +168,12 @@ type rawMemo struct {
 	// stage is what the stages keep from one event to the next
 	// (StageMemo).
 	stage [StageMemos]any
+	// cleaner is the Cleaner the last stage to call SetCleaner gave:
+	// DecodeRaw checks the next message's objects and arrays with it while
+	// it reads them, and checkedBy is the one it checked the current
+	// message's with (Prop.CleanedBy): a stage may set another before it
+	// asks.
+	cleaner, checkedBy Cleaner
 }
 
 // InternFields is the number of fields InternField tells apart; field 0
@@ -178,6 +198,19 @@ func (ev *Event) InternField(field int, s string) string {
 		*slot = v
 	}
 	return v
+}
+
+// SetCleaner makes c the Cleaner that DecodeRaw checks the objects and
+// arrays of ev's next messages with, while it reads them, so that the
+// stage that would check them with c afterwards asks Prop.CleanedBy
+// instead of walking them again. A stage calls it with the Cleaner of the
+// event's project: the next message mostly has the same. c's verdict on a
+// string must not change while ev holds it. Only the goroutine that owns
+// ev may call it; it does nothing on an Event DecodeRaw did not read.
+func (ev *Event) SetCleaner(c Cleaner) {
+	if ev.memo != nil {
+		ev.memo.cleaner = c
+	}
 }
 
 // StageMemos is the number of slots StageMemo has. Each package whose
@@ -329,6 +362,7 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 			kind    PropKind
 			str     string
 			escaped bool
+			cleaned uint8
 		)
 		start := p.i
 		switch c := p.b[p.i]; {
@@ -336,11 +370,20 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 			kind = PropString
 			str, ok = p.quickStr()
 			escaped = p.slow
-		case c == '{':
+		case c == '{' || c == '[':
 			kind = PropObject
-			ok = p.skip(1)
-		case c == '[':
-			kind = PropArray
+			if c == '[' {
+				kind = PropArray
+			}
+			// Checked with the Cleaner while it is read; a value it
+			// does not hold clean is read again, only for its syntax.
+			if m := p.memo; m != nil && m.checkedBy != nil {
+				if ok = p.walk(1, m.checkedBy); ok {
+					cleaned = memberCleaned
+					break
+				}
+				p.i = start
+			}
 			ok = p.skip(1)
 		case c == 't':
 			kind, ok = PropBool, p.word("true")
@@ -369,9 +412,9 @@ func (p *scanner) rawObject(props *[]Prop) bool {
 		pr := &ps[len(ps)-1]
 		pr.Key, pr.Raw, pr.Str, pr.Out = k, p.b[start:p.i:p.i], str, nil
 		pr.Kind, pr.Known, pr.Escaped, pr.PlainKey, pr.Drop = kind, known, escaped, plainKey, false
-		pr.member = 0
+		pr.member = cleaned
 		if plainKey && start == keyEnd+1 {
-			pr.member = memberWhole
+			pr.member |= memberWhole
 		}
 		if keyStart == prevEnd+1 {
 			pr.member |= memberNext
