@@ -33,8 +33,9 @@ import (
 	"github.com/veilhq/veil/event"
 )
 
-// Producer is the part of a Kafka writer the collector uses. *kafka.Writer
-// implements it; tests substitute fakes that fail on demand.
+// Producer is the part of a Kafka writer the collector uses. Veil's
+// kafkax.Producer implements it, as does kafka-go's *kafka.Writer; tests
+// substitute fakes that fail on demand.
 //
 // A producer that holds no reference to the messages of a WriteMessages
 // call once it has returned nil may say so with a method

@@ -83,10 +83,10 @@ type Config struct {
 	AcceptAnyToken bool   `yaml:"accept_any_token"`
 	DefaultProject string `yaml:"default_project"`
 	// OptOutCookie is the name of the opt-out cookie on the collector's domain.
-	OptOutCookie   string              `yaml:"optout_cookie"`
-	Limits         Limits              `yaml:"limits"`
-	Producer       kafkax.WriterConfig `yaml:"producer"`
-	ProduceTimeout time.Duration       `yaml:"produce_timeout"`
+	OptOutCookie   string                `yaml:"optout_cookie"`
+	Limits         Limits                `yaml:"limits"`
+	Producer       kafkax.ProducerConfig `yaml:"producer"`
+	ProduceTimeout time.Duration         `yaml:"produce_timeout"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once the collector is asked to stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -112,7 +112,7 @@ func DefaultConfig() Config {
 			TrackMaxAge:         5 * 24 * time.Hour,
 			MaxFuture:           time.Hour,
 		},
-		Producer:        kafkax.DefaultWriterConfig(),
+		Producer:        kafkax.DefaultProducerConfig(),
 		ProduceTimeout:  10 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
 	}

@@ -13,7 +13,7 @@ func TestLoadExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Collector.Projects[0].Name != "shop" || cfg.Sink.MaxAge != time.Second || cfg.Collector.Producer.BatchTimeout != time.Millisecond {
+	if cfg.Collector.Projects[0].Name != "shop" || cfg.Sink.MaxAge != time.Second || cfg.Collector.Producer.MaxBatch != 1000 {
 		t.Fatalf("example config not read as written: %+v", cfg)
 	}
 }

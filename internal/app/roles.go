@@ -40,7 +40,7 @@ func NewRegistry() *prometheus.Registry {
 // given, is used instead of cfg.Collector.Listen.
 func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) error {
 	log := deps.Logger.Named("collector")
-	w := kafkax.NewWriter(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
+	w := kafkax.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
 	defer w.Close()
 	// The collector serves from the start; until Kafka has the topics,
 	// /readyz says so and events are answered 503, which SDKs retry.

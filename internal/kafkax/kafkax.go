@@ -82,19 +82,15 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// WriterConfig tunes a producer.
+// WriterConfig tunes a kafka-go Writer: the worker's dead-letter writer
+// and the tests' producers. The collector has its own Producer.
 type WriterConfig struct {
-	// BatchTimeout is how long the writer waits to fill a batch. It is the
-	// floor of the collector's latency, so it is small; batching still
-	// happens across concurrent requests.
+	// BatchTimeout is how long the writer waits to fill a batch.
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
 	BatchSize    int           `yaml:"batch_size"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	MaxAttempts  int           `yaml:"max_attempts"`
-	// Compression of produced batches: lz4 (the default), zstd, snappy,
-	// gzip or none. lz4 pays for itself even with the broker on the same
-	// machine: with none, `veil dev`'s collector took 27 % fewer events/s
-	// (docs/performance.md), the broker writing three times the bytes.
+	// Compression as ProducerConfig's.
 	Compression string `yaml:"compression"`
 }
 
@@ -103,17 +99,12 @@ var compressions = map[string]kafka.Compression{
 	"none": 0, "gzip": kafka.Gzip, "snappy": kafka.Snappy, "lz4": kafka.Lz4, "zstd": kafka.Zstd,
 }
 
-// DefaultWriterConfig returns the producer defaults.
+// DefaultWriterConfig returns the Writer defaults.
 func DefaultWriterConfig() WriterConfig {
 	// BatchSize 100: kafka-go sizes each batch up front and sends early only
 	// when it is full, so a smaller batch sends sooner under load. Measured
 	// (bench/kafka_test.go): the produce ceiling rose from 238k to 596k
-	// events/s and the collector's p50 and p99 fell by about a quarter.
-	// BatchTimeout 1 ms: a single-event request waits for its batch's
-	// timer, so the timeout bounds what a given number of concurrent
-	// requests can do; measured with the collector alone and 128
-	// connections, 35 700 requests/s at 2 ms, 41 200 at 1 ms, while batches
-	// of 50 went from 330 000 to 294 000 events/s (docs/performance.md).
+	// events/s. BatchTimeout 1 ms: a write waits for its batch's timer.
 	return WriterConfig{BatchTimeout: time.Millisecond, BatchSize: 100, WriteTimeout: 5 * time.Second, MaxAttempts: 3, Compression: "lz4"}
 }
 

@@ -1,0 +1,361 @@
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// One embedded broker for the package; each test has topics of its own.
+var cluster *kfake.Cluster
+
+func TestMain(m *testing.M) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cluster = c
+	code := m.Run()
+	c.Close()
+	os.Exit(code)
+}
+
+var topics atomic.Int64
+
+// newTopic creates a topic of its own for one run of a test.
+func newTopic(t *testing.T, partitions int) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d", topics.Add(1))
+	c := &kafka.Client{Addr: kafka.TCP(cluster.ListenAddrs()...)}
+	res, err := c.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}},
+	})
+	if err == nil {
+		err = res.Errors[name]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func testProducer(t *testing.T, topic string, cfg ProducerConfig) *Producer {
+	t.Helper()
+	p := NewProducer(cluster.ListenAddrs(), topic, cfg, nil)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// produceRequests counts the produce requests the broker gets for topic
+// and the records in each; hold, when set, keeps the first one waiting
+// until it is closed.
+type produceRequests struct {
+	mu      sync.Mutex
+	records []int
+}
+
+func watchProduce(t *testing.T, topic string, hold chan struct{}) *produceRequests {
+	t.Helper()
+	pr := &produceRequests{}
+	var stop atomic.Bool
+	t.Cleanup(func() { stop.Store(true) })
+	cluster.ControlKey(kmsg.Produce.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if stop.Load() {
+			cluster.DropControl()
+			return nil, nil, false
+		}
+		n := 0
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic != topic {
+				return nil, nil, false
+			}
+			for _, part := range tp.Partitions {
+				var b kmsg.RecordBatch
+				if err := b.ReadFrom(part.Records); err == nil {
+					n += int(b.NumRecords)
+				}
+			}
+		}
+		pr.mu.Lock()
+		pr.records = append(pr.records, n)
+		first := len(pr.records) == 1
+		pr.mu.Unlock()
+		if first && hold != nil {
+			cluster.SleepControl(func() { <-hold })
+		}
+		return nil, nil, false
+	})
+	return pr
+}
+
+func (pr *produceRequests) get() []int {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	return append([]int(nil), pr.records...)
+}
+
+// readAll returns the values stored in partition of topic, in order.
+func readAll(t *testing.T, topic string, partition int) []string {
+	t.Helper()
+	conn, err := kafka.DialLeader(context.Background(), "tcp", cluster.ListenAddrs()[0], topic, partition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	last, err := conn.ReadLastOffset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for int64(len(out)) < last {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := conn.ReadBatch(1, 10<<20)
+		for {
+			m, err := b.ReadMessage()
+			if err != nil {
+				break
+			}
+			out = append(out, string(m.Value))
+		}
+		if err := b.Close(); err != nil {
+			t.Fatalf("reading %s/%d at %d of %d: %v", topic, partition, len(out), last, err)
+		}
+	}
+	return out
+}
+
+func messages(key string, values ...string) []kafka.Message {
+	out := make([]kafka.Message, len(values))
+	for i, v := range values {
+		out[i] = kafka.Message{Key: []byte(key), Value: []byte(v)}
+	}
+	return out
+}
+
+// TestProducerGroupsWhileInFlight holds the first produce request at the
+// broker while ten more calls arrive: they must go out together in one
+// request as soon as it is answered, each call's messages together and
+// in order, and every call must return without error.
+func TestProducerGroupsWhileInFlight(t *testing.T) {
+	topic := newTopic(t, 1)
+	hold := make(chan struct{})
+	reqs := watchProduce(t, topic, hold)
+	p := testProducer(t, topic, DefaultProducerConfig())
+	ctx := context.Background()
+
+	errs := make(chan error, 11)
+	go func() { errs <- p.WriteMessages(ctx, messages("a", "a0")...) }()
+	waitFor(t, "the first request at the broker", func() bool { return len(reqs.get()) == 1 })
+	for i := range 10 {
+		k := "b" + strconv.Itoa(i)
+		go func() { errs <- p.WriteMessages(ctx, messages(k, k+".0", k+".1", k+".2")...) }()
+	}
+	q := p.parts[0]
+	waitFor(t, "ten calls waiting", func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(q.pending) == 10
+	})
+	close(hold)
+	for range 11 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := reqs.get(); fmt.Sprint(got) != "[1 30]" {
+		t.Fatalf("records per produce request: %v, want [1 30]", got)
+	}
+	got := readAll(t, topic, 0)
+	if len(got) != 31 || got[0] != "a0" {
+		t.Fatalf("stored %d messages: %v", len(got), got)
+	}
+	for i := 1; i < 31; i += 3 {
+		k := strings.TrimSuffix(got[i], ".0")
+		if got[i] != k+".0" || got[i+1] != k+".1" || got[i+2] != k+".2" {
+			t.Fatalf("a call's messages apart or out of order at %d: %v", i, got)
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.busy || len(q.pending) != 0 {
+		t.Fatalf("the partition stays busy (%v) with %d writes", q.busy, len(q.pending))
+	}
+}
+
+// TestProducerCallerDeadline: a call whose context ends while it waits
+// for its turn returns at once; its message is not sent, and the
+// partition goes on with the writes after it.
+func TestProducerCallerDeadline(t *testing.T) {
+	topic := newTopic(t, 1)
+	hold := make(chan struct{})
+	reqs := watchProduce(t, topic, hold)
+	p := testProducer(t, topic, DefaultProducerConfig())
+	first := make(chan error, 1)
+	go func() { first <- p.WriteMessages(context.Background(), messages("a", "a0")...) }()
+	waitFor(t, "the first request at the broker", func() bool { return len(reqs.get()) == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.WriteMessages(ctx, messages("b", "b0")...); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call past its deadline returned %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the call past its deadline returned after %v", d)
+	}
+	later := make(chan error, 1)
+	go func() { later <- p.WriteMessages(context.Background(), messages("c", "c0")...) }()
+	close(hold)
+	for _, ch := range []chan error{first, later} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readAll(t, topic, 0); strings.Join(got, ",") != "a0,c0" {
+		t.Fatalf("stored %v, want a0,c0", got)
+	}
+}
+
+// TestProducerKeysKeepPartitionAndOrder writes from many goroutines at
+// once, some calls spanning partitions: every message is stored once, in
+// the partition kafka-go's Hash balancer gives its key, a key's messages in
+// the order they were written.
+func TestProducerKeysKeepPartitionAndOrder(t *testing.T) {
+	topic := newTopic(t, 4)
+	p := testProducer(t, topic, DefaultProducerConfig())
+	const workers, calls = 24, 30
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*calls)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range calls {
+				var msgs []kafka.Message
+				// Two keys per worker; every third call writes both.
+				for _, k := range []string{fmt.Sprintf("w%d-x", w), fmt.Sprintf("w%d-y", w)} {
+					if c%3 != 0 && k[len(k)-1] == 'y' {
+						continue
+					}
+					msgs = append(msgs, messages(k, fmt.Sprintf("%s/%03d/0", k, c), fmt.Sprintf("%s/%03d/1", k, c))...)
+				}
+				if err := p.WriteMessages(context.Background(), msgs...); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var balancer kafka.Hash
+	total := 0
+	last := map[string]string{}
+	for part := range 4 {
+		for _, v := range readAll(t, topic, part) {
+			total++
+			k := v[:strings.IndexByte(v, '/')]
+			if want := balancer.Balance(kafka.Message{Key: []byte(k)}, 0, 1, 2, 3); want != part {
+				t.Fatalf("%s stored in partition %d, want %d", v, part, want)
+			}
+			if v <= last[k] {
+				t.Fatalf("%s stored after %s", v, last[k])
+			}
+			last[k] = v
+		}
+	}
+	// x: every call, y: calls 0, 3, …, 27; two messages each.
+	if want := workers * (calls + calls/3) * 2; total != want {
+		t.Fatalf("stored %d messages, want %d", total, want)
+	}
+}
+
+// TestProducerSplitsLargeWrites: a write over max_batch or
+// max_batch_bytes goes out in several requests, in order.
+func TestProducerSplitsLargeWrites(t *testing.T) {
+	topic := newTopic(t, 1)
+	reqs := watchProduce(t, topic, nil)
+	cfg := DefaultProducerConfig()
+	cfg.MaxBatch, cfg.MaxBatchBytes = 10, 1000
+	p := testProducer(t, topic, cfg)
+	var values []string
+	for i := range 25 {
+		values = append(values, fmt.Sprintf("m%02d", i))
+	}
+	values = append(values, strings.Repeat("x", 600), strings.Repeat("y", 600))
+	if err := p.WriteMessages(context.Background(), messages("k", values...)...); err != nil {
+		t.Fatal(err)
+	}
+	if got := reqs.get(); fmt.Sprint(got) != "[10 10 6 1]" {
+		t.Fatalf("records per produce request: %v, want [10 10 6 1]", got)
+	}
+	if got := readAll(t, topic, 0); strings.Join(got, ",") != strings.Join(values, ",") {
+		t.Fatalf("stored %v", got)
+	}
+}
+
+// TestProducerFailsWithoutBroker: with the broker answering nothing, a
+// write fails within its attempts instead of hanging, and a closed
+// producer refuses writes.
+func TestProducerFailsWithoutBroker(t *testing.T) {
+	cfg := DefaultProducerConfig()
+	cfg.WriteTimeout, cfg.MaxAttempts = 300*time.Millisecond, 2
+	topic := newTopic(t, 1)
+	p := testProducer(t, topic, cfg)
+	if err := p.WriteMessages(context.Background(), messages("k", "v")...); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	defer stop.Store(true)
+	cluster.ControlKey(kmsg.Produce.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if stop.Load() {
+			cluster.DropControl()
+			return nil, nil, false
+		}
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == topic {
+				return nil, errors.New("connection dropped"), true
+			}
+		}
+		return nil, nil, false
+	})
+	start := time.Now()
+	err := p.WriteMessages(context.Background(), messages("k", "lost")...)
+	if err == nil {
+		t.Fatal("a write the broker never acknowledged reported success")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the failed write took %v", d)
+	}
+	_ = p.Close()
+	if err := p.WriteMessages(context.Background(), messages("k", "after")...); !errors.Is(err, errProducerClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
