@@ -51,22 +51,12 @@ func TestPassMemo(t *testing.T) {
 		msg("c", "Viewed", "Linux", ""),
 	}
 	var reused event.Event
-	var outs []string
-	for i, m := range stream {
-		var fresh event.Event
-		got, want := stage(t, e, m, &reused), stage(t, e, m, &fresh)
-		if got != want {
-			t.Fatalf("message %d: with the memo of the messages before\n%s\nalone\n%s", i, got, want)
-		}
-		if strings.Contains(got, canary) {
-			t.Fatalf("message %d: %q stored: %s", i, canary, got)
-		}
-		outs = append(outs, got)
+	outs := stageStream(t, e, stream, &reused, canary, func(i int) {
 		mem := fmt.Sprintf("%q", *reused.StageMemo(stageMemoSlot))
 		if strings.Contains(mem, "jane") {
 			t.Fatalf("message %d: the memo holds personal data: %s", i, mem)
 		}
-	}
+	})
 	// The projects' policies differ where the test says they do.
 	if !strings.Contains(outs[0], `"plan":"gold"`) || strings.Contains(outs[2], `"plan"`) {
 		t.Fatalf("plan: project a stored %s, project b %s", outs[0], outs[2])
@@ -121,18 +111,7 @@ func TestObjectsCheckedWhileRead(t *testing.T) {
 		msg("a", ""),
 	}
 	var reused event.Event
-	var outs []string
-	for i, m := range stream {
-		var fresh event.Event
-		got, want := stage(t, e, m, &reused), stage(t, e, m, &fresh)
-		if got != want {
-			t.Fatalf("message %d: with the scrubber of the message before\n%s\nalone\n%s", i, got, want)
-		}
-		if strings.Contains(got, canary) {
-			t.Fatalf("message %d: %q stored: %s", i, canary, got)
-		}
-		outs = append(outs, got)
-	}
+	outs := stageStream(t, e, stream, &reused, canary, nil)
 	if !strings.Contains(outs[1], `"page":{"url":"https://shop.example/p?utm_source=news","n":2}`) ||
 		strings.Contains(outs[3], "utm_source=news") || !strings.Contains(outs[3], `"page":{`) {
 		t.Fatalf("page: project a stored %s, project b %s", outs[1], outs[3])
@@ -160,6 +139,30 @@ func TestObjectsCheckedWhileRead(t *testing.T) {
 			t.Errorf("%s: CleanedBy the scrubber of b", c.key)
 		}
 	}
+}
+
+// stageStream runs each message of stream through reused, which keeps
+// what the messages before it left, and through an Event of its own: the
+// rows must be the same, and none may hold canary. after, if not nil, is
+// called after each message. It returns the rows.
+func stageStream(t *testing.T, e *Engine, stream []string, reused *event.Event, canary string, after func(i int)) []string {
+	t.Helper()
+	var outs []string
+	for i, m := range stream {
+		var fresh event.Event
+		got, want := stage(t, e, m, reused), stage(t, e, m, &fresh)
+		if got != want {
+			t.Fatalf("message %d: after the messages before\n%s\nalone\n%s", i, got, want)
+		}
+		if strings.Contains(got, canary) {
+			t.Fatalf("message %d: %q stored: %s", i, canary, got)
+		}
+		outs = append(outs, got)
+		if after != nil {
+			after(i)
+		}
+	}
+	return outs
 }
 
 // stage decodes m into ev, runs Stage and returns what a row would

@@ -108,24 +108,6 @@ func DefaultWriterConfig() WriterConfig {
 	return WriterConfig{BatchTimeout: time.Millisecond, BatchSize: 100, WriteTimeout: 5 * time.Second, MaxAttempts: 3, Compression: "lz4"}
 }
 
-// Validate reports the first invalid setting, naming its key.
-func (c WriterConfig) Validate() error {
-	switch {
-	case c.BatchTimeout <= 0:
-		return errors.New("producer.batch_timeout must be positive")
-	case c.BatchSize <= 0:
-		return errors.New("producer.batch_size must be positive")
-	case c.WriteTimeout <= 0:
-		return errors.New("producer.write_timeout must be positive")
-	case c.MaxAttempts <= 0:
-		return errors.New("producer.max_attempts must be positive")
-	}
-	if _, ok := compressions[c.Compression]; !ok {
-		return fmt.Errorf("producer.compression must be one of none, gzip, snappy, lz4, zstd; got %q", c.Compression)
-	}
-	return nil
-}
-
 // NewWriter returns a synchronous writer to topic that waits for every
 // in-sync replica (acks=all) and hashes keys to partitions, so one key's
 // messages keep their order.

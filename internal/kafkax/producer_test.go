@@ -359,3 +359,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestProducerConfigValidate: each invalid setting is refused with its
+// key named.
+func TestProducerConfigValidate(t *testing.T) {
+	if err := DefaultProducerConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for key, bad := range map[string]func(*ProducerConfig){
+		"producer.max_batch":       func(c *ProducerConfig) { c.MaxBatch = 0 },
+		"producer.max_batch_bytes": func(c *ProducerConfig) { c.MaxBatchBytes = -1 },
+		"producer.write_timeout":   func(c *ProducerConfig) { c.WriteTimeout = 0 },
+		"producer.max_attempts":    func(c *ProducerConfig) { c.MaxAttempts = 0 },
+		"producer.compression":     func(c *ProducerConfig) { c.Compression = "brotli" },
+	} {
+		c := DefaultProducerConfig()
+		bad(&c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), key+" ") {
+			t.Errorf("%s: %v", key, err)
+		}
+	}
+}
