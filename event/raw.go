@@ -205,7 +205,8 @@ func (ev *Event) InternField(field int, s string) string {
 // stage that would check them with c afterwards asks Prop.CleanedBy
 // instead of walking them again. A stage calls it with the Cleaner of the
 // event's project: the next message mostly has the same. c's verdict on a
-// string must not change while ev holds it. Only the goroutine that owns
+// string must not change while ev holds it, and c must be comparable (a
+// pointer, as the scrubber is): CleanedBy compares it. Only the goroutine that owns
 // ev may call it; it does nothing on an Event DecodeRaw did not read.
 func (ev *Event) SetCleaner(c Cleaner) {
 	if ev.memo != nil {
