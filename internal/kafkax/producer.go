@@ -89,11 +89,12 @@ type Producer struct {
 	log         *zap.Logger
 	balancer    kafka.Hash
 
-	mu        sync.Mutex
-	parts     []*partQueue
-	partIDs   []int
-	refreshed time.Time
-	closed    bool
+	mu         sync.Mutex
+	parts      []*partQueue
+	partIDs    []int
+	refreshed  time.Time
+	refreshing bool
+	closed     bool
 }
 
 // partQueue is one partition's writes waiting for a produce request.
@@ -129,6 +130,10 @@ type partResult struct {
 // read again, so that partitions added to the topic are used.
 const metadataTTL = 30 * time.Second
 
+// metadataRetry is how soon metadata that could not be read is asked for
+// again while the partitions known are written to.
+const metadataRetry = time.Second
+
 // NewProducer returns a producer to topic on brokers.
 func NewProducer(brokers []string, topic string, cfg ProducerConfig, log *zap.Logger) *Producer {
 	if log == nil {
@@ -160,35 +165,57 @@ var errProducerClosed = errors.New("kafka: producer closed")
 
 // partitions returns the topic's partition queues, reading the topic's
 // metadata the first time, after metadataTTL and after a failed write.
+// One caller reads it while the others go on with the partitions known,
+// so a slow or unreachable broker holds up only that caller.
 func (p *Producer) partitions(ctx context.Context) ([]*partQueue, []int, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return nil, nil, errProducerClosed
 	}
-	if len(p.parts) > 0 && time.Since(p.refreshed) < metadataTTL {
+	if len(p.parts) > 0 && (p.refreshing || time.Since(p.refreshed) < metadataTTL) {
+		defer p.mu.Unlock()
 		return p.parts, p.partIDs, nil
 	}
-	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
-	if err == nil && len(md.Topics) == 1 && md.Topics[0].Error != nil {
-		err = md.Topics[0].Error
-	}
-	if err == nil && (len(md.Topics) != 1 || len(md.Topics[0].Partitions) == 0) {
-		err = fmt.Errorf("kafka: topic %s has no partitions", p.topic)
-	}
+	p.refreshing = true
+	p.mu.Unlock()
+
+	n, err := p.partitionCount(ctx)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refreshing = false
 	if err != nil {
 		if len(p.parts) > 0 { // keep writing to the partitions known
+			p.refreshed = time.Now().Add(metadataRetry - metadataTTL)
 			return p.parts, p.partIDs, nil
 		}
 		return nil, nil, err
 	}
-	n := len(md.Topics[0].Partitions)
 	for len(p.parts) < n { // partitions are only ever added
 		p.parts = append(p.parts, &partQueue{id: len(p.parts)})
 		p.partIDs = append(p.partIDs, len(p.partIDs))
 	}
 	p.refreshed = time.Now()
 	return p.parts, p.partIDs, nil
+}
+
+// partitionCount reads the number of the topic's partitions.
+func (p *Producer) partitionCount(ctx context.Context) (int, error) {
+	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	if err != nil {
+		return 0, err
+	}
+	if len(md.Topics) != 1 {
+		return 0, fmt.Errorf("kafka: no metadata for topic %s", p.topic)
+	}
+	if err := md.Topics[0].Error; err != nil {
+		return 0, err
+	}
+	if len(md.Topics[0].Partitions) == 0 {
+		return 0, fmt.Errorf("kafka: topic %s has no partitions", p.topic)
+	}
+	return len(md.Topics[0].Partitions), nil
 }
 
 // forget makes the next write read the topic's metadata again.
