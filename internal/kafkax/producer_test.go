@@ -380,3 +380,45 @@ func TestProducerConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestProducerRecoversAfterBrokerRestart: writes fail while the broker is
+// down and succeed again once it is back on the same address.
+func TestProducerRecoversAfterBrokerRestart(t *testing.T) {
+	start := func(port int) *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(2, "restart"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := start(0)
+	addr := first.ListenAddrs()[0]
+	port, err := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultProducerConfig()
+	cfg.WriteTimeout, cfg.MaxAttempts = 500*time.Millisecond, 2
+	p := NewProducer([]string{addr}, "restart", cfg, nil)
+	defer p.Close()
+	if err := p.WriteMessages(context.Background(), messages("k", "before")...); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	if err := p.WriteMessages(context.Background(), messages("k", "down")...); err == nil {
+		t.Fatal("a write with the broker down reported success")
+	}
+	second := start(port)
+	defer second.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := p.WriteMessages(context.Background(), messages("k", "after")...)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing 15s after the broker came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
