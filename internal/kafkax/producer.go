@@ -111,6 +111,7 @@ type pendingWrite struct {
 	ctx  context.Context
 	msgs []kafka.Message
 	call *writeCall
+	part int // the partition's index
 	err  error
 }
 
@@ -247,14 +248,14 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	}
 	var writes []*pendingWrite
 	if same {
-		writes = []*pendingWrite{{ctx: ctx, msgs: msgs, call: call}}
+		writes = []*pendingWrite{{ctx: ctx, msgs: msgs, call: call, part: first}}
 	} else {
 		byPart := map[int]*pendingWrite{}
 		for _, m := range msgs {
 			id := p.balancer.Balance(m, ids...)
 			w := byPart[id]
 			if w == nil {
-				w = &pendingWrite{ctx: ctx, call: call}
+				w = &pendingWrite{ctx: ctx, call: call, part: id}
 				byPart[id] = w
 				writes = append(writes, w)
 			}
@@ -265,11 +266,7 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	// no sender ever waits on the channel.
 	call.done = make(chan partResult, 2*len(writes))
 	for i, w := range writes {
-		id := first
-		if !same {
-			id = p.balancer.Balance(w.msgs[0], ids...)
-		}
-		q := parts[id]
+		q := parts[w.part]
 		q.mu.Lock()
 		q.pending = append(q.pending, w)
 		lead := !q.busy
@@ -279,8 +276,8 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 			call.done <- partResult{p: q, w: writes[i], lead: true}
 		}
 	}
-	// Each partition reports once: its result, or this call's turn to
-	// send (then its own write is among those sent and reports after).
+	// Each write reports its result once; before that, its partition may
+	// give this call the turn to send (its own write among those sent).
 	var firstErr error
 	for left := len(writes); left > 0; {
 		var r partResult
