@@ -292,7 +292,7 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 			return ctx.Err()
 		}
 		if r.lead {
-			p.send(r.p, call)
+			p.send(r.p)
 			continue
 		}
 		left--
@@ -308,75 +308,64 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 func (p *Producer) finish(call *writeCall, left int) {
 	for left > 0 {
 		if r := <-call.done; r.lead {
-			p.send(r.p, call)
+			p.send(r.p)
 		} else {
 			left--
 		}
 	}
 }
 
-// send writes q's pending batches as the caller's turn allows: at least
-// the one holding call's write, then, if others are waiting, hands the
-// turn to the first of them.
-func (p *Producer) send(q *partQueue, call *writeCall) {
-	for {
-		q.mu.Lock()
-		batch, rest := p.take(q.pending)
-		q.pending = rest
-		q.mu.Unlock()
+// send writes the next produce request of q's pending writes, on the
+// goroutine of the call whose turn it is, then hands the turn to the call
+// of the first write still waiting. A call is given the turn only when its
+// write heads the queue, so its own write is always among those sent.
+func (p *Producer) send(q *partQueue) {
+	q.mu.Lock()
+	batch, rest := p.take(q.pending)
+	q.pending = rest
+	q.mu.Unlock()
 
-		mine := false
-		var ready []*pendingWrite
-		var msgs []kafka.Message
-		for _, w := range batch {
-			if w.call == call {
-				mine = true
-			}
-			if err := w.ctx.Err(); err != nil {
-				w.err = err // its turn came too late: not sent
-				continue
-			}
-			ready = append(ready, w)
-			msgs = append(msgs, w.msgs...)
+	var ready []*pendingWrite
+	var msgs []kafka.Message
+	for _, w := range batch {
+		if err := w.ctx.Err(); err != nil {
+			w.err = err // its turn came too late: not sent
+			continue
 		}
-		if len(msgs) > 0 {
-			err := p.produce(q.id, msgs, func() bool {
-				for _, w := range ready {
-					if w.ctx.Err() == nil {
-						return true
-					}
-				}
-				return false
-			})
-			for _, w := range ready {
-				w.err = err
-			}
-		}
-		for _, w := range batch {
-			w.call.done <- partResult{p: q, w: w}
-		}
-
-		q.mu.Lock()
-		if len(q.pending) == 0 {
-			q.busy = false
-			q.mu.Unlock()
-			return
-		}
-		if mine {
-			// The turn goes to the next caller, which sends what
-			// arrived meanwhile; this one returns.
-			next := q.pending[0].call
-			q.mu.Unlock()
-			next.done <- partResult{p: q, lead: true}
-			return
-		}
-		q.mu.Unlock()
+		ready = append(ready, w)
+		msgs = append(msgs, w.msgs...)
 	}
+	if len(msgs) > 0 {
+		err := p.produce(q.id, msgs, func() bool {
+			for _, w := range ready {
+				if w.ctx.Err() == nil {
+					return true
+				}
+			}
+			return false
+		})
+		for _, w := range ready {
+			w.err = err
+		}
+	}
+	for _, w := range batch {
+		w.call.done <- partResult{p: q, w: w}
+	}
+
+	q.mu.Lock()
+	if len(q.pending) == 0 {
+		q.busy = false
+		q.mu.Unlock()
+		return
+	}
+	next := q.pending[0].call
+	q.mu.Unlock()
+	next.done <- partResult{p: q, lead: true}
 }
 
 // take splits pending into the next produce request's writes and the
 // rest: whole writes up to MaxBatch messages and MaxBatchBytes, at least
-// one. A write too large for one request is split, its first part taken.
+// one (a write larger than that alone is split by produce).
 func (p *Producer) take(pending []*pendingWrite) (batch, rest []*pendingWrite) {
 	n, size := 0, 0
 	for i, w := range pending {

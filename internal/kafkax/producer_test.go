@@ -171,8 +171,13 @@ func TestProducerGroupsWhileInFlight(t *testing.T) {
 	})
 	close(hold)
 	for range 11 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call still waits 10s after the first request was answered")
 		}
 	}
 	if got := reqs.get(); fmt.Sprint(got) != "[1 30]" {
