@@ -226,6 +226,14 @@ func (r *runner) work(ctx context.Context) {
 		if !ok {
 			return
 		}
+		t := r.gen.full[int(i%int64(len(r.gen.full)))]
+		if r.rest > 0 && i == r.limit-1 {
+			t = r.gen.rest
+		}
+		// The request is built while it waits for its time: building it
+		// is the generator's work, not the server's, and is kept out of
+		// the latency measured.
+		r.build(c, t, due)
 		if wait := time.Until(due); wait > 0 {
 			timer.Reset(wait)
 			select {
@@ -235,12 +243,11 @@ func (r *runner) work(ctx context.Context) {
 			case <-timer.C:
 			}
 		}
-		t := r.gen.full[int(i%int64(len(r.gen.full)))]
-		if r.rest > 0 && i == r.limit-1 {
-			t = r.gen.rest
-		}
 		sent := time.Now()
-		class := r.send(ctx, c, t, sent)
+		if r.pacer.rate == 0 {
+			due = sent // flat out, a request is due when it is sent
+		}
+		class := r.send(ctx, c, sent)
 		end := time.Now()
 		if r.stopped.Load() {
 			return
@@ -249,14 +256,13 @@ func (r *runner) work(ctx context.Context) {
 	}
 }
 
-// send posts one request built from t on c and classifies the answer (""
-// for success).
-func (r *runner) send(ctx context.Context, c *conn, t *template, sent time.Time) string {
+// build writes into c.req a request of t's events, due at due.
+func (r *runner) build(c *conn, t *template, due time.Time) {
 	c.body = t.appendBody(c.body[:0], &r.gen.run, r.gen.take(t.events))
 	b := append(c.req[:0], "POST "...)
 	b = append(b, r.tgt.path...)
 	// mixpanel-browser's cache buster: the time of sending in milliseconds.
-	b = strconv.AppendInt(b, sent.UnixMilli(), 10)
+	b = strconv.AppendInt(b, due.UnixMilli(), 10)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, r.tgt.host...)
 	b = append(b, "\r\nContent-Type: application/x-www-form-urlencoded\r\nUser-Agent: "...)
@@ -267,7 +273,11 @@ func (r *runner) send(ctx context.Context, c *conn, t *template, sent time.Time)
 	b = strconv.AppendInt(b, int64(len(c.body)), 10)
 	b = append(b, "\r\n\r\n"...)
 	c.req = append(b, c.body...)
+}
 
+// send posts the request built in c.req and classifies the answer (""
+// for success).
+func (r *runner) send(ctx context.Context, c *conn, sent time.Time) string {
 	var answer [maxAnswer]byte
 	status, text, err := c.roundTrip(ctx, sent, &answer)
 	if err != nil {
