@@ -54,10 +54,14 @@ func loopbackDialer() *net.Dialer {
 
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// server is a ceiling started in this process.
+// server is a ceiling started by the load generator.
 type server struct {
 	target string
 	stop   func() error
+	// profile and stopProfile, when set, profile the server's own process
+	// (a ceiling in a process of its own).
+	profile     func(path string) error
+	stopProfile func() error
 }
 
 // startCeiling starts the server cfg.Ceiling names on a loopback port.

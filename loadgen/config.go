@@ -24,7 +24,7 @@ import (
 	"time"
 )
 
-// Ceilings the load generator can start in its own process.
+// Ceilings the load generator can start.
 const (
 	CeilingHTTP      = "http"      // a trivial handler answering 1
 	CeilingCollector = "collector" // Veil's collector and an embedded broker, nothing else
@@ -48,9 +48,14 @@ type Config struct {
 	// writes; its collector replaces Target, and its clickhouse_http fills
 	// ClickHouseHTTP unless that was given.
 	Endpoints string
-	// Ceiling, when set, starts that server in this process and drives it
-	// instead of Target: CeilingHTTP or CeilingCollector.
-	Ceiling string
+	// Ceiling, when set, starts that server and drives it instead of
+	// Target: CeilingHTTP or CeilingCollector. It runs in a process of its
+	// own with its niceness raised by CeilingNice (so that the generator
+	// gets the CPU first when it needs it), or, with CeilingInProcess, in
+	// this process.
+	Ceiling          string
+	CeilingNice      int
+	CeilingInProcess bool
 
 	// Batch is the number of events per request: 50 is mixpanel-browser's
 	// batch, 1 a single-event request.
@@ -96,8 +101,9 @@ type Config struct {
 	// JSON prints the report as JSON on stdout (the text report then goes
 	// to stderr).
 	JSON bool
-	// CPUProfile, with a Ceiling, writes a CPU profile of the whole process
-	// (server and load generator) over the measured part of the run.
+	// CPUProfile, with a Ceiling, writes a CPU profile of the server's
+	// process over the measured part of the run (with CeilingInProcess,
+	// of the server and the load generator together).
 	CPUProfile string
 }
 
@@ -108,6 +114,7 @@ func DefaultConfig() Config {
 		Batch:       50,
 		RateUnit:    UnitEvents,
 		Concurrency: 16,
+		CeilingNice: 10,
 		Duration:    10 * time.Second,
 		Timeout:     30 * time.Second,
 		Table:       "veil.events",
@@ -127,6 +134,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Ceiling != "" && c.Ceiling != CeilingHTTP && c.Ceiling != CeilingCollector:
 		return errors.New("loadgen.ceiling must be http or collector")
+	case c.CeilingNice < 0 || c.CeilingNice > 19:
+		return errors.New("loadgen.ceiling_nice must be between 0 and 19")
 	case c.Ceiling == "" && c.Target == "":
 		return errors.New("loadgen.target must be set (or loadgen.endpoints, or loadgen.ceiling)")
 	case c.Batch < 1 || c.Batch > maxBatch:
@@ -156,7 +165,7 @@ func (c Config) Validate() error {
 	case c.Progress < 0:
 		return errors.New("loadgen.progress must not be negative")
 	case c.CPUProfile != "" && c.Ceiling == "":
-		return errors.New("loadgen.cpuprofile profiles this process, so it needs loadgen.ceiling")
+		return errors.New("loadgen.cpuprofile profiles the server it starts, so it needs loadgen.ceiling")
 	}
 	if c.Ceiling == "" {
 		if err := checkLoopback("loadgen.target", c.Target); err != nil {

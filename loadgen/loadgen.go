@@ -3,11 +3,14 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -22,17 +25,23 @@ import (
 type Deps struct {
 	Stdout io.Writer // the report
 	Stderr io.Writer // the live progress line (and the text report with JSON)
+	// CeilingCommand makes the command of a ceiling in a process of its
+	// own, which must run ServeCeiling; nil runs this executable's hidden
+	// `ceiling KIND` command.
+	CeilingCommand func(kind string) (*exec.Cmd, error)
 }
 
 // Report is a run's figures. Rates and latencies cover the measured part of
 // the run (after the warmup).
 type Report struct {
-	Target      string  `json:"target"`
-	Ceiling     string  `json:"ceiling,omitempty"`
-	Mode        string  `json:"mode"` // "flat-out" or "rate"
-	Batch       int     `json:"batch"`
-	Concurrency int     `json:"concurrency"`
-	OfferedRate float64 `json:"offered_events_per_sec,omitempty"`
+	Target  string `json:"target"`
+	Ceiling string `json:"ceiling,omitempty"`
+	// CeilingProcess is where the ceiling ran: "own, nice N" or "shared".
+	CeilingProcess string  `json:"ceiling_process,omitempty"`
+	Mode           string  `json:"mode"` // "flat-out" or "rate"
+	Batch          int     `json:"batch"`
+	Concurrency    int     `json:"concurrency"`
+	OfferedRate    float64 `json:"offered_events_per_sec,omitempty"`
 	// Seconds is the measured time: from the end of the warmup to the last
 	// answer.
 	Seconds  float64 `json:"seconds"`
@@ -66,18 +75,33 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var srv *server
 	if cfg.Ceiling != "" {
-		srv, err := startCeiling(ctx, cfg.Ceiling)
+		if cfg.CeilingInProcess {
+			srv, err = startCeiling(ctx, cfg.Ceiling)
+		} else {
+			// The ceiling's process writes to Stderr beside this one's
+			// progress line.
+			deps.Stderr = &lockedWriter{w: deps.Stderr}
+			srv, err = spawnCeiling(cfg.Ceiling, cfg.CeilingNice, deps.CeilingCommand, deps.Stderr)
+		}
 		if err != nil {
 			return nil, err
 		}
-		defer func() {
-			if serr := srv.stop(); serr != nil {
-				fmt.Fprintln(deps.Stderr, "loadgen: stopping the", cfg.Ceiling, "server:", serr)
-			}
-		}()
 		cfg.Target = srv.target
 	}
+	// The ceiling is stopped before the report is written: a ceiling in a
+	// process of its own writes to the same Stderr until it has exited.
+	stopServer := func() {
+		if srv == nil {
+			return
+		}
+		if serr := srv.stop(); serr != nil {
+			fmt.Fprintln(deps.Stderr, "loadgen: stopping the", cfg.Ceiling, "server:", serr)
+		}
+		srv = nil
+	}
+	defer stopServer()
 
 	var limit int64
 	rest := 0
@@ -98,8 +122,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 		w = &watcher{c: c, baseline: base, interval: cfg.WatchInterval}
 	}
 
-	r := &runner{cfg: cfg, gen: gen, limit: limit, rest: rest}
+	r := &runner{cfg: cfg, gen: gen, limit: limit, rest: rest, srv: srv}
 	rep, err := r.run(ctx, w, deps)
+	stopServer()
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +138,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 type runner struct {
 	cfg   Config
 	gen   *generator
-	limit int64 // requests; 0: bounded by time only
-	rest  int   // events of the last request, when smaller than Batch
+	limit int64   // requests; 0: bounded by time only
+	rest  int     // events of the last request, when smaller than Batch
+	srv   *server // the ceiling driven, if any
 
 	tgt    target
 	dialer *net.Dialer
@@ -182,7 +208,8 @@ func (r *runner) run(ctx context.Context, w *watcher, deps Deps) (*Report, error
 }
 
 // profile starts a CPU profile at from, when one was asked for; the
-// returned function stops it.
+// returned function stops it. A ceiling in a process of its own is
+// profiled there: the profile is the server's, without the generator.
 func (r *runner) profile(ctx context.Context, from time.Time) (func() error, error) {
 	if r.cfg.CPUProfile == "" {
 		return func() error { return nil }, nil
@@ -191,13 +218,24 @@ func (r *runner) profile(ctx context.Context, from time.Time) (func() error, err
 	if err != nil {
 		return nil, fmt.Errorf("loadgen.cpuprofile: %w", err)
 	}
+	start, stop := func() error { return pprof.StartCPUProfile(f) }, func() error { pprof.StopCPUProfile(); return nil }
+	if r.srv != nil && r.srv.profile != nil {
+		path, err := filepath.Abs(r.cfg.CPUProfile)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("loadgen.cpuprofile: %w", err)
+		}
+		start, stop = func() error { return r.srv.profile(path) }, r.srv.stopProfile
+	}
 	var mu sync.Mutex
-	started, stopped := false, false
+	var started, stopped bool
+	var startErr error
 	t := time.AfterFunc(time.Until(from), func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if !stopped && pprof.StartCPUProfile(f) == nil {
-			started = true
+		if !stopped {
+			startErr = start()
+			started = startErr == nil
 		}
 	})
 	return func() error {
@@ -205,10 +243,11 @@ func (r *runner) profile(ctx context.Context, from time.Time) (func() error, err
 		mu.Lock()
 		defer mu.Unlock()
 		stopped = true
+		err := startErr
 		if started {
-			pprof.StopCPUProfile()
+			err = stop()
 		}
-		return f.Close()
+		return errors.Join(err, f.Close())
 	}, nil
 }
 
@@ -403,6 +442,12 @@ func (r *runner) report(e2e *EndToEnd) *Report {
 		ServiceMs:    percentiles(rec.service),
 		EndToEnd:     e2e,
 	}
+	switch {
+	case cfg.Ceiling != "" && cfg.CeilingInProcess:
+		rep.CeilingProcess = "shared"
+	case cfg.Ceiling != "":
+		rep.CeilingProcess = fmt.Sprintf("own, nice %d", cfg.CeilingNice)
+	}
 	if cfg.Rate > 0 {
 		rep.Mode = "rate"
 		rep.OfferedRate = cfg.requestRate() * float64(cfg.Batch)
@@ -438,7 +483,7 @@ func writeReport(cfg Config, rep *Report, deps Deps) error {
 func writeText(out io.Writer, rep *Report) {
 	target := rep.Target
 	if rep.Ceiling != "" {
-		target = rep.Ceiling + " ceiling at " + target
+		target = rep.Ceiling + " ceiling (process: " + rep.CeilingProcess + ") at " + target
 	}
 	fmt.Fprintf(out, "\n%s, %s, %d events per request, %d connections", target, rep.Mode, rep.Batch, rep.Concurrency)
 	if rep.OfferedRate > 0 {

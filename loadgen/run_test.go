@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -20,7 +21,34 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary stands for `veil ceiling KIND` when run as a
+	// ceiling's process (ceilingHelper).
+	if kind := os.Getenv("VEIL_TEST_CEILING"); kind != "" {
+		if err := ServeCeiling(context.Background(), kind, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if os.Getenv("VEIL_TEST_PRINT_NICE") != "" {
+		stat, err := os.ReadFile("/proc/self/stat")
+		if err != nil {
+			os.Exit(1)
+		}
+		// The fields after the command's closing parenthesis; the
+		// niceness is the 19th field of the line.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		fmt.Println("nice", f[16])
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// ceilingHelper runs this test binary as a ceiling's process.
+func ceilingHelper(kind string) (*exec.Cmd, error) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "VEIL_TEST_CEILING="+kind)
+	return cmd, nil
 }
 
 func quickConfig(target string) Config {
@@ -200,22 +228,75 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 }
 
+// The HTTP ceiling, in a process of its own (by default) and in the load
+// generator's: every request answered, and the report saying where the
+// server ran. In its own process the server is profiled there.
 func TestRunHTTPCeiling(t *testing.T) {
+	for _, inProcess := range []bool{false, true} {
+		t.Run(fmt.Sprintf("in_process=%v", inProcess), func(t *testing.T) {
+			cfg := quickConfig("")
+			cfg.Ceiling = CeilingHTTP
+			cfg.CeilingInProcess = inProcess
+			cfg.Events = 200
+			cfg.Batch = 10
+			cfg.JSON = true
+			cfg.CPUProfile = filepath.Join(t.TempDir(), "cpu.prof")
+			var out, errOut bytes.Buffer
+			rep, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut, CeilingCommand: ceilingHelper})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut.String())
+			}
+			process := "own, nice 10"
+			if inProcess {
+				process = "shared"
+			}
+			if rep.Requests != 20 || rep.Events != 200 || rep.Errors != 0 || rep.Ceiling != CeilingHTTP || rep.CeilingProcess != process {
+				t.Fatalf("report %+v", rep)
+			}
+			if !bytes.HasPrefix(out.Bytes(), []byte("{\n")) || !strings.Contains(out.String(), `"events": 200`) ||
+				!strings.Contains(errOut.String(), "http ceiling (process: "+process+") at") {
+				t.Fatalf("stdout should be the JSON report, stderr the text one:\n%s\n---\n%s", out.String(), errOut.String())
+			}
+			prof, err := os.ReadFile(cfg.CPUProfile)
+			if err != nil || !bytes.HasPrefix(prof, []byte{0x1f, 0x8b}) {
+				t.Fatalf("cpu profile: %d bytes, %v; want a gzipped profile", len(prof), err)
+			}
+		})
+	}
+}
+
+// A ceiling in its own process runs at the niceness asked for: every
+// thread of the new process inherits it.
+func TestStartNiced(t *testing.T) {
+	for _, nice := range []int{0, 7} {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "VEIL_TEST_PRINT_NICE=1")
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := startNiced(cmd, nice); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.TrimSpace(out.String()), fmt.Sprintf("nice %d", nice); got != want {
+			t.Errorf("child printed %q, want %q", got, want)
+		}
+	}
+}
+
+// A ceiling that cannot start is an error, not a hang, and leaves no
+// process behind.
+func TestCeilingProcessFails(t *testing.T) {
 	cfg := quickConfig("")
 	cfg.Ceiling = CeilingHTTP
-	cfg.Events = 200
-	cfg.Batch = 10
-	cfg.JSON = true
+	cfg.Events = 10
 	var out, errOut bytes.Buffer
-	rep, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Requests != 20 || rep.Events != 200 || rep.Errors != 0 || rep.Ceiling != CeilingHTTP {
-		t.Fatalf("report %+v", rep)
-	}
-	if !bytes.HasPrefix(out.Bytes(), []byte("{\n")) || !strings.Contains(out.String(), `"events": 200`) || !strings.Contains(errOut.String(), "http ceiling at") {
-		t.Fatalf("stdout should be the JSON report, stderr the text one:\n%s\n---\n%s", out.String(), errOut.String())
+	_, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut, CeilingCommand: func(string) (*exec.Cmd, error) {
+		return exec.Command(os.Args[0], "-test.run=^$"), nil // not a ceiling: runs no test and exits
+	}})
+	if err == nil || !strings.Contains(err.Error(), "the http ceiling did not start") {
+		t.Fatalf("err %v, want the ceiling's failure to start", err)
 	}
 }
 
@@ -240,7 +321,8 @@ func TestValidate(t *testing.T) {
 		{"zero_concurrency", func(c *Config) { c.Concurrency = 0 }, "loadgen.concurrency must be positive"},
 		{"unit", func(c *Config) { c.RateUnit = "bytes" }, "loadgen.rate_unit must be events or requests"},
 		{"ceiling", func(c *Config) { c.Ceiling = "kafka" }, "loadgen.ceiling must be http or collector"},
-		{"profile_without_ceiling", func(c *Config) { c.CPUProfile = "cpu.out" }, "loadgen.cpuprofile profiles this process"},
+		{"profile_without_ceiling", func(c *Config) { c.CPUProfile = "cpu.out" }, "loadgen.cpuprofile profiles the server it starts"},
+		{"ceiling_nice", func(c *Config) { c.Ceiling = CeilingHTTP; c.CeilingNice = 20 }, "loadgen.ceiling_nice must be between 0 and 19"},
 		{"warmup", func(c *Config) { c.Warmup = time.Second }, "loadgen.warmup must be shorter than loadgen.duration"},
 		{"table", func(c *Config) { c.ClickHouseHTTP = "http://127.0.0.1:8123"; c.Table = "veil.events; DROP TABLE x" }, "loadgen.table must be a plain table name"},
 	} {

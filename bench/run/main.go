@@ -557,6 +557,20 @@ func loadTests(ctx context.Context, o options, tmp string, res *Results) error {
 			return err
 		}
 	}
+	// The same two runs with the collector in the load generator's own
+	// process, sharing its Go scheduler (the arrangement before the
+	// ceilings had a process of their own), to show what that costs.
+	shared, err := add("alone_shared_batch50", "collector and embedded broker only, in the load generator's process, batches of 50, flat out",
+		"--ceiling", "collector", "--ceiling-in-process", "--batch", "50", "--concurrency", batchConns, "--duration", phase, "--warmup", warm)
+	if err != nil {
+		return err
+	}
+	rate = 0.7 * shared.EventsPerSec
+	if _, err := add("alone_shared_batch50_rate70", fmt.Sprintf("collector and embedded broker only, in the load generator's process, batches of 50 at 70%% of its flat-out rate (%.0f events/s)", rate),
+		"--ceiling", "collector", "--ceiling-in-process", "--batch", "50", "--rate", fmt.Sprintf("%.0f", rate), "--concurrency", rateConns,
+		"--duration", phase, "--warmup", warm); err != nil {
+		return err
+	}
 	if _, err := add("alone_single", "collector and embedded broker only, single-event requests, flat out",
 		"--ceiling", "collector", "--batch", "1", "--concurrency", singleConns, "--duration", phase, "--warmup", warm); err != nil {
 		return err
@@ -653,7 +667,11 @@ func evaluate(o options, res *Results) {
 	if a70 != nil {
 		p99 = a70.LatencyMs.P99
 	}
-	check("collector p99 at 70% of max (alone)", "≤ 10 ms", p99, "ms", func(v float64) bool { return v <= 10 }, a70 != nil, "")
+	note := "collector in a process of its own at a lower priority than the load generator"
+	if s70 := res.phase("alone_shared_batch50_rate70"); s70 != nil {
+		note += fmt.Sprintf("; in the load generator's process, %.1f ms at %.0f events/s", s70.LatencyMs.P99, s70.EventsPerSec)
+	}
+	check("collector p99 at 70% of max (alone)", "≤ 10 ms", p99, "ms", func(v float64) bool { return v <= 10 }, a70 != nil, note)
 	pass := res.GoBench["WorkerPass/events=50/all"]
 	check("worker pass per event", "≤ 2000 ns/event", pass["ns/event"], "ns/event", func(v float64) bool { return v <= 2000 }, pass != nil, "")
 	check("worker pass allocations per event", "≤ 4 allocs/event", pass["allocs/event"], "allocs/event", func(v float64) bool { return v <= 4 }, pass != nil, "")
@@ -662,7 +680,7 @@ func evaluate(o options, res *Results) {
 	if e != nil {
 		e2e = e.EndToEnd
 	}
-	note := ""
+	note = ""
 	if o.sustain < 300*time.Second {
 		note = fmt.Sprintf("sustained %s here; the target is measured with BENCH_SUSTAIN=300s", o.sustain)
 	}
