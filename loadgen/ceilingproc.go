@@ -14,8 +14,9 @@ import (
 	"time"
 )
 
-// A ceiling server runs, by default, in a process of its own, as a
-// collector does, at a lower scheduling priority than the load generator.
+// With CeilingOwnProcess a ceiling server runs in a process of its own, as
+// a collector does, at a lower scheduling priority than the load
+// generator.
 //
 // In one process the generator's goroutines and the server's share Go's
 // scheduler: a goroutine made ready by the network waits until a P runs out

@@ -49,13 +49,13 @@ type Config struct {
 	// ClickHouseHTTP unless that was given.
 	Endpoints string
 	// Ceiling, when set, starts that server and drives it instead of
-	// Target: CeilingHTTP or CeilingCollector. It runs in a process of its
-	// own with its niceness raised by CeilingNice (so that the generator
-	// gets the CPU first when it needs it), or, with CeilingInProcess, in
-	// this process.
-	Ceiling          string
-	CeilingNice      int
-	CeilingInProcess bool
+	// Target: CeilingHTTP or CeilingCollector. It runs in this process,
+	// or, with CeilingOwnProcess, in a process of its own with its
+	// niceness raised by CeilingNice, so that the generator gets the CPU
+	// first when it needs it.
+	Ceiling           string
+	CeilingOwnProcess bool
+	CeilingNice       int
 
 	// Batch is the number of events per request: 50 is mixpanel-browser's
 	// batch, 1 a single-event request.
@@ -102,8 +102,9 @@ type Config struct {
 	// to stderr).
 	JSON bool
 	// CPUProfile, with a Ceiling, writes a CPU profile of the server's
-	// process over the measured part of the run (with CeilingInProcess,
-	// of the server and the load generator together).
+	// process over the measured part of the run: of the server and the
+	// load generator together, or, with CeilingOwnProcess, of the server's
+	// process alone.
 	CPUProfile string
 }
 

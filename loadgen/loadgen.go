@@ -77,13 +77,13 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 	}
 	var srv *server
 	if cfg.Ceiling != "" {
-		if cfg.CeilingInProcess {
-			srv, err = startCeiling(ctx, cfg.Ceiling)
-		} else {
+		if cfg.CeilingOwnProcess {
 			// The ceiling's process writes to Stderr beside this one's
 			// progress line.
 			deps.Stderr = &lockedWriter{w: deps.Stderr}
 			srv, err = spawnCeiling(cfg.Ceiling, cfg.CeilingNice, deps.CeilingCommand, deps.Stderr)
+		} else {
+			srv, err = startCeiling(ctx, cfg.Ceiling)
 		}
 		if err != nil {
 			return nil, err
@@ -443,10 +443,10 @@ func (r *runner) report(e2e *EndToEnd) *Report {
 		EndToEnd:     e2e,
 	}
 	switch {
-	case cfg.Ceiling != "" && cfg.CeilingInProcess:
-		rep.CeilingProcess = "shared"
-	case cfg.Ceiling != "":
+	case cfg.Ceiling != "" && cfg.CeilingOwnProcess:
 		rep.CeilingProcess = fmt.Sprintf("own, nice %d", cfg.CeilingNice)
+	case cfg.Ceiling != "":
+		rep.CeilingProcess = "shared"
 	}
 	if cfg.Rate > 0 {
 		rep.Mode = "rate"

@@ -228,15 +228,15 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 }
 
-// The HTTP ceiling, in a process of its own (by default) and in the load
-// generator's: every request answered, and the report saying where the
-// server ran. In its own process the server is profiled there.
+// The HTTP ceiling, in the load generator's process and in one of its
+// own: every request answered, and the report saying where the server
+// ran. In its own process the server is profiled there.
 func TestRunHTTPCeiling(t *testing.T) {
-	for _, inProcess := range []bool{false, true} {
-		t.Run(fmt.Sprintf("in_process=%v", inProcess), func(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		t.Run(fmt.Sprintf("own_process=%v", own), func(t *testing.T) {
 			cfg := quickConfig("")
 			cfg.Ceiling = CeilingHTTP
-			cfg.CeilingInProcess = inProcess
+			cfg.CeilingOwnProcess = own
 			cfg.Events = 200
 			cfg.Batch = 10
 			cfg.JSON = true
@@ -246,9 +246,9 @@ func TestRunHTTPCeiling(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, errOut.String())
 			}
-			process := "own, nice 10"
-			if inProcess {
-				process = "shared"
+			process := "shared"
+			if own {
+				process = "own, nice 10"
 			}
 			if rep.Requests != 20 || rep.Events != 200 || rep.Errors != 0 || rep.Ceiling != CeilingHTTP || rep.CeilingProcess != process {
 				t.Fatalf("report %+v", rep)
@@ -290,6 +290,7 @@ func TestStartNiced(t *testing.T) {
 func TestCeilingProcessFails(t *testing.T) {
 	cfg := quickConfig("")
 	cfg.Ceiling = CeilingHTTP
+	cfg.CeilingOwnProcess = true
 	cfg.Events = 10
 	var out, errOut bytes.Buffer
 	_, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut, CeilingCommand: func(string) (*exec.Cmd, error) {

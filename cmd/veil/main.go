@@ -38,35 +38,35 @@ type cli struct {
 }
 
 type loadgenFlags struct {
-	Target           string        `default:"http://127.0.0.1:8080" help:"Collector base URL; loopback addresses only."`
-	Endpoints        string        `placeholder:"FILE" help:"endpoints.json of a running veil dev (e.g. .veil/endpoints.json): the collector and clickhouse_http come from it."`
-	Ceiling          string        `placeholder:"KIND" help:"Start a server and drive it instead: http (a trivial handler answering 1) or collector (the collector and an embedded broker, no worker). It runs in a process of its own at a lower priority."`
-	CeilingNice      int           `default:"10" help:"How much lower the ceiling's priority is (niceness added, 0-19)."`
-	CeilingInProcess bool          `help:"Run the ceiling in this process instead, sharing Go's scheduler with the load generator."`
-	Batch            int           `default:"50" help:"Events per request (1 for single-event requests)."`
-	Rate             float64       `placeholder:"N" help:"Fixed rate in --rate-unit per second; 0 sends flat out."`
-	RateUnit         string        `default:"events" enum:"events,requests" help:"Unit of --rate: events or requests."`
-	Concurrency      int           `default:"16" help:"Requests in flight at most (connections)."`
-	Duration         time.Duration `help:"Stop after this long (default 10s when --events is not given either)."`
-	Events           int64         `placeholder:"N" help:"Stop after this many events."`
-	Warmup           time.Duration `help:"Leave the first part of the run out of the figures."`
-	Timeout          time.Duration `default:"30s" help:"Timeout of one request."`
-	ClickhouseHTTP   string        `name:"clickhouse-http" placeholder:"URL" help:"ClickHouse HTTP address: watch the events table grow and report end-to-end throughput and lag."`
-	Table            string        `default:"veil.events" help:"Table whose count() is watched."`
-	WatchInterval    time.Duration `default:"100ms" help:"How often the table's count is sampled."`
-	Drain            time.Duration `default:"60s" help:"How long to wait after the last request for the table to catch up."`
-	Token            string        `default:"loadgen" help:"Project token the events carry."`
-	Seed             uint64        `default:"1" help:"Seed of the generated events."`
-	Templates        int           `default:"64" help:"Distinct request bodies generated up front."`
-	Progress         time.Duration `default:"1s" help:"Interval of the progress line on stderr; 0 for none."`
-	JSON             bool          `name:"json" help:"Print the report as JSON on stdout (the text report goes to stderr)."`
-	CPUProfile       string        `name:"cpuprofile" placeholder:"FILE" help:"With --ceiling, write a CPU profile of this process over the measured part."`
+	Target            string        `default:"http://127.0.0.1:8080" help:"Collector base URL; loopback addresses only."`
+	Endpoints         string        `placeholder:"FILE" help:"endpoints.json of a running veil dev (e.g. .veil/endpoints.json): the collector and clickhouse_http come from it."`
+	Ceiling           string        `placeholder:"KIND" help:"Start a server in this process and drive it instead: http (a trivial handler answering 1) or collector (the collector and an embedded broker, no worker)."`
+	CeilingOwnProcess bool          `help:"Run the ceiling in a process of its own, at a lower priority than the load generator, instead of sharing this process's Go scheduler."`
+	CeilingNice       int           `default:"10" help:"With --ceiling-own-process: how much lower the ceiling's priority is (niceness added, 0-19)."`
+	Batch             int           `default:"50" help:"Events per request (1 for single-event requests)."`
+	Rate              float64       `placeholder:"N" help:"Fixed rate in --rate-unit per second; 0 sends flat out."`
+	RateUnit          string        `default:"events" enum:"events,requests" help:"Unit of --rate: events or requests."`
+	Concurrency       int           `default:"16" help:"Requests in flight at most (connections)."`
+	Duration          time.Duration `help:"Stop after this long (default 10s when --events is not given either)."`
+	Events            int64         `placeholder:"N" help:"Stop after this many events."`
+	Warmup            time.Duration `help:"Leave the first part of the run out of the figures."`
+	Timeout           time.Duration `default:"30s" help:"Timeout of one request."`
+	ClickhouseHTTP    string        `name:"clickhouse-http" placeholder:"URL" help:"ClickHouse HTTP address: watch the events table grow and report end-to-end throughput and lag."`
+	Table             string        `default:"veil.events" help:"Table whose count() is watched."`
+	WatchInterval     time.Duration `default:"100ms" help:"How often the table's count is sampled."`
+	Drain             time.Duration `default:"60s" help:"How long to wait after the last request for the table to catch up."`
+	Token             string        `default:"loadgen" help:"Project token the events carry."`
+	Seed              uint64        `default:"1" help:"Seed of the generated events."`
+	Templates         int           `default:"64" help:"Distinct request bodies generated up front."`
+	Progress          time.Duration `default:"1s" help:"Interval of the progress line on stderr; 0 for none."`
+	JSON              bool          `name:"json" help:"Print the report as JSON on stdout (the text report goes to stderr)."`
+	CPUProfile        string        `name:"cpuprofile" placeholder:"FILE" help:"With --ceiling, write a CPU profile of this process over the measured part."`
 }
 
 func (f loadgenFlags) config() loadgen.Config {
 	c := loadgen.Config{
 		Target: f.Target, Endpoints: f.Endpoints,
-		Ceiling: f.Ceiling, CeilingNice: f.CeilingNice, CeilingInProcess: f.CeilingInProcess,
+		Ceiling: f.Ceiling, CeilingOwnProcess: f.CeilingOwnProcess, CeilingNice: f.CeilingNice,
 		Batch: f.Batch, Rate: f.Rate, RateUnit: f.RateUnit, Concurrency: f.Concurrency,
 		Duration: f.Duration, Events: f.Events, Warmup: f.Warmup, Timeout: f.Timeout,
 		ClickHouseHTTP: f.ClickhouseHTTP, Table: f.Table, WatchInterval: f.WatchInterval, Drain: f.Drain,
