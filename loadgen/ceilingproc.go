@@ -132,8 +132,10 @@ func spawnCeiling(kind string, nice int, command func(kind string) (*exec.Cmd, e
 	}()
 	stop := func() error {
 		stdin.Close()
-		for range answers {
-		}
+		go func() {
+			for range answers { // until the process closes its stdout
+			}
+		}()
 		select {
 		case err := <-exited:
 			return err
@@ -147,7 +149,13 @@ func spawnCeiling(kind string, nice int, command func(kind string) (*exec.Cmd, e
 		if _, err := fmt.Fprintln(stdin, line); err != nil {
 			return err
 		}
-		a, ok := <-answers
+		var a string
+		var ok bool
+		select {
+		case a, ok = <-answers:
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("the %s ceiling did not answer %q within 30s", kind, line)
+		}
 		switch {
 		case !ok:
 			return errors.New("the ceiling server has exited")
