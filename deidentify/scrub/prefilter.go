@@ -25,6 +25,12 @@ import (
 // integers, words and sentences trigger none of these, so most property
 // values stop here without allocating.
 func (sc *Scrubber) mayContain(s string) bool {
+	if lowerWord(s) {
+		// One word of lower-case letters: of the triggers, only
+		// "bearer" can start it (every key prefix holds a capital or a
+		// punctuation mark).
+		return len(s) >= 6 && s[:6] == "bearer"
+	}
 	digits, dots, colons := 0, 0, 0
 	plus := false // the current digit run holds a '+'
 	prevAlnum := false
@@ -150,4 +156,36 @@ func wordTrigger(s string, i int) bool {
 		}
 	}
 	return false
+}
+
+// lowerWord reports whether s is a non-empty run of the letters a to z,
+// eight bytes at a time: the keys and short values of nested objects,
+// which are most of the strings checked.
+func lowerWord(s string) bool {
+	if len(s) == 0 {
+		return false
+	}
+	const ones, hi = 0x0101010101010101, 0x8080808080808080
+	for len(s) > 0 {
+		var x uint64
+		if len(s) >= 8 {
+			x = uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+				uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+			s = s[8:]
+		} else {
+			// Pad with 'a', which passes.
+			x = ones * 'a'
+			for i := 0; i < len(s); i++ {
+				x = x&^(0xff<<(8*i)) | uint64(s[i])<<(8*i)
+			}
+			s = s[len(s):]
+		}
+		// With no byte's top bit set, adding 0x80-'a' sets a byte's top
+		// bit when it is 'a' or above, and adding 0x80-'{' when it is
+		// above 'z'; neither addition carries into the next byte.
+		if x&hi != 0 || (x+ones*(0x80-'a'))&^(x+ones*(0x80-'{'))&hi != hi {
+			return false
+		}
+	}
+	return true
 }

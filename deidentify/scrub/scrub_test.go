@@ -485,3 +485,40 @@ func TestCleanURLCache(t *testing.T) {
 		t.Fatalf("the cache holds %d URLs, want at least %d", held, cleanURLSlots/4)
 	}
 }
+
+// lowerWord, the prefilter's fast path, against its definition, at every
+// length around its eight-byte steps and with each byte class at each
+// place.
+func TestLowerWord(t *testing.T) {
+	naive := func(s string) bool {
+		if s == "" {
+			return false
+		}
+		for i := 0; i < len(s); i++ {
+			if s[i] < 'a' || s[i] > 'z' {
+				return false
+			}
+		}
+		return true
+	}
+	for n := 0; n <= 17; n++ {
+		base := []byte(strings.Repeat("abcxyzmq", 3)[:n])
+		if got := lowerWord(string(base)); got != (n > 0) {
+			t.Errorf("lowerWord(%q) = %v", base, got)
+		}
+		for i := 0; i < n; i++ {
+			for _, c := range []byte{'`', '{', 'A', 'Z', '@', '0', '_', '-', ' ', 0, 0x7f, 0x80, 0xc3, 0xff} {
+				b := append([]byte(nil), base...)
+				b[i] = c
+				if got, want := lowerWord(string(b)), naive(string(b)); got != want {
+					t.Errorf("lowerWord(%q) = %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
+	// The fast path keeps the one trigger a lower-case word can hold.
+	sc := mustNew(t, Config{})
+	if !sc.mayContain("bearer") || !sc.mayContain("bearerabcdefghijklmnop") || sc.mayContain("exposures") {
+		t.Error("mayContain's lower-case fast path")
+	}
+}
