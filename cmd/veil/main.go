@@ -60,7 +60,7 @@ type loadgenFlags struct {
 	Templates         int           `default:"64" help:"Distinct request bodies generated up front."`
 	Progress          time.Duration `default:"1s" help:"Interval of the progress line on stderr; 0 for none."`
 	JSON              bool          `name:"json" help:"Print the report as JSON on stdout (the text report goes to stderr)."`
-	CPUProfile        string        `name:"cpuprofile" placeholder:"FILE" help:"With --ceiling, write a CPU profile of this process over the measured part."`
+	CPUProfile        string        `name:"cpuprofile" placeholder:"FILE" help:"With --ceiling, write a CPU profile of the server over the measured part (of this whole process when the ceiling shares it)."`
 }
 
 func (f loadgenFlags) config() loadgen.Config {
