@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -51,14 +50,13 @@ func ServeCeiling(ctx context.Context, kind string, in io.Reader, out io.Writer)
 			lines <- sc.Text()
 		}
 	}()
-	var prof *os.File
-	stopProfile := func() error {
-		if prof == nil {
+	var stopProfile func() error // set while a profile runs
+	endProfile := func() error {
+		if stopProfile == nil {
 			return nil
 		}
-		pprof.StopCPUProfile()
-		err := prof.Close()
-		prof = nil
+		err := stopProfile()
+		stopProfile = nil
 		return err
 	}
 	_, err = fmt.Fprintln(out, srv.target)
@@ -74,15 +72,10 @@ func ServeCeiling(ctx context.Context, kind string, in io.Reader, out io.Writer)
 		}
 		var cerr error
 		switch cmd, arg, _ := strings.Cut(line, " "); {
-		case cmd == "profile" && arg != "" && prof == nil:
-			if prof, cerr = os.Create(arg); cerr == nil {
-				if cerr = pprof.StartCPUProfile(prof); cerr != nil {
-					prof.Close()
-					prof = nil
-				}
-			}
+		case cmd == "profile" && arg != "" && stopProfile == nil:
+			stopProfile, cerr = startCPUProfile(arg)
 		case cmd == "stop-profile":
-			cerr = stopProfile()
+			cerr = endProfile()
 		default:
 			cerr = errors.New("unknown command")
 		}
@@ -92,7 +85,7 @@ func ServeCeiling(ctx context.Context, kind string, in io.Reader, out io.Writer)
 			_, err = fmt.Fprintln(out, "ok")
 		}
 	}
-	perr := stopProfile()
+	perr := endProfile()
 	return errors.Join(err, perr, srv.stop())
 }
 

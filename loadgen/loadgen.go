@@ -3,7 +3,6 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -214,15 +213,24 @@ func (r *runner) profile(ctx context.Context, from time.Time) (func() error, err
 	if r.cfg.CPUProfile == "" {
 		return func() error { return nil }, nil
 	}
+	// The file is there, empty, even when the run ends before the
+	// profile starts.
 	f, err := os.Create(r.cfg.CPUProfile)
+	if err == nil {
+		err = f.Close()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("loadgen.cpuprofile: %w", err)
 	}
-	start, stop := func() error { return pprof.StartCPUProfile(f) }, func() error { pprof.StopCPUProfile(); return nil }
+	var stopHere func() error
+	start := func() (err error) {
+		stopHere, err = startCPUProfile(r.cfg.CPUProfile)
+		return err
+	}
+	stop := func() error { return stopHere() }
 	if r.srv != nil && r.srv.profile != nil {
 		path, err := filepath.Abs(r.cfg.CPUProfile)
 		if err != nil {
-			f.Close()
 			return nil, fmt.Errorf("loadgen.cpuprofile: %w", err)
 		}
 		start, stop = func() error { return r.srv.profile(path) }, r.srv.stopProfile
@@ -243,11 +251,27 @@ func (r *runner) profile(ctx context.Context, from time.Time) (func() error, err
 		mu.Lock()
 		defer mu.Unlock()
 		stopped = true
-		err := startErr
 		if started {
-			err = stop()
+			return stop()
 		}
-		return errors.Join(err, f.Close())
+		return startErr
+	}, nil
+}
+
+// startCPUProfile starts a CPU profile of this process into the file at
+// path; the returned function ends it and closes the file.
+func startCPUProfile(path string) (func() error, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
 	}, nil
 }
 
