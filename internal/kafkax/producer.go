@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -74,27 +75,36 @@ func (c ProducerConfig) Validate() error {
 // from 336 000–364 000 to 383 000–449 000 events/s in batches of 50, and
 // the produce path alone to 1.3 times the Writer's rate in 50-message
 // writes and 2.4 times in single messages (docs/performance.md).
-// kafka-go's Client does the protocol: metadata, the leader's connection,
-// compression.
+// kafka-go does the protocol: its Client reads the topic's metadata, and a
+// Conn to each partition's leader carries the produce requests (record
+// batches, compression, the broker's errors). The sender writes the request
+// and reads its answer on its own goroutine. The Client hands each request
+// to a goroutine of its connection and the answer back: two more wake-ups
+// per request, each of which waits for a core when the machine is busy
+// (docs/performance.md).
 //
 // WriteMessages returns nil once every one of its messages was
 // acknowledged, so the caller may then reuse their memory
 // (ReleasesMessages); after an error, a message may still be referenced,
 // and sent, as with kafka-go's Writer.
 type Producer struct {
-	client      *kafka.Client
-	topic       string
-	cfg         ProducerConfig
-	compression kafka.Compression
-	log         *zap.Logger
-	balancer    kafka.Hash
+	client   *kafka.Client
+	dialer   *kafka.Dialer
+	brokers  []string
+	topic    string
+	cfg      ProducerConfig
+	codec    kafka.CompressionCodec // nil: none
+	log      *zap.Logger
+	balancer kafka.Hash
 
 	mu         sync.Mutex
 	parts      []*partQueue
 	partIDs    []int
 	refreshed  time.Time
 	refreshing bool
-	closed     bool
+	// closed is set by Close; a sender that finds it set closes its
+	// partition's connection once the partition is idle.
+	closed atomic.Bool
 }
 
 // partQueue is one partition's writes waiting for a produce request.
@@ -104,6 +114,10 @@ type partQueue struct {
 	// busy is set while a caller is sending this partition's batches.
 	busy    bool
 	pending []*pendingWrite
+	// conn is the connection to the partition's leader, nil until it is
+	// dialled and after an error. Only the caller whose turn it is uses it;
+	// Close takes it under mu from a partition that is not busy.
+	conn *kafka.Conn
 }
 
 // pendingWrite is one WriteMessages call's messages for one partition.
@@ -141,11 +155,13 @@ func NewProducer(brokers []string, topic string, cfg ProducerConfig, log *zap.Lo
 		log = zap.NewNop()
 	}
 	return &Producer{
-		client:      &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: cfg.WriteTimeout, Transport: &kafka.Transport{ClientID: "veil-collector"}},
-		topic:       topic,
-		cfg:         cfg,
-		compression: compressions[cfg.Compression],
-		log:         log.Named("kafka"),
+		client:  &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: cfg.WriteTimeout, Transport: &kafka.Transport{ClientID: "veil-collector"}},
+		dialer:  &kafka.Dialer{ClientID: "veil-collector"},
+		brokers: brokers,
+		topic:   topic,
+		cfg:     cfg,
+		codec:   compressions[cfg.Compression].Codec(),
+		log:     log.Named("kafka"),
 	}
 }
 
@@ -153,13 +169,30 @@ func NewProducer(brokers []string, topic string, cfg ProducerConfig, log *zap.Lo
 // messages once it has returned nil.
 func (p *Producer) ReleasesMessages() bool { return true }
 
-// Close stops new writes and closes the idle connections.
+// Close stops new writes and closes the idle connections; a partition's
+// connection in use is closed when the writes queued for it are sent.
 func (p *Producer) Close() error {
+	p.closed.Store(true)
 	p.mu.Lock()
-	p.closed = true
+	parts := p.parts
 	p.mu.Unlock()
+	for _, q := range parts {
+		q.mu.Lock()
+		if !q.busy {
+			q.closeConn()
+		}
+		q.mu.Unlock()
+	}
 	p.client.Transport.(*kafka.Transport).CloseIdleConnections()
 	return nil
+}
+
+// closeConn closes the partition's connection, if it has one.
+func (q *partQueue) closeConn() {
+	if q.conn != nil {
+		_ = q.conn.Close()
+		q.conn = nil
+	}
 }
 
 var errProducerClosed = errors.New("kafka: producer closed")
@@ -169,11 +202,10 @@ var errProducerClosed = errors.New("kafka: producer closed")
 // One caller reads it while the others go on with the partitions known,
 // so a slow or unreachable broker holds up only that caller.
 func (p *Producer) partitions(ctx context.Context) ([]*partQueue, []int, error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.closed.Load() {
 		return nil, nil, errProducerClosed
 	}
+	p.mu.Lock()
 	if len(p.parts) > 0 && (p.refreshing || time.Since(p.refreshed) < metadataTTL) {
 		defer p.mu.Unlock()
 		return p.parts, p.partIDs, nil
@@ -336,7 +368,7 @@ func (p *Producer) send(q *partQueue) {
 		msgs = append(msgs, w.msgs...)
 	}
 	if len(msgs) > 0 {
-		err := p.produce(q.id, msgs, func() bool {
+		err := p.produce(q, msgs, func() bool {
 			for _, w := range ready {
 				if w.ctx.Err() == nil {
 					return true
@@ -355,6 +387,9 @@ func (p *Producer) send(q *partQueue) {
 	q.mu.Lock()
 	if len(q.pending) == 0 {
 		q.busy = false
+		if p.closed.Load() {
+			q.closeConn()
+		}
 		q.mu.Unlock()
 		return
 	}
@@ -382,22 +417,29 @@ func (p *Producer) take(pending []*pendingWrite) (batch, rest []*pendingWrite) {
 	return pending, nil
 }
 
-// produce sends msgs to partition in requests of at most MaxBatch
+// produce sends msgs to q's partition in requests of at most MaxBatch
 // messages and MaxBatchBytes, retrying temporary errors while waiting
 // reports that a caller still waits for them.
-func (p *Producer) produce(partition int, msgs []kafka.Message, waiting func() bool) error {
+func (p *Producer) produce(q *partQueue, msgs []kafka.Message, waiting func() bool) error {
+	// A message without a time gets the time it was first sent: a retry
+	// sends the same record batch.
 	now := time.Now()
+	for i := range msgs {
+		if msgs[i].Time.IsZero() {
+			msgs[i].Time = now
+		}
+	}
 	for len(msgs) > 0 {
 		n, size := 0, 0
 		for n < len(msgs) && n < p.cfg.MaxBatch {
 			s := len(msgs[n].Key) + len(msgs[n].Value)
-			if n > 0 && size+s > p.cfg.MaxBatchBytes {
+			if n > 0 && (size+s > p.cfg.MaxBatchBytes || !closeInTime(msgs[0].Time, msgs[n].Time)) {
 				break
 			}
 			size += s
 			n++
 		}
-		if err := p.produceOnce(partition, msgs[:n], now, waiting); err != nil {
+		if err := p.produceOnce(q, msgs[:n], waiting); err != nil {
 			return err
 		}
 		msgs = msgs[n:]
@@ -405,7 +447,23 @@ func (p *Producer) produce(partition int, msgs []kafka.Message, waiting func() b
 	return nil
 }
 
-func (p *Producer) produceOnce(partition int, msgs []kafka.Message, now time.Time, waiting func() bool) error {
+// maxTimeDelta is the furthest a record's time may be from the first
+// record's in one record batch. A record holds the difference in
+// milliseconds as a 32-bit varint for many clients and brokers (kafka-go's
+// Conn caps it there, older franz-go readers and so kfake cannot read more
+// than that); records further apart go in requests of their own.
+const maxTimeDelta = (1<<31 - 1) * time.Millisecond
+
+func closeInTime(first, t time.Time) bool {
+	d := t.Sub(first)
+	return d < maxTimeDelta && d > -maxTimeDelta
+}
+
+// produceOnce sends msgs in one produce request to q's leader, on q's
+// connection, dialling it first when there is none. After an error the
+// connection is closed, so a retry asks the cluster for the partition's
+// leader again (a leader that moved answers NotLeaderForPartition).
+func (p *Producer) produceOnce(q *partQueue, msgs []kafka.Message, waiting func() bool) error {
 	var err error
 	for attempt := 0; attempt < p.cfg.MaxAttempts; attempt++ {
 		if attempt > 0 {
@@ -414,31 +472,45 @@ func (p *Producer) produceOnce(partition int, msgs []kafka.Message, now time.Tim
 				break
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
-		var res *kafka.ProduceResponse
-		res, err = p.client.Produce(ctx, &kafka.ProduceRequest{
-			Topic:        p.topic,
-			Partition:    partition,
-			RequiredAcks: kafka.RequireAll,
-			Compression:  p.compression,
-			Records:      &messageRecords{msgs: msgs, now: now},
-		})
-		cancel()
-		if err == nil && res.Error != nil {
-			err = res.Error
+		if q.conn == nil {
+			q.conn, err = p.dialLeader(q.id)
 		}
-		if err == nil {
-			return nil
+		if q.conn != nil {
+			// The deadline bounds the request on this side, and kafka-go
+			// gives the broker the time left as the request's timeout.
+			_ = q.conn.SetDeadline(time.Now().Add(p.cfg.WriteTimeout))
+			if _, err = q.conn.WriteCompressedMessages(p.codec, msgs...); err == nil {
+				return nil
+			}
+			q.closeConn()
 		}
 		p.forget()
 		// kafka-go's messages name brokers, topics and partitions,
 		// never message contents.
-		p.log.Warn("produce failed", zap.String("topic", p.topic), zap.Int("partition", partition), zap.Int("attempt", attempt+1), zap.Error(err))
+		p.log.Warn("produce failed", zap.String("topic", p.topic), zap.Int("partition", q.id), zap.Int("attempt", attempt+1), zap.Error(err))
 		if !retriable(err) {
 			break
 		}
 	}
 	return err
+}
+
+// dialLeader connects to partition's leader, asking each broker in turn
+// which one it is, within WriteTimeout.
+func (p *Producer) dialLeader(partition int) (*kafka.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+	defer cancel()
+	var err error
+	for _, b := range p.brokers {
+		var c *kafka.Conn
+		if c, err = p.dialer.DialLeader(ctx, "tcp", b, p.topic, partition); err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
 }
 
 // retriable reports whether a produce error may pass on its own: a

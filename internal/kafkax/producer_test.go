@@ -427,3 +427,202 @@ func TestProducerRecoversAfterBrokerRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestProducerCodecs writes with each compression the configuration
+// offers and reads the records back as a consumer would: keys, values,
+// headers and times as written, a message without a time stamped with
+// the time it was sent.
+func TestProducerCodecs(t *testing.T) {
+	stamped := time.Date(2026, 3, 4, 5, 6, 7, 8_000_000, time.UTC)
+	for _, name := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
+		t.Run(name, func(t *testing.T) {
+			topic := newTopic(t, 1)
+			cfg := DefaultProducerConfig()
+			cfg.Compression = name
+			p := testProducer(t, topic, cfg)
+			before := time.Now().Truncate(time.Millisecond)
+			in := []kafka.Message{
+				{Key: []byte("k1"), Value: []byte(strings.Repeat("value one ", 40)), Time: stamped,
+					Headers: []kafka.Header{{Key: "h", Value: []byte("1")}}},
+				{Key: []byte("k1"), Value: []byte("value two")},
+			}
+			if err := p.WriteMessages(context.Background(), in...); err != nil {
+				t.Fatal(err)
+			}
+			after := time.Now()
+			out := readMessages(t, topic, 0, 2)
+			if string(out[0].Key) != "k1" || string(out[0].Value) != string(in[0].Value) ||
+				len(out[0].Headers) != 1 || out[0].Headers[0].Key != "h" || string(out[0].Headers[0].Value) != "1" ||
+				!out[0].Time.Equal(stamped) {
+				t.Fatalf("first record read back as key %q value %q headers %v time %v", out[0].Key, out[0].Value, out[0].Headers, out[0].Time)
+			}
+			if string(out[1].Value) != "value two" || len(out[1].Headers) != 0 ||
+				out[1].Time.Before(before) || out[1].Time.After(after) {
+				t.Fatalf("second record read back as value %q headers %v time %v (sent between %v and %v)", out[1].Value, out[1].Headers, out[1].Time, before, after)
+			}
+			if in[1].Time != (time.Time{}) {
+				t.Fatal("the caller's message was given a time")
+			}
+		})
+	}
+}
+
+// TestProducerSplitsFarApartTimes: records whose times are more than 24.8
+// days from the first of a request (a 32-bit varint of milliseconds) go
+// in a request of their own, and each keeps its time exactly.
+func TestProducerSplitsFarApartTimes(t *testing.T) {
+	topic := newTopic(t, 1)
+	reqs := watchProduce(t, topic, nil)
+	p := testProducer(t, topic, DefaultProducerConfig())
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	times := []time.Time{
+		base,
+		base.Add(maxTimeDelta - time.Millisecond), // still with the first
+		base.Add(maxTimeDelta),                    // starts the second request
+		base.Add(maxTimeDelta + time.Hour),        // with it
+		base,                                      // too far before it: a third
+	}
+	in := messages("k", "a", "b", "c", "d", "e")
+	for i := range in {
+		in[i].Time = times[i]
+	}
+	if err := p.WriteMessages(context.Background(), in...); err != nil {
+		t.Fatal(err)
+	}
+	if got := reqs.get(); fmt.Sprint(got) != "[2 2 1]" {
+		t.Fatalf("records per produce request: %v, want [2 2 1]", got)
+	}
+	for i, m := range readMessages(t, topic, 0, len(in)) {
+		if string(m.Value) != string(in[i].Value) || !m.Time.Equal(times[i]) {
+			t.Errorf("record %d read back as %q at %v, want %q at %v", i, m.Value, m.Time, in[i].Value, times[i])
+		}
+	}
+}
+
+// readMessages reads the first n records of partition of topic.
+func readMessages(t *testing.T, topic string, partition, n int) []kafka.Message {
+	t.Helper()
+	conn, err := kafka.DialLeader(context.Background(), "tcp", cluster.ListenAddrs()[0], topic, partition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var out []kafka.Message
+	for len(out) < n {
+		b := conn.ReadBatch(1, 10<<20)
+		for len(out) < n {
+			m, err := b.ReadMessage()
+			if err != nil {
+				break
+			}
+			out = append(out, m)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatalf("read %d of %d records: %v", len(out), n, err)
+		}
+	}
+	return out
+}
+
+// TestProducerFollowsMovedLeader moves a partition's leadership to
+// another broker between two writes: the second write, sent first to the
+// old leader on the connection the producer keeps, is sent again to the
+// new one and succeeds, and the partition holds both messages once, in
+// order.
+func TestProducerFollowsMovedLeader(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.Ports(0, 0, 0), kfake.SeedTopics(1, "moving"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := DefaultProducerConfig()
+	cfg.WriteTimeout = 2 * time.Second
+	p := NewProducer(c.ListenAddrs(), "moving", cfg, nil)
+	defer p.Close()
+	if err := p.WriteMessages(context.Background(), messages("k", "before")...); err != nil {
+		t.Fatal(err)
+	}
+	from := c.LeaderFor("moving", 0)
+	to := (from + 1) % 3
+	if err := c.MoveTopicPartition("moving", 0, to); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.LeaderFor("moving", 0); got != to {
+		t.Fatalf("leader is %d after the move to %d", got, to)
+	}
+	if err := p.WriteMessages(context.Background(), messages("k", "after")...); err != nil {
+		t.Fatalf("write after the leader moved from %d to %d: %v", from, to, err)
+	}
+	conn, err := kafka.DialLeader(context.Background(), "tcp", c.ListenAddrs()[0], "moving", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := conn.ReadBatch(1, 1<<20)
+	var got []string
+	for {
+		m, err := b.ReadMessage()
+		if err != nil {
+			break
+		}
+		got = append(got, string(m.Value))
+	}
+	_ = b.Close()
+	if strings.Join(got, ",") != "before,after" {
+		t.Fatalf("the partition holds %v, want before,after", got)
+	}
+}
+
+// TestProducerCloseClosesConnections: Close closes an idle partition's
+// connection at once, and a busy one's when its queued writes are sent,
+// which still succeed.
+func TestProducerCloseClosesConnections(t *testing.T) {
+	topic := newTopic(t, 2)
+	hold := make(chan struct{})
+	reqs := watchProduce(t, topic, hold)
+	p := NewProducer(cluster.ListenAddrs(), topic, DefaultProducerConfig(), nil)
+	var balancer kafka.Hash
+	keyFor := func(part int) string {
+		for i := 0; ; i++ {
+			if k := "k" + strconv.Itoa(i); balancer.Balance(kafka.Message{Key: []byte(k)}, 0, 1) == part {
+				return k
+			}
+		}
+	}
+	// Partition 1 is written to first (held at the broker until released),
+	// then partition 0, whose write is answered.
+	busyDone := make(chan error, 1)
+	go func() { busyDone <- p.WriteMessages(context.Background(), messages(keyFor(1), "held")...) }()
+	waitFor(t, "the held request at the broker", func() bool { return len(reqs.get()) == 1 })
+	if err := p.WriteMessages(context.Background(), messages(keyFor(0), "idle")...); err != nil {
+		t.Fatal(err)
+	}
+	conn := func(part int) *kafka.Conn {
+		q := p.parts[part]
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.conn
+	}
+	if conn(0) == nil || conn(1) == nil {
+		t.Fatal("a partition written to has no connection")
+	}
+	_ = p.Close()
+	if conn(0) != nil {
+		t.Fatal("Close left the idle partition's connection open")
+	}
+	if conn(1) == nil {
+		t.Fatal("Close took the connection of a partition still sending")
+	}
+	close(hold)
+	if err := <-busyDone; err != nil {
+		t.Fatalf("the write in flight at Close: %v", err)
+	}
+	if conn(1) != nil {
+		t.Fatal("the busy partition's connection stays open after its writes were sent")
+	}
+	if got := readAll(t, topic, 1); strings.Join(got, ",") != "held" {
+		t.Fatalf("partition 1 holds %v", got)
+	}
+}
