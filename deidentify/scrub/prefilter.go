@@ -25,7 +25,10 @@ import (
 // integers, words and sentences trigger none of these, so most property
 // values stop here without allocating.
 func (sc *Scrubber) mayContain(s string) bool {
-	if lowerWord(s) {
+	// The first byte is checked here, inline: most other strings fail at
+	// it (a capital, a digit), and calling lowerWord for them cost a short
+	// clean string 2.5 ns, a fifth of its check.
+	if len(s) > 0 && s[0]-'a' <= 'z'-'a' && lowerWord(s) {
 		// One word of lower-case letters: of the triggers, only
 		// "bearer" can start it (every key prefix holds a capital or a
 		// punctuation mark).
