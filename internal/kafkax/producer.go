@@ -449,9 +449,9 @@ func (p *Producer) produce(q *partQueue, msgs []kafka.Message, waiting func() bo
 
 // maxTimeDelta is the furthest a record's time may be from the first
 // record's in one record batch. A record holds the difference in
-// milliseconds as a 32-bit varint for many clients and brokers (kafka-go's
-// Conn caps it there, older franz-go readers and so kfake cannot read more
-// than that); records further apart go in requests of their own.
+// milliseconds, which kafka-go's Conn caps at 32 bits (and franz-go read
+// no more than that until 2023); records further apart go in requests of
+// their own.
 const maxTimeDelta = (1<<31 - 1) * time.Millisecond
 
 func closeInTime(first, t time.Time) bool {
