@@ -110,7 +110,18 @@ func (pr *produceRequests) get() []int {
 // readAll returns the values stored in partition of topic, in order.
 func readAll(t *testing.T, topic string, partition int) []string {
 	t.Helper()
-	conn, err := kafka.DialLeader(context.Background(), "tcp", cluster.ListenAddrs()[0], topic, partition)
+	var out []string
+	for _, m := range readMessages(t, cluster.ListenAddrs()[0], topic, partition) {
+		out = append(out, string(m.Value))
+	}
+	return out
+}
+
+// readMessages returns the records stored in partition of topic, in
+// order, asking the broker at addr for the partition's leader.
+func readMessages(t *testing.T, addr, topic string, partition int) []kafka.Message {
+	t.Helper()
+	conn, err := kafka.DialLeader(context.Background(), "tcp", addr, topic, partition)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +130,7 @@ func readAll(t *testing.T, topic string, partition int) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
+	var out []kafka.Message
 	for int64(len(out)) < last {
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b := conn.ReadBatch(1, 10<<20)
@@ -128,7 +139,7 @@ func readAll(t *testing.T, topic string, partition int) []string {
 			if err != nil {
 				break
 			}
-			out = append(out, string(m.Value))
+			out = append(out, m)
 		}
 		if err := b.Close(); err != nil {
 			t.Fatalf("reading %s/%d at %d of %d: %v", topic, partition, len(out), last, err)
@@ -450,7 +461,10 @@ func TestProducerCodecs(t *testing.T) {
 				t.Fatal(err)
 			}
 			after := time.Now()
-			out := readMessages(t, topic, 0, 2)
+			out := readMessages(t, cluster.ListenAddrs()[0], topic, 0)
+			if len(out) != 2 {
+				t.Fatalf("read back %d records, want 2", len(out))
+			}
 			if string(out[0].Key) != "k1" || string(out[0].Value) != string(in[0].Value) ||
 				len(out[0].Headers) != 1 || out[0].Headers[0].Key != "h" || string(out[0].Headers[0].Value) != "1" ||
 				!out[0].Time.Equal(stamped) {
@@ -492,37 +506,15 @@ func TestProducerSplitsFarApartTimes(t *testing.T) {
 	if got := reqs.get(); fmt.Sprint(got) != "[2 2 1]" {
 		t.Fatalf("records per produce request: %v, want [2 2 1]", got)
 	}
-	for i, m := range readMessages(t, topic, 0, len(in)) {
+	out := readMessages(t, cluster.ListenAddrs()[0], topic, 0)
+	if len(out) != len(in) {
+		t.Fatalf("read back %d records, want %d", len(out), len(in))
+	}
+	for i, m := range out {
 		if string(m.Value) != string(in[i].Value) || !m.Time.Equal(times[i]) {
 			t.Errorf("record %d read back as %q at %v, want %q at %v", i, m.Value, m.Time, in[i].Value, times[i])
 		}
 	}
-}
-
-// readMessages reads the first n records of partition of topic.
-func readMessages(t *testing.T, topic string, partition, n int) []kafka.Message {
-	t.Helper()
-	conn, err := kafka.DialLeader(context.Background(), "tcp", cluster.ListenAddrs()[0], topic, partition)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var out []kafka.Message
-	for len(out) < n {
-		b := conn.ReadBatch(1, 10<<20)
-		for len(out) < n {
-			m, err := b.ReadMessage()
-			if err != nil {
-				break
-			}
-			out = append(out, m)
-		}
-		if err := b.Close(); err != nil {
-			t.Fatalf("read %d of %d records: %v", len(out), n, err)
-		}
-	}
-	return out
 }
 
 // TestProducerFollowsMovedLeader moves a partition's leadership to
@@ -554,22 +546,10 @@ func TestProducerFollowsMovedLeader(t *testing.T) {
 	if err := p.WriteMessages(context.Background(), messages("k", "after")...); err != nil {
 		t.Fatalf("write after the leader moved from %d to %d: %v", from, to, err)
 	}
-	conn, err := kafka.DialLeader(context.Background(), "tcp", c.ListenAddrs()[0], "moving", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b := conn.ReadBatch(1, 1<<20)
 	var got []string
-	for {
-		m, err := b.ReadMessage()
-		if err != nil {
-			break
-		}
+	for _, m := range readMessages(t, c.ListenAddrs()[0], "moving", 0) {
 		got = append(got, string(m.Value))
 	}
-	_ = b.Close()
 	if strings.Join(got, ",") != "before,after" {
 		t.Fatalf("the partition holds %v, want before,after", got)
 	}
