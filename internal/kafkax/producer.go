@@ -530,39 +530,3 @@ func backoff(attempt int) time.Duration {
 	d := 100 * time.Millisecond << (attempt - 1)
 	return min(d, time.Second)
 }
-
-// messageRecords reads messages as a produce request's records without
-// copying them; a message without a time gets now.
-type messageRecords struct {
-	msgs []kafka.Message
-	i    int
-	now  time.Time
-	rec  kafka.Record
-	k, v bytesRecord
-}
-
-func (r *messageRecords) ReadRecord() (*kafka.Record, error) {
-	if r.i >= len(r.msgs) {
-		return nil, io.EOF
-	}
-	m := &r.msgs[r.i]
-	r.i++
-	r.rec = kafka.Record{Time: m.Time, Headers: m.Headers}
-	if r.rec.Time.IsZero() {
-		r.rec.Time = r.now
-	}
-	if m.Key != nil {
-		r.k.Reset(m.Key)
-		r.rec.Key = &r.k
-	}
-	if m.Value != nil {
-		r.v.Reset(m.Value)
-		r.rec.Value = &r.v
-	}
-	return &r.rec, nil
-}
-
-// bytesRecord is a record's key or value read from a message's bytes.
-type bytesRecord struct{ bytes.Reader }
-
-func (*bytesRecord) Close() error { return nil }
