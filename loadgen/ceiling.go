@@ -7,18 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap"
 
 	"github.com/veilhq/veil/internal/app"
-	"github.com/veilhq/veil/internal/devstack"
-	"github.com/veilhq/veil/internal/kafkax"
 )
 
 // loopbackTransport is an HTTP/1.1 transport that keeps up to conns
@@ -57,20 +52,29 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 // server is a ceiling started by the load generator.
 type server struct {
 	target string
-	stop   func() error
+	// produce, set instead of target by the Kafka ceiling, writes the
+	// messages of a request of t.
+	produce func(ctx context.Context, t *template) error
+	stop    func() error
 	// profile and stopProfile, when set, profile the server's own process
 	// (a ceiling in a process of its own).
 	profile     func(path string) error
 	stopProfile func() error
 }
 
-// startCeiling starts the server cfg.Ceiling names on a loopback port.
-func startCeiling(ctx context.Context, kind string) (*server, error) {
+// startCeiling starts the server cfg.Ceiling names on a loopback port,
+// or the Kafka ceiling for gen's requests.
+func startCeiling(ctx context.Context, kind string, gen *generator) (*server, error) {
 	switch kind {
 	case CeilingHTTP:
 		return startTrivial()
 	case CeilingCollector:
 		return startCollector(ctx)
+	case CeilingKafka:
+		if gen == nil {
+			return nil, errors.New("loadgen: the kafka ceiling runs in the load generator's process")
+		}
+		return startKafkaCeiling(ctx, gen)
 	}
 	return nil, fmt.Errorf("loadgen: unknown ceiling %q", kind)
 }
@@ -116,32 +120,13 @@ func startTrivial() (*server, error) {
 // does, but without the worker and ClickHouse: what it reaches is the
 // collector's own ceiling on this machine.
 func startCollector(ctx context.Context) (_ *server, err error) {
-	dir, err := os.MkdirTemp("", "veil-loadgen-")
+	cfg, stopBroker, err := startBroker(ctx)
 	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.RemoveAll(dir)
-		}
-	}()
-	broker, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.Ports(0),
-		kfake.DataDir(filepath.Join(dir, "kafka")),
-		kfake.GroupMinSessionTimeout(time.Second),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("loadgen: embedded Kafka: %w", err)
-	}
-	cfg := devstack.Config(broker.ListenAddrs()[0], "127.0.0.1:9000", dir)
-	if err := kafkax.EnsureTopics(ctx, cfg.Kafka); err != nil {
-		broker.Close()
 		return nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		broker.Close()
+		stopBroker()
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -154,8 +139,7 @@ func startCollector(ctx context.Context) (_ *server, err error) {
 		stop: func() error {
 			cancel()
 			err := <-done
-			broker.Close()
-			_ = os.RemoveAll(dir)
+			stopBroker()
 			return err
 		},
 	}

@@ -38,7 +38,7 @@ const ceilingCommand = "ceiling"
 // in FILE, "stop-profile" ends it. When in ends, or ctx does, it stops the
 // server and returns.
 func ServeCeiling(ctx context.Context, kind string, in io.Reader, out io.Writer) error {
-	srv, err := startCeiling(ctx, kind)
+	srv, err := startCeiling(ctx, kind, nil)
 	if err != nil {
 		return err
 	}

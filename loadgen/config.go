@@ -7,8 +7,10 @@
 //
 // It can also start the server it drives, to measure ceilings on the same
 // machine with the same load: a trivial net/http handler answering 1
-// (Ceiling "http"), or Veil's collector producing to an embedded Kafka
-// broker with no worker and no ClickHouse beside it (Ceiling "collector").
+// (Ceiling "http"), Veil's collector producing to an embedded Kafka
+// broker with no worker and no ClickHouse beside it (Ceiling "collector"),
+// or the collector's producer alone writing the collector's messages for
+// each request into that broker, with no HTTP (Ceiling "kafka").
 //
 // Every run is bounded by Duration and/or Events and stops by itself.
 package loadgen
@@ -28,6 +30,7 @@ import (
 const (
 	CeilingHTTP      = "http"      // a trivial handler answering 1
 	CeilingCollector = "collector" // Veil's collector and an embedded broker, nothing else
+	CeilingKafka     = "kafka"     // the collector's producer and an embedded broker, no HTTP
 )
 
 // Rate units.
@@ -49,7 +52,7 @@ type Config struct {
 	// ClickHouseHTTP unless that was given.
 	Endpoints string
 	// Ceiling, when set, starts that server and drives it instead of
-	// Target: CeilingHTTP or CeilingCollector. It runs in this process,
+	// Target: CeilingHTTP, CeilingCollector or CeilingKafka. It runs in this process,
 	// or, with CeilingOwnProcess, in a process of its own with its
 	// niceness raised by CeilingNice, so that the generator gets the CPU
 	// first when it needs it.
@@ -133,8 +136,10 @@ func DefaultConfig() Config {
 // Validate reports the first invalid setting, naming its flag.
 func (c Config) Validate() error {
 	switch {
-	case c.Ceiling != "" && c.Ceiling != CeilingHTTP && c.Ceiling != CeilingCollector:
-		return errors.New("loadgen.ceiling must be http or collector")
+	case c.Ceiling != "" && c.Ceiling != CeilingHTTP && c.Ceiling != CeilingCollector && c.Ceiling != CeilingKafka:
+		return errors.New("loadgen.ceiling must be http, collector or kafka")
+	case c.Ceiling == CeilingKafka && c.CeilingOwnProcess:
+		return errors.New("loadgen.ceiling kafka runs in the load generator's process: it has no HTTP to be driven over")
 	case c.CeilingNice < 0 || c.CeilingNice > 19:
 		return errors.New("loadgen.ceiling_nice must be between 0 and 19")
 	case c.Ceiling == "" && c.Target == "":

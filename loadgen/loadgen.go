@@ -74,6 +74,14 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var limit int64
+	rest := 0
+	if cfg.Events > 0 {
+		limit = (cfg.Events + int64(cfg.Batch) - 1) / int64(cfg.Batch)
+		rest = int(cfg.Events % int64(cfg.Batch))
+	}
+	gen := newGenerator(cfg.Seed, cfg.Templates, cfg.Batch, rest, cfg.Token, time.Now())
+
 	var srv *server
 	if cfg.Ceiling != "" {
 		if cfg.CeilingOwnProcess {
@@ -82,7 +90,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 			deps.Stderr = &lockedWriter{w: deps.Stderr}
 			srv, err = spawnCeiling(cfg.Ceiling, cfg.CeilingNice, deps.CeilingCommand, deps.Stderr)
 		} else {
-			srv, err = startCeiling(ctx, cfg.Ceiling)
+			srv, err = startCeiling(ctx, cfg.Ceiling, gen)
 		}
 		if err != nil {
 			return nil, err
@@ -101,14 +109,6 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 		srv = nil
 	}
 	defer stopServer()
-
-	var limit int64
-	rest := 0
-	if cfg.Events > 0 {
-		limit = (cfg.Events + int64(cfg.Batch) - 1) / int64(cfg.Batch)
-		rest = int(cfg.Events % int64(cfg.Batch))
-	}
-	gen := newGenerator(cfg.Seed, cfg.Templates, cfg.Batch, rest, cfg.Token, time.Now())
 
 	var w *watcher
 	if cfg.ClickHouseHTTP != "" {
@@ -152,11 +152,13 @@ type runner struct {
 
 func (r *runner) run(ctx context.Context, w *watcher, deps Deps) (*Report, error) {
 	cfg := r.cfg
-	tgt, err := parseTarget(cfg.Target)
-	if err != nil {
-		return nil, err
+	if r.srv == nil || r.srv.produce == nil {
+		tgt, err := parseTarget(cfg.Target)
+		if err != nil {
+			return nil, err
+		}
+		r.tgt, r.dialer = tgt, loopbackDialer()
 	}
-	r.tgt, r.dialer = tgt, loopbackDialer()
 
 	start := time.Now()
 	measureFrom := start.Add(cfg.Warmup)
@@ -281,6 +283,10 @@ func (r *runner) work(ctx context.Context) {
 	timer.Stop()
 	c := &conn{dialer: r.dialer, addr: r.tgt.addr, timeout: r.cfg.Timeout, req: make([]byte, 0, 1024+r.gen.full[0].size), body: make([]byte, 0, r.gen.full[0].size)}
 	defer c.close()
+	var produce func(context.Context, *template) error
+	if r.srv != nil {
+		produce = r.srv.produce
+	}
 	// A request in flight when the caller's context ends ends with it.
 	stop := context.AfterFunc(ctx, func() { c.abort() })
 	defer stop()
@@ -296,7 +302,9 @@ func (r *runner) work(ctx context.Context) {
 		// The request is built while it waits for its time: building it
 		// is the generator's work, not the server's, and is kept out of
 		// the latency measured.
-		r.build(c, t, due)
+		if produce == nil {
+			r.build(c, t, due)
+		}
 		if wait := time.Until(due); wait > 0 {
 			timer.Reset(wait)
 			select {
@@ -310,7 +318,12 @@ func (r *runner) work(ctx context.Context) {
 		if r.pacer.rate == 0 {
 			due = sent // flat out, a request is due when it is sent
 		}
-		class := r.send(ctx, c, sent)
+		var class string
+		if produce != nil {
+			class = r.produce(ctx, produce, t)
+		} else {
+			class = r.send(ctx, c, sent)
+		}
 		end := time.Now()
 		if r.stopped.Load() {
 			return
@@ -354,6 +367,20 @@ func (r *runner) send(ctx context.Context, c *conn, sent time.Time) string {
 	}
 	if !responseOK(status, text) {
 		return classRejected
+	}
+	return ""
+}
+
+// produce has the Kafka ceiling write the messages of a request of t and
+// classifies the outcome ("" for success).
+func (r *runner) produce(ctx context.Context, produce func(context.Context, *template) error, t *template) string {
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	if err := produce(pctx, t); err != nil {
+		if pctx.Err() != nil {
+			return classTimeout
+		}
+		return classIO
 	}
 	return ""
 }
@@ -505,11 +532,15 @@ func writeReport(cfg Config, rep *Report, deps Deps) error {
 }
 
 func writeText(out io.Writer, rep *Report) {
-	target := rep.Target
-	if rep.Ceiling != "" {
+	target, conns := rep.Target, "connections"
+	switch {
+	case rep.Ceiling == CeilingKafka:
+		// No HTTP: each of the senders writes a request's messages.
+		target, conns = rep.Ceiling+" ceiling (process: "+rep.CeilingProcess+")", "writes at once"
+	case rep.Ceiling != "":
 		target = rep.Ceiling + " ceiling (process: " + rep.CeilingProcess + ") at " + target
 	}
-	fmt.Fprintf(out, "\n%s, %s, %d events per request, %d connections", target, rep.Mode, rep.Batch, rep.Concurrency)
+	fmt.Fprintf(out, "\n%s, %s, %d events per request, %d %s", target, rep.Mode, rep.Batch, rep.Concurrency, conns)
 	if rep.OfferedRate > 0 {
 		fmt.Fprintf(out, ", offered %.0f events/s", rep.OfferedRate)
 	}

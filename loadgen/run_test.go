@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/devstack"
 )
 
 func TestMain(m *testing.M) {
@@ -265,6 +268,57 @@ func TestRunHTTPCeiling(t *testing.T) {
 	}
 }
 
+// The Kafka ceiling is driven like the others: an events-bounded run
+// writes exactly the requests asked for, the last one carrying the
+// remainder, and the broker acknowledges every write.
+func TestRunKafkaCeiling(t *testing.T) {
+	cfg := quickConfig("")
+	cfg.Ceiling = CeilingKafka
+	cfg.Events = 205
+	cfg.Batch = 10
+	var out, errOut bytes.Buffer
+	rep, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	if rep.Requests != 21 || rep.Events != 205 || rep.Errors != 0 || rep.Ceiling != CeilingKafka {
+		t.Fatalf("report %+v", rep)
+	}
+	if !strings.Contains(out.String(), "kafka ceiling (process: shared), flat-out, 10 events per request, 4 writes at once") {
+		t.Fatalf("text report:\n%s", out.String())
+	}
+}
+
+// What the Kafka ceiling writes for a request is what the collector
+// ceiling produces for it: one envelope per event, each decoding to an
+// event of the request's browser, from the loopback address the request
+// came from (`veil dev` trusts no proxy's X-Forwarded-For).
+func TestCollectorMessages(t *testing.T) {
+	gen := newGenerator(1, 3, 10, 5, "loadgen", time.Now())
+	cfg := devstack.Config("127.0.0.1:9092", "127.0.0.1:9000", t.TempDir())
+	msgs, err := collectorMessages(cfg, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 4 {
+		t.Fatalf("messages for %d templates, want 4 (3 and the remainder's)", len(msgs))
+	}
+	for _, tp := range append(gen.full, gen.rest) {
+		if len(msgs[tp]) != tp.events {
+			t.Fatalf("%d messages for a request of %d events", len(msgs[tp]), tp.events)
+		}
+		for _, m := range msgs[tp] {
+			var ev event.Event
+			if err := event.Decode(m.Value, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.UserAgent != tp.ua || ev.IP.String() != "127.0.0.1" || len(m.Key) == 0 {
+				t.Fatalf("event from %q at %s (key %d bytes); want %q at 127.0.0.1", ev.UserAgent, ev.IP, len(m.Key), tp.ua)
+			}
+		}
+	}
+}
+
 // A ceiling in its own process runs at the niceness asked for: every
 // thread of the new process inherits it.
 func TestStartNiced(t *testing.T) {
@@ -321,7 +375,8 @@ func TestValidate(t *testing.T) {
 		{"batch_too_big", func(c *Config) { c.Batch = 2001 }, "loadgen.batch must be between 1 and 2000"},
 		{"zero_concurrency", func(c *Config) { c.Concurrency = 0 }, "loadgen.concurrency must be positive"},
 		{"unit", func(c *Config) { c.RateUnit = "bytes" }, "loadgen.rate_unit must be events or requests"},
-		{"ceiling", func(c *Config) { c.Ceiling = "kafka" }, "loadgen.ceiling must be http or collector"},
+		{"ceiling", func(c *Config) { c.Ceiling = "broker" }, "loadgen.ceiling must be http, collector or kafka"},
+		{"kafka_own_process", func(c *Config) { c.Ceiling = CeilingKafka; c.CeilingOwnProcess = true }, "loadgen.ceiling kafka runs in the load generator's process"},
 		{"profile_without_ceiling", func(c *Config) { c.CPUProfile = "cpu.out" }, "loadgen.cpuprofile profiles the server it starts"},
 		{"ceiling_nice", func(c *Config) { c.Ceiling = CeilingHTTP; c.CeilingNice = 20 }, "loadgen.ceiling_nice must be between 0 and 19"},
 		{"warmup", func(c *Config) { c.Warmup = time.Second }, "loadgen.warmup must be shorter than loadgen.duration"},
