@@ -420,13 +420,6 @@ func byEvent(rows []eventRow, name string) []eventRow {
 	return out
 }
 
-// tableExists reports whether db.table exists.
-func (s *stack) tableExists(t *testing.T, table string) bool {
-	t.Helper()
-	q := fmt.Sprintf("SELECT count() FROM system.tables WHERE database = '%s' AND name = '%s'", s.cfg.Sink.Database, table)
-	return testsvc.Count(t, s.conn, q) == 1
-}
-
 // counters sums a counter of the collector's registry by the value of one
 // label: veil_collector_requests_total by "endpoint", say.
 func (s *stack) counters(t *testing.T, name, label string) map[string]float64 {

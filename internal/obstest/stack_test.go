@@ -174,16 +174,6 @@ func trackForm(payload string) string {
 	return url.Values{"data": {base64.StdEncoding.EncodeToString([]byte(payload))}}.Encode()
 }
 
-func postForm(t *testing.T, u, body string) answer {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return do(t, req)
-}
-
 func get(t *testing.T, u string) answer {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, u, nil)
