@@ -7,14 +7,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/app"
@@ -31,12 +29,7 @@ func startBroker(ctx context.Context) (app.Config, func(), error) {
 	if err != nil {
 		return app.Config{}, nil, err
 	}
-	broker, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.Ports(0),
-		kfake.DataDir(filepath.Join(dir, "kafka")),
-		kfake.GroupMinSessionTimeout(time.Second),
-	)
+	broker, err := devstack.NewBroker(dir)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return app.Config{}, nil, fmt.Errorf("loadgen: embedded Kafka: %w", err)

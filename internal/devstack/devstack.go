@@ -74,6 +74,19 @@ func Config(kafkaAddr, chNative, dir string) app.Config {
 	return cfg
 }
 
+// NewBroker starts the embedded Kafka broker `veil dev` runs: one broker
+// on a free loopback port, in memory and persisted under dir/kafka, so
+// that events the worker had not stored when dev stopped are still there
+// next time.
+func NewBroker(dir string) (*kfake.Cluster, error) {
+	return kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(0),
+		kfake.DataDir(filepath.Join(dir, "kafka")),
+		kfake.GroupMinSessionTimeout(time.Second),
+	)
+}
+
 // Run starts the stack and blocks until ctx ends; then it stops taking
 // requests, lets the worker flush, and stops ClickHouse and Kafka in that
 // order, so that nothing accepted is lost and no child process is left.
@@ -94,14 +107,7 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	}
 	defer l.Close()
 
-	// Kafka: in memory, persisted under the data directory, so events the
-	// worker had not stored when dev stopped are still there next time.
-	broker, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.Ports(0),
-		kfake.DataDir(filepath.Join(dir, "kafka")),
-		kfake.GroupMinSessionTimeout(time.Second),
-	)
+	broker, err := NewBroker(dir)
 	if err != nil {
 		return fmt.Errorf("embedded Kafka: %w", err)
 	}
