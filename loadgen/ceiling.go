@@ -119,7 +119,7 @@ func startTrivial() (*server, error) {
 // its embedded broker persisted to a temporary directory as `veil dev`
 // does, but without the worker and ClickHouse: what it reaches is the
 // collector's own ceiling on this machine.
-func startCollector(ctx context.Context) (_ *server, err error) {
+func startCollector(ctx context.Context) (*server, error) {
 	cfg, stopBroker, err := startBroker(ctx)
 	if err != nil {
 		return nil, err

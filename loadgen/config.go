@@ -52,10 +52,11 @@ type Config struct {
 	// ClickHouseHTTP unless that was given.
 	Endpoints string
 	// Ceiling, when set, starts that server and drives it instead of
-	// Target: CeilingHTTP, CeilingCollector or CeilingKafka. It runs in this process,
-	// or, with CeilingOwnProcess, in a process of its own with its
-	// niceness raised by CeilingNice, so that the generator gets the CPU
-	// first when it needs it.
+	// Target: CeilingHTTP, CeilingCollector or CeilingKafka. It runs in
+	// this process, or, with CeilingOwnProcess (not for CeilingKafka,
+	// which the generator calls directly), in a process of its own with
+	// its niceness raised by CeilingNice, so that the generator gets the
+	// CPU first when it needs it.
 	Ceiling           string
 	CeilingOwnProcess bool
 	CeilingNice       int

@@ -283,10 +283,7 @@ func (r *runner) work(ctx context.Context) {
 	timer.Stop()
 	c := &conn{dialer: r.dialer, addr: r.tgt.addr, timeout: r.cfg.Timeout, req: make([]byte, 0, 1024+r.gen.full[0].size), body: make([]byte, 0, r.gen.full[0].size)}
 	defer c.close()
-	var produce func(context.Context, *template) error
-	if r.srv != nil {
-		produce = r.srv.produce
-	}
+	kafka := r.srv != nil && r.srv.produce != nil
 	// A request in flight when the caller's context ends ends with it.
 	stop := context.AfterFunc(ctx, func() { c.abort() })
 	defer stop()
@@ -302,7 +299,7 @@ func (r *runner) work(ctx context.Context) {
 		// The request is built while it waits for its time: building it
 		// is the generator's work, not the server's, and is kept out of
 		// the latency measured.
-		if produce == nil {
+		if !kafka {
 			r.build(c, t, due)
 		}
 		if wait := time.Until(due); wait > 0 {
@@ -319,8 +316,8 @@ func (r *runner) work(ctx context.Context) {
 			due = sent // flat out, a request is due when it is sent
 		}
 		var class string
-		if produce != nil {
-			class = r.produce(ctx, produce, t)
+		if kafka {
+			class = r.produce(ctx, t)
 		} else {
 			class = r.send(ctx, c, sent)
 		}
@@ -373,10 +370,10 @@ func (r *runner) send(ctx context.Context, c *conn, sent time.Time) string {
 
 // produce has the Kafka ceiling write the messages of a request of t and
 // classifies the outcome ("" for success).
-func (r *runner) produce(ctx context.Context, produce func(context.Context, *template) error, t *template) string {
+func (r *runner) produce(ctx context.Context, t *template) string {
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	if err := produce(pctx, t); err != nil {
+	if err := r.srv.produce(pctx, t); err != nil {
 		if pctx.Err() != nil {
 			return classTimeout
 		}
