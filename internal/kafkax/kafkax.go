@@ -62,11 +62,7 @@ func (c Config) Validate() error {
 // EnsureTopics creates the raw and dead-letter topics when they are missing.
 // An existing topic is left as it is.
 func EnsureTopics(ctx context.Context, cfg Config) error {
-	// A transport of its own, closed on return: kafka-go's shared one
-	// would keep the connection and its goroutines after the topics exist.
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: tr}
+	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second}
 	retention := fmt.Sprint(cfg.RawRetention.Milliseconds())
 	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
 		{
