@@ -81,7 +81,7 @@ func startKafkaCeiling(ctx context.Context, gen *generator) (_ *server, err erro
 	}
 	// The first write reads the topic's metadata, which the collector
 	// has read before it is ready.
-	if err := k.producer.WriteMessages(ctx, msgs[gen.full[0]]...); err != nil {
+	if err = k.producer.WriteMessages(ctx, msgs[gen.full[0]]...); err != nil {
 		_ = k.producer.Close()
 		return nil, fmt.Errorf("loadgen: producing to the embedded broker: %w", err)
 	}
