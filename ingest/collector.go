@@ -300,7 +300,12 @@ func (c *Collector) serveIngest(w http.ResponseWriter, r *http.Request, ep *endp
 		p, re := c.importProject(r, &queryOnly)
 		if re != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="veil", charset="UTF-8"`)
-			return reject(st, re, 1)
+			// Credentials are checked before the body is read, and
+			// Mixpanel answers them in one shape however the records
+			// come; every library reports its error text from it.
+			ast := st
+			ast.shape = shapeImport
+			return reject(ast, re, 1)
 		}
 		importProject = p
 	}

@@ -108,8 +108,10 @@ type payload struct {
 	data []byte
 	// form holds the fields of a form body other than data; nil when none.
 	form url.Values
-	// fromParam says data came in a `data` parameter, the way SDKs send
-	// it, rather than as a JSON body.
+	// fromParam says the request sends its records in a `data` parameter
+	// (a form body, or data in the query), the way SDKs that read 1/0
+	// answers send them, rather than as a JSON body; also when that data
+	// turns out not to decode.
 	fromParam bool
 	// ndjson says the body was declared application/x-ndjson.
 	ndjson bool
@@ -134,6 +136,8 @@ func extractPayload(r *http.Request, body []byte, query *query, buf *payloadBuff
 			p.data = trimmed
 			return p, nil
 		}
+		// Not JSON: a form, as the SDKs that send data= post it.
+		p.fromParam = true
 		form, data, err := parseForm(trimmed, &buf.form)
 		if err != nil {
 			return p, err
@@ -147,7 +151,7 @@ func extractPayload(r *http.Request, body []byte, query *query, buf *payloadBuff
 			if err != nil {
 				return p, err
 			}
-			p.data, p.fromParam = b, true
+			p.data = b
 			return p, nil
 		}
 	}
@@ -156,12 +160,12 @@ func extractPayload(r *http.Request, body []byte, query *query, buf *payloadBuff
 	if data == "" {
 		return p, badRequest(reasonMalformed, "no data parameter and no JSON body")
 	}
+	p.fromParam = true
 	b, err := decodeDataBytes([]byte(data), &buf.data)
 	if err != nil {
 		return p, err
 	}
 	p.data = b
-	p.fromParam = true
 	return p, nil
 }
 

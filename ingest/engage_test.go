@@ -221,7 +221,7 @@ func TestProfileUpdatesStrict(t *testing.T) {
 	c, p, _ := newTestCollector(t, nil)
 	batch := `[{"$token":"tok-shop","$distinct_id":"u","$set":{"a":1},"$add":{"n":1}},{"$token":"tok-shop","$distinct_id":"u","$add":{"n":"x"}}]`
 	resp := do(t, c, post("/engage?strict=1", "application/json", []byte(batch)))
-	want := `{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":1,"$insert_id":"","field":"$add.n","message":"$add values must be numbers"}],"num_records_imported":1,"status":"Bad Request"}`
+	want := `{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":1,"insert_id":"","field":"$add.n","message":"$add values must be numbers"}],"num_records_imported":1,"status":"Bad Request"}`
 	if resp.status != http.StatusBadRequest || resp.body != want {
 		t.Fatalf("got %d %q", resp.status, resp.body)
 	}

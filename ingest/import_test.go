@@ -94,11 +94,11 @@ func TestImportStrict(t *testing.T) {
 	r.SetBasicAuth("sec-shop", "")
 	resp := do(t, c, r)
 	want := `{"code":400,"error":"some data points in the request failed validation","failed_records":[` +
-		`{"index":1,"$insert_id":"old-1","field":"properties.time","message":"before 1971-01-01"},` +
-		`{"index":2,"$insert_id":"","field":"properties.distinct_id","message":"distinct_id is required by /import (use \"\" for events of no user)"},` +
-		`{"index":3,"$insert_id":"","field":"properties.$insert_id","message":"$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -"},` +
-		`{"index":4,"$insert_id":"fut-1","field":"properties.time","message":"more than 1h0m0s in the future"},` +
-		`{"index":5,"$insert_id":"","field":"properties.time","message":"time is required by /import"}],` +
+		`{"index":1,"insert_id":"old-1","field":"properties.time","message":"before 1971-01-01"},` +
+		`{"index":2,"insert_id":"","field":"properties.distinct_id","message":"distinct_id is required by /import (use \"\" for events of no user)"},` +
+		`{"index":3,"insert_id":"","field":"properties.$insert_id","message":"$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -"},` +
+		`{"index":4,"insert_id":"fut-1","field":"properties.time","message":"more than 1h0m0s in the future"},` +
+		`{"index":5,"insert_id":"","field":"properties.time","message":"time is required by /import"}],` +
 		`"num_records_imported":2,"status":"Bad Request"}`
 	if resp.status != 400 || resp.body != want {
 		t.Fatalf("got %d\n%s\nwant\n%s", resp.status, resp.body, want)
@@ -131,7 +131,7 @@ func TestImportAnswers(t *testing.T) {
 		}, 200, `{"code":200,"num_records_imported":2,"status":"OK"}`, 2},
 		{"ndjson with a broken line", func() *http.Request {
 			return post("/import?strict=1", "application/x-ndjson", []byte(evImport+"\n{not json\n"))
-		}, 400, `{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":1,"$insert_id":"","field":"","message":"not a JSON object with an event name and properties"}],"num_records_imported":1,"status":"Bad Request"}`, 1},
+		}, 400, `{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":1,"insert_id":"","field":"","message":"not a JSON object with an event name and properties"}],"num_records_imported":1,"status":"Bad Request"}`, 1},
 		{"gzip ndjson body", func() *http.Request {
 			var b bytes.Buffer
 			for i := 0; i < 3; i++ {
@@ -150,6 +150,15 @@ func TestImportAnswers(t *testing.T) {
 		{"Python library: form data= raw JSON, verbose=1 in the body", func() *http.Request {
 			return post("/import", "application/x-www-form-urlencoded", []byte("data="+url.QueryEscape("["+evImport+"]")+"&verbose=1&ip=0"))
 		}, 200, `{"status":1,"error":null}`, 1},
+		{"Node library: form data= that is not base64, still answered as a form", func() *http.Request {
+			return post("/import?ip=0&verbose=0", "application/x-www-form-urlencoded", []byte("data=!!!"))
+		}, 200, "0", 0},
+		{"Node library: GET data= that is not base64, verbose=1", func() *http.Request {
+			return get("/import?ip=0&verbose=1", "!!!")
+		}, 200, `{"status":0,"error":"data is neither JSON nor valid base64"}`, 0},
+		{"Go library: JSON body, verbose=1 and strict=0", func() *http.Request {
+			return post("/import?strict=0&project_id=1001&verbose=1", "application/json", []byte("["+evImport+","+bad+"]"))
+		}, 200, `{"code":200,"num_records_imported":1,"status":"OK"}`, 1},
 		{"malformed JSON body", func() *http.Request {
 			return post("/import?strict=1", "application/json", []byte("[{"))
 		}, 400, `{"code":400,"error":"data is not valid JSON","status":"Bad Request"}`, 0},

@@ -156,7 +156,7 @@ func TestParamsIgnored(t *testing.T) {
 func TestParamStrictOnTrack(t *testing.T) {
 	c, p, _ := newTestCollector(t, nil)
 	resp := do(t, c, get("/track?strict=1", b64(`[`+evA+`,{"event":"e","properties":{"token":"tok-shop","$insert_id":"bad id"}}]`)))
-	want := `{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":1,"$insert_id":"","field":"properties.$insert_id","message":"$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -"}],"num_records_imported":1,"status":"Bad Request"}`
+	want := `{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":1,"insert_id":"","field":"properties.$insert_id","message":"$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -"}],"num_records_imported":1,"status":"Bad Request"}`
 	if resp.status != 400 || resp.body != want {
 		t.Fatalf("got %d %q\nwant %q", resp.status, resp.body, want)
 	}

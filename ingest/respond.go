@@ -9,7 +9,8 @@ import (
 	"strings"
 )
 
-// shape is the form of an answer's body.
+// shape is the form of an answer's body. Which one a request gets is
+// docs/compatibility.md's answer matrix; TestAnswerMatrix holds it.
 type shape uint8
 
 const (
@@ -55,9 +56,14 @@ func validCallback(cb string) bool {
 
 // styleFor reads the answer style from a request's parameters (query and
 // form fields); callback and img, which only make sense for a script or an
-// image, only from the query. fromParam says the events came in a data
-// parameter, which is how the SDKs that read 1/0 answers send them; /import
-// with a JSON body answers in import shape.
+// image, only from the query.
+//
+// fromParam says the records came in a data parameter, as the libraries
+// that read 1/0 or verbose answers send them (mixpanel-browser, and the
+// Node, Python and Ruby libraries even on /import). /import with a JSON or
+// ndjson body answers in its own shape whatever verbose says: the Go
+// library sends verbose=1 and reads num_records_imported, the Java library
+// reads code and status.
 func styleFor(ep *endpoint, p *params, fromParam bool) answerStyle {
 	s := answerStyle{
 		strict:   p.get(qStrict) == "1",
@@ -67,10 +73,10 @@ func styleFor(ep *endpoint, p *params, fromParam bool) answerStyle {
 	switch {
 	case s.strict:
 		s.shape = shapeImport
-	case p.get(qVerbose) == "1":
-		s.shape = shapeVerbose
 	case ep.kind == kindImport && !fromParam:
 		s.shape = shapeImport
+	case p.get(qVerbose) == "1":
+		s.shape = shapeVerbose
 	default:
 		s.shape = shapePlain
 	}
@@ -101,9 +107,12 @@ type verboseBody struct {
 	Error  *string `json:"error"`
 }
 
+// failedRecord is one entry of failed_records, named as Mixpanel's OpenAPI
+// (StrictInvalid) and its libraries name them: mixpanel-go decodes
+// insert_id, not $insert_id.
 type failedRecord struct {
 	Index    int    `json:"index"`
-	InsertID string `json:"$insert_id"`
+	InsertID string `json:"insert_id"`
 	Field    string `json:"field"`
 	Message  string `json:"message"`
 }
