@@ -280,14 +280,8 @@ func (c *Collector) serveIngest(w http.ResponseWriter, r *http.Request, ep *endp
 		log.Info("request rejected", zap.String("reason", re.Reason), zap.Int("status", re.Status))
 		return c.answerError(w, st, re)
 	}
-	if st.callback != "" && !validCallback(st.callback) {
-		st.callback = ""
-		if st.shape == shapePlain {
-			st.shape = shapeVerbose // a bare 0 would not say what is wrong
-		}
-		re := badRequest(reasonInvalidParameter, "callback must be a JavaScript identifier path such as mp.callbacks.cb_1")
+	if re := c.badWrapper(&st); re != nil {
 		c.m.rejected.WithLabelValues(re.Reason).Inc()
-		st.img = false
 		_, body := errorBody(st, re)
 		return c.write(w, st, http.StatusBadRequest, body)
 	}

@@ -405,6 +405,9 @@ func TestConfigValidate(t *testing.T) {
 		}, "collector.service_accounts[1].username"},
 		{"negative rate", func(c *Config) { c.Limits.RateLimit = -1 }, "collector.limits.rate_limit"},
 		{"burst below a full request", func(c *Config) { c.Limits.RateLimit = 10; c.Limits.RateBurst = 100 }, "collector.limits.rate_burst"},
+		{"redirect host with a scheme", func(c *Config) { c.RedirectHosts = []string{"shop.example.com", "https://x.example"} }, "collector.redirect_hosts[1]"},
+		{"redirect host wildcard in the middle", func(c *Config) { c.RedirectHosts = []string{"a.*.example"} }, "collector.redirect_hosts[0]"},
+		{"empty redirect host", func(c *Config) { c.RedirectHosts = []string{""} }, "collector.redirect_hosts[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/veilhq/veil/internal/kafkax"
@@ -83,7 +84,13 @@ type Config struct {
 	AcceptAnyToken bool   `yaml:"accept_any_token"`
 	DefaultProject string `yaml:"default_project"`
 	// OptOutCookie is the name of the opt-out cookie on the collector's domain.
-	OptOutCookie   string                `yaml:"optout_cookie"`
+	OptOutCookie string `yaml:"optout_cookie"`
+	// RedirectHosts, when it lists any, are the hosts a redirect= link may
+	// send its visitor to: a name ("shop.example.com") or every subdomain
+	// of one ("*.example.com"). Empty follows any http(s) URL, as Mixpanel
+	// does, which lets anyone make a link on the collector's domain that
+	// leads elsewhere.
+	RedirectHosts  []string              `yaml:"redirect_hosts"`
 	Limits         Limits                `yaml:"limits"`
 	Producer       kafkax.ProducerConfig `yaml:"producer"`
 	ProduceTimeout time.Duration         `yaml:"produce_timeout"`
@@ -136,6 +143,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateProjects(); err != nil {
 		return err
+	}
+	for i, h := range c.RedirectHosts {
+		if !validRedirectHost(h) {
+			return fmt.Errorf("collector.redirect_hosts[%d] must be a host name or *. and a domain", i)
+		}
 	}
 	l := c.Limits
 	switch {
@@ -231,6 +243,41 @@ func (c Config) validateProjects() error {
 		users[sa.Username] = true
 	}
 	return nil
+}
+
+// validRedirectHost reports whether a redirect_hosts entry is a host name,
+// optionally after "*.": letters, digits, '-' and '.', no empty label.
+func validRedirectHost(h string) bool {
+	h = strings.TrimPrefix(h, "*.")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || strings.IndexFunc(label, func(r rune) bool {
+			return !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+		}) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// redirectAllowed reports whether redirect= may lead to host.
+func (c Config) redirectAllowed(host string) bool {
+	if len(c.RedirectHosts) == 0 {
+		return true
+	}
+	host = strings.TrimSuffix(host, ".")
+	for _, h := range c.RedirectHosts {
+		if sub, ok := strings.CutPrefix(h, "*."); ok {
+			if len(host) > len(sub) && strings.EqualFold(host[len(host)-len(sub):], sub) && host[len(host)-len(sub)-1] == '.' {
+				return true
+			}
+		} else if strings.EqualFold(host, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // rateBurst is the effective token-bucket size.

@@ -17,10 +17,11 @@ const (
 	qIP
 	qProjectID
 	qData
+	qRedirect
 	numQueryKeys
 )
 
-var queryKeyNames = [numQueryKeys]string{"verbose", "strict", "callback", "img", "ip", "project_id", "data"}
+var queryKeyNames = [numQueryKeys]string{"verbose", "strict", "callback", "img", "ip", "project_id", "data", "redirect"}
 
 func queryKeyOf(name string) (queryKey, bool) {
 	switch name {
@@ -38,6 +39,8 @@ func queryKeyOf(name string) (queryKey, bool) {
 		return qProjectID, true
 	case "data":
 		return qData, true
+	case "redirect":
+		return qRedirect, true
 	}
 	return 0, false
 }

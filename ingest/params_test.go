@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -164,3 +166,73 @@ func TestParamStrictOnTrack(t *testing.T) {
 		t.Fatalf("produced %d, want the valid 1", n)
 	}
 }
+
+// TestParamRedirect: redirect=URL answers 302 to it whatever became of the
+// event, for links in e-mails and notifications; only to an http or https
+// URL, and only to the hosts collector.redirect_hosts allows when it lists
+// any.
+func TestParamRedirect(t *testing.T) {
+	const dest = "https://shop.example.com/sale?id=3&utm_source=mail"
+	rejected := `{"event":"e","properties":{"token":"nope"}}`
+	tests := []struct {
+		name     string
+		hosts    []string
+		redirect string
+		data     string
+		kafka    error
+		status   int
+		body     string
+		produced int
+	}{
+		{"accepted", nil, dest, evA, nil, 302, "", 1},
+		{"rejected event", nil, dest, rejected, nil, 302, "", 0},
+		{"malformed data", nil, dest, "%%%", nil, 302, "", 0},
+		{"Kafka down", nil, dest, evA, errors.New("kafka: leader not available"), 302, "", 0},
+		{"plain http", nil, "http://shop.example.com/", evA, nil, 302, "", 1},
+		{"allowed host", []string{"shop.example.com"}, dest, evA, nil, 302, "", 1},
+		{"allowed host, other case", []string{"Shop.Example.com"}, "https://SHOP.example.com/", evA, nil, 302, "", 1},
+		{"allowed subdomain", []string{"*.example.org"}, "https://mail.news.example.org/a", evA, nil, 302, "", 1},
+		{"javascript URL", nil, "javascript:alert(1)", evA, nil, 400, badRedirect, 0},
+		{"scheme-relative", nil, "//evil.example/", evA, nil, 400, badRedirect, 0},
+		{"user info hiding the host", nil, "https://shop.example.com@evil.example/", evA, nil, 400, badRedirect, 0},
+		{"ftp", nil, "ftp://shop.example.com/", evA, nil, 400, badRedirect, 0},
+		{"no host", nil, "https:///path", evA, nil, 400, badRedirect, 0},
+		{"too long", nil, "https://shop.example.com/" + strings.Repeat("a", 2048), evA, nil, 400, badRedirect, 0},
+		{"host not allowed", []string{"shop.example.com"}, "https://evil.example/", evA, nil, 400, badRedirect, 0},
+		{"suffix is not a subdomain", []string{"*.example.org"}, "https://badexample.org/", evA, nil, 400, badRedirect, 0},
+		{"the domain itself is not a subdomain", []string{"*.example.org"}, "https://example.org/", evA, nil, 400, badRedirect, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, p, reg := newTestCollector(t, func(c *Config) { c.RedirectHosts = tt.hosts })
+			p.err = tt.kafka
+			r := httptest.NewRequest(http.MethodGet, "/track?img=1&callback=cb&redirect="+url.QueryEscape(tt.redirect)+"&data="+url.QueryEscape(b64(tt.data)), nil)
+			if tt.data == "%%%" {
+				r = httptest.NewRequest(http.MethodGet, "/track?redirect="+url.QueryEscape(tt.redirect)+"&data=%25%25%25", nil)
+			}
+			resp := do(t, c, r)
+			if resp.status != tt.status || resp.body != tt.body {
+				t.Fatalf("got %d %q, want %d %q", resp.status, resp.body, tt.status, tt.body)
+			}
+			wantLocation := ""
+			if tt.status == 302 {
+				wantLocation = tt.redirect
+			}
+			if loc := resp.header.Get("Location"); loc != wantLocation {
+				t.Fatalf("Location %q, want %q", loc, wantLocation)
+			}
+			if n := len(p.msgs); n != tt.produced {
+				t.Fatalf("produced %d, want %d", n, tt.produced)
+			}
+			wantRefused := 0.0
+			if tt.status == 400 {
+				wantRefused = 1
+			}
+			if n := counter(t, reg, "veil_collector_events_rejected_total", reasonInvalidParameter); n != wantRefused {
+				t.Fatalf("invalid_parameter counted %v, want %v", n, wantRefused)
+			}
+		})
+	}
+}
+
+const badRedirect = `{"status":0,"error":"redirect must be an http or https URL to a host collector.redirect_hosts allows"}`

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -36,6 +37,9 @@ type answerStyle struct {
 	callback string
 	// img answers a 1×1 transparent GIF whatever happened (img=1).
 	img bool
+	// redirect answers 302 to this URL whatever happened: link tracking
+	// in e-mails and notifications (redirect=URL).
+	redirect string
 }
 
 // jsonpCallback is what a callback parameter may be: a JavaScript
@@ -54,9 +58,49 @@ func validCallback(cb string) bool {
 	return cb == noopCallback || (len(cb) <= maxCallbackLen && jsonpCallback.MatchString(cb))
 }
 
+// maxRedirectLen bounds a redirect URL: a link's destination, not a
+// payload.
+const maxRedirectLen = 2048
+
+// validRedirect reports whether a redirect parameter may be followed: an
+// absolute http or https URL without user info (which can disguise the
+// host), to a host collector.redirect_hosts allows when it lists any.
+func (c *Collector) validRedirect(raw string) bool {
+	if len(raw) > maxRedirectLen {
+		return false
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Hostname() == "" {
+		return false
+	}
+	return c.cfg.redirectAllowed(u.Hostname())
+}
+
+// badWrapper checks the parameters that make an answer something a page
+// can run or a browser follows: a callback must be a function reference,
+// a redirect an http(s) URL to an allowed host. It returns the refusal for
+// a bad one, and unwraps st so that the refusal is answered as it is, in
+// the verbose shape when the plain one would not say what is wrong.
+func (c *Collector) badWrapper(st *answerStyle) *RequestError {
+	var re *RequestError
+	switch {
+	case st.callback != "" && !validCallback(st.callback):
+		re = badRequest(reasonInvalidParameter, "callback must be a JavaScript identifier path such as mp.callbacks.cb_1")
+	case st.redirect != "" && !c.validRedirect(st.redirect):
+		re = badRequest(reasonInvalidParameter, "redirect must be an http or https URL to a host collector.redirect_hosts allows")
+	default:
+		return nil
+	}
+	st.callback, st.redirect, st.img = "", "", false
+	if st.shape == shapePlain {
+		st.shape = shapeVerbose
+	}
+	return re
+}
+
 // styleFor reads the answer style from a request's parameters (query and
-// form fields); callback and img, which only make sense for a script or an
-// image, only from the query.
+// form fields); callback, img and redirect, which only make sense for a
+// script, an image or a link, only from the query.
 //
 // fromParam says the records came in a data parameter, as the libraries
 // that read 1/0 or verbose answers send them (mixpanel-browser, and the
@@ -69,6 +113,7 @@ func styleFor(ep *endpoint, p *params, fromParam bool) answerStyle {
 		strict:   p.get(qStrict) == "1",
 		callback: p.query.first[qCallback],
 		img:      p.query.first[qImg] == "1",
+		redirect: p.query.first[qRedirect],
 	}
 	switch {
 	case s.strict:
@@ -197,14 +242,20 @@ func errorBody(st answerStyle, re *RequestError) (status int, body []byte) {
 	return status, body
 }
 
-// write sends an answer in the request's style: as is, as a GIF, or
-// wrapped for JSONP.
+// write sends an answer in the request's style: as is, as a redirect, as
+// a GIF, or wrapped for JSONP.
 // It returns the status sent.
 func (c *Collector) write(w http.ResponseWriter, st answerStyle, status int, body []byte) int {
 	h := w.Header()
 	h["Cache-Control"] = hvNoCache
 	h["X-Content-Type-Options"] = hvNoSniff
 	switch {
+	case st.redirect != "":
+		// The person who clicked the link goes on whatever became of the
+		// event; there is nobody to retry it.
+		status = http.StatusFound
+		h["Location"] = []string{st.redirect}
+		body = nil
 	case st.img:
 		h["Content-Type"] = hvGIF
 		body = transparentGIF
