@@ -153,8 +153,8 @@ func TestAnswerMatrix(t *testing.T) {
 	// or 1, and {failed0} and {failed1} for its failed_records entry.
 	const (
 		tooMany  = "request has more than 1 events"
-		tooLarge = "request body exceeds 512 bytes"
-		limited  = "project exceeded its rate limit; retry with exponential backoff"
+		tooLarge = "request exceeds max limit of 512 bytes"
+		limited  = "Project exceeded rate limits. Please retry the request with exponential backoff."
 		down     = "temporarily unable to accept events; retry"
 		badJSON  = "data is not valid JSON"
 		failed   = "some data points in the request failed validation"

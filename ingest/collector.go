@@ -361,7 +361,7 @@ func (c *Collector) serveIngest(w http.ResponseWriter, r *http.Request, ep *endp
 			if ok, wait := c.limiter.admit(s.counts, now); !ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 				return reject(st, &RequestError{Status: http.StatusTooManyRequests, Reason: reasonRateLimited,
-					Msg: "project exceeded its rate limit; retry with exponential backoff"}, len(norm))
+					Msg: "Project exceeded rate limits. Please retry the request with exponential backoff."}, len(norm))
 			}
 		}
 		s.envelopes.reset(&env)

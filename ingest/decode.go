@@ -48,7 +48,7 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64, counted *counting
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 		if n := r.ContentLength; n > limit {
-			return 0, tooLarge("request body exceeds %d bytes", limit)
+			return 0, tooLarge("request exceeds max limit of %d bytes", limit)
 		} else if n > 0 {
 			buf.Grow(int(n))
 		}
@@ -66,7 +66,7 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64, counted *counting
 	// Uncompressed, counted itself stops after limit+1 bytes.
 	n, err := buf.ReadFrom(src)
 	if n > limit || counted.n > limit {
-		return counted.n, tooLarge("request body exceeds %d bytes", limit)
+		return counted.n, tooLarge("request exceeds max limit of %d bytes", limit)
 	}
 	if err != nil {
 		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -74,7 +74,7 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64, counted *counting
 		}
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return counted.n, tooLarge("request body exceeds %d bytes", limit)
+			return counted.n, tooLarge("request exceeds max limit of %d bytes", limit)
 		}
 		return counted.n, badRequest(reasonMalformed, "could not read the request body")
 	}

@@ -154,13 +154,13 @@ func TestEncodingErrors(t *testing.T) {
 			r := post("/track", "application/x-www-form-urlencoded", bomb)
 			r.Header.Set("Content-Encoding", "gzip")
 			return r
-		}, http.StatusRequestEntityTooLarge, `{"status":0,"error":"request body exceeds 10485760 bytes"}`, reasonTooLarge},
+		}, http.StatusRequestEntityTooLarge, `{"status":0,"error":"request exceeds max limit of 10485760 bytes"}`, reasonTooLarge},
 		{"endless empty gzip members", func() *http.Request {
 			empty := gz(t, nil)
 			r := post("/track", "application/x-www-form-urlencoded", bytes.Repeat(empty, int(c0.cfg.Limits.MaxBodyBytes)/len(empty)+1))
 			r.Header.Set("Content-Encoding", "gzip")
 			return r
-		}, http.StatusRequestEntityTooLarge, `{"status":0,"error":"request body exceeds 10485760 bytes"}`, reasonTooLarge},
+		}, http.StatusRequestEntityTooLarge, `{"status":0,"error":"request exceeds max limit of 10485760 bytes"}`, reasonTooLarge},
 		{"corrupt gzip", func() *http.Request {
 			r := post("/track", "application/x-www-form-urlencoded", []byte("data=not gzip"))
 			r.Header.Set("Content-Encoding", "gzip")

@@ -170,7 +170,7 @@ func TestImportAnswers(t *testing.T) {
 			r := post("/import", "application/json", gz(t, big))
 			r.Header.Set("Content-Encoding", "gzip")
 			return r
-		}, 413, `{"code":413,"error":"request body exceeds 10485760 bytes","status":"Request Entity Too Large"}`, 0},
+		}, 413, `{"code":413,"error":"request exceeds max limit of 10485760 bytes","status":"Request Entity Too Large"}`, 0},
 		{"method not allowed", func() *http.Request {
 			return post("/import", "application/json", nil).WithContext(t.Context())
 		}, 405, `{"code":405,"error":"method not allowed; use GET or POST","status":"Method Not Allowed"}`, 0},

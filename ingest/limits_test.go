@@ -106,7 +106,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	// 10 tokens left; 20 more events must wait 100 ms.
 	resp := do(t, c, post("/track?verbose=1", "application/json", batch(20)))
-	if resp.status != http.StatusTooManyRequests || resp.body != `{"status":0,"error":"project exceeded its rate limit; retry with exponential backoff"}` || resp.header.Get("Retry-After") != "1" {
+	if resp.status != http.StatusTooManyRequests || resp.body != `{"status":0,"error":"Project exceeded rate limits. Please retry the request with exponential backoff."}` || resp.header.Get("Retry-After") != "1" {
 		t.Fatalf("second request: %d %q Retry-After %q", resp.status, resp.body, resp.header.Get("Retry-After"))
 	}
 	if n := counter(t, reg, "veil_collector_events_rejected_total", reasonRateLimited); n != 20 {
@@ -120,7 +120,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	r = post("/import", "application/json", batch(20))
 	r.SetBasicAuth("sec-shop", "")
-	if resp := do(t, c, r); resp.status != 429 || resp.body != `{"code":429,"error":"project exceeded its rate limit; retry with exponential backoff","status":"Too Many Requests"}` {
+	if resp := do(t, c, r); resp.status != 429 || resp.body != `{"code":429,"error":"Project exceeded rate limits. Please retry the request with exponential backoff.","status":"Too Many Requests"}` {
 		t.Fatalf("import: %d %q", resp.status, resp.body)
 	}
 	// Time refills the bucket.
