@@ -104,7 +104,7 @@ func (c *Collector) badWrapper(st *answerStyle) *RequestError {
 //
 // fromParam says the records came in a data parameter, as the libraries
 // that read 1/0 or verbose answers send them (mixpanel-browser, and the
-// Node, Python and Ruby libraries even on /import). /import with a JSON or
+// Node and Python libraries even on /import). /import with a JSON or
 // ndjson body answers in its own shape whatever verbose says: the Go
 // library sends verbose=1 and reads num_records_imported, the Java library
 // reads code and status.
