@@ -16,12 +16,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/forwarded"
 )
 
 // Producer is the part of a Kafka writer the collector uses. Veil's
@@ -68,7 +67,7 @@ type Collector struct {
 	tokens    map[string]string // token → project name
 	creds     *credentials
 	limiter   *rateLimiter
-	trusted   []netip.Prefix
+	proxies   *forwarded.Proxies // whose X-Forwarded-* headers are believed
 	log       *zap.Logger
 	reqLog    *zap.Logger // log, reporting the caller of requestLog's methods
 	deadlines *produceDeadlines
@@ -118,9 +117,9 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 	for _, p := range cfg.Projects {
 		c.tokens[p.Token] = p.Name
 	}
-	for _, s := range cfg.TrustedProxies {
-		p, _ := parsePrefix(s) // validated above
-		c.trusted = append(c.trusted, p)
+	var err error
+	if c.proxies, err = forwarded.New(cfg.TrustedProxies); err != nil {
+		return nil, err // validated above
 	}
 	return c, nil
 }
@@ -561,49 +560,5 @@ func headerValue(h http.Header, key string) string {
 	return ""
 }
 
-// clientIP is the connection's peer, or, when the peer is a trusted proxy,
-// the right-most X-Forwarded-For address that is not a trusted proxy.
-func (c *Collector) clientIP(r *http.Request) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	peer = peer.Unmap()
-	if !c.isTrusted(peer) {
-		return peer
-	}
-	hops := r.Header.Values("X-Forwarded-For")
-	for i := len(hops) - 1; i >= 0; i-- {
-		// The comma-separated addresses, right to left.
-		for rest, more := hops[i], true; more; {
-			part := rest
-			if j := strings.LastIndexByte(rest, ','); j >= 0 {
-				part, rest = rest[j+1:], rest[:j]
-			} else {
-				more = false
-			}
-			a, err := netip.ParseAddr(strings.TrimSpace(part))
-			if err != nil {
-				return peer // a malformed hop: trust nothing before it
-			}
-			a = a.Unmap()
-			if !c.isTrusted(a) {
-				return a
-			}
-		}
-	}
-	return peer
-}
-
-func (c *Collector) isTrusted(a netip.Addr) bool {
-	for _, p := range c.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
+// clientIP is the client's address as seen through the trusted proxies.
+func (c *Collector) clientIP(r *http.Request) netip.Addr { return c.proxies.ClientIP(r) }

@@ -3,10 +3,10 @@ package ingest
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/kafkax"
 )
 
@@ -73,8 +73,10 @@ type Limits struct {
 // Config is the collector section of Veil's configuration.
 type Config struct {
 	Listen string `yaml:"listen"`
-	// TrustedProxies are the peers whose X-Forwarded-For is believed. The
-	// client IP is the right-most address not in this list.
+	// TrustedProxies are the peers (addresses or CIDR prefixes) whose
+	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are believed.
+	// The client IP is the right-most X-Forwarded-For address not in this
+	// list; from any other peer the headers are ignored.
 	TrustedProxies  []string         `yaml:"trusted_proxies"`
 	Projects        []Project        `yaml:"projects"`
 	ServiceAccounts []ServiceAccount `yaml:"service_accounts"`
@@ -131,7 +133,7 @@ func (c Config) Validate() error {
 		return errors.New("collector.listen must be set")
 	}
 	for i, p := range c.TrustedProxies {
-		if _, err := parsePrefix(p); err != nil {
+		if _, err := forwarded.ParsePrefix(p); err != nil {
 			return fmt.Errorf("collector.trusted_proxies[%d] is not an address or CIDR prefix", i)
 		}
 	}
@@ -290,16 +292,4 @@ func (l Limits) rateBurst() int {
 		b = l.MaxEventsPerRequest
 	}
 	return b
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -11,6 +11,10 @@
 //     identify, a profile update, a navigator.sendBeacon flush when the page
 //     is hidden, and an <img> pixel. TestBrowserSDKOverHTTPS repeats the
 //     first part over HTTPS, where Chromium speaks HTTP/2.
+//   - TestBrowserOptOut presses the button of the collector's /optout page
+//     in Chromium, has another site try to undo the choice (refused), sends
+//     mixpanel-browser's events from that site with the opt-out cookie
+//     (dropped), and opts back in on /optin (stored).
 //
 // Each test starts a collector and a worker in-process against the shared
 // test services, drives the SDK, and reads ClickHouse for the exact rows,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
@@ -62,6 +63,14 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 	}
 	cancelFirst()
 	defer func() { <-topicsDone }()
+	proxies, err := forwarded.New(cfg.Collector.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("collector.trusted_proxies: %w", err)
+	}
+	pages, err := privacy.NewPages(cfg.Collector.OptOutCookie, privacy.PagesDeps{Logger: log.Named("optout"), Metrics: deps.Registry, Proxies: proxies})
+	if err != nil {
+		return err
+	}
 	c, err := ingest.New(cfg.Collector, cfg.Kafka.RawTopic, ingest.Deps{
 		Logger:   log,
 		Metrics:  deps.Registry,
@@ -73,7 +82,7 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 			}
 			return kafkaReachable(ctx, cfg.Kafka.Brokers)
 		},
-		Routes: privacy.Pages{Cookie: cfg.Collector.OptOutCookie}.Routes,
+		Routes: pages.Routes,
 	})
 	if err != nil {
 		return err

@@ -203,6 +203,24 @@ func gzipped(s string) []byte {
 	return buf.Bytes()
 }
 
+// optOutPageToken loads the collector's opt-out page and returns the
+// token its form and token cookie carry.
+func optOutPageToken(t *testing.T, collector string) string {
+	t.Helper()
+	resp, err := http.Get(collector + "/optout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "veil_optout_csrf" {
+			return ck.Value
+		}
+	}
+	t.Fatalf("the opt-out page set no token cookie")
+	return ""
+}
+
 // TestLogsCarryNoPersonalData sends personal data and secrets through every
 // endpoint, well-formed and malformed, and straight into the raw topic, with
 // the whole pipeline logging at debug level; none of it may reach the log.
@@ -247,6 +265,13 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 	pii := "?email=" + url.QueryEscape(cEmail) + "&phone=" + url.QueryEscape(cPhone) + "&distinct_id=" + cDistinctID
 	c, adm := s.ep.Collector, s.ep.Admin
 	bearer := "Bearer " + strings.TrimSpace(string(adminToken))
+	// The opt-out page's token, as a browser holds it after loading the page.
+	pageToken := optOutPageToken(t, c)
+	optOutForm := func(extra map[string]string) map[string]string {
+		h := formHdr(extra)
+		h["Cookie"] = browser["Cookie"] + "; veil_optout_csrf=" + pageToken
+		return h
+	}
 
 	reqs := []request{
 		// /track, accepted.
@@ -287,7 +312,9 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 		{name: "strict import project secret", method: "POST", url: strict + "/import", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cKnownSecret, "")}, wantStatus: 200},
 		{name: "strict import service account", method: "POST", url: strict + "/import?project_id=1001", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cSAUser, cSASecret)}, wantStatus: 200},
 		// The opt-out pages and the privacy API.
-		{name: "optout page", method: "POST", url: c + "/optout" + pii, header: browser, wantStatus: 200},
+		{name: "optout page", method: "POST", url: c + "/optout" + pii, body: form("veil_csrf", pageToken), header: optOutForm(map[string]string{"Origin": c}), wantStatus: 200},
+		{name: "optout page from another site", method: "POST", url: c + "/optin" + pii, body: form("veil_csrf", pageToken), header: optOutForm(map[string]string{"Origin": "https://shop.example", "Sec-Fetch-Site": "cross-site"}), wantStatus: 403},
+		{name: "optout page without its token", method: "POST", url: c + "/optin" + pii, body: form("veil_csrf", cCookie), header: optOutForm(map[string]string{"Origin": c}), wantStatus: 403},
 		{name: "privacy API wrong token", method: "POST", url: adm + "/api/veil/optouts?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID + `"]}`), header: map[string]string{"Authorization": "Bearer " + cAdminWrong}, wantStatus: 401},
 		{name: "privacy API opt-out", method: "POST", url: adm + "/api/veil/optouts?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"]}`), header: map[string]string{"Authorization": bearer, "Content-Type": "application/json"}, wantStatus: 200},
 		{name: "privacy API bad JSON", method: "POST", url: adm + "/api/veil/optouts?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"`), header: map[string]string{"Authorization": bearer}, wantStatus: 400},
