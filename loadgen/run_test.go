@@ -480,3 +480,43 @@ func TestEndpointsFile(t *testing.T) {
 		})
 	}
 }
+
+// With --endpoints and no --token, the token is the project's beside the
+// endpoints file; without that file the run says so instead of sending
+// events `veil dev` would refuse.
+func TestEndpointsToken(t *testing.T) {
+	dir := t.TempDir()
+	ep := filepath.Join(dir, "endpoints.json")
+	if err := os.WriteFile(ep, []byte(`{"collector":"http://127.0.0.1:1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, project, token, want, wantErr string
+	}{
+		{"from the project file", `{"token":"tok-file","api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`, "", "tok-file", ""},
+		{"given, over the project file", `{"token":"tok-file","api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`, "tok-flag", "tok-flag", ""},
+		{"no project file", "", "", "", "loadgen.token: not given, and not read beside loadgen.endpoints"},
+		{"project file without a token", `{"api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`, "", "", "project.json: token must be set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pf := filepath.Join(dir, "project.json")
+			_ = os.Remove(pf)
+			if tc.project != "" {
+				if err := os.WriteFile(pf, []byte(tc.project), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := quickConfig("")
+			cfg.Endpoints, cfg.Token = ep, tc.token
+			got, err := cfg.resolveEndpoints()
+			switch {
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("err %v, want one saying %q", err, tc.wantErr)
+			case tc.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case got.Token != tc.want:
+				t.Fatalf("token %q, want %q", got.Token, tc.want)
+			}
+		})
+	}
+}
