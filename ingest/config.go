@@ -80,9 +80,12 @@ type Config struct {
 	TrustedProxies  []string         `yaml:"trusted_proxies"`
 	Projects        []Project        `yaml:"projects"`
 	ServiceAccounts []ServiceAccount `yaml:"service_accounts"`
-	// AcceptAnyToken takes events with any token, and /import requests with
-	// any credentials or none, into DefaultProject; it is what `veil dev`
-	// uses, never a production setting.
+	// AcceptAnyToken takes events and profile updates (/track, /engage,
+	// /groups) whose token is no project's into DefaultProject. The token
+	// is public, so this only spares configuring it; /import still needs a
+	// configured project's credentials, which are secrets: accepting any
+	// would let a wrong one pass until production. Not a production
+	// setting; `veil dev` does not use it either.
 	AcceptAnyToken bool   `yaml:"accept_any_token"`
 	DefaultProject string `yaml:"default_project"`
 	// OptOutCookie is the name of the opt-out cookie on the collector's domain.

@@ -22,8 +22,11 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/veilhq/veil/internal/devstack"
 )
 
 // Ceilings the load generator can start.
@@ -48,8 +51,9 @@ type Config struct {
 	// must be a loopback address: the load generator refuses any other.
 	Target string
 	// Endpoints is the path of the endpoints.json a running `veil dev`
-	// writes; its collector replaces Target, and its clickhouse_http fills
-	// ClickHouseHTTP unless that was given.
+	// writes; its collector replaces Target, its clickhouse_http fills
+	// ClickHouseHTTP unless that was given, and the token of the project
+	// file beside it fills Token unless that was given.
 	Endpoints string
 	// Ceiling, when set, starts that server and drives it instead of
 	// Target: CeilingHTTP, CeilingCollector or CeilingKafka. It runs in
@@ -93,7 +97,9 @@ type Config struct {
 	// queryable count to catch up with what was accepted.
 	Drain time.Duration
 
-	// Token is the project token the events carry.
+	// Token is the project token the events carry. A collector refuses
+	// events whose token is not one of its projects'; the ceilings'
+	// collectors take this one.
 	Token string
 	// Seed makes the generated events reproducible.
 	Seed uint64
@@ -166,7 +172,7 @@ func (c Config) Validate() error {
 	case c.WatchInterval <= 0 || c.Drain < 0:
 		return errors.New("loadgen.watch_interval must be positive and loadgen.drain not negative")
 	case c.Token == "":
-		return errors.New("loadgen.token must be set")
+		return errors.New("loadgen.token must be set (or loadgen.endpoints, beside a project.json)")
 	case c.Templates < 1:
 		return errors.New("loadgen.templates must be positive")
 	case c.Progress < 0:
@@ -223,8 +229,8 @@ type endpointsFile struct {
 	ClickHouseHTTP string `json:"clickhouse_http"`
 }
 
-// resolveEndpoints fills Target and ClickHouseHTTP from c.Endpoints where
-// they were not given.
+// resolveEndpoints fills Target, ClickHouseHTTP and Token from c.Endpoints
+// and the project file beside it where they were not given.
 func (c Config) resolveEndpoints() (Config, error) {
 	if c.Endpoints == "" {
 		return c, nil
@@ -243,6 +249,13 @@ func (c Config) resolveEndpoints() (Config, error) {
 	c.Target = ep.Collector
 	if c.ClickHouseHTTP == "" {
 		c.ClickHouseHTTP = ep.ClickHouseHTTP
+	}
+	if c.Token == "" {
+		p, err := devstack.ReadProject(filepath.Dir(c.Endpoints))
+		if err != nil {
+			return c, fmt.Errorf("loadgen.token: not given, and not read beside loadgen.endpoints: %w", err)
+		}
+		c.Token = p.Token
 	}
 	return c, nil
 }

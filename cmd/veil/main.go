@@ -33,7 +33,8 @@ type cli struct {
 	Migrate   roleFlags    `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
 	Loadgen   loadgenFlags `cmd:"" help:"Drive a collector on this machine with mixpanel-browser's requests and report throughput, latency and end-to-end lag."`
 	Ceiling   struct {
-		Kind string `arg:"" enum:"http,collector" help:"http or collector."`
+		Kind  string `arg:"" enum:"http,collector" help:"http or collector."`
+		Token string `default:"loadgen" help:"Project token of the load generator's events, the collector's one project."`
 	} `cmd:"" hidden:"" help:"Serve a load generator's ceiling for veil loadgen in another process."`
 }
 
@@ -55,7 +56,7 @@ type loadgenFlags struct {
 	Table             string        `default:"veil.events" help:"Table whose count() is watched."`
 	WatchInterval     time.Duration `default:"100ms" help:"How often the table's count is sampled."`
 	Drain             time.Duration `default:"60s" help:"How long to wait after the last request for the table to catch up."`
-	Token             string        `default:"loadgen" help:"Project token the events carry."`
+	Token             string        `placeholder:"TOKEN" help:"Project token the events carry (default: with --endpoints, the token in project.json beside it; otherwise loadgen, which the ceilings' collectors take)."`
 	Seed              uint64        `default:"1" help:"Seed of the generated events."`
 	Templates         int           `default:"64" help:"Distinct request bodies generated up front."`
 	Progress          time.Duration `default:"1s" help:"Interval of the progress line on stderr; 0 for none."`
@@ -76,6 +77,9 @@ func (f loadgenFlags) config() loadgen.Config {
 	if c.Duration == 0 && c.Events == 0 {
 		c.Duration = loadgen.DefaultConfig().Duration
 	}
+	if c.Token == "" && c.Endpoints == "" {
+		c.Token = loadgen.DefaultConfig().Token
+	}
 	return c
 }
 
@@ -89,7 +93,7 @@ func main() {
 	case "loadgen":
 		_, err = loadgen.Run(ctx, c.Loadgen.config(), loadgen.Deps{Stdout: os.Stdout, Stderr: os.Stderr})
 	case "ceiling <kind>":
-		err = loadgen.ServeCeiling(ctx, c.Ceiling.Kind, os.Stdin, os.Stdout)
+		err = loadgen.ServeCeiling(ctx, c.Ceiling.Kind, c.Ceiling.Token, os.Stdin, os.Stdout)
 	default:
 		err = run(ctx, kctx.Command(), &c)
 	}

@@ -48,8 +48,10 @@ type Endpoints struct {
 }
 
 // Config returns the configuration `veil dev` runs the roles with, for a
-// broker and ClickHouse at the given addresses and the data directory dir.
-func Config(kafkaAddr, chNative, dir string) app.Config {
+// broker and ClickHouse at the given addresses, the data directory dir and
+// the project p. The collector takes p's credentials and no others, as in
+// production.
+func Config(kafkaAddr, chNative, dir string, p Project) app.Config {
 	cfg := app.DefaultConfig()
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = filepath.Join(dir, "pseudonym.keys")
@@ -65,8 +67,7 @@ func Config(kafkaAddr, chNative, dir string) app.Config {
 	cfg.Kafka.Brokers = []string{kafkaAddr}
 	cfg.Kafka.Partitions = 4
 	cfg.Kafka.ReplicationFactor = 1
-	cfg.Collector.AcceptAnyToken = true
-	cfg.Collector.DefaultProject = "dev"
+	cfg.Collector.Projects, cfg.Collector.ServiceAccounts = p.collector()
 	cfg.Sink.Addr = []string{chNative}
 	// Short session timeouts make a restarted dev worker rejoin quickly.
 	cfg.Worker.SessionTimeout = 6 * time.Second
@@ -116,6 +117,10 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if err := ensureSecrets(dir); err != nil {
 		return err
 	}
+	project, err := ensureProject(dir)
+	if err != nil {
+		return err
+	}
 	analyst, err := os.ReadFile(filepath.Join(dir, "analyst.password"))
 	if err != nil {
 		return err
@@ -136,7 +141,7 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return err
 	}
 	defer admin.Close()
-	cfg := Config(broker.ListenAddrs()[0], ch.NativeAddr(), dir)
+	cfg := Config(broker.ListenAddrs()[0], ch.NativeAddr(), dir, project)
 	ep := Endpoints{
 		Collector:        "http://" + l.Addr().String(),
 		Admin:            "http://" + admin.Addr().String(),
@@ -175,6 +180,10 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if opts.Out != nil {
 		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  kafka              %s\n  clickhouse_native  %s\n  clickhouse_http    %s\n  endpoints file     %s\n",
 			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseHTTP, filepath.Join(dir, "endpoints.json"))
+		// This development stack's own credentials, made up for it: the
+		// user copies them into the SDK's configuration.
+		fmt.Fprintf(opts.Out, "Project %q (credentials in %s):\n  token              %s\n  project_id         %s\n  api_secret         %s\n  service account    %s\n  its secret         %s\n",
+			ProjectName, filepath.Join(dir, ProjectFile), project.Token, project.ProjectID, project.APISecret, project.ServiceAccount.Username, project.ServiceAccount.Secret)
 	}
 
 	cerr := <-collectorDone

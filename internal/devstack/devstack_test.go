@@ -92,15 +92,23 @@ func TestDevRunStopRestart(t *testing.T) {
 			t.Fatalf("endpoints.json has an empty address: %+v", r.ep)
 		}
 	}
-	data := base64.StdEncoding.EncodeToString([]byte(`{"event":"dev_check","properties":{"token":"any","distinct_id":"d1","$insert_id":"dev-1"}}`))
-	resp, err := http.Get(r.ep.Collector + "/track?data=" + url.QueryEscape(data))
-	if err != nil {
-		t.Fatal(err)
+	project := readProject(t, dir)
+	track := func(token string) string {
+		data := base64.StdEncoding.EncodeToString([]byte(`{"event":"dev_check","properties":{"token":"` + token + `","distinct_id":"d1","$insert_id":"dev-1"}}`))
+		resp, err := http.Get(r.ep.Collector + "/track?data=" + url.QueryEscape(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "1" {
-		t.Fatalf("track answered %q", body)
+	// As in production, an event with another project's token is refused.
+	if got := track("demo"); got != "0" {
+		t.Fatalf("track with an unknown token answered %q, want 0", got)
+	}
+	if got := track(project.Token); got != "1" {
+		t.Fatalf("track with the project's token answered %q", got)
 	}
 	sent := time.Now()
 	for query(t, r.ep, "SELECT count() FROM veil.events WHERE event = 'dev_check'") != "1" {
@@ -164,5 +172,105 @@ func TestDevRunStopRestart(t *testing.T) {
 	defer r2.stop()
 	if got := query(t, r2.ep, "SELECT count() FROM veil.events WHERE event = 'dev_check'"); got != "1" {
 		t.Fatalf("after restart: %s rows, want 1", got)
+	}
+	// The SDKs configured with the first run's credentials keep working.
+	if again := readProject(t, dir); again != project {
+		t.Fatalf("the project's credentials changed across a restart:\n%+v\n%+v", project, again)
+	}
+	if code, body := importOne(t, r2.ep, "?project_id="+project.ProjectID, project.ServiceAccount.Username, project.ServiceAccount.Secret, false); code != 200 {
+		t.Fatalf("after restart, /import with the service account answered %d %s", code, body)
+	}
+}
+
+// readProject reads DIR/project.json, which must be its owner's alone, and
+// requires every credential in it.
+func readProject(t *testing.T, dir string) Project {
+	t.Helper()
+	path := filepath.Join(dir, "project.json")
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %o, want 600", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Token          string `json:"token"`
+		APISecret      string `json:"api_secret"`
+		ProjectID      string `json:"project_id"`
+		ServiceAccount struct {
+			Username string `json:"username"`
+			Secret   string `json:"secret"`
+		} `json:"service_account"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{p.Token, p.APISecret, p.ProjectID, p.ServiceAccount.Username, p.ServiceAccount.Secret} {
+		if v == "" {
+			t.Fatalf("%s lacks a credential:\n%s", path, b)
+		}
+	}
+	return Project{Token: p.Token, APISecret: p.APISecret, ProjectID: p.ProjectID,
+		ServiceAccount: ServiceAccount{Username: p.ServiceAccount.Username, Secret: p.ServiceAccount.Secret}}
+}
+
+// importOne sends one event to /import with HTTP Basic user:pass (none
+// when noAuth) and returns the answer.
+func importOne(t *testing.T, ep Endpoints, query, user, pass string, noAuth bool) (int, string) {
+	t.Helper()
+	ev := fmt.Sprintf(`[{"event":"dev_import","properties":{"distinct_id":"d2","time":%d,"$insert_id":"imp-1"}}]`, time.Now().Unix())
+	req, err := http.NewRequest(http.MethodPost, ep.Collector+"/import"+query, strings.NewReader(ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if !noAuth {
+		req.SetBasicAuth(user, pass)
+	}
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestDevImportCredentials: `veil dev` authenticates /import as production
+// does, with the credentials of its project and no others.
+func TestDevImportCredentials(t *testing.T) {
+	dir := t.TempDir()
+	r := start(t, dir)
+	defer r.stop()
+	p := readProject(t, dir)
+	const (
+		ok      = `{"code":200,"num_records_imported":1,"status":"OK"}`
+		invalid = `{"code":401,"error":"Invalid credentials","status":"Unauthorized"}`
+		none    = `{"code":401,"error":"/import needs HTTP Basic credentials: a service account with project_id, or the project secret or token as user name","status":"Unauthorized"}`
+	)
+	for _, tt := range []struct {
+		name, query, user, pass string
+		noAuth                  bool
+		status                  int
+		body                    string
+	}{
+		{"API secret", "", p.APISecret, "", false, 200, ok},
+		{"service account", "?project_id=" + p.ProjectID, p.ServiceAccount.Username, p.ServiceAccount.Secret, false, 200, ok},
+		{"wrong secret", "", "0123456789abcdef0123456789abcdef", "", false, 401, invalid},
+		{"service account, wrong secret", "?project_id=" + p.ProjectID, p.ServiceAccount.Username, p.APISecret, false, 401, invalid},
+		{"service account, another project", "?project_id=1", p.ServiceAccount.Username, p.ServiceAccount.Secret, false, 401, invalid},
+		{"no credentials", "", "", "", true, 401, none},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, body := importOne(t, r.ep, tt.query, tt.user, tt.pass, tt.noAuth); code != tt.status || body != tt.body {
+				t.Fatalf("answered %d %s, want %d %s", code, body, tt.status, tt.body)
+			}
+		})
 	}
 }
