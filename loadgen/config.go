@@ -90,7 +90,12 @@ type Config struct {
 	// watches SELECT count() FROM Table grow and reports end-to-end
 	// throughput and the accepted→queryable lag.
 	ClickHouseHTTP string
-	Table          string
+	// ClickHouseUser and ClickHousePassword authenticate the count query
+	// (with --endpoints: the analyst's, from the file endpoints.json
+	// names). ClickHouse under `veil dev` answers nobody without them.
+	ClickHouseUser     string
+	ClickHousePassword string
+	Table              string
 	// WatchInterval is how often the count is sampled.
 	WatchInterval time.Duration
 	// Drain bounds how long, after the last request, the run waits for the
@@ -225,8 +230,10 @@ func isLoopbackHost(host string) bool {
 // endpointsFile is the part of `veil dev`'s endpoints.json the load
 // generator reads.
 type endpointsFile struct {
-	Collector      string `json:"collector"`
-	ClickHouseHTTP string `json:"clickhouse_http"`
+	Collector              string `json:"collector"`
+	ClickHouseHTTP         string `json:"clickhouse_http"`
+	ClickHouseUser         string `json:"clickhouse_user"`
+	ClickHousePasswordFile string `json:"clickhouse_password_file"`
 }
 
 // resolveEndpoints fills Target, ClickHouseHTTP and Token from c.Endpoints
@@ -247,8 +254,16 @@ func (c Config) resolveEndpoints() (Config, error) {
 		return c, fmt.Errorf("loadgen.endpoints: %s names no collector", c.Endpoints)
 	}
 	c.Target = ep.Collector
-	if c.ClickHouseHTTP == "" {
+	if c.ClickHouseHTTP == "" && ep.ClickHouseHTTP != "" {
 		c.ClickHouseHTTP = ep.ClickHouseHTTP
+		c.ClickHouseUser = ep.ClickHouseUser
+		if ep.ClickHousePasswordFile != "" {
+			b, err := os.ReadFile(ep.ClickHousePasswordFile)
+			if err != nil {
+				return c, fmt.Errorf("loadgen.endpoints: ClickHouse password: %w", err)
+			}
+			c.ClickHousePassword = strings.TrimSpace(string(b))
+		}
 	}
 	if c.Token == "" {
 		p, err := devstack.ReadProject(filepath.Dir(c.Endpoints))

@@ -112,7 +112,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 
 	var w *watcher
 	if cfg.ClickHouseHTTP != "" {
-		c := newCounter(cfg.ClickHouseHTTP, cfg.Table)
+		c := newCounter(cfg.ClickHouseHTTP, cfg.Table, cfg.ClickHouseUser, cfg.ClickHousePassword)
 		defer c.close()
 		base, err := c.count(ctx)
 		if err != nil {

@@ -205,6 +205,12 @@ func TestRunEndToEnd(t *testing.T) {
 	defer collector.Close()
 	var queries atomic.Int64
 	ch := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As ClickHouse under veil dev: nobody without the credentials
+		// endpoints.json names.
+		if u, pw, ok := r.BasicAuth(); !ok || u != "analyst" || pw != "analyst-secret" {
+			http.Error(w, "Code: 516. Authentication failed", http.StatusUnauthorized)
+			return
+		}
 		q, _ := io.ReadAll(r.Body)
 		if string(q) != "SELECT count() FROM veil.events" {
 			http.Error(w, "unexpected query", http.StatusBadRequest)
@@ -216,8 +222,12 @@ func TestRunEndToEnd(t *testing.T) {
 	defer ch.Close()
 
 	dir := t.TempDir()
+	pw := filepath.Join(dir, "analyst.password")
+	if err := os.WriteFile(pw, []byte("analyst-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ep := filepath.Join(dir, "endpoints.json")
-	if err := os.WriteFile(ep, fmt.Appendf(nil, `{"collector":%q,"clickhouse_http":%q,"kafka":"127.0.0.1:1"}`, collector.URL, ch.URL), 0o644); err != nil {
+	if err := os.WriteFile(ep, fmt.Appendf(nil, `{"collector":%q,"clickhouse_http":%q,"kafka":"127.0.0.1:1","clickhouse_user":"analyst","clickhouse_password_file":%q}`, collector.URL, ch.URL, pw), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	project := `{"token":"tok-dev-5e1f","api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`

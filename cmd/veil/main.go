@@ -52,7 +52,7 @@ type loadgenFlags struct {
 	Events            int64         `placeholder:"N" help:"Stop after this many events."`
 	Warmup            time.Duration `help:"Leave the first part of the run out of the figures."`
 	Timeout           time.Duration `default:"30s" help:"Timeout of one request."`
-	ClickhouseHTTP    string        `name:"clickhouse-http" placeholder:"URL" help:"ClickHouse HTTP address: watch the events table grow and report end-to-end throughput and lag."`
+	ClickhouseHTTP    string        `name:"clickhouse-http" placeholder:"URL" help:"ClickHouse HTTP address, with user:password@ when it needs them: watch the events table grow and report end-to-end throughput and lag."`
 	Table             string        `default:"veil.events" help:"Table whose count() is watched."`
 	WatchInterval     time.Duration `default:"100ms" help:"How often the table's count is sampled."`
 	Drain             time.Duration `default:"60s" help:"How long to wait after the last request for the table to catch up."`

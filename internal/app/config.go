@@ -125,11 +125,30 @@ func Load(path string) (Config, error) {
 	return cfg, nil
 }
 
+// logSampling is how every Veil process samples its log, console or JSON:
+// of the entries with the same level and message within a second, the
+// first logSampleInitial are written and then one in logSampleThereafter.
+// A flood of bad requests then writes a few hundred lines a second, not
+// one per request; the rejected requests are counted in the metrics.
+const (
+	logSampleInitial    = 100
+	logSampleThereafter = 1000
+)
+
 // NewLogger builds the process logger.
 func NewLogger(c LogConfig) (*zap.Logger, error) {
+	zc, err := loggerConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return zc.Build()
+}
+
+// loggerConfig is the zap configuration NewLogger builds from.
+func loggerConfig(c LogConfig) (zap.Config, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
-		return nil, errors.New("log.level must be debug, info, warn or error")
+		return zap.Config{}, errors.New("log.level must be debug, info, warn or error")
 	}
 	var zc zap.Config
 	if c.Format == "console" {
@@ -139,6 +158,8 @@ func NewLogger(c LogConfig) (*zap.Logger, error) {
 	} else {
 		zc = zap.NewProductionConfig()
 	}
+	// zap's development configuration does not sample at all.
+	zc.Sampling = &zap.SamplingConfig{Initial: logSampleInitial, Thereafter: logSampleThereafter}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
-	return zc.Build()
+	return zc, nil
 }

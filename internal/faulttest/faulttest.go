@@ -78,11 +78,12 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// Config returns a worker configuration for the test services, with a
-// topic, group and database of its own and timings short enough for a test:
-// a 3 s session timeout so that a killed member's partitions move quickly,
-// and backoff capped at 1 s so that a recovered ClickHouse is retried soon.
-func Config(t *testing.T, chNative string) app.Config {
+// Config returns a worker configuration for the test services, writing to
+// ch as Veil's own user, with a topic, group and database of its own and
+// timings short enough for a test: a 3 s session timeout so that a killed
+// member's partitions move quickly, and backoff capped at 1 s so that a
+// recovered ClickHouse is retried soon.
+func Config(t *testing.T, ch *chserver.Server) app.Config {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Log.Level = "info"
@@ -99,7 +100,8 @@ func Config(t *testing.T, chNative string) app.Config {
 	cfg.Worker.Heartbeat = 300 * time.Millisecond
 	cfg.Worker.DrainTimeout = 5 * time.Second
 	cfg.Worker.LagInterval = time.Second
-	cfg.Sink.Addr = []string{chNative}
+	cfg.Sink.Addr = []string{ch.NativeAddr()}
+	cfg.Sink.Username, cfg.Sink.Password = ch.User(), ch.Password()
 	cfg.Sink.Database = strings.ToLower(testsvc.Unique(t, "veil"))
 	cfg.Sink.MaxRows = 500
 	cfg.Sink.MaxAge = 200 * time.Millisecond

@@ -156,6 +156,7 @@ func SinkConfig(t testing.TB) sink.Config {
 	s := ClickHouse(t)
 	cfg := sink.DefaultConfig()
 	cfg.Addr = []string{s.NativeAddr()}
+	cfg.Username, cfg.Password = s.User(), s.Password()
 	cfg.Database = strings.ToLower(Unique(t, "veil"))
 	cfg.MaxAge = 200 * time.Millisecond
 	t.Cleanup(func() {
