@@ -266,7 +266,7 @@ func privatize(dir string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	for _, name := range []string{"kafka", "clickhouse", "geoip", fileEndpoints, filePseudonymKeys, fileAdminToken, fileAnalystPassword, fileClickHousePassword} {
+	for _, name := range []string{"kafka", "clickhouse", "geoip", fileEndpoints, filePseudonymKeys, fileAdminToken, fileAnalystPassword, fileClickHousePassword, ProjectFile} {
 		err := filepath.WalkDir(filepath.Join(dir, name), func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				// Gone meanwhile (a server left by a crashed run is still

@@ -345,7 +345,8 @@ func TestDevAtRestAndAccess(t *testing.T) {
 		}
 		r := start(t, dir)
 		insertID := fmt.Sprintf("at-rest-%d", run)
-		data := base64.StdEncoding.EncodeToString([]byte(`{"event":"at_rest","properties":{"token":"any","distinct_id":"d1","$insert_id":"` + insertID + `"}}`))
+		token := readProject(t, dir).Token
+		data := base64.StdEncoding.EncodeToString([]byte(`{"event":"at_rest","properties":{"token":"` + token + `","distinct_id":"d1","$insert_id":"` + insertID + `"}}`))
 		resp, err := http.Get(r.ep.Collector + "/track?ip=1&data=" + url.QueryEscape(data))
 		if err != nil {
 			t.Fatal(err)
