@@ -1,0 +1,189 @@
+//go:build chdb
+
+package chdbtest_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/schemadoc"
+	"github.com/veilhq/veil/sink"
+)
+
+func migrate(t *testing.T, s *sink.Sink) {
+	t.Helper()
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAccessStatements runs every access-control statement Veil renders
+// for a server with SQL-driven access control: the analyst role's
+// migration and the analyst user's statements. chDB keeps users and roles
+// in users.xml only, so none can take effect here; each must parse, pass
+// the engine's checks of its settings and password hash, and be refused
+// only for want of access storage (or of the role or user that storage
+// would hold), never as a syntax, setting or argument error.
+func TestAccessStatements(t *testing.T) {
+	conn, err := engine.Conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	caps := modernCaps(t)
+	var stmts []string
+	for _, m := range sink.Migrations {
+		if m.Requires != nil && !m.Requires(caps) {
+			continue
+		}
+		for _, s := range m.Statements(schemadoc.Database, caps) {
+			if isAccessStatement(s) {
+				stmts = append(stmts, s)
+			}
+		}
+	}
+	sum := sha256.Sum256([]byte("an analyst's password"))
+	stmts = append(stmts, sink.AnalystUserStatements("analyst", hex.EncodeToString(sum[:]))...)
+	if len(stmts) < 5 {
+		t.Fatalf("only %d access statements rendered: %q", len(stmts), stmts)
+	}
+	for _, stmt := range stmts {
+		t.Run(stmt, func(t *testing.T) {
+			if !isAccessStatement(stmt) {
+				t.Fatalf("not an access statement")
+			}
+			// The engine's own parser, and its formatting of what it parsed.
+			if _, err := engine.Query("SELECT formatQuery(" + quote(stmt) + ")"); err != nil {
+				t.Fatalf("does not parse: %v", err)
+			}
+			err := conn.Exec(context.Background(), stmt)
+			var ex *clickhouse.Exception
+			switch {
+			case err == nil:
+				t.Fatal("accepted by an engine without access storage")
+			case !errors.As(err, &ex):
+				t.Fatalf("not a server exception: %v", err)
+			case accessRefusals[int(ex.Code)] == "":
+				t.Fatalf("refused with code %d, not for want of access storage: %v", ex.Code, err)
+			}
+		})
+	}
+}
+
+func quote(s string) string {
+	return "'" + strings.NewReplacer("\\", "\\\\", "'", "\\'").Replace(s) + "'"
+}
+
+// TestDocExamples writes the examples' data through the sink and runs
+// every example query of docs/schema.md on the engine, checking the exact
+// result the 18.16 server gives (sink/docs_test.go). The rows go through
+// the columns the sink's INSERTs name and are read back through the views.
+func TestDocExamples(t *testing.T) {
+	s := open(t, schemadoc.Database, nil)
+	migrate(t, s)
+	schemadoc.Write(t, s)
+	for table, want := range map[string]string{
+		"events": "11\n", "events_dedup": "10\n", "profile_ops": "12\n", "profiles": "8\n",
+		"group_ops": "2\n", "groups": "2\n", "schema_migrations": "4\n",
+	} {
+		t.Run("count "+table, func(t *testing.T) {
+			if got := query(t, "SELECT count() FROM veil."+table); got != want {
+				t.Fatalf("%q rows, want %q", got, want)
+			}
+		})
+	}
+	for _, ex := range schemadoc.Examples(t, "../../docs/schema.md") {
+		t.Run(ex.Name, func(t *testing.T) {
+			got, err := engine.Query(ex.SQL)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, ex.SQL)
+			}
+			if want := schemadoc.Results[ex.Name]; got != want {
+				t.Fatalf("result\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+// dedupBatch is n track events and n profile operations as the worker
+// would batch them from offsets first … first+n-1 of partition 0.
+func dedupBatch(t *testing.T, first int64, n int) *sink.Batch {
+	t.Helper()
+	b := sink.NewBatch()
+	ts := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
+	for i := range n {
+		b.Cover("veil.events.raw", 0, first+int64(2*i))
+		if err := b.Append(&event.Event{Kind: event.KindTrack, Project: "shop", Name: "view_item", DistinctID: fmt.Sprintf("u%d", i),
+			InsertID: fmt.Sprintf("ev-%d", i), Time: ts, ReceivedAt: ts, Properties: map[string]any{}}); err != nil {
+			t.Fatal(err)
+		}
+		b.Cover("veil.events.raw", 0, first+int64(2*i+1))
+		if err := b.Append(&event.Event{Kind: event.KindEngage, Project: "shop", Endpoint: "/engage", Name: "$set", DistinctID: fmt.Sprintf("u%d", i),
+			Value: map[string]any{"plan": "free"}, InsertID: fmt.Sprintf("op-%d", i), Time: ts, ReceivedAt: ts, Properties: map[string]any{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// TestInsertDedupToken: on a server with insert deduplication tokens, a
+// flush retried after its answer was lost, or cut again from the same
+// offsets after a crash, is skipped by the server itself, so even a
+// count() without FINAL does not see it. The same rows from other offsets
+// are a different insert; ReplacingMergeTree folds them.
+func TestInsertDedupToken(t *testing.T) {
+	const db = "veil_dedup"
+	s := open(t, db, nil)
+	migrate(t, s)
+	ctx := context.Background()
+	counts := func() string {
+		return query(t, "SELECT (SELECT count() FROM "+db+".events), (SELECT count() FROM "+db+".profile_ops), "+
+			"(SELECT count() FROM "+db+".events FINAL), (SELECT count() FROM "+db+".profile_ops FINAL)")
+	}
+	n := len(engine.Statements())
+	if err := s.Write(ctx, dedupBatch(t, 100, 5)); err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{}
+	for _, st := range statementsSince(n) {
+		if strings.HasPrefix(st.SQL, "INSERT INTO "+db+".") {
+			table := strings.Fields(strings.TrimPrefix(st.SQL, "INSERT INTO "+db+"."))[0]
+			tokens[table] = st.Settings["insert_deduplication_token"]
+		}
+	}
+	wantTokens := map[string]string{
+		"events":        "events@veil.events.raw:0:100-109",
+		"profile_ops":   "profile_ops@veil.events.raw:0:100-109",
+		"profile_state": "", // recomputed, exact without a token
+	}
+	if fmt.Sprint(tokens) != fmt.Sprint(wantTokens) {
+		t.Fatalf("insert tokens %v, want %v", tokens, wantTokens)
+	}
+	if got := counts(); got != "5\t5\t5\t5\n" {
+		t.Fatalf("after the first flush: %q", got)
+	}
+	if err := s.Write(ctx, dedupBatch(t, 100, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(); got != "5\t5\t5\t5\n" {
+		t.Fatalf("the same offsets flushed again were stored: counts %q, want 5 rows everywhere", got)
+	}
+	if err := s.Write(ctx, dedupBatch(t, 200, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(); got != "10\t10\t5\t5\n" {
+		t.Fatalf("the same rows from other offsets: counts %q, want 10 stored, 5 after FINAL", got)
+	}
+	if got := query(t, "SELECT count(), uniqExact(distinct_id) FROM "+db+".profiles WHERE property = 'plan' AND value = 'free'"); got != "5\t5\n" {
+		t.Fatalf("profiles %q, want 5 users on the free plan", got)
+	}
+}
