@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +29,9 @@ func migrate(t *testing.T, s *sink.Sink) {
 }
 
 // TestAccessStatements runs every access-control statement Veil renders
-// for a server with SQL-driven access control: the analyst role's
-// migration and the analyst user's statements. chDB keeps users and roles
+// for a server with SQL-driven access control, the analyst role's
+// migration and the analyst user's statements, and those docs/schema.md
+// tells operators to run. chDB keeps users and roles
 // in users.xml only, so none can take effect here; each must parse, pass
 // the engine's checks of its settings and password hash, and be refused
 // only for want of access storage (or of the role or user that storage
@@ -53,7 +56,15 @@ func TestAccessStatements(t *testing.T) {
 	}
 	sum := sha256.Sum256([]byte("an analyst's password"))
 	stmts = append(stmts, sink.AnalystUserStatements("analyst", hex.EncodeToString(sum[:]))...)
-	if len(stmts) < 5 {
+	// And those docs/schema.md gives operators to run.
+	doc, err := os.ReadFile("../../docs/schema.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range inlineAccessStatement.FindAllStringSubmatch(string(doc), -1) {
+		stmts = append(stmts, m[1])
+	}
+	if len(stmts) < 7 {
 		t.Fatalf("only %d access statements rendered: %q", len(stmts), stmts)
 	}
 	for _, stmt := range stmts {
@@ -78,6 +89,10 @@ func TestAccessStatements(t *testing.T) {
 		})
 	}
 }
+
+// inlineAccessStatement finds an access statement quoted in a document's
+// text.
+var inlineAccessStatement = regexp.MustCompile("`((?:GRANT|REVOKE|CREATE (?:ROLE|USER|SETTINGS PROFILE)|ALTER (?:ROLE|USER|SETTINGS PROFILE)) [^`]+)`")
 
 func quote(s string) string {
 	return "'" + strings.NewReplacer("\\", "\\\\", "'", "\\'").Replace(s) + "'"
