@@ -202,3 +202,68 @@ func TestInsertDedupToken(t *testing.T) {
 		t.Fatalf("profiles %q, want 5 users on the free plan", got)
 	}
 }
+
+// TestRowsReadBack writes one event, profile operation and group operation
+// with every column filled and reads each back, every column, through the
+// table and the analysts' views: what the sink's INSERTs send is what
+// analysts read on a current server.
+func TestRowsReadBack(t *testing.T) {
+	const db = "veil_rows"
+	s := open(t, db, nil)
+	migrate(t, s)
+	at := time.Date(2026, 11, 2, 10, 0, 0, 250*int(time.Millisecond), time.UTC)
+	received := time.Date(2026, 11, 2, 10, 0, 1, 0, time.UTC)
+	prov := event.Provenance{PolicyVersion: 3, KeyEpoch: 2, Consent: []string{"dnt", "gpc"}, Transforms: []string{"ip_dropped", "pii_scrubbed"}}
+	b := sink.NewBatch()
+	b.Cover("veil.events.raw", 4, 41)
+	if err := b.Append(&event.Event{Kind: event.KindTrack, Project: "shop", Name: "purchase", DistinctID: schemadoc.U1, InsertID: "ins-1",
+		Time: at, ReceivedAt: received, Properties: map[string]any{"sku": "A-1", "price": 12.5, "name": "Zoë", "tags": []any{"a", "b"}},
+		Geo:        event.Geo{CountryCode: "DE", Region: "BE", City: "Berlin"},
+		Device:     event.Device{Browser: "Chrome", BrowserVersion: "120", OS: "Mac OS X", Device: "Mac", Lib: "web", LibVersion: "2.83.0"},
+		Provenance: prov}); err != nil {
+		t.Fatal(err)
+	}
+	b.Cover("veil.events.raw", 4, 42)
+	if err := b.Append(&event.Event{Kind: event.KindEngage, Project: "shop", Endpoint: "/engage", Name: "$set", DistinctID: schemadoc.U1,
+		Value: map[string]any{"plan": "pro", "seats": 3}, InsertID: "ins-2", Time: at, ReceivedAt: received,
+		Properties: map[string]any{"$ignore_time": true}, Provenance: prov}); err != nil {
+		t.Fatal(err)
+	}
+	b.Cover("veil.events.raw", 4, 43)
+	if err := b.Append(&event.Event{Kind: event.KindGroups, Project: "shop", Endpoint: "/groups", Name: "$set", GroupKey: "company", GroupID: schemadoc.Acme,
+		Value: map[string]any{"industry": "retail"}, InsertID: "ins-3", Time: at, ReceivedAt: received, Properties: map[string]any{}, Provenance: prov}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		query, want string
+	}{
+		{"SELECT * FROM " + db + ".events_dedup",
+			"shop\t2026-11-02 10:00:00\t250\tpurchase\t" + schemadoc.U1 + "\tins-1\t2026-11-02 10:00:01\tDE\tBE\tBerlin\tChrome\t120\tMac OS X\tMac\tweb\t2.83.0\t" +
+				`{"name":"Zoë","price":12.5,"sku":"A-1","tags":["a","b"]}` + "\t3\t2\t['dnt','gpc']\t['ip_dropped','pii_scrubbed']\n"},
+		{"SELECT * FROM " + db + ".profile_ops FINAL",
+			"shop\t" + schemadoc.U1 + "\t2026-11-02 10:00:00\t250\t$set\t" + `{"plan":"pro","seats":3}` + "\t" + `{"$ignore_time":true}` +
+				"\tins-2\t2026-11-02 10:00:01\t4\t42\t3\t2\t['dnt','gpc']\t['ip_dropped','pii_scrubbed']\n"},
+		{"SELECT * FROM " + db + ".group_ops FINAL",
+			"shop\tcompany\t" + schemadoc.Acme + "\t2026-11-02 10:00:00\t250\t$set\t" + `{"industry":"retail"}` + "\t{}" +
+				"\tins-3\t2026-11-02 10:00:01\t4\t43\t3\t2\t['dnt','gpc']\t['ip_dropped','pii_scrubbed']\n"},
+		// $ignore_time: no $last_seen.
+		{"SELECT * FROM " + db + ".profiles ORDER BY property",
+			"shop\t" + schemadoc.U1 + "\tplan\tpro\t\"pro\"\tstring\t2026-11-02 10:00:00\t1\n" +
+				"shop\t" + schemadoc.U1 + "\tseats\t3\t3\tnumber\t2026-11-02 10:00:00\t1\n"},
+		{"SELECT * FROM " + db + ".groups",
+			"shop\tcompany\t" + schemadoc.Acme + "\tindustry\tretail\t\"retail\"\tstring\t2026-11-02 10:00:00\t1\n"},
+		{"SELECT project, distinct_id, property, value, value_json, value_type, deleted, set_at, version, policy_version, key_epoch FROM " + db + ".profile_state ORDER BY property",
+			"shop\t" + schemadoc.U1 + "\tplan\tpro\t\"pro\"\tstring\t0\t2026-11-02 10:00:00\t1\t3\t2\n" +
+				"shop\t" + schemadoc.U1 + "\tseats\t3\t3\tnumber\t0\t2026-11-02 10:00:00\t1\t3\t2\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			if got := query(t, tt.query); got != tt.want {
+				t.Fatalf("got\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
