@@ -7,6 +7,11 @@ LISTEN   ?= 127.0.0.1:8080
 
 GEOIP_CACHE ?= $(CURDIR)/.cache/geoip
 
+# chDB's libchdb.so (scripts/install-deps.sh installs it from the lockfile in
+# internal/chdbtest): the current ClickHouse engine the schema is proven on,
+# loaded by the tests built with -tags chdb.
+CHDB_LIB ?= $(CURDIR)/internal/chdbtest/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so
+
 .PHONY: run test deps build vet clean bench geoip
 
 deps:
@@ -26,9 +31,11 @@ run: deps geoip build
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags chdb ./internal/chdbtest/
 
 test: deps geoip vet
-	VEIL_GEOIP_DIR=$(GEOIP_CACHE) $(GO) test -race -count=1 -timeout 25m ./...
+	@test -f $(CHDB_LIB) || { echo "make test: $(CHDB_LIB) is missing; scripts/install-deps.sh installs it" >&2; exit 1; }
+	VEIL_GEOIP_DIR=$(GEOIP_CACHE) CHDB_LIB_PATH=$(CHDB_LIB) $(GO) test -tags chdb -race -count=1 -timeout 25m ./...
 
 # `make bench`: Go benchmarks, profiles and load tests of a `veil dev`
 # started in a temporary directory; figures in bench/results/latest.json

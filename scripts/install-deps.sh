@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Veil's `make run` and `make test` need and the machine lacks:
-# clickhouse-server and clickhouse-client from Debian. Idempotent: it does
+# clickhouse-server and clickhouse-client from Debian, and the npm packages
+# and tools of the test suites below. Idempotent: it does
 # nothing when everything is present, and runs `apt-get update` at most once.
 set -euo pipefail
 
@@ -60,3 +61,25 @@ if [ ! -f "$sdk_stamp" ] || [ "$(cat "$sdk_stamp")" != "$sdk_lock_sum" ]; then
 	echo "$sdk_lock_sum" >"$sdk_stamp"
 fi
 # --- end SDK compatibility tests ---------------------------------------------
+
+# --- Schema tests on a current ClickHouse engine (internal/chdbtest/) -------
+# internal/chdbtest runs Veil's schema on chDB's libchdb.so (ClickHouse 26.x
+# as a shared library), loaded in-process by github.com/chdb-io/chdb-go. The
+# library comes from the npm package @chdb/lib-linux-x64-gnu at the version
+# the committed lockfile pins; node_modules is reinstalled when it is missing
+# or was installed from another lockfile. `make test` points CHDB_LIB_PATH at
+# it.
+chdb_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/internal/chdbtest"
+chdb_lib="$chdb_dir/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so"
+chdb_stamp="$chdb_dir/node_modules/.veil-lockfile.sha256"
+chdb_lock_sum="$(sha256sum "$chdb_dir/package-lock.json" | cut -d' ' -f1)"
+if [ ! -f "$chdb_lib" ] || [ ! -f "$chdb_stamp" ] || [ "$(cat "$chdb_stamp")" != "$chdb_lock_sum" ]; then
+	echo "install-deps: npm ci in internal/chdbtest/ (libchdb.so, about 570 MB)"
+	(cd "$chdb_dir" && npm ci --no-audit --no-fund --loglevel=error)
+	if [ ! -f "$chdb_lib" ]; then
+		echo "install-deps: npm ci did not install $chdb_lib (chDB ships it for linux x64 with glibc)" >&2
+		exit 1
+	fi
+	echo "$chdb_lock_sum" >"$chdb_stamp"
+fi
+# --- end schema tests on a current ClickHouse engine -------------------------

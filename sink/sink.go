@@ -170,9 +170,27 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Sink, error) {
 		conn.Close()
 		return nil, fmt.Errorf("sink: ClickHouse at %v unreachable: %w", cfg.Addr, err)
 	}
-	v, err := conn.ServerVersion()
+	s, err := New(cfg, conn, deps)
 	if err != nil {
 		conn.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New builds a sink on a connection already open, learning the server's
+// capabilities from it; the sink owns conn from then on. Open is Connect,
+// Ping and New; the tests that run Veil's statements on an embedded
+// ClickHouse engine (internal/chdbtest) bring their own connection.
+func New(cfg Config, conn driver.Conn, deps Deps) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = zap.NewNop()
+	}
+	v, err := conn.ServerVersion()
+	if err != nil {
 		return nil, fmt.Errorf("sink: server version: %w", err)
 	}
 	s := &Sink{
