@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/sink"
 )
@@ -122,6 +123,10 @@ type Deps struct {
 	Logger  *zap.Logger
 	Metrics prometheus.Registerer
 	Sink    *sink.Sink
+	// Rules are the limits every message is held to before the stages:
+	// the collector's (collector.limits), so that the raw topic takes
+	// nothing the collector would refuse. Nil means rules.DefaultLimits.
+	Rules *rules.Limits
 	// Stages run in order: policy, enrichment, de-identification.
 	Stages []Stage
 }
@@ -131,6 +136,7 @@ type Worker struct {
 	cfg    Config
 	kcfg   kafkax.Config
 	sink   *sink.Sink
+	rules  rules.Limits
 	stages []Stage
 	log    *zap.Logger
 	m      *metrics
@@ -150,10 +156,18 @@ func New(cfg Config, kcfg kafkax.Config, deps Deps) (*Worker, error) {
 	if deps.Logger == nil {
 		deps.Logger = zap.NewNop()
 	}
+	lim := rules.DefaultLimits()
+	if deps.Rules != nil {
+		lim = *deps.Rules
+		if err := lim.Validate("collector.limits"); err != nil {
+			return nil, err
+		}
+	}
 	return &Worker{
 		cfg:    cfg,
 		kcfg:   kcfg,
 		sink:   deps.Sink,
+		rules:  lim,
 		stages: deps.Stages,
 		log:    deps.Logger,
 		m:      newMetrics(deps.Metrics),
@@ -357,6 +371,11 @@ func (p *processor) handle(m kafka.Message) error {
 	if err != nil {
 		return p.deadLetter(m, dlqDecode, err.Error())
 	}
+	// The raw topic is a boundary too: a message no collector would have
+	// written is never stored.
+	if v := w.rules.Event(ev); v != nil {
+		return p.deadLetter(m, v.Reason, v.Error())
+	}
 	for _, st := range w.stages {
 		if reason := st.Apply(ev); reason != event.Keep {
 			w.m.dropped.WithLabelValues(string(reason)).Inc()
@@ -369,7 +388,8 @@ func (p *processor) handle(m kafka.Message) error {
 	return nil
 }
 
-// Dead-letter reasons: a fixed set, used as a metric label.
+// Dead-letter reasons: a fixed set, used as a metric label: these two,
+// and the reasons of the rules (rules.Reasons) a message broke.
 const (
 	dlqDecode = "decode"
 	dlqEncode = "encode"
