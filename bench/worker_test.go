@@ -13,6 +13,7 @@ import (
 	"github.com/veilhq/veil/deidentify/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
@@ -60,7 +61,8 @@ func flat(reqs [][]kafka.Message) []kafka.Message {
 var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 
 // BenchmarkWorkerPass measures what the worker does with each message
-// between fetching it and flushing the batch: event.Decode, the stages
+// between fetching it and flushing the batch: event.Decode, the rules
+// (rules.Limits.Event, in every sub-benchmark as part of decode), the stages
 // app.NewPipeline builds (policy, enrichment with geolocation and
 // user-agent parsing, de-identification with pseudonyms and scrubbing),
 // and sink.Batch.Append. The batch is reset at sink.max_rows, as a flush
@@ -78,6 +80,7 @@ var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 func BenchmarkWorkerPass(b *testing.B) {
 	stages := benchPipeline(b)
 	maxRows := sink.DefaultConfig().MaxRows
+	limits := rules.DefaultLimits()
 	for _, n := range benchSizes {
 		msgs := flat(envelopes(b, 2048/n, n))
 		steps := []string{"all"}
@@ -114,6 +117,9 @@ func BenchmarkWorkerPass(b *testing.B) {
 						i++
 						if err := decode(m.Value, &ev); err != nil {
 							b.Fatal(err)
+						}
+						if v := limits.Event(&ev); v != nil {
+							b.Fatal(v)
 						}
 						kept := true
 						for s := 1; s <= min(last, len(stages)); s++ {

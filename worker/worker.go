@@ -1,5 +1,7 @@
-// Package worker consumes raw events from Kafka, passes each through the
-// privacy and enrichment stages, and writes the survivors to ClickHouse.
+// Package worker consumes raw events from Kafka, holds each to the rules
+// the collector held it to (event/rules: the raw topic is a boundary too),
+// passes it through the privacy and enrichment stages, and writes the
+// survivors to ClickHouse.
 //
 // Delivery: a Kafka offset is committed only after every message up to it has
 // been written to ClickHouse, written to the dead-letter topic, or dropped by
@@ -411,7 +413,15 @@ func (p *processor) deadLetter(m kafka.Message, class, reason string) error {
 		err := p.dlq.WriteMessages(p.hard, dm)
 		if err == nil {
 			p.w.m.deadLettered.WithLabelValues(class).Inc()
-			p.w.log.Warn("event dead-lettered", zap.String("reason", reason), zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset))
+			// A rule's detail names the field, which may be a property
+			// name chosen by the client: it goes to the dead-letter
+			// header, next to the message itself, and the log gets the
+			// rule's reason only.
+			detail := reason
+			if class != dlqDecode && class != dlqEncode {
+				detail = class
+			}
+			p.w.log.Warn("event dead-lettered", zap.String("reason", detail), zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset))
 			return nil
 		}
 		if p.hard.Err() != nil {
