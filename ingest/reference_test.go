@@ -80,8 +80,8 @@ func (c *Collector) referenceNormalizeEvent(raw []byte, idx int, now time.Time, 
 	if v := rules.DistinctID("properties.distinct_id", distinctID); v != nil {
 		return violated(v)
 	}
-	if hasDistinctID {
-		props[event.PropDistinctID] = distinctID
+	if hasDistinctID && rawID != nil {
+		props[event.PropDistinctID] = distinctID // a null stays null, as the collector writes it
 	}
 
 	ms, present, err := eventMillis(props[event.PropTime])

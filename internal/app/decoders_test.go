@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -190,13 +191,16 @@ func compareDecoders(t *testing.T, stages []worker.Stage, value []byte, raw *eve
 
 // portable fails unless what the sink stores is strict, portable JSON and
 // text: the properties parse with encoding/json (which refuses numbers no
-// float64 holds), and no event or property name, at any depth, holds a
-// control character.
+// float64 holds) and are valid UTF-8, and no event or property name, at
+// any depth, holds a control character.
 func portable(t *testing.T, o outcome) {
 	t.Helper()
 	var v any
 	if err := json.Unmarshal([]byte(o.text), &v); err != nil {
 		t.Fatalf("stored properties %q are not strict JSON: %v", o.text, err)
+	}
+	if !utf8.ValidString(o.text) || !utf8.ValidString(o.ev.Name) {
+		t.Fatalf("stored properties %q or name %q are not valid UTF-8", o.text, o.ev.Name)
 	}
 	if !rules.ValidName(o.ev.Name) {
 		t.Fatalf("stored event name %q holds a control character", o.ev.Name)
