@@ -141,7 +141,7 @@ func TestDroppedEventsAreCommitted(t *testing.T) {
 	f := setup(t)
 	var msgs []kafka.Message
 	for i := 0; i < 10; i++ {
-		msgs = append(msgs, kafka.Message{Key: event.Key("shop", fmt.Sprint(i)), Value: envelope(t, "e", fmt.Sprint(i), fmt.Sprintf("i-%d", i))})
+		msgs = append(msgs, kafka.Message{Key: event.Key("shop", fmt.Sprint("u-", i)), Value: envelope(t, "e", fmt.Sprint("u-", i), fmt.Sprintf("i-%d", i))})
 	}
 	produce(t, f.kcfg, msgs...)
 	dropOdd := worker.StageFunc(func(ev *event.Event) event.DropReason {
