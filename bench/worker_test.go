@@ -293,3 +293,35 @@ func TestWorkerPassPathsAgree(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRules measures the worker's check of each message against the
+// rules the collector applies (rules.Limits.Event) where the worker runs
+// it, right after event.DecodeRaw on the event it reuses: decode alone,
+// then decode and the check; the difference is the check's cost, per
+// mixpanel-browser event.
+func BenchmarkRules(b *testing.B) {
+	limits := rules.DefaultLimits()
+	msgs := flat(envelopes(b, 2048/50, 50))
+	for _, check := range []bool{false, true} {
+		name := "decode"
+		if check {
+			name = "decode+rules"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			var ev event.Event
+			i := 0
+			for b.Loop() {
+				if err := event.DecodeRaw(msgs[i%len(msgs)].Value, &ev); err != nil {
+					b.Fatal(err)
+				}
+				i++
+				if check {
+					if v := limits.Event(&ev); v != nil {
+						b.Fatal(v)
+					}
+				}
+			}
+		})
+	}
+}

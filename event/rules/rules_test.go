@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 )
 
 func TestIsPlaceholderID(t *testing.T) {
@@ -46,6 +47,29 @@ func TestValidName(t *testing.T) {
 	for _, tt := range tests {
 		if got := ValidName(tt.name); got != tt.want {
 			t.Errorf("ValidName(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	// The word-at-a-time scan against the rune-by-rune definition, for
+	// every byte value in every lane, and every pair across a word's end.
+	ref := func(s []byte) bool {
+		for _, r := range string(s) {
+			if unicode.IsControl(r) {
+				return false
+			}
+		}
+		return true
+	}
+	for c := range 256 {
+		for lane := range 18 {
+			b := []byte("abcdefghijklmnopqrs")
+			b[lane] = byte(c)
+			for _, next := range []byte{'x', 0x80, 0x85, 0x9f, 0xa0} {
+				b2 := append([]byte(nil), b...)
+				b2[lane+1] = next
+				if got, want := ValidName(b2), ref(b2); got != want {
+					t.Fatalf("ValidName(%q) = %v, want %v", b2, got, want)
+				}
+			}
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math"
@@ -262,8 +261,9 @@ func scanNumber(b []byte, i int) (int, *ScanError) {
 // QuotedNameValid reports whether q, a checked JSON string with its
 // quotes, is a valid name (ValidName) once unescaped.
 func QuotedNameValid(q []byte) bool {
-	if bytes.IndexByte(q, '\\') < 0 {
-		return ValidName(q[1 : len(q)-1])
+	text := q[1 : len(q)-1]
+	if StringRun(text, 0, false) == len(text) { // no escape: the text is the name
+		return ValidName(text)
 	}
 	var s string
 	if json.Unmarshal(q, &s) != nil {
