@@ -401,6 +401,7 @@ func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time,
 	norm := slices.Grow(s.norm[:0], len(recs))
 	scratch := &s.events
 	scratch.objects = scratch.objects[:0]
+	scratch.ids.reset()
 	if c.reuseMessages {
 		scratch.keys = scratch.keys[:0]
 	} else {
@@ -415,9 +416,9 @@ func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time,
 				norm = append(norm, n)
 			}
 		case kindEngage:
-			norm, e = c.normalizeUpdate(raw, i, now, event.KindEngage, norm)
+			norm, e = c.normalizeUpdate(raw, i, now, event.KindEngage, norm, &scratch.ids)
 		case kindGroups:
-			norm, e = c.normalizeUpdate(raw, i, now, event.KindGroups, norm)
+			norm, e = c.normalizeUpdate(raw, i, now, event.KindGroups, norm, &scratch.ids)
 		}
 		if e != nil {
 			c.m.rejected.WithLabelValues(e.Reason).Inc()

@@ -19,6 +19,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 )
 
 // fakeProducer records what the collector produces and fails on demand.
@@ -228,17 +229,33 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-func TestDeterministicInsertID(t *testing.T) {
-	c, p, _ := newTestCollector(t, nil)
-	for i := 0; i < 2; i++ {
-		do(t, c, form("/track", "data="+url.QueryEscape(b64(evA))))
+// TestGeneratedInsertIDs: an event without a $insert_id is an event of its
+// own, as Mixpanel counts it, whether or not it has a time: identical ones
+// in one request, or in a request sent again, get different ids and are
+// stored as different rows. The id is fixed in the envelope, so a replay
+// of the message itself folds (the worker tests show it).
+func TestGeneratedInsertIDs(t *testing.T) {
+	tests := []struct{ name, event string }{
+		{"without time", `{"event":"Tapped","properties":{"token":"tok-shop","distinct_id":"u-1"}}`},
+		{"with time", `{"event":"Tapped","properties":{"token":"tok-shop","distinct_id":"u-1","time":1795348800}}`},
 	}
-	envs := p.envelopes(t)
-	var a, b event.Event
-	_ = event.Decode(mustJSON(t, envs[0]), &a)
-	_ = event.Decode(mustJSON(t, envs[1]), &b)
-	if a.InsertID == "" || a.InsertID != b.InsertID {
-		t.Fatalf("a replayed request got insert ids %q and %q", a.InsertID, b.InsertID)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, p, _ := newTestCollector(t, nil)
+			for range 2 {
+				do(t, c, form("/track", "data="+url.QueryEscape(b64("["+tt.event+","+tt.event+"]"))))
+			}
+			ids := map[string]bool{}
+			for _, ev := range p.decodeAll(t) {
+				if !rules.ValidInsertID(ev.InsertID) {
+					t.Fatalf("generated insert id %q", ev.InsertID)
+				}
+				ids[ev.InsertID] = true
+			}
+			if len(ids) != 4 {
+				t.Fatalf("4 events got %d distinct insert ids: %v", len(ids), ids)
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/kafkax"
 )
@@ -44,23 +45,14 @@ type ServiceAccount struct {
 // Limits bound what one request and one event may be. Each is answered with
 // a reason naming the limit when exceeded. The defaults are Mixpanel's.
 type Limits struct {
+	// Limits bound one event: its bytes, properties, nesting, lists and
+	// time window. They are the rules (event/rules) the worker holds
+	// every message of the raw topic to as well.
+	rules.Limits `yaml:",inline"`
 	// MaxEventsPerRequest bounds the events (or profile updates) of one request.
 	MaxEventsPerRequest int `yaml:"max_events_per_request"`
-	// MaxEventBytes bounds one event's JSON.
-	MaxEventBytes int `yaml:"max_event_bytes"`
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// MaxProperties bounds the properties of an event and the keys of any
-	// object inside it: Mixpanel wants fewer than 255, so 255 is rejected.
-	MaxProperties int `yaml:"max_properties"`
-	// MaxDepth bounds the nesting of objects and lists in a property value.
-	MaxDepth int `yaml:"max_depth"`
-	// MaxArrayLen bounds list properties: Mixpanel wants fewer than 255 items.
-	MaxArrayLen int `yaml:"max_array_len"`
-	// TrackMaxAge is how old a /track event may be; older ones belong on /import.
-	TrackMaxAge time.Duration `yaml:"track_max_age"`
-	// MaxFuture is how far ahead of the collector's clock an event may be.
-	MaxFuture time.Duration `yaml:"max_future"`
 	// RateLimit is the events per second each project may send, across all
 	// endpoints, as a token bucket; 0 turns rate limiting off. Mixpanel's
 	// documented ceiling is about 30000 events per second per project.
@@ -115,14 +107,9 @@ func DefaultConfig() Config {
 		DefaultProject: "default",
 		OptOutCookie:   "veil_optout",
 		Limits: Limits{
+			Limits:              rules.DefaultLimits(),
 			MaxEventsPerRequest: 2000,
-			MaxEventBytes:       1 << 20,
 			MaxBodyBytes:        10 << 20,
-			MaxProperties:       255,
-			MaxDepth:            3,
-			MaxArrayLen:         255,
-			TrackMaxAge:         5 * 24 * time.Hour,
-			MaxFuture:           time.Hour,
 		},
 		Producer:        kafkax.DefaultProducerConfig(),
 		ProduceTimeout:  10 * time.Second,
@@ -155,25 +142,16 @@ func (c Config) Validate() error {
 		}
 	}
 	l := c.Limits
+	if err := l.Limits.Validate("collector.limits"); err != nil {
+		return err
+	}
 	switch {
 	case c.OptOutCookie == "":
 		return errors.New("collector.optout_cookie must be set")
 	case l.MaxEventsPerRequest <= 0:
 		return errors.New("collector.limits.max_events_per_request must be positive")
-	case l.MaxEventBytes <= 0:
-		return errors.New("collector.limits.max_event_bytes must be positive")
 	case l.MaxBodyBytes <= 0:
 		return errors.New("collector.limits.max_body_bytes must be positive")
-	case l.MaxProperties <= 0:
-		return errors.New("collector.limits.max_properties must be positive")
-	case l.MaxDepth <= 0:
-		return errors.New("collector.limits.max_depth must be positive")
-	case l.MaxArrayLen <= 0:
-		return errors.New("collector.limits.max_array_len must be positive")
-	case l.TrackMaxAge <= 0:
-		return errors.New("collector.limits.track_max_age must be positive")
-	case l.MaxFuture < 0:
-		return errors.New("collector.limits.max_future must not be negative")
 	case l.RateLimit < 0:
 		return errors.New("collector.limits.rate_limit must not be negative")
 	case l.RateBurst < 0:

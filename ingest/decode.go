@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/veilhq/veil/event/rules"
 )
 
 // RequestError is a problem with a whole request. Its message is safe to
@@ -317,6 +319,10 @@ func unescapeForm(out, v []byte) ([]byte, error) {
 	return out, nil
 }
 
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
 func unhex(c byte) byte {
 	switch {
 	case c >= '0' && c <= '9':
@@ -363,9 +369,9 @@ func appendRecords(recs [][]byte, b []byte, ndjson bool, max int) ([][]byte, int
 			}
 		}
 	case b[0] == '[':
-		i := skipWS(b, 1)
+		i := rules.SkipWS(b, 1)
 		if i < len(b) && b[i] == ']' {
-			i = skipWS(b, i+1)
+			i = rules.SkipWS(b, i+1)
 		} else {
 			for {
 				end, ok := skipValue(b, i)
@@ -373,13 +379,13 @@ func appendRecords(recs [][]byte, b []byte, ndjson bool, max int) ([][]byte, int
 					return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 				}
 				keep(b[i:end])
-				i = skipWS(b, end)
+				i = rules.SkipWS(b, end)
 				if i < len(b) && b[i] == ',' {
-					i = skipWS(b, i+1)
+					i = rules.SkipWS(b, i+1)
 					continue
 				}
 				if i < len(b) && b[i] == ']' {
-					i = skipWS(b, i+1)
+					i = rules.SkipWS(b, i+1)
 					break
 				}
 				return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
@@ -389,7 +395,7 @@ func appendRecords(recs [][]byte, b []byte, ndjson bool, max int) ([][]byte, int
 			return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 		}
 	case b[0] == '{':
-		for i := 0; i < len(b); i = skipWS(b, i) {
+		for i := 0; i < len(b); i = rules.SkipWS(b, i) {
 			if b[i] != '{' {
 				return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 			}
@@ -417,8 +423,8 @@ func skipValue(b []byte, i int) (int, bool) {
 	for i < len(b) {
 		switch b[i] {
 		case '"':
-			for i = stringRun(b, i+1, false); i < len(b) && b[i] == '\\'; {
-				i = stringRun(b, i+2, false) // the escaped byte is not the end
+			for i = rules.StringRun(b, i+1, false); i < len(b) && b[i] == '\\'; {
+				i = rules.StringRun(b, i+2, false) // the escaped byte is not the end
 			}
 			if i >= len(b) {
 				return 0, false

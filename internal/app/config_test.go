@@ -23,6 +23,7 @@ func TestLoadRejects(t *testing.T) {
 		{"unknown key", "sink:\n  max_rowz: 5\n", "max_rowz"},
 		{"invalid value", "collector:\n  projects: [{name: a, token: t}]\nsink:\n  max_rows: 0\n", "sink.max_rows must be positive"},
 		{"no projects", "log:\n  level: info\n", "collector.projects"},
+		{"an event limit", "collector:\n  projects: [{name: a, token: t}]\n  limits:\n    max_depth: 0\n", "collector.limits.max_depth must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,5 +73,24 @@ func TestLoggerSamples(t *testing.T) {
 				t.Fatalf("%d lines for %d identical warnings, want 1 to %d", lines, n, bound)
 			}
 		})
+	}
+}
+
+// TestLimitsAreOneSection: the event limits (event/rules) are read from
+// collector.limits beside the collector's own, one section that the
+// collector and the worker both use.
+func TestLimitsAreOneSection(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "veil.yaml")
+	y := "collector:\n  projects: [{name: a, token: t}]\n  limits:\n    max_depth: 5\n    track_max_age: 48h\n    max_events_per_request: 100\n"
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Collector.Limits
+	if l.MaxDepth != 5 || l.TrackMaxAge != 48*time.Hour || l.MaxEventsPerRequest != 100 || l.MaxProperties != 255 {
+		t.Fatalf("limits read as %+v", l)
 	}
 }

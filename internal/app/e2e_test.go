@@ -235,3 +235,25 @@ func TestValidEventsBesideInvalidOnesAreKept(t *testing.T) {
 		t.Fatalf("%d rows, want 2", n)
 	}
 }
+
+// TestIdenticalEventsWithoutInsertIDAreTwo: Mixpanel deduplicates only on
+// a $insert_id the client sent. Two identical events without one, sent in
+// one request, with or without a time, are two rows, even after FINAL.
+func TestIdenticalEventsWithoutInsertIDAreTwo(t *testing.T) {
+	s := startStack(t)
+	tap := map[string]any{"event": "Tapped", "properties": map[string]any{"token": "tok-shop", "distinct_id": "u-1"}}
+	timed := map[string]any{"event": "Scrolled", "properties": map[string]any{"token": "tok-shop", "distinct_id": "u-1", "time": time.Now().Unix()}}
+	if e := post(t, s.collector, []map[string]any{tap, tap, timed, timed}); e != "" {
+		t.Fatalf("rejected: %s", e)
+	}
+	conn := testsvc.Conn(t, s.cfg.Sink)
+	db := s.cfg.Sink.Database
+	testsvc.Eventually(t, 30*time.Second, "rows stored", func() bool {
+		return testsvc.Count(t, conn, "SELECT count() FROM "+db+".events") >= 4
+	})
+	for _, name := range []string{"Tapped", "Scrolled"} {
+		if n := testsvc.Count(t, conn, "SELECT count() FROM "+db+".events FINAL WHERE event = '"+name+"'"); n != 2 {
+			t.Errorf("%s: %d rows after FINAL, want 2", name, n)
+		}
+	}
+}

@@ -1,37 +1,43 @@
-package ingest
+package rules
 
 import (
 	"encoding/binary"
-	"fmt"
+	"encoding/json"
 	"math"
 	"math/bits"
+	"strconv"
 )
 
-// A small JSON scanner for the hot path. It validates a value exactly as
-// encoding/json does (RFC 8259, nesting at most 10000 deep) and, in the same
-// pass, enforces the limits on property values, so that an event can be
-// checked and copied through without being decoded into maps and encoded
-// again. FuzzScanValue holds it to json.Valid.
+// A small JSON scanner for the collector's hot path and the worker's
+// check of nested values. It validates a value exactly as encoding/json
+// does (RFC 8259, nesting at most 10000 deep) and, in the same pass,
+// enforces the rules on property values, so that an event can be checked
+// and copied through without being decoded into maps and encoded again.
+// FuzzScanValue holds it to json.Valid, and FuzzShapeAgree to CheckValue,
+// which holds a decoded value to the same rules.
 
-// shapeLimits bound a property value.
-type shapeLimits struct {
-	maxDepth int // objects and lists nested in a property, the property's own one included
-	maxKeys  int // keys of an object must be fewer
-	maxItems int // items of a list must be fewer
+// Shape bounds a property value.
+type Shape struct {
+	MaxDepth int // objects and lists nested in a property, the property's own one included
+	MaxKeys  int // keys of an object must be fewer
+	MaxItems int // items of a list must be fewer
+	// Strict also requires every number to be a finite float64 and every
+	// key to be a valid name (ValidName).
+	Strict bool
 }
 
-// anyShape bounds nothing but the nesting encoding/json itself refuses.
-var anyShape = shapeLimits{maxDepth: 10000, maxKeys: math.MaxInt, maxItems: math.MaxInt}
+// AnyShape bounds nothing but the nesting encoding/json itself refuses.
+var AnyShape = Shape{MaxDepth: 10000, MaxKeys: math.MaxInt, MaxItems: math.MaxInt}
 
-// scanError is a syntax error (shape nil) or a limit exceeded.
-type scanError struct {
-	shape *shapeError
+// ScanError is a syntax error (Rule nil) or a rule broken by valid JSON.
+type ScanError struct {
+	Rule *Violation
 }
 
-var errSyntax = &scanError{}
+var errSyntax = &ScanError{}
 
-// skipWS skips JSON whitespace.
-func skipWS(b []byte, i int) int {
+// SkipWS skips JSON whitespace.
+func SkipWS(b []byte, i int) int {
 	for i < len(b) {
 		switch b[i] {
 		case ' ', '\t', '\n', '\r':
@@ -46,35 +52,38 @@ func skipWS(b []byte, i int) int {
 // scanValue checks the JSON value starting at b[i] (no leading whitespace)
 // and returns where it ends. depth is the nesting of the value itself: 1
 // for a property's value.
-func scanValue(b []byte, i, depth int, lim *shapeLimits) (int, *scanError) {
+func ScanValue(b []byte, i, depth int, lim *Shape) (int, *ScanError) {
 	if i >= len(b) {
 		return 0, errSyntax
 	}
 	switch c := b[i]; {
 	case c == '{':
-		if depth > lim.maxDepth {
+		if depth > lim.MaxDepth {
 			return 0, tooDeep(lim)
 		}
-		i = skipWS(b, i+1)
+		i = SkipWS(b, i+1)
 		if i < len(b) && b[i] == '}' {
 			return i + 1, nil
 		}
 		for n := 1; ; n++ {
-			if n >= lim.maxKeys {
-				return 0, &scanError{&shapeError{reasonTooManyProps, fmt.Sprintf("object has %d keys or more", lim.maxKeys)}}
+			if n >= lim.MaxKeys {
+				return 0, &ScanError{violation("", ReasonTooManyProps, "object has %d keys or more", lim.MaxKeys)}
 			}
-			end, err := scanString(b, i)
+			end, err := ScanString(b, i)
 			if err != nil {
 				return 0, err
 			}
-			i = skipWS(b, end)
+			if lim.Strict && !QuotedNameValid(b[i:end]) {
+				return 0, &ScanError{violation("", ReasonInvalidName, "a key holds a control character")}
+			}
+			i = SkipWS(b, end)
 			if i >= len(b) || b[i] != ':' {
 				return 0, errSyntax
 			}
-			if i, err = scanValue(b, skipWS(b, i+1), depth+1, lim); err != nil {
+			if i, err = ScanValue(b, SkipWS(b, i+1), depth+1, lim); err != nil {
 				return 0, err
 			}
-			i = skipWS(b, i)
+			i = SkipWS(b, i)
 			if i >= len(b) {
 				return 0, errSyntax
 			}
@@ -84,25 +93,25 @@ func scanValue(b []byte, i, depth int, lim *shapeLimits) (int, *scanError) {
 			if b[i] != ',' {
 				return 0, errSyntax
 			}
-			i = skipWS(b, i+1)
+			i = SkipWS(b, i+1)
 		}
 	case c == '[':
-		if depth > lim.maxDepth {
+		if depth > lim.MaxDepth {
 			return 0, tooDeep(lim)
 		}
-		i = skipWS(b, i+1)
+		i = SkipWS(b, i+1)
 		if i < len(b) && b[i] == ']' {
 			return i + 1, nil
 		}
 		for n := 1; ; n++ {
-			if n >= lim.maxItems {
-				return 0, &scanError{&shapeError{reasonArrayTooLong, fmt.Sprintf("list has %d items or more", lim.maxItems)}}
+			if n >= lim.MaxItems {
+				return 0, &ScanError{violation("", ReasonArrayTooLong, "list has %d items or more", lim.MaxItems)}
 			}
-			var err *scanError
-			if i, err = scanValue(b, i, depth+1, lim); err != nil {
+			var err *ScanError
+			if i, err = ScanValue(b, i, depth+1, lim); err != nil {
 				return 0, err
 			}
-			i = skipWS(b, i)
+			i = SkipWS(b, i)
 			if i >= len(b) {
 				return 0, errSyntax
 			}
@@ -112,30 +121,34 @@ func scanValue(b []byte, i, depth int, lim *shapeLimits) (int, *scanError) {
 			if b[i] != ',' {
 				return 0, errSyntax
 			}
-			i = skipWS(b, i+1)
+			i = SkipWS(b, i+1)
 		}
 	case c == '"':
-		return scanString(b, i)
+		return ScanString(b, i)
 	case c == '-' || c >= '0' && c <= '9':
-		return scanNumber(b, i)
+		end, err := scanNumber(b, i)
+		if err == nil && lim.Strict && !FiniteNumber(b[i:end]) {
+			return 0, &ScanError{violation("", ReasonInvalidNumber, "a number is too large for a float64")}
+		}
+		return end, err
 	case c == 't':
-		return scanLiteral(b, i, "true")
+		return ScanLiteral(b, i, "true")
 	case c == 'f':
-		return scanLiteral(b, i, "false")
+		return ScanLiteral(b, i, "false")
 	case c == 'n':
-		return scanLiteral(b, i, "null")
+		return ScanLiteral(b, i, "null")
 	}
 	return 0, errSyntax
 }
 
-func tooDeep(lim *shapeLimits) *scanError {
-	if lim.maxDepth >= anyShape.maxDepth {
+func tooDeep(lim *Shape) *ScanError {
+	if lim.MaxDepth >= AnyShape.MaxDepth {
 		return errSyntax // encoding/json's own limit: not JSON it would read
 	}
-	return &scanError{&shapeError{reasonTooDeep, fmt.Sprintf("nested more than %d levels deep", lim.maxDepth)}}
+	return &ScanError{violation("", ReasonTooDeep, "nested more than %d levels deep", lim.MaxDepth)}
 }
 
-func scanLiteral(b []byte, i int, lit string) (int, *scanError) {
+func ScanLiteral(b []byte, i int, lit string) (int, *ScanError) {
 	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
 		return 0, errSyntax
 	}
@@ -151,7 +164,7 @@ const swarLo, swarHi = 0x0101010101010101, 0x8080808080808080
 // as it is. Strings make up most of a request, so it looks at eight bytes
 // at a time; borrows in the subtractions only carry upward, so the lowest
 // byte flagged is exact.
-func stringRun(b []byte, i int, ctl bool) int {
+func StringRun(b []byte, i int, ctl bool) int {
 	for ; i+8 <= len(b); i += 8 {
 		x := binary.LittleEndian.Uint64(b[i:])
 		q, s := x^(swarLo*'"'), x^(swarLo*'\\')
@@ -172,12 +185,12 @@ func stringRun(b []byte, i int, ctl bool) int {
 }
 
 // scanString checks the string starting at b[i] == '"'.
-func scanString(b []byte, i int) (int, *scanError) {
+func ScanString(b []byte, i int) (int, *ScanError) {
 	if i >= len(b) || b[i] != '"' {
 		return 0, errSyntax
 	}
 	for i++; i < len(b); i++ {
-		if i = stringRun(b, i, true); i >= len(b) {
+		if i = StringRun(b, i, true); i >= len(b) {
 			break
 		}
 		switch c := b[i]; {
@@ -210,7 +223,7 @@ func isHex(c byte) bool {
 }
 
 // scanNumber checks -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func scanNumber(b []byte, i int) (int, *scanError) {
+func scanNumber(b []byte, i int) (int, *ScanError) {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
@@ -243,4 +256,23 @@ func scanNumber(b []byte, i int) (int, *scanError) {
 		}
 	}
 	return i, nil
+}
+
+// QuotedNameValid reports whether q, a checked JSON string with its
+// quotes, is a valid name (ValidName) once unescaped.
+func QuotedNameValid(q []byte) bool {
+	text := q[1 : len(q)-1]
+	if StringRun(text, 0, false) == len(text) { // no escape: the text is the name
+		return ValidName(text)
+	}
+	var s string
+	if json.Unmarshal(q, &s) != nil {
+		return false
+	}
+	return ValidName(s)
+}
+
+func parseFloat(s string) float64 {
+	f, _ := strconv.ParseFloat(s, 64)
+	return f
 }
