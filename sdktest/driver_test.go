@@ -220,6 +220,45 @@ func (rt *recordingTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	return resp, nil
 }
 
+// sdkSummary is what a passing SDK test proved, in counts.
+type sdkSummary struct {
+	sdk               string // name and version
+	calls, requests   int
+	tracked, imported map[string]int // rows expected per event name
+	refused           int            // calls or records refused, as they must be
+	people, groups    int            // profile and group operations sent
+}
+
+// logSummary logs the summary with the rows ClickHouse holds for the
+// tracked and the imported events.
+func (s *stack) logSummary(t *testing.T, sum sdkSummary) {
+	t.Helper()
+	got := countByEvent(s.events(t))
+	count := func(want map[string]int) (w, g int) {
+		for name, n := range want {
+			w += n
+			g += got[name]
+		}
+		return w, g
+	}
+	tw, tg := count(sum.tracked)
+	iw, ig := count(sum.imported)
+	t.Logf("%s: %d calls, %d requests; %d events tracked, %d rows; %d imported, %d rows; %d refused as Mixpanel refuses them; %d people ops, profile state exact; %d group ops, group state exact",
+		sum.sdk, sum.calls, sum.requests, tw, tg, iw, ig, sum.refused, sum.people, sum.groups)
+}
+
+// merge returns the counts of both maps.
+func merge(a, b map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range a {
+		out[k] += v
+	}
+	for k, v := range b {
+		out[k] += v
+	}
+	return out
+}
+
 // driverContext bounds a driver's run.
 func driverContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

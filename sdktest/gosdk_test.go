@@ -69,6 +69,12 @@ var goRefused = map[string]string{
 	"Import with a wrong service account secret": "Invalid credentials",
 }
 
+// The rows TestGoSDK's calls must leave, per event name.
+var (
+	goTracked  = map[string]int{"go single": 1, "go timed": 1, "go batch": 40, "go repeated": 3, "$create_alias": 1}
+	goImported = map[string]int{"go import": 5, "go import strict": 5, "go import partial": 2, "go service account import": 2}
+)
+
 // TestGoSDK drives the official Go library (Track, Import strict and not,
 // with an API secret and a service account, every People and Group call)
 // against a collector, checks every answer the library decoded (Import's
@@ -297,8 +303,9 @@ func TestGoSDK(t *testing.T) {
 		})
 	})
 	if !t.Failed() {
-		t.Logf("go sdk %s: %d calls, %d requests; %d events tracked, %d rows; 12 imported, 12 rows, 2 refused with their indices; 10 people ops, profile state exact; 7 group ops, group state exact",
-			goSDKVersion, len(goOps), len(run.requests), 1+1+len(batch)+len(repeated)+1, 1+1+len(batch)+len(repeated)+1)
+		// Refused: two records by index, two wrong credentials.
+		s.logSummary(t, sdkSummary{sdk: "go sdk " + goSDKVersion, calls: len(goOps), requests: len(run.requests),
+			tracked: goTracked, imported: goImported, refused: 4, people: 12, groups: 7})
 	}
 }
 
@@ -346,17 +353,7 @@ func checkGoFailedRecords(t *testing.T, err error, imported int, want []mixpanel
 func checkGoEvents(t *testing.T, s *stack, now time.Time) {
 	nowMs := now.UnixMilli()
 	dayMs := int64(24 * 3600 * 1000)
-	rows := s.waitRowsPerEvent(t, map[string]int{
-		"go single":                 1,
-		"go timed":                  1,
-		"go batch":                  40,
-		"go repeated":               3,
-		"$create_alias":             1,
-		"go import":                 5,
-		"go import strict":          5,
-		"go import partial":         2,
-		"go service account import": 2,
-	})
+	rows := s.waitRowsPerEvent(t, merge(goTracked, goImported))
 	for _, r := range rows {
 		// The library names itself in every event NewEvent makes; Alias
 		// sends a bare event.

@@ -78,6 +78,12 @@ var pythonRefused = map[string]string{
 	"import_data with a wrong service account secret": "MixpanelException: Mixpanel error: Invalid credentials",
 }
 
+// The rows TestPythonSDK's calls must leave, per event name.
+var (
+	pythonTracked  = map[string]int{"py single": 1, "py timed": 1, "py batch": 60}
+	pythonImported = map[string]int{"py imported": 1, "py import batch": 5, "py service account import": 1}
+)
+
 // TestPythonSDK runs the official Python library (track, import_data with an
 // API secret and a service account, BufferedConsumer batches, every people
 // and group call) against a collector serving HTTPS, where the library's
@@ -151,22 +157,15 @@ func TestPythonSDK(t *testing.T) {
 		})
 	})
 	if !t.Failed() {
-		t.Logf("python sdk %s: %d calls, %d requests; 62 events tracked, 62 rows; 7 imported, 7 rows, 2 refused; 16 people ops, profile state exact; 7 group ops, group state exact",
-			pythonVersion, len(pythonOps), len(run.requests))
+		s.logSummary(t, sdkSummary{sdk: "python sdk " + pythonVersion, calls: len(pythonOps), requests: len(run.requests),
+			tracked: pythonTracked, imported: pythonImported, refused: len(pythonRefused), people: 16, groups: 7})
 	}
 }
 
 func checkPythonEvents(t *testing.T, s *stack, now time.Time) {
 	nowMs := now.UnixMilli()
 	dayMs := int64(24 * 3600 * 1000)
-	rows := s.waitRowsPerEvent(t, map[string]int{
-		"py single":                 1,
-		"py timed":                  1,
-		"py batch":                  60,
-		"py imported":               1,
-		"py import batch":           5,
-		"py service account import": 1,
-	})
+	rows := s.waitRowsPerEvent(t, merge(pythonTracked, pythonImported))
 	for _, r := range rows {
 		// The library names itself in every event, and gives each a
 		// $insert_id: 32 hex digits of a random UUID unless the caller
