@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Veil's `make run` and `make test` need and the machine lacks:
-# clickhouse-server and clickhouse-client from Debian, and the npm packages
-# and tools of the test suites below. Idempotent: it does
-# nothing when everything is present, and runs `apt-get update` at most once.
+# clickhouse-server and clickhouse-client from Debian, the official Mixpanel
+# SDKs the compatibility tests in sdktest/ drive, and the npm packages and
+# tools of the other test suites below. Idempotent: it does nothing when
+# everything is present, and runs `apt-get update` at most once.
 set -euo pipefail
 
 SUDO=""
@@ -83,3 +84,51 @@ if [ ! -f "$chdb_lib" ] || [ ! -f "$chdb_stamp" ] || [ "$(cat "$chdb_stamp")" !=
 	echo "$chdb_lock_sum" >"$chdb_stamp"
 fi
 # --- end schema tests on a current ClickHouse engine -------------------------
+
+# --- Python and Java SDKs (sdktest/) ----------------------------------------
+# The Python library runs in a venv of Debian's python3 (python3-venv brings
+# ensurepip), installed from the committed requirements file, which pins
+# every package to an exact version. The venv is made anew when the file
+# changes, so a package dropped from it does not linger.
+py=/usr/bin/python3
+if [ ! -x "$py" ] || ! "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+	apt_install python3 python3-venv
+fi
+py_dir="$sdk_dir/python"
+py_venv="$py_dir/.venv"
+py_stamp="$py_venv/.veil-requirements.sha256"
+py_req_sum="$(sha256sum "$py_dir/requirements.txt" | cut -d' ' -f1)"
+if [ ! -x "$py_venv/bin/python" ] || [ ! -f "$py_stamp" ] || [ "$(cat "$py_stamp")" != "$py_req_sum" ]; then
+	echo "install-deps: pip install -r sdktest/python/requirements.txt (in sdktest/python/.venv)"
+	rm -rf "$py_venv"
+	"$py" -m venv "$py_venv"
+	"$py_venv/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$py_dir/requirements.txt"
+	echo "$py_req_sum" >"$py_stamp"
+fi
+
+# The Java library comes from Maven Central through the committed
+# sdktest/java/pom.xml: its jars are copied to sdktest/java/target/lib, again
+# whenever pom.xml changes. The test runs the driver's source file with
+# `java`, which compiles it in memory, so no build output can go stale.
+java_missing=()
+have java || java_missing+=(openjdk-17-jdk-headless)
+have javac || java_missing+=(openjdk-17-jdk-headless)
+have mvn || java_missing+=(maven)
+if [ ${#java_missing[@]} -gt 0 ]; then
+	apt_install $(printf '%s\n' "${java_missing[@]}" | sort -u)
+fi
+java_dir="$sdk_dir/java"
+java_stamp="$java_dir/target/.veil-pom.sha256"
+java_pom_sum="$(sha256sum "$java_dir/pom.xml" | cut -d' ' -f1)"
+if [ ! -f "$java_stamp" ] || [ "$(cat "$java_stamp")" != "$java_pom_sum" ]; then
+	echo "install-deps: mvn dependency:copy-dependencies in sdktest/java/"
+	rm -rf "$java_dir/target/lib"
+	# Maven prints colour resets even with -q -B: show its output only when
+	# it failed.
+	if ! mvn_out="$(cd "$java_dir" && mvn -q -B dependency:copy-dependencies 2>&1)"; then
+		echo "$mvn_out" >&2
+		exit 1
+	fi
+	echo "$java_pom_sum" >"$java_stamp"
+fi
+# --- end Python and Java SDKs -----------------------------------------------
