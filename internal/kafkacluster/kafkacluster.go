@@ -444,7 +444,7 @@ func (c *Cluster) jvmArgs(heapMB int, extra ...string) []string {
 		// No hsperfdata file in /tmp: nothing is left behind.
 		"-XX:-UsePerfData",
 		"-Djava.awt.headless=true",
-		"-Dlog4j2.configurationFile=" + filepath.Join(c.cfg.Dir, "log4j2.properties"),
+		"-Dlog4j2.configurationFile="+filepath.Join(c.cfg.Dir, "log4j2.properties"),
 		"-cp", filepath.Join(c.cfg.Libs, "*"),
 	)
 }
