@@ -23,7 +23,7 @@ import (
 // kafkaConfig returns Veil's Kafka configuration for the shared cluster,
 // with topics of the test's own: three copies of each partition, two of
 // them in sync before a write is acknowledged.
-func kafkaConfig(t *testing.T) kafkax.Config {
+func kafkaConfig(t testing.TB) kafkax.Config {
 	t.Helper()
 	cfg := kafkax.DefaultConfig()
 	cfg.Brokers = cluster(t).Brokers()
@@ -75,7 +75,7 @@ func TestTopicsAreReplicated(t *testing.T) {
 	}
 }
 
-func envelope(t *testing.T, id, insertID string) []byte {
+func envelope(t testing.TB, id, insertID string) []byte {
 	t.Helper()
 	obj, _ := json.Marshal(map[string]any{"event": "delivered", "properties": map[string]any{
 		"distinct_id": id, "time": time.Now().UnixMilli(), "$insert_id": insertID,

@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/veilhq/veil/internal/kafkacluster"
+	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/internal/testsvc"
 )
 
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 }
 
 // cluster returns the shared cluster and records its nodes' pids.
-func cluster(t *testing.T) *kafkacluster.Cluster {
+func cluster(t testing.TB) *kafkacluster.Cluster {
 	t.Helper()
 	c := testsvc.Apache(t)
 	remember(c)
@@ -125,13 +126,28 @@ func TestClusterHasThreeBrokers(t *testing.T) {
 }
 
 // TestNodeFaults: a node killed with SIGKILL is gone and the others stop
-// listing it; started again it rejoins on its old address; a paused node
-// is stopped in the kernel's eyes until resumed. The cluster is whole
-// again afterwards, for the other tests.
+// listing it, and the collector's producer goes on writing with two
+// copies in sync, to the leaders that replaced it; started again it
+// rejoins on its old address; a paused node is stopped in the kernel's
+// eyes until resumed. The cluster is whole again afterwards, for the
+// other tests.
 func TestNodeFaults(t *testing.T) {
 	c := cluster(t)
 	ctx := context.Background()
 	victim := c.Nodes()[2]
+	kcfg := kafkaConfig(t)
+	p := kafkax.NewProducer(kcfg.Brokers, kcfg.RawTopic, kafkax.DefaultProducerConfig(), nil)
+	defer p.Close()
+	write := func(round string) {
+		t.Helper()
+		for i := range 40 {
+			key := []byte(fmt.Sprintf("user-%d", i))
+			if err := p.WriteMessages(ctx, kafka.Message{Key: key, Value: []byte(round)}); err != nil {
+				t.Fatalf("%s: write %d: %v", round, i, err)
+			}
+		}
+	}
+	write("before")
 
 	if err := c.Pause(victim.ID); err != nil {
 		t.Fatal(err)
@@ -158,6 +174,13 @@ func TestNodeFaults(t *testing.T) {
 	testsvc.Eventually(t, 30*time.Second, "the others drop the killed broker", func() bool {
 		return fmt.Sprint(brokerIDs(t, c.Brokers()[0])) == "[1 2]"
 	})
+	// Its partitions have new leaders and two copies in sync: writes
+	// with acks=all go on, through the producer's connections to the
+	// dead leader being replaced.
+	write("while one node is down")
+	if got := storedMessages(t, kcfg); got != 80 {
+		t.Fatalf("%d messages stored, want 80", got)
+	}
 
 	began := time.Now()
 	if err := c.StartNode(ctx, victim.ID); err != nil {
@@ -174,4 +197,30 @@ func TestNodeFaults(t *testing.T) {
 			return fmt.Sprint(brokerIDs(t, addr)) == "[1 2 3]"
 		})
 	}
+}
+
+// storedMessages returns the number of messages in the raw topic: the sum
+// of its partitions' high-water marks, from the surviving brokers.
+func storedMessages(t *testing.T, kcfg kafkax.Config) int64 {
+	t.Helper()
+	transport := &kafka.Transport{}
+	defer transport.CloseIdleConnections()
+	// The first node is never the one killed.
+	c := &kafka.Client{Addr: kafka.TCP(kcfg.Brokers[0]), Transport: transport, Timeout: 10 * time.Second}
+	var reqs []kafka.OffsetRequest
+	for p := range kcfg.Partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	res, err := c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{kcfg.RawTopic: reqs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, p := range res.Topics[kcfg.RawTopic] {
+		if p.Error != nil {
+			t.Fatalf("partition %d: %v", p.Partition, p.Error)
+		}
+		n += p.LastOffset
+	}
+	return n
 }
