@@ -55,8 +55,8 @@ type Endpoints struct {
 	// (bearer token in admin.token beside endpoints.json).
 	Admin   string `json:"admin"`
 	Metrics string `json:"metrics"`
-	// Kafka is the bootstrap address list, comma-separated: the embedded
-	// broker's one address, or every Apache Kafka broker's.
+	// Kafka is a bootstrap address: the embedded broker's, or the first
+	// Apache Kafka broker's (a client learns the others from it).
 	Kafka string `json:"kafka"`
 	// KafkaNodes lists the Apache Kafka brokers, each with its pid.
 	KafkaNodes       []kafkacluster.NodeInfo `json:"kafka_nodes,omitempty"`
@@ -195,7 +195,7 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		Collector:        "http://" + l.Addr().String(),
 		Admin:            "http://" + admin.Addr().String(),
 		Metrics:          "http://" + l.Addr().String() + "/metrics",
-		Kafka:            strings.Join(brokers, ","),
+		Kafka:            brokers[0],
 		ClickHouseNative: ch.NativeAddr(),
 		ClickHouseHTTP:   "http://" + ch.HTTPAddr(),
 	}
