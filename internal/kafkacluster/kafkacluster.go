@@ -443,9 +443,9 @@ logger.state.level = WARN
 // jvmArgs are the Java options of every process: a bounded heap, the
 // serial collector (one GC thread) and one processor's worth of JVM
 // threads, since several brokers share the machine, and the quick
-// compiler alone: three brokers then took 11 s of CPU to be ready instead
-// of 20 s, and 21-26 s instead of 35-46 s on a busy two-core machine. A
-// benchmark that wants the optimising compiler back passes
+// compiler alone: three brokers then took 9.5-11 s of CPU to be ready
+// instead of 16-21 s, and 11-14 s instead of 23-41 s on a busy two-core
+// machine. A benchmark that wants the optimising compiler back passes
 // -XX:TieredStopAtLevel=4 in Config.JVMOptions.
 func (c *Cluster) jvmArgs(heapMB int) []string {
 	return []string{
@@ -579,14 +579,26 @@ func (c *Cluster) waitReady(ctx context.Context, only *node) error {
 }
 
 func (c *Cluster) ready(ctx context.Context, transport *kafka.Transport, want, ask []*node) error {
+	// Metadata comes from a connection of its own: kafka-go's transport
+	// would answer from a cache refreshed every six seconds.
+	dialer := &kafka.Dialer{ClientID: "veil-kafkacluster", Timeout: 2 * time.Second}
 	for _, n := range ask {
-		client := &kafka.Client{Addr: kafka.TCP(n.addr()), Timeout: 2 * time.Second, Transport: transport}
-		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
+		conn, err := dialer.DialContext(ctx, "tcp", n.addr())
+		if err != nil {
+			return fmt.Errorf("node %d: %w", n.id, err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+		brokers, err := conn.Brokers()
+		var controller kafka.Broker
+		if err == nil {
+			controller, err = conn.Controller()
+		}
+		conn.Close()
 		if err != nil {
 			return fmt.Errorf("node %d: %w", n.id, err)
 		}
 		seen := map[int]bool{}
-		for _, b := range md.Brokers {
+		for _, b := range brokers {
 			seen[b.ID] = true
 		}
 		for _, w := range want {
@@ -594,11 +606,12 @@ func (c *Cluster) ready(ctx context.Context, transport *kafka.Transport, want, a
 				return fmt.Errorf("node %d does not list broker %d yet", n.id, w.id)
 			}
 		}
-		if md.Controller.ID < 0 {
+		if controller.Host == "" {
 			return fmt.Errorf("node %d knows no controller yet", n.id)
 		}
 		// The first consumer group would otherwise wait for the offsets
 		// topic to be created.
+		client := &kafka.Client{Addr: kafka.TCP(n.addr()), Timeout: 2 * time.Second, Transport: transport}
 		fc, err := client.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: "veil-ready", KeyType: kafka.CoordinatorKeyTypeConsumer})
 		if err == nil {
 			err = fc.Error
