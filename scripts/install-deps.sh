@@ -78,13 +78,10 @@ fi
 kafka_dir="${VEIL_KAFKA_CACHE:-$root/.cache/kafka}/$kafka_version"
 kafka_stamp="$kafka_dir/pom.sha256"
 kafka_pom_sum="$(sha256sum "$kafka_pom" | cut -d' ' -f1)"
+# The brokers run on Java 17; Maven is needed only to resolve the jars.
+have java || apt_install openjdk-17-jre-headless
 if [ ! -f "$kafka_stamp" ] || [ "$(cat "$kafka_stamp")" != "$kafka_pom_sum" ] || [ ! -d "$kafka_dir/libs" ]; then
-	java_missing=()
-	have java || java_missing+=(openjdk-17-jre-headless)
-	have mvn || java_missing+=(maven)
-	if [ ${#java_missing[@]} -gt 0 ]; then
-		apt_install "${java_missing[@]}"
-	fi
+	have mvn || apt_install maven
 	echo "install-deps: Apache Kafka $kafka_version from Maven Central into $kafka_dir/libs"
 	mkdir -p "$kafka_dir"
 	tmp="$(mktemp -d "$kafka_dir/libs.XXXXXX")"
