@@ -132,3 +132,38 @@ if [ ! -f "$java_stamp" ] || [ "$(cat "$java_stamp")" != "$java_pom_sum" ]; then
 	echo "$java_pom_sum" >"$java_stamp"
 fi
 # --- end Python and Java SDKs -----------------------------------------------
+
+# --- Apache Kafka (internal/kafkacluster) ------------------------------------
+# The integration tests that must hold on a real cluster, and
+# `veil dev --kafka apache`, run Apache Kafka's broker from the jars Maven
+# Central publishes: internal/kafkacluster/pom.xml pins the version, and
+# `mvn dependency:copy-dependencies` puts the broker and its dependencies in
+# .cache/kafka/<version>/libs. A stamp holds the pom's hash: while it matches,
+# nothing is run (no network needed); a changed pom resolves again.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+kafka_pom="$root/internal/kafkacluster/pom.xml"
+kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$kafka_pom")"
+if [ -z "$kafka_version" ]; then
+	echo "install-deps: no <kafka.version> in $kafka_pom" >&2
+	exit 1
+fi
+kafka_dir="${VEIL_KAFKA_CACHE:-$root/.cache/kafka}/$kafka_version"
+kafka_stamp="$kafka_dir/pom.sha256"
+kafka_pom_sum="$(sha256sum "$kafka_pom" | cut -d' ' -f1)"
+# The brokers run on Java 17; Maven is needed only to resolve the jars.
+have java || apt_install openjdk-17-jre-headless
+if [ ! -f "$kafka_stamp" ] || [ "$(cat "$kafka_stamp")" != "$kafka_pom_sum" ] || [ ! -d "$kafka_dir/libs" ]; then
+	have mvn || apt_install maven
+	echo "install-deps: Apache Kafka $kafka_version from Maven Central into $kafka_dir/libs"
+	mkdir -p "$kafka_dir"
+	tmp="$(mktemp -d "$kafka_dir/libs.XXXXXX")"
+	if ! mvn -q -B -f "$kafka_pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" >"$kafka_dir/mvn.log" 2>&1; then
+		echo "install-deps: mvn failed; see $kafka_dir/mvn.log" >&2
+		rm -rf "$tmp"
+		exit 1
+	fi
+	rm -rf "$kafka_dir/libs"
+	mv "$tmp" "$kafka_dir/libs"
+	echo "$kafka_pom_sum" >"$kafka_stamp"
+fi
+# --- end Apache Kafka ---------------------------------------------------------

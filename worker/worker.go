@@ -259,7 +259,7 @@ func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Me
 type processor struct {
 	w      *Worker
 	reader *kafka.Reader
-	dlq    *kafka.Writer
+	dlq    *kafkax.Writer
 	hard   context.Context
 	batch  *sink.Batch
 	// last holds, per partition, the newest message handled since the last

@@ -44,12 +44,10 @@ type fixture struct {
 }
 
 func setup(t *testing.T) fixture {
-	kcfg := kafkax.DefaultConfig()
-	kcfg.Brokers = testsvc.Kafka(t)
+	kcfg := testsvc.KafkaConfig(t)
 	kcfg.RawTopic = testsvc.Unique(t, "raw")
 	kcfg.DLQTopic = testsvc.Unique(t, "dlq")
 	kcfg.Partitions = 2
-	kcfg.ReplicationFactor = 1
 	if err := kafkax.EnsureTopics(context.Background(), kcfg); err != nil {
 		t.Fatal(err)
 	}

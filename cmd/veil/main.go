@@ -25,8 +25,10 @@ type roleFlags struct {
 
 type cli struct {
 	Dev struct {
-		Listen  string `default:"127.0.0.1:8080" help:"Collector address."`
-		DataDir string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
+		Listen       string `default:"127.0.0.1:8080" help:"Collector address."`
+		DataDir      string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
+		Kafka        string `default:"embedded" enum:"embedded,apache" help:"embedded: one Kafka-protocol broker inside veil (kfake); apache: Apache Kafka brokers as child processes (needs Java and the jars of make deps)."`
+		KafkaBrokers int    `default:"3" help:"With --kafka apache: how many brokers."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
 	Collector roleFlags    `cmd:"" help:"Run the HTTP collector."`
 	Worker    roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
@@ -122,7 +124,7 @@ func run(ctx context.Context, cmd string, c *cli) error {
 	deps := app.Deps{Logger: log, Registry: app.NewRegistry()}
 	switch cmd {
 	case "dev":
-		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout}, log, deps.Registry)
+		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout, Kafka: c.Dev.Kafka, KafkaBrokers: c.Dev.KafkaBrokers}, log, deps.Registry)
 	case "collector":
 		return app.RunCollector(ctx, cfg, deps, nil)
 	case "worker":

@@ -38,11 +38,10 @@ type stack struct {
 func newStack(t *testing.T, mutate func(*app.Config)) *stack {
 	t.Helper()
 	cfg := app.DefaultConfig()
-	cfg.Kafka.Brokers = testsvc.Kafka(t)
+	cfg.Kafka = testsvc.KafkaConfig(t)
 	cfg.Kafka.RawTopic = testsvc.Unique(t, "raw")
 	cfg.Kafka.DLQTopic = testsvc.Unique(t, "dlq")
 	cfg.Kafka.Partitions = 4
-	cfg.Kafka.ReplicationFactor = 1
 	cfg.Worker.GroupID = testsvc.Unique(t, "group")
 	cfg.Sink = testsvc.SinkConfig(t)
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}

@@ -1,7 +1,8 @@
 // Package devstack runs the whole pipeline on one machine for `veil dev`:
-// an embedded Kafka broker, a clickhouse-server child process, the collector
-// and a worker, all on loopback, with their data under one directory so that
-// the next run finds it again.
+// an embedded Kafka broker (or, with --kafka apache, a cluster of Apache
+// Kafka brokers), a clickhouse-server child process, the collector and a
+// worker, all on loopback, with their data under one directory so that the
+// next run finds it again.
 package devstack
 
 import (
@@ -28,6 +29,13 @@ import (
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/chserver"
+	"github.com/veilhq/veil/internal/kafkacluster"
+)
+
+// The Kafka shapes of `veil dev --kafka`.
+const (
+	KafkaEmbedded = "embedded" // one kfake broker in Veil's process (the default)
+	KafkaApache   = "apache"   // Apache Kafka brokers as child processes
 )
 
 // Options are `veil dev`'s flags.
@@ -35,6 +43,10 @@ type Options struct {
 	Listen  string // collector address
 	DataDir string
 	Out     io.Writer // where the endpoints are printed
+	// Kafka is KafkaEmbedded (also when empty) or KafkaApache, and
+	// KafkaBrokers the number of Apache Kafka brokers.
+	Kafka        string
+	KafkaBrokers int
 }
 
 // Endpoints is what endpoints.json holds: where each part of the stack
@@ -43,11 +55,15 @@ type Endpoints struct {
 	Collector string `json:"collector"`
 	// Admin serves the worker's /metrics, /readyz and the privacy API
 	// (bearer token in admin.token beside endpoints.json).
-	Admin            string `json:"admin"`
-	Metrics          string `json:"metrics"`
-	Kafka            string `json:"kafka"`
-	ClickHouseNative string `json:"clickhouse_native"`
-	ClickHouseHTTP   string `json:"clickhouse_http"`
+	Admin   string `json:"admin"`
+	Metrics string `json:"metrics"`
+	// Kafka is a bootstrap address: the embedded broker's, or the first
+	// Apache Kafka broker's (a client learns the others from it).
+	Kafka string `json:"kafka"`
+	// KafkaNodes lists the Apache Kafka brokers, each with its pid.
+	KafkaNodes       []kafkacluster.NodeInfo `json:"kafka_nodes,omitempty"`
+	ClickHouseNative string                  `json:"clickhouse_native"`
+	ClickHouseHTTP   string                  `json:"clickhouse_http"`
 	// ClickHouseUser and ClickHousePasswordFile are the read-only analyst's
 	// credentials, for tools that query ClickHouse (the load generator
 	// counting rows). ClickHouse has no user without a password.
@@ -119,6 +135,18 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if _, err := chserver.Find(); err != nil {
 		return fmt.Errorf("veil dev needs ClickHouse: %w", err)
 	}
+	switch opts.Kafka {
+	case "", KafkaEmbedded:
+	case KafkaApache:
+		if opts.KafkaBrokers < 1 || opts.KafkaBrokers > 9 {
+			return errors.New("--kafka-brokers must be between 1 and 9")
+		}
+		if _, err := kafkacluster.FindLibs(); err != nil {
+			return fmt.Errorf("veil dev --kafka apache: %w", err)
+		}
+	default:
+		return fmt.Errorf("--kafka must be %s or %s, got %q", KafkaEmbedded, KafkaApache, opts.Kafka)
+	}
 	dir, err := filepath.Abs(opts.DataDir)
 	if err != nil {
 		return err
@@ -142,11 +170,32 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	}
 	defer l.Close()
 
-	broker, err := NewBroker(dir)
-	if err != nil {
-		return fmt.Errorf("embedded Kafka: %w", err)
+	var brokers []string
+	var kafkaNodes func() []kafkacluster.NodeInfo
+	if opts.Kafka == KafkaApache {
+		kcfg := kafkacluster.DefaultConfig()
+		kcfg.Dir, kcfg.Nodes = filepath.Join(dir, "kafka-apache"), opts.KafkaBrokers
+		cluster, err := kafkacluster.Start(ctx, kcfg, log.Named("kafka"))
+		if err != nil {
+			return fmt.Errorf("Apache Kafka: %w", err)
+		}
+		// Deferred first, so run last: after ClickHouse, once the
+		// worker has committed.
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_ = cluster.Stop(stopCtx)
+			log.Info("kafka brokers stopped")
+		}()
+		brokers, kafkaNodes = cluster.Brokers(), cluster.Nodes
+	} else {
+		broker, err := NewBroker(dir)
+		if err != nil {
+			return fmt.Errorf("embedded Kafka: %w", err)
+		}
+		defer broker.Close()
+		brokers = broker.ListenAddrs()[:1]
 	}
-	defer broker.Close()
 
 	if err := ensureSecrets(dir); err != nil {
 		return err
@@ -183,17 +232,24 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return err
 	}
 	defer admin.Close()
-	cfg := Config(broker.ListenAddrs()[0], ch.NativeAddr(), dir, project)
+	cfg := Config(brokers[0], ch.NativeAddr(), dir, project)
+	cfg.Kafka.Brokers = brokers
+	// As many copies as there are brokers, up to three; one less must be
+	// in sync (kafka.min_insync_replicas' default).
+	cfg.Kafka.ReplicationFactor = min(len(brokers), 3)
 	ep := Endpoints{
 		Collector:        "http://" + l.Addr().String(),
 		Admin:            "http://" + admin.Addr().String(),
 		Metrics:          "http://" + l.Addr().String() + "/metrics",
-		Kafka:            broker.ListenAddrs()[0],
+		Kafka:            brokers[0],
 		ClickHouseNative: ch.NativeAddr(),
 		ClickHouseHTTP:   "http://" + ch.HTTPAddr(),
 
 		ClickHouseUser:         "analyst",
 		ClickHousePasswordFile: filepath.Join(dir, fileAnalystPassword),
+	}
+	if kafkaNodes != nil {
+		ep.KafkaNodes = kafkaNodes()
 	}
 	deps := app.Deps{Logger: log, Registry: reg}
 	// Topics and schema first, so that the stack is whole once the
@@ -225,6 +281,9 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if opts.Out != nil {
 		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  kafka              %s\n  clickhouse_native  %s (user %s, password in %s)\n  clickhouse_http    %s\n  endpoints file     %s\n",
 			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseUser, ep.ClickHousePasswordFile, ep.ClickHouseHTTP, filepath.Join(dir, fileEndpoints))
+		for _, n := range ep.KafkaNodes {
+			fmt.Fprintf(opts.Out, "  kafka node %d       %s (pid %d)\n", n.ID, n.Address, n.Pid)
+		}
 		// This development stack's own credentials, made up for it: the
 		// user copies them into the SDK's configuration.
 		fmt.Fprintf(opts.Out, "Project %q (credentials in %s):\n  token              %s\n  project_id         %s\n  api_secret         %s\n  service account    %s\n  its secret         %s\n",

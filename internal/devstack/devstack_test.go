@@ -42,13 +42,19 @@ type running struct {
 
 func start(t *testing.T, dir string) *running {
 	t.Helper()
+	return startWith(t, Options{Listen: "127.0.0.1:0", DataDir: dir}, 30*time.Second)
+}
+
+func startWith(t *testing.T, opts Options, within time.Duration) *running {
+	t.Helper()
+	dir := opts.DataDir
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Listen: "127.0.0.1:0", DataDir: dir}, zaptest.NewLogger(t), app.NewRegistry())
+		done <- Run(ctx, opts, zaptest.NewLogger(t), app.NewRegistry())
 	}()
 	var ep Endpoints
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		b, err := os.ReadFile(filepath.Join(dir, "endpoints.json"))
 		if err == nil && json.Unmarshal(b, &ep) == nil {
@@ -62,7 +68,7 @@ func start(t *testing.T, dir string) *running {
 		}
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatal("endpoints.json not written within 30 s")
+			t.Fatalf("endpoints.json not written within %s", within)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

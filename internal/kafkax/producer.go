@@ -18,8 +18,11 @@ import (
 // ProducerConfig tunes the collector's producer.
 type ProducerConfig struct {
 	// MaxBatch is the most messages one produce request carries, and
-	// MaxBatchBytes the most bytes of keys and values (before
-	// compression); a single write larger than either is sent in parts.
+	// MaxBatchBytes the most bytes its record batch may take before
+	// compression: keys, values and headers with each record's framing
+	// (at most recordOverhead bytes) and the batch's header, as the
+	// broker measures it against its message.max.bytes. A single write
+	// larger than either is sent in parts.
 	// Requests are not held back to fill a batch: a batch is what arrived
 	// while the partition's previous request was in flight.
 	MaxBatch      int `yaml:"max_batch"`
@@ -36,8 +39,10 @@ type ProducerConfig struct {
 }
 
 // DefaultProducerConfig returns the collector's producer defaults. One
-// MiB before compression stays under a broker's default message.max.bytes
-// (1 MiB after compression) even with compression off.
+// MiB of record batch stays under a broker's default message.max.bytes
+// (1 MiB and 12 bytes, after compression) even with compression off. A
+// broker or topic configured lower answers MESSAGE_TOO_LARGE, and the
+// batch is sent again in halves.
 func DefaultProducerConfig() ProducerConfig {
 	return ProducerConfig{MaxBatch: 1000, MaxBatchBytes: 1 << 20, WriteTimeout: 5 * time.Second, MaxAttempts: 3, Compression: "lz4"}
 }
@@ -88,7 +93,6 @@ func (c ProducerConfig) Validate() error {
 // (ReleasesMessages); after an error, a message may still be referenced,
 // and sent, as with kafka-go's Writer.
 type Producer struct {
-	client   *kafka.Client
 	dialer   *kafka.Dialer
 	brokers  []string
 	topic    string
@@ -155,7 +159,6 @@ func NewProducer(brokers []string, topic string, cfg ProducerConfig, log *zap.Lo
 		log = zap.NewNop()
 	}
 	return &Producer{
-		client:  &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: cfg.WriteTimeout, Transport: &kafka.Transport{ClientID: "veil-collector"}},
 		dialer:  &kafka.Dialer{ClientID: "veil-collector"},
 		brokers: brokers,
 		topic:   topic,
@@ -183,7 +186,6 @@ func (p *Producer) Close() error {
 		}
 		q.mu.Unlock()
 	}
-	p.client.Transport.(*kafka.Transport).CloseIdleConnections()
 	return nil
 }
 
@@ -233,9 +235,16 @@ func (p *Producer) partitions(ctx context.Context) ([]*partQueue, []int, error) 
 	return p.parts, p.partIDs, nil
 }
 
-// partitionCount reads the number of the topic's partitions.
+// partitionCount reads the number of the topic's partitions from the
+// cluster. The transport is new each time and closed after: kafka-go's
+// transport answers metadata from a cache refreshed every six seconds,
+// which would go on saying that a topic created meanwhile (by `veil
+// migrate`, or the collector's own start) does not exist.
 func (p *Producer) partitionCount(ctx context.Context) (int, error) {
-	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	transport := &kafka.Transport{ClientID: "veil-collector", MetadataTopics: []string{p.topic}}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(p.brokers...), Timeout: p.cfg.WriteTimeout, Transport: transport}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
 	if err != nil {
 		return 0, err
 	}
@@ -402,11 +411,11 @@ func (p *Producer) send(q *partQueue) {
 // rest: whole writes up to MaxBatch messages and MaxBatchBytes, at least
 // one (a write larger than that alone is split by produce).
 func (p *Producer) take(pending []*pendingWrite) (batch, rest []*pendingWrite) {
-	n, size := 0, 0
+	n, size := 0, batchOverhead
 	for i, w := range pending {
 		wsize := 0
 		for j := range w.msgs {
-			wsize += len(w.msgs[j].Key) + len(w.msgs[j].Value)
+			wsize += recordSize(&w.msgs[j])
 		}
 		if i > 0 && (n+len(w.msgs) > p.cfg.MaxBatch || size+wsize > p.cfg.MaxBatchBytes) {
 			return pending[:i:i], append([]*pendingWrite(nil), pending[i:]...)
@@ -430,21 +439,56 @@ func (p *Producer) produce(q *partQueue, msgs []kafka.Message, waiting func() bo
 		}
 	}
 	for len(msgs) > 0 {
-		n, size := 0, 0
+		n, size := 0, batchOverhead
 		for n < len(msgs) && n < p.cfg.MaxBatch {
-			s := len(msgs[n].Key) + len(msgs[n].Value)
+			s := recordSize(&msgs[n])
 			if n > 0 && (size+s > p.cfg.MaxBatchBytes || !closeInTime(msgs[0].Time, msgs[n].Time)) {
 				break
 			}
 			size += s
 			n++
 		}
-		if err := p.produceOnce(q, msgs[:n], waiting); err != nil {
+		if err := p.produceFitting(q, msgs[:n], waiting); err != nil {
 			return err
 		}
 		msgs = msgs[n:]
 	}
 	return nil
+}
+
+// produceFitting sends msgs in one request, or, when the broker finds the
+// record batch larger than the topic's max.message.bytes (set lower than
+// MaxBatchBytes), in two halves, each split again as needed. A single
+// message too large fails: no retry can help it.
+func (p *Producer) produceFitting(q *partQueue, msgs []kafka.Message, waiting func() bool) error {
+	err := p.produceOnce(q, msgs, waiting)
+	if len(msgs) < 2 || !errors.Is(err, kafka.MessageSizeTooLarge) {
+		return err
+	}
+	half := len(msgs) / 2
+	if err := p.produceFitting(q, msgs[:half], waiting); err != nil {
+		return err
+	}
+	return p.produceFitting(q, msgs[half:], waiting)
+}
+
+// batchOverhead is the size of a record batch's header (magic v2), and
+// recordOverhead the most a record's framing adds to its key, value and
+// headers: its length, attributes, time and offset deltas and the key,
+// value and header-count lengths, each a varint of at most five bytes
+// (the time delta is bounded by maxTimeDelta).
+const (
+	batchOverhead  = 61
+	recordOverhead = 1 + 6*5
+)
+
+// recordSize bounds the bytes m takes in an uncompressed record batch.
+func recordSize(m *kafka.Message) int {
+	n := recordOverhead + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += 2*5 + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // maxTimeDelta is the furthest a record's time may be from the first
