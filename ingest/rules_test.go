@@ -37,7 +37,7 @@ func TestPlaceholderIDs(t *testing.T) {
 		tests = append(tests,
 			tcase{"track distinct_id " + id, "/track?verbose=1", track(`,"distinct_id":` + string(q)), "", reasonInvalidID},
 			tcase{"import strict distinct_id " + id, "/import?strict=1", imp(`,"distinct_id":` + string(q) + `,"$insert_id":"i-1"`),
-				`{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":0,"$insert_id":"i-1","field":"properties.distinct_id","message":"distinct_id is a placeholder value Mixpanel refuses (such as null, undefined or 0); use \"\" for events of no user"}],"num_records_imported":0,"status":"Bad Request"}`, reasonInvalidID},
+				`{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":0,"insert_id":"i-1","field":"properties.distinct_id","message":"distinct_id is a placeholder value Mixpanel refuses (such as null, undefined or 0); use \"\" for events of no user"}],"num_records_imported":0,"status":"Bad Request"}`, reasonInvalidID},
 			tcase{"import not strict distinct_id " + id, "/import", imp(`,"distinct_id":` + string(q) + `,"$insert_id":"i-1"`),
 				`{"code":200,"num_records_imported":0,"status":"OK"}`, reasonInvalidID},
 			tcase{"engage $distinct_id " + id, "/engage?verbose=1", `{"$token":"tok-shop","$distinct_id":` + string(q) + `,"$set":{"a":1}}`, "", reasonInvalidID},
@@ -48,7 +48,7 @@ func TestPlaceholderIDs(t *testing.T) {
 			tests = append(tests,
 				tcase{"track $insert_id " + id, "/track?verbose=1", track(`,"distinct_id":"u","$insert_id":` + string(q)), "", reasonInvalidInsertID},
 				tcase{"import strict $insert_id " + id, "/import?strict=1", imp(`,"distinct_id":"u","$insert_id":` + string(q)),
-					`{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":0,"$insert_id":"","field":"properties.$insert_id","message":"$insert_id is a placeholder value Mixpanel refuses (such as null, undefined or 0)"}],"num_records_imported":0,"status":"Bad Request"}`, reasonInvalidInsertID},
+					`{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":0,"insert_id":"","field":"properties.$insert_id","message":"$insert_id is a placeholder value Mixpanel refuses (such as null, undefined or 0)"}],"num_records_imported":0,"status":"Bad Request"}`, reasonInvalidInsertID},
 			)
 		}
 	}

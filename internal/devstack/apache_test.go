@@ -71,7 +71,8 @@ func TestDevApacheKafka(t *testing.T) {
 		}
 	}
 
-	data := base64.StdEncoding.EncodeToString([]byte(`{"event":"dev_apache","properties":{"token":"any","distinct_id":"d1","$insert_id":"dev-apache-1"}}`))
+	token := readProject(t, dir).Token
+	data := base64.StdEncoding.EncodeToString([]byte(`{"event":"dev_apache","properties":{"token":"` + token + `","distinct_id":"d1","$insert_id":"dev-apache-1"}}`))
 	resp, err := http.Get(r.ep.Collector + "/track?data=" + url.QueryEscape(data))
 	if err != nil {
 		t.Fatal(err)
