@@ -14,6 +14,11 @@ CHDB_LIB ?= $(CURDIR)/internal/chdbtest/node_modules/@chdb/lib-linux-x64-gnu/lib
 
 .PHONY: run test deps build vet clean bench geoip
 
+# A failing stage of a pipeline fails the recipe (make test pipes go test's
+# JSON into tools/testfigures).
+SHELL       := bash
+.SHELLFLAGS := -o pipefail -c
+
 deps:
 	@scripts/install-deps.sh
 
@@ -35,7 +40,9 @@ vet:
 
 test: deps geoip vet
 	@test -f $(CHDB_LIB) || { echo "make test: $(CHDB_LIB) is missing; scripts/install-deps.sh installs it" >&2; exit 1; }
-	VEIL_GEOIP_DIR=$(GEOIP_CACHE) CHDB_LIB_PATH=$(CHDB_LIB) $(GO) test -tags chdb -race -count=1 -timeout 25m ./...
+	$(GO) build -o bin/testfigures ./tools/testfigures
+	VEIL_GEOIP_DIR=$(GEOIP_CACHE) CHDB_LIB_PATH=$(CHDB_LIB) $(GO) test -json -tags chdb -race -count=1 -timeout 25m ./... | bin/testfigures
+
 
 # `make bench`: Go benchmarks, profiles and load tests of a `veil dev`
 # started in a temporary directory; figures in bench/results/latest.json

@@ -243,7 +243,7 @@ func (s *stack) logSummary(t *testing.T, sum sdkSummary) {
 	}
 	tw, tg := count(sum.tracked)
 	iw, ig := count(sum.imported)
-	t.Logf("%s: %d calls, %d requests; %d events tracked, %d rows; %d imported, %d rows; %d refused as Mixpanel refuses them; %d people ops, profile state exact; %d group ops, group state exact",
+	t.Logf("figures: %s: %d calls, %d requests; %d events tracked, %d rows; %d imported, %d rows; %d refused as Mixpanel refuses them; %d people ops, profile state exact; %d group ops, group state exact",
 		sum.sdk, sum.calls, sum.requests, tw, tg, iw, ig, sum.refused, sum.people, sum.groups)
 }
 
