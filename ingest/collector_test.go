@@ -405,6 +405,9 @@ func TestConfigValidate(t *testing.T) {
 		}, "collector.service_accounts[1].username"},
 		{"negative rate", func(c *Config) { c.Limits.RateLimit = -1 }, "collector.limits.rate_limit"},
 		{"burst below a full request", func(c *Config) { c.Limits.RateLimit = 10; c.Limits.RateBurst = 100 }, "collector.limits.rate_burst"},
+		{"in-flight budget below one body", func(c *Config) { c.Limits.MaxInflightBytes = c.Limits.MaxBodyBytes - 1 }, "collector.limits.max_inflight_bytes"},
+		{"no idle timeout", func(c *Config) { c.Server.IdleTimeout = 0 }, "collector.server.idle_timeout"},
+		{"no connection cap", func(c *Config) { c.Server.MaxConnections = 0 }, "collector.server.max_connections"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
 )
 
@@ -49,6 +50,11 @@ type Limits struct {
 	MaxEventBytes int `yaml:"max_event_bytes"`
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxInflightBytes bounds the memory the bodies of all requests in
+	// flight hold together. A body's buffer grows as its bytes arrive,
+	// never on the word of its Content-Length; a request whose next step
+	// does not fit is answered 503 with Retry-After.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 	// MaxProperties bounds the properties of an event and the keys of any
 	// object inside it: Mixpanel wants fewer than 255, so 255 is rejected.
 	MaxProperties int `yaml:"max_properties"`
@@ -93,6 +99,9 @@ type Config struct {
 	// TLSCert and TLSKey, when set, serve HTTPS (HTTP/2 and HTTP/1.1).
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// Server holds the listener's timeouts, header limit and connection
+	// cap, the same settings as admin.server.
+	Server httpserve.Config `yaml:"server"`
 }
 
 // DefaultConfig returns the collector defaults, which follow Mixpanel's
@@ -111,10 +120,17 @@ func DefaultConfig() Config {
 			MaxArrayLen:         255,
 			TrackMaxAge:         5 * 24 * time.Hour,
 			MaxFuture:           time.Hour,
+			// 256 MiB: 25 bodies of the largest size at once, or
+			// thousands of SDK batches (tens of KiB each). A request's
+			// other working memory (decoded form and base64, envelopes)
+			// is a small multiple of its body and lives only while it is
+			// processed: size the collector's memory at 3-4 times this.
+			MaxInflightBytes: 256 << 20,
 		},
 		Producer:        kafkax.DefaultProducerConfig(),
 		ProduceTimeout:  10 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
+		Server:          httpserve.DefaultConfig(),
 	}
 }
 
@@ -147,6 +163,8 @@ func (c Config) Validate() error {
 		return errors.New("collector.limits.max_event_bytes must be positive")
 	case l.MaxBodyBytes <= 0:
 		return errors.New("collector.limits.max_body_bytes must be positive")
+	case l.MaxInflightBytes < l.MaxBodyBytes:
+		return errors.New("collector.limits.max_inflight_bytes must be at least collector.limits.max_body_bytes, or a body of the largest size could never be read")
 	case l.MaxProperties <= 0:
 		return errors.New("collector.limits.max_properties must be positive")
 	case l.MaxDepth <= 0:
@@ -169,6 +187,9 @@ func (c Config) Validate() error {
 		return errors.New("collector.shutdown_timeout must be positive")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("collector.tls_cert and collector.tls_key must be set together")
+	}
+	if err := c.Server.Validate("collector.server"); err != nil {
+		return err
 	}
 	return c.Producer.Validate()
 }

@@ -31,12 +31,16 @@ const (
 	reasonTooManyEvents    = "too_many_events"
 	reasonRateLimited      = "rate_limited"
 	reasonInvalidParameter = "invalid_parameter"
+	// reasonOverloaded is a request refused because the bodies in flight
+	// hold all the memory collector.limits.max_inflight_bytes allows.
+	reasonOverloaded = "overloaded"
 )
 
 var rejectReasons = []string{
 	reasonMalformed, reasonMissingEvent, reasonUnknownToken, reasonUnauthorized, reasonTooOld, reasonTooNew,
 	reasonTooManyProps, reasonTooDeep, reasonArrayTooLong, reasonTooLarge, reasonInvalidInsertID, reasonInvalidID,
 	reasonMissingID, reasonInvalidOperation, reasonTooManyEvents, reasonRateLimited, reasonInvalidParameter,
+	reasonOverloaded,
 }
 
 // EventError says why one record of a request (an event or a profile
