@@ -42,8 +42,9 @@ type Config struct {
 	// answer is 431. (net/http reads up to 4 KiB more before it decides.)
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxConnections caps the connections served at once. A connection
-	// over the cap waits, accepted, until one closes; the ones after it
-	// wait in the kernel's queue, costing the process no file descriptor.
+	// over the cap first makes the server close its idle connections, then
+	// waits, accepted, until one closes; the ones after it wait in the
+	// kernel's queue, costing the process no file descriptor.
 	MaxConnections int `yaml:"max_connections"`
 }
 
@@ -173,7 +174,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		// counts and logs itself.
 		ErrorLog: zap.NewStdLog(s.log.Named("http").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))),
 	}
-	capped := newListener(l, cfg.MaxConnections, s.m, s.log, s.opts.Name)
+	// net/http closes its idle connections when keep-alives are turned
+	// off; turned on again at once, they serve the next requests as before.
+	closeIdle := func() {
+		srv.SetKeepAlivesEnabled(false)
+		srv.SetKeepAlivesEnabled(true)
+	}
+	capped := newListener(l, cfg.MaxConnections, s.m, s.log, s.opts.Name, closeIdle)
 	errc := make(chan error, 1)
 	go func() {
 		if s.opts.CertFile != "" {

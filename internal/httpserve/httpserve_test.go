@@ -23,11 +23,19 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// serve runs a Server named "test" with cfg on l until the test ends.
-func serve(t *testing.T, cfg Config, l net.Listener, log *zap.Logger) *prometheus.Registry {
+// serve runs a Server named "test" with cfg on l until the test ends. It
+// answers "ok", except on /hold, which it holds until the client leaves,
+// counting the requests it holds in holding.
+func serve(t *testing.T, cfg Config, l net.Listener, log *zap.Logger) (reg *prometheus.Registry, holding *atomic.Int32) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
+	reg, holding = prometheus.NewRegistry(), new(atomic.Int32)
 	s, err := New(Options{Name: "test", Key: "test.server", Config: cfg, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			holding.Add(1)
+			defer holding.Add(-1)
+			<-r.Context().Done()
+			return
+		}
 		_, _ = io.WriteString(w, "ok")
 	})}, Deps{Logger: log, Metrics: reg})
 	if err != nil {
@@ -42,7 +50,7 @@ func serve(t *testing.T, cfg Config, l net.Listener, log *zap.Logger) *prometheu
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return reg
+	return reg, holding
 }
 
 func listen(t *testing.T) net.Listener {
@@ -202,67 +210,107 @@ func TestClientsCannotHoldConnections(t *testing.T) {
 	})
 }
 
-// TestConnectionCap: with a cap of 4, a fifth client is not served until
-// one of the four leaves, and the metrics say so.
+// TestConnectionCap: with a cap of 4, a fifth client is not served while
+// the four are busy, and is as soon as one leaves; idle clients are
+// closed to make room for it at once. The metrics say so.
 func TestConnectionCap(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxConnections = 4
-	cfg.IdleTimeout = time.Minute // the first four hold their slots
-	cfg.ReadHeaderTimeout, cfg.ReadTimeout = time.Minute, time.Minute
-	l := listen(t)
-	reg := serve(t, cfg, l, zap.NewNop())
-	addr := l.Addr().String()
+	// Neither timeout frees a slot during the test.
+	cfg.IdleTimeout, cfg.ReadHeaderTimeout, cfg.ReadTimeout = time.Minute, time.Minute, time.Minute
 	listener := map[string]string{"listener": "test"}
 
-	var first []net.Conn
-	for range 4 {
+	// open starts a server and four clients that send req: busy ones are
+	// held, idle ones answered 200 and kept alive.
+	open := func(t *testing.T, busy bool) (*prometheus.Registry, string, []net.Conn) {
+		l := listen(t)
+		reg, holding := serve(t, cfg, l, zap.NewNop())
+		var conns []net.Conn
+		for range 4 {
+			c := dial(t, l.Addr().String())
+			if busy {
+				if _, err := io.WriteString(c, "GET /hold HTTP/1.1\r\nHost: veil\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+			} else if resp := roundTrip(t, c, bufio.NewReader(c)); resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			conns = append(conns, c)
+		}
+		if busy {
+			eventually(t, "four requests to be held", func() bool { return holding.Load() == 4 })
+		}
+		if open := series(t, reg, "veil_http_connections_open", listener); open != 4 {
+			t.Fatalf("open connections %v, want 4", open)
+		}
+		if limit := series(t, reg, "veil_http_connections_limit", listener); limit != 4 {
+			t.Fatalf("connection limit %v, want 4", limit)
+		}
+		return reg, l.Addr().String(), conns
+	}
+	// fifth connects and sends a request once the four are open.
+	fifth := func(t *testing.T, reg *prometheus.Registry, addr string) net.Conn {
 		c := dial(t, addr)
-		if resp := roundTrip(t, c, bufio.NewReader(c)); resp.StatusCode != 200 {
+		if _, err := io.WriteString(c, request); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the fifth connection to be counted as waiting", func() bool {
+			return series(t, reg, "veil_http_connections_waited_total", listener) == 1
+		})
+		return c
+	}
+	answered := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("the fifth connection: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
-		first = append(first, c)
-	}
-	if open := series(t, reg, "veil_http_connections_open", listener); open != 4 {
-		t.Fatalf("open connections %v, want 4", open)
-	}
-	if limit := series(t, reg, "veil_http_connections_limit", listener); limit != 4 {
-		t.Fatalf("connection limit %v, want 4", limit)
 	}
 
-	fifth := dial(t, addr)
-	if _, err := io.WriteString(fifth, request); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the fifth connection to be counted as waiting", func() bool {
-		return series(t, reg, "veil_http_connections_waited_total", listener) == 1
-	})
-	_ = fifth.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, err := fifth.Read(make([]byte, 1)); n != 0 || !isTimeout(err) {
-		t.Fatalf("the fifth connection was answered (%d bytes, %v) while four were open", n, err)
-	}
-
-	first[0].Close()
-	_ = fifth.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(fifth), nil)
-	if err != nil {
-		t.Fatalf("the fifth connection once one left: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	if open := series(t, reg, "veil_http_connections_open", listener); open != 4 {
-		t.Fatalf("open connections %v, want 4", open)
-	}
-	if waited := series(t, reg, "veil_http_connections_waited_total", listener); waited != 1 {
-		t.Fatalf("waited %v, want 1", waited)
-	}
-	for _, c := range first[1:] {
+	t.Run("four busy", func(t *testing.T) {
+		reg, addr, busy := open(t, true)
+		c := fifth(t, reg, addr)
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || !isTimeout(err) {
+			t.Fatalf("the fifth connection was answered (%d bytes, %v) while four were busy", n, err)
+		}
+		busy[0].Close()
+		answered(t, c)
+		if open := series(t, reg, "veil_http_connections_open", listener); open != 4 {
+			t.Fatalf("open connections %v, want 4", open)
+		}
+		for _, b := range busy[1:] {
+			b.Close()
+		}
 		c.Close()
-	}
-	fifth.Close()
-	eventually(t, "every slot to be given back", func() bool {
-		return series(t, reg, "veil_http_connections_open", listener) == 0
+		eventually(t, "every slot to be given back", func() bool {
+			return series(t, reg, "veil_http_connections_open", listener) == 0
+		})
+	})
+
+	t.Run("four idle", func(t *testing.T) {
+		reg, addr, idle := open(t, false)
+		c := fifth(t, reg, addr)
+		answered(t, c) // long before the idle timeout
+		// The fifth was served in a slot an idle connection left; one
+		// that became idle only after it got its slot may stay.
+		closed := 0
+		for _, b := range idle {
+			if closedByServer(b, 200*time.Millisecond) {
+				closed++
+			}
+		}
+		if closed == 0 {
+			t.Fatal("no idle connection was closed, yet the fifth was served")
+		}
+		if open := series(t, reg, "veil_http_connections_open", listener); open != float64(4-closed+1) {
+			t.Fatalf("open connections %v with %d of 4 idle ones closed, want %d", open, closed, 4-closed+1)
+		}
 	})
 }
 
@@ -292,7 +340,7 @@ func TestAcceptErrorsAreCountedAndLogged(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	fl := &failingListener{Listener: listen(t)}
 	fl.failures.Store(3)
-	reg := serve(t, testConfig(), fl, zap.New(core))
+	reg, _ := serve(t, testConfig(), fl, zap.New(core))
 
 	c := dial(t, fl.Addr().String())
 	if resp := roundTrip(t, c, bufio.NewReader(c)); resp.StatusCode != 200 {

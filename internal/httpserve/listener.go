@@ -36,7 +36,12 @@ const acceptLogInterval = 10 * time.Second
 // A connection is accepted first and then waits for a slot, so that only
 // connections that really waited are counted; while it waits the accept
 // loop does too, and later clients wait in the kernel's queue, holding no
-// descriptor of the process.
+// descriptor of the process. While it waits, the server closes its idle
+// connections (kept alive between requests, or silent for 5 s since they
+// connected) as they become idle: a slot is not held by a client doing
+// nothing while another waits, and a flood of idle connections cannot lock
+// clients out for the idle timeout. (HTTP/2 connections are closed by
+// their idle timeout only: net/http does not close them on demand.)
 type listener struct {
 	net.Listener
 	name  string
@@ -45,20 +50,23 @@ type listener struct {
 	once  sync.Once
 	m     *metrics
 	log   *zap.Logger
+	// closeIdle closes the server's idle connections, freeing their slots.
+	closeIdle func()
 
 	logEvery rate.Sometimes
 	unlogged atomic.Int64 // accept errors since the last log line
 }
 
-func newListener(l net.Listener, max int, m *metrics, log *zap.Logger, name string) *listener {
+func newListener(l net.Listener, max int, m *metrics, log *zap.Logger, name string, closeIdle func()) *listener {
 	return &listener{
-		Listener: l,
-		name:     name,
-		slots:    make(chan struct{}, max),
-		done:     make(chan struct{}),
-		m:        m,
-		log:      log,
-		logEvery: rate.Sometimes{First: 1, Interval: acceptLogInterval},
+		Listener:  l,
+		name:      name,
+		slots:     make(chan struct{}, max),
+		done:      make(chan struct{}),
+		m:         m,
+		log:       log,
+		closeIdle: closeIdle,
+		logEvery:  rate.Sometimes{First: 1, Interval: acceptLogInterval},
 	}
 }
 
@@ -70,19 +78,39 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		return nil, err
 	}
-	select {
-	case l.slots <- struct{}{}:
-	default:
-		l.m.waited.Inc()
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.done:
-			c.Close()
-			return nil, net.ErrClosed
-		}
+	if !l.waitForSlot() {
+		c.Close()
+		return nil, net.ErrClosed
 	}
 	l.m.open.Inc()
 	return &conn{Conn: c, l: l}, nil
+}
+
+// idleCloseInterval is how often a waiting connection has the server
+// close the connections that have become idle since it last asked.
+const idleCloseInterval = 100 * time.Millisecond
+
+// waitForSlot takes a slot, waiting for one when the listener is at its
+// cap, and reports false when the listener is closed meanwhile.
+func (l *listener) waitForSlot() bool {
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+	}
+	l.m.waited.Inc()
+	tick := time.NewTicker(idleCloseInterval)
+	defer tick.Stop()
+	for {
+		l.closeIdle()
+		select {
+		case l.slots <- struct{}{}:
+			return true
+		case <-l.done:
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 func (l *listener) Close() error {
