@@ -10,7 +10,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/internal/forwarded"
+	"github.com/veilhq/veil/internal/httpserve"
 )
 
 // Producer is the part of a Kafka writer the collector uses. Veil's
@@ -51,8 +51,10 @@ type Deps struct {
 	Metrics  prometheus.Registerer
 	Gatherer prometheus.Gatherer // served at /metrics; nil serves nothing there
 	Producer Producer
-	// Ready reports whether the collector's dependencies are reachable, for
-	// /readyz. Nil means always ready.
+	// Ready reports whether the collector's dependencies are reachable.
+	// Nil means always ready. Its error may name brokers and addresses:
+	// the public /readyz says only whether the collector is ready, and
+	// Collector.Ready gives the reason to an admin listener.
 	Ready func(ctx context.Context) error
 	// Routes, when set, registers further handlers on the collector's
 	// listener: the opt-out pages, and in `veil dev` the privacy API.
@@ -75,8 +77,10 @@ type Collector struct {
 	gatherer  prometheus.Gatherer
 	ready     func(ctx context.Context) error
 	routes    func(mux *http.ServeMux)
+	server    *httpserve.Server
 	now       func() time.Time
 	scratch   sync.Pool // *requestScratch
+	budget    *bodyBudget
 	// reuseMessages says the producer holds no message once a write has
 	// returned nil: their keys and values are then reused.
 	reuseMessages bool
@@ -104,7 +108,6 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		creds:    newCredentials(cfg),
 		limiter:  newRateLimiter(cfg.Limits),
 		log:      deps.Logger,
-		m:        newMetrics(deps.Metrics),
 		gatherer: deps.Gatherer,
 		ready:    deps.Ready,
 		routes:   deps.Routes,
@@ -112,6 +115,10 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 	}
 	c.reqLog = c.log.WithOptions(zap.AddCallerSkip(1))
 	c.deadlines = newProduceDeadlines(cfg.ProduceTimeout)
+	// One byte over the largest body: a body is read until it is seen to
+	// end or to exceed max_body_bytes.
+	c.budget = &bodyBudget{max: max(cfg.Limits.MaxInflightBytes, cfg.Limits.MaxBodyBytes+1)}
+	c.m = newMetrics(deps.Metrics, c.budget)
 	c.scratch.New = func() any { return new(requestScratch) }
 	c.reuseMessages = releasesMessages(deps.Producer)
 	for _, p := range cfg.Projects {
@@ -121,6 +128,19 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 	if c.proxies, err = forwarded.New(cfg.TrustedProxies); err != nil {
 		return nil, err // validated above
 	}
+	srv, err := httpserve.New(httpserve.Options{
+		Name:            "collector",
+		Key:             "collector.server",
+		Config:          cfg.Server,
+		Handler:         c.Handler(),
+		CertFile:        cfg.TLSCert,
+		KeyFile:         cfg.TLSKey,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}, httpserve.Deps{Logger: c.log, Metrics: deps.Metrics})
+	if err != nil {
+		return nil, err
+	}
+	c.server = srv
 	return c, nil
 }
 
@@ -192,14 +212,28 @@ func (c *Collector) Handler() http.Handler {
 	return mux
 }
 
+// readyTimeout bounds a readiness check: probes time out after a few
+// seconds themselves.
+const readyTimeout = 2 * time.Second
+
+// Ready reports whether the collector can take events, and when it
+// cannot, why: the error may name brokers and their addresses, for an
+// admin listener, never for the public one.
+func (c *Collector) Ready(ctx context.Context) error {
+	if c.ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	return c.ready(ctx)
+}
+
+// serveReady is the public /readyz: a load balancer needs to know only
+// whether to send traffic, and anyone on the Internet may ask.
 func (c *Collector) serveReady(w http.ResponseWriter, r *http.Request) {
-	if c.ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := c.ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
+	if err := c.Ready(r.Context()); err != nil {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
 }
@@ -310,12 +344,19 @@ func (c *Collector) serveIngest(w http.ResponseWriter, r *http.Request, ep *endp
 			c.putScratch(s)
 		}
 	}()
-	wire, err := readBody(r, &s.body, c.cfg.Limits.MaxBodyBytes, &s.counted)
+	// The body's memory is given back when the answer is written, whether
+	// or not the scratch serves another request.
+	defer s.body.release(c.budget)
+	wire, err := readBody(r, &s.body, c.cfg.Limits.MaxBodyBytes, &s.counted, c.budget)
 	c.m.bytes.Add(float64(wire + int64(len(r.URL.RawQuery))))
 	if err != nil {
-		return reject(st, asRequestError(err), 1)
+		re := asRequestError(err)
+		if re.Status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		return reject(st, re, 1)
 	}
-	p, err := extractPayload(r, s.body.Bytes(), &q, &s.payload)
+	p, err := extractPayload(r, s.body.buf, &q, &s.payload)
 	// Form fields (verbose, ip, ...) count as parameters too; the Python
 	// library sends them there.
 	reqParams := params{query: &q, form: p.form}
@@ -455,7 +496,7 @@ const maxPooledRecords = 4096
 // take it from a pool and give it back, so that a request allocates little
 // beyond what net/http does and what it hands to others.
 type requestScratch struct {
-	body      bytes.Buffer
+	body      requestBody
 	counted   countingReader
 	payload   payloadBuffers
 	recs      [][]byte
@@ -471,12 +512,12 @@ type requestScratch struct {
 }
 
 func (c *Collector) putScratch(s *requestScratch) {
-	if s.body.Cap() > maxPooledBody || cap(s.payload.form) > maxPooledBody || cap(s.payload.data) > maxPooledBody ||
+	if cap(s.body.buf) > maxPooledBody || cap(s.payload.form) > maxPooledBody || cap(s.payload.data) > maxPooledBody ||
 		cap(s.events.objects) > maxPooledBody || cap(s.events.keys) > maxPooledBody || cap(s.values) > maxPooledBody ||
 		cap(s.recs) > maxPooledRecords || cap(s.norm) > maxPooledRecords || cap(s.msgs) > maxPooledRecords {
 		return
 	}
-	s.body.Reset()
+	s.body.buf = s.body.buf[:0]
 	s.counted = countingReader{}
 	// Drop what points elsewhere: the request's body, its strings.
 	clear(s.recs)

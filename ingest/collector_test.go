@@ -425,6 +425,9 @@ func TestConfigValidate(t *testing.T) {
 		{"redirect host with a scheme", func(c *Config) { c.RedirectHosts = []string{"shop.example.com", "https://x.example"} }, "collector.redirect_hosts[1]"},
 		{"redirect host wildcard in the middle", func(c *Config) { c.RedirectHosts = []string{"a.*.example"} }, "collector.redirect_hosts[0]"},
 		{"empty redirect host", func(c *Config) { c.RedirectHosts = []string{""} }, "collector.redirect_hosts[0]"},
+		{"in-flight budget below one body", func(c *Config) { c.Limits.MaxInflightBytes = c.Limits.MaxBodyBytes - 1 }, "collector.limits.max_inflight_bytes"},
+		{"no idle timeout", func(c *Config) { c.Server.IdleTimeout = 0 }, "collector.server.idle_timeout"},
+		{"no connection cap", func(c *Config) { c.Server.MaxConnections = 0 }, "collector.server.max_connections"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/forwarded"
+	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
 )
 
@@ -53,6 +54,11 @@ type Limits struct {
 	MaxEventsPerRequest int `yaml:"max_events_per_request"`
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxInflightBytes bounds the memory the bodies of all requests in
+	// flight hold together. A body's buffer grows as its bytes arrive,
+	// never on the word of its Content-Length; a request whose next step
+	// does not fit is answered 503 with Retry-After.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 	// RateLimit is the events per second each project may send, across all
 	// endpoints, as a token bucket; 0 turns rate limiting off. Mixpanel's
 	// documented ceiling is about 30000 events per second per project.
@@ -97,6 +103,9 @@ type Config struct {
 	// TLSCert and TLSKey, when set, serve HTTPS (HTTP/2 and HTTP/1.1).
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// Server holds the listener's timeouts, header limit and connection
+	// cap, the same settings as admin.server.
+	Server httpserve.Config `yaml:"server"`
 }
 
 // DefaultConfig returns the collector defaults, which follow Mixpanel's
@@ -110,10 +119,17 @@ func DefaultConfig() Config {
 			Limits:              rules.DefaultLimits(),
 			MaxEventsPerRequest: 2000,
 			MaxBodyBytes:        10 << 20,
+			// 256 MiB: 25 bodies of the largest size at once, or
+			// thousands of SDK batches (tens of KiB each). A request's
+			// other working memory (decoded form and base64, envelopes)
+			// is a small multiple of its body and lives only while it is
+			// processed: size the collector's memory at 3-4 times this.
+			MaxInflightBytes: 256 << 20,
 		},
 		Producer:        kafkax.DefaultProducerConfig(),
 		ProduceTimeout:  10 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
+		Server:          httpserve.DefaultConfig(),
 	}
 }
 
@@ -152,6 +168,8 @@ func (c Config) Validate() error {
 		return errors.New("collector.limits.max_events_per_request must be positive")
 	case l.MaxBodyBytes <= 0:
 		return errors.New("collector.limits.max_body_bytes must be positive")
+	case l.MaxInflightBytes < l.MaxBodyBytes:
+		return errors.New("collector.limits.max_inflight_bytes must be at least collector.limits.max_body_bytes, or a body of the largest size could never be read")
 	case l.RateLimit < 0:
 		return errors.New("collector.limits.rate_limit must not be negative")
 	case l.RateBurst < 0:
@@ -164,6 +182,9 @@ func (c Config) Validate() error {
 		return errors.New("collector.shutdown_timeout must be positive")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("collector.tls_cert and collector.tls_key must be set together")
+	}
+	if err := c.Server.Validate("collector.server"); err != nil {
+		return err
 	}
 	return c.Producer.Validate()
 }

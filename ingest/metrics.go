@@ -11,9 +11,10 @@ type metrics struct {
 	rejected        *prometheus.CounterVec
 	produceDuration prometheus.Histogram
 	produceErrors   prometheus.Counter
+	bodyBytes       prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, budget *bodyBudget) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veil_collector_requests_total", Help: "HTTP requests by endpoint and status.",
@@ -41,12 +42,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "veil_collector_produce_errors_total", Help: "Kafka writes that failed (answered 503).",
 		}),
+		bodyBytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "veil_collector_body_bytes_in_flight", Help: "Memory the bodies of requests in flight hold, out of collector.limits.max_inflight_bytes.",
+		}, func() float64 { return float64(budget.held.Load()) }),
 	}
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.inFlight, m.bytes, m.accepted, m.rejected, m.produceDuration, m.produceErrors)
+		reg.MustRegister(m.requests, m.duration, m.inFlight, m.bytes, m.accepted, m.rejected, m.produceDuration, m.produceErrors, m.bodyBytes)
 	}
 	return m
 }

@@ -40,10 +40,13 @@ const (
 	reasonTooManyEvents    = "too_many_events"
 	reasonRateLimited      = "rate_limited"
 	reasonInvalidParameter = "invalid_parameter"
+	// reasonOverloaded is a request refused because the bodies in flight
+	// hold all the memory collector.limits.max_inflight_bytes allows.
+	reasonOverloaded = "overloaded"
 )
 
 var rejectReasons = append(slices.Clone(rules.Reasons),
-	reasonUnknownToken, reasonUnauthorized, reasonInvalidOperation, reasonTooManyEvents, reasonRateLimited, reasonInvalidParameter)
+	reasonUnknownToken, reasonUnauthorized, reasonInvalidOperation, reasonTooManyEvents, reasonRateLimited, reasonInvalidParameter, reasonOverloaded)
 
 // EventError says why one record of a request (an event or a profile
 // update) was rejected. Field names the offending field; the message never

@@ -126,7 +126,7 @@ func run(ctx context.Context, cmd string, c *cli) error {
 	case "dev":
 		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout, Kafka: c.Dev.Kafka, KafkaBrokers: c.Dev.KafkaBrokers}, log, deps.Registry)
 	case "collector":
-		return app.RunCollector(ctx, cfg, deps, nil)
+		return app.CollectorRole(ctx, cfg, deps)
 	case "worker":
 		return app.WorkerRole(ctx, cfg, deps)
 	case "migrate":

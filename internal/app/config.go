@@ -17,6 +17,7 @@ import (
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/enrich"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
@@ -57,10 +58,18 @@ func (d DeidentifyConfig) KeySource() pseudonym.Source {
 	return pseudonym.Source{File: d.PseudonymKeyFile, Env: d.PseudonymKeyEnv}
 }
 
-// AdminConfig is the worker's operations listener: /metrics, /healthz,
-// /readyz. The collector serves them on its own listener.
+// AdminConfig is the operations listeners: /metrics, /healthz and /readyz
+// with the reason when not ready; the worker's also serves the privacy API.
 type AdminConfig struct {
+	// Listen is `veil worker`'s admin listener.
 	Listen string `yaml:"listen"`
+	// CollectorListen is `veil collector`'s; empty serves none. The
+	// collector's own listener serves /metrics, /healthz and a /readyz
+	// that says only whether it is ready: why not is for operators.
+	CollectorListen string `yaml:"collector_listen"`
+	// Server holds the admin listeners' timeouts, header limit and
+	// connection cap, the same settings as collector.server.
+	Server httpserve.Config `yaml:"server"`
 }
 
 // DefaultConfig returns every section's defaults.
@@ -77,7 +86,11 @@ func DefaultConfig() Config {
 		},
 		Privacy: privacy.DefaultConfig(),
 		Sink:    sink.DefaultConfig(),
-		Admin:   AdminConfig{Listen: "127.0.0.1:9464"},
+		Admin: AdminConfig{
+			Listen:          "127.0.0.1:9464",
+			CollectorListen: "127.0.0.1:9465",
+			Server:          httpserve.DefaultConfig(),
+		},
 	}
 }
 
@@ -92,7 +105,8 @@ func (c Config) Validate() error {
 		return errors.New("log.level must be debug, info, warn or error")
 	}
 	for _, err := range []error{c.Kafka.Validate(), c.Collector.Validate(), c.Worker.Validate(), c.Enrich.Validate(),
-		c.Deidentify.KeySource().Validate(), c.Deidentify.Policies.Validate(), c.Privacy.Validate(), c.Sink.Validate()} {
+		c.Deidentify.KeySource().Validate(), c.Deidentify.Policies.Validate(), c.Privacy.Validate(), c.Sink.Validate(),
+		c.Admin.Server.Validate("admin.server")} {
 		if err != nil {
 			return err
 		}

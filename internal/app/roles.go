@@ -18,6 +18,7 @@ import (
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/forwarded"
+	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
@@ -38,8 +39,32 @@ func NewRegistry() *prometheus.Registry {
 }
 
 // RunCollector serves the collector until ctx ends. The listener, when
-// given, is used instead of cfg.Collector.Listen.
+// given, is used instead of cfg.Collector.Listen. It serves no admin
+// listener: ServeCollector does.
 func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) error {
+	return ServeCollector(ctx, cfg, deps, l, nil)
+}
+
+// CollectorRole is `veil collector`: the collector on collector.listen and
+// its admin endpoints on admin.collector_listen, when set.
+func CollectorRole(ctx context.Context, cfg Config, deps Deps) error {
+	var admin net.Listener
+	if cfg.Admin.CollectorListen != "" {
+		var err error
+		if admin, err = net.Listen("tcp", cfg.Admin.CollectorListen); err != nil {
+			return fmt.Errorf("admin.collector_listen: %w", err)
+		}
+	}
+	return ServeCollector(ctx, cfg, deps, nil, admin)
+}
+
+// ServeCollector is RunCollector with the collector's admin endpoints
+// (/metrics, /healthz, and /readyz with the reason) on admin, when it is
+// not nil.
+func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Listener) error {
+	if admin != nil {
+		defer admin.Close() // when the collector fails before serving it
+	}
 	log := deps.Logger.Named("collector")
 	w := kafkax.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
 	defer w.Close()
@@ -93,7 +118,21 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 		}
 	}
 	log.Info("collector listening", zap.String("addr", l.Addr().String()))
-	return c.Serve(ctx, l)
+	if admin == nil {
+		return c.Serve(ctx, l)
+	}
+	srv, err := newAdminServer("collector_admin", cfg.Admin.Server, deps.Registry, c.Ready, func(*http.ServeMux) {}, log)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.Serve(gctx, l) })
+	g.Go(func() error {
+		log.Info("admin endpoints listening", zap.String("addr", admin.Addr().String()))
+		return srv.Serve(gctx, admin)
+	})
+	return g.Wait()
 }
 
 // RunWorker consumes until ctx ends. It waits for ClickHouse to be
@@ -114,17 +153,20 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 	defer stopAdmin()
 	adminDone := make(chan error, 1)
 	if admin != nil {
-		go func() {
-			adminDone <- serveAdminHTTP(adminCtx, admin, deps.Registry, func(rctx context.Context) error {
-				if w := st.waiting.Load().(string); w != "" {
-					return errors.New(w)
-				}
-				if err := kafkaReachable(rctx, cfg.Kafka.Brokers); err != nil {
-					return err
-				}
-				return st.sink.Load().Ping(rctx)
-			}, st.routes, log)
-		}()
+		srv, err := newAdminServer("admin", cfg.Admin.Server, deps.Registry, func(rctx context.Context) error {
+			if w := st.waiting.Load().(string); w != "" {
+				return errors.New(w)
+			}
+			if err := kafkaReachable(rctx, cfg.Kafka.Brokers); err != nil {
+				return err
+			}
+			return st.sink.Load().Ping(rctx)
+		}, st.routes, log)
+		if err != nil {
+			return err
+		}
+		log.Info("admin endpoints listening", zap.String("addr", admin.Addr().String()))
+		go func() { adminDone <- srv.Serve(adminCtx, admin) }()
 	} else {
 		adminDone <- nil
 	}
@@ -265,8 +307,13 @@ func RunPrivacy(ctx context.Context, cfg Config, deps Deps, l net.Listener) erro
 	var g errgroup.Group
 	g.Go(func() error { return tasks.Run(ctx) })
 	g.Go(func() error { return retention(cfg, s, log).Run(ctx) })
+	srv, err := newAdminServer("admin", cfg.Admin.Server, deps.Registry, s.Ping, func(mux *http.ServeMux) { mux.Handle("/api/", api) }, log)
+	if err != nil {
+		return err
+	}
 	g.Go(func() error {
-		return serveAdminHTTP(ctx, l, deps.Registry, s.Ping, func(mux *http.ServeMux) { mux.Handle("/api/", api) }, log)
+		log.Info("admin endpoints listening", zap.String("addr", l.Addr().String()))
+		return srv.Serve(ctx, l)
 	})
 	return g.Wait()
 }
@@ -361,7 +408,11 @@ func kafkaReachable(ctx context.Context, brokers []string) error {
 	return fmt.Errorf("no Kafka broker reachable: %w", last)
 }
 
-func serveAdminHTTP(ctx context.Context, l net.Listener, reg *prometheus.Registry, ready func(context.Context) error, routes func(*http.ServeMux), log *zap.Logger) error {
+// newAdminServer builds an operations listener: /metrics, /healthz, and
+// /readyz with the reason when not ready, and what routes adds, served
+// with the admin.server settings. name tells its metrics apart from the
+// other listeners' of the process (veil dev runs them all in one).
+func newAdminServer(name string, cfg httpserve.Config, reg *prometheus.Registry, ready func(context.Context) error, routes func(*http.ServeMux), log *zap.Logger) (*httpserve.Server, error) {
 	mux := http.NewServeMux()
 	routes(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -375,18 +426,13 @@ func serveAdminHTTP(ctx context.Context, l net.Listener, reg *prometheus.Registr
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	log.Info("admin endpoints listening", zap.String("addr", l.Addr().String()))
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return httpserve.New(httpserve.Options{
+		Name:            name,
+		Key:             "admin.server",
+		Config:          cfg,
+		Handler:         mux,
+		ShutdownTimeout: 5 * time.Second,
+	}, httpserve.Deps{Logger: log, Metrics: reg})
 }
 
 // WorkerRole is `veil worker`: RunWorker with the admin endpoints on

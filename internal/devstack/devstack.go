@@ -55,8 +55,12 @@ type Endpoints struct {
 	Collector string `json:"collector"`
 	// Admin serves the worker's /metrics, /readyz and the privacy API
 	// (bearer token in admin.token beside endpoints.json).
-	Admin   string `json:"admin"`
-	Metrics string `json:"metrics"`
+	Admin string `json:"admin"`
+	// CollectorAdmin serves the collector's /metrics, /healthz and a
+	// /readyz that says why it is not ready; the collector's own /readyz
+	// says only whether it is.
+	CollectorAdmin string `json:"collector_admin"`
+	Metrics        string `json:"metrics"`
 	// Kafka is a bootstrap address: the embedded broker's, or the first
 	// Apache Kafka broker's (a client learns the others from it).
 	Kafka string `json:"kafka"`
@@ -232,6 +236,11 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return err
 	}
 	defer admin.Close()
+	collectorAdmin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer collectorAdmin.Close()
 	cfg := Config(brokers[0], ch.NativeAddr(), dir, project)
 	cfg.Kafka.Brokers = brokers
 	// As many copies as there are brokers, up to three; one less must be
@@ -240,6 +249,7 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	ep := Endpoints{
 		Collector:        "http://" + l.Addr().String(),
 		Admin:            "http://" + admin.Addr().String(),
+		CollectorAdmin:   "http://" + collectorAdmin.Addr().String(),
 		Metrics:          "http://" + l.Addr().String() + "/metrics",
 		Kafka:            brokers[0],
 		ClickHouseNative: ch.NativeAddr(),
@@ -271,7 +281,7 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return nil
 	})
 	collectorDone := make(chan error, 1)
-	go func() { collectorDone <- app.RunCollector(ctx, cfg, deps, l) }()
+	go func() { collectorDone <- app.ServeCollector(ctx, cfg, deps, l, collectorAdmin) }()
 
 	if err := writeEndpoints(dir, ep); err != nil {
 		stopWorker()
@@ -279,8 +289,8 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return err
 	}
 	if opts.Out != nil {
-		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  kafka              %s\n  clickhouse_native  %s (user %s, password in %s)\n  clickhouse_http    %s\n  endpoints file     %s\n",
-			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseUser, ep.ClickHousePasswordFile, ep.ClickHouseHTTP, filepath.Join(dir, fileEndpoints))
+		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  collector_admin    %s\n  kafka              %s\n  clickhouse_native  %s (user %s, password in %s)\n  clickhouse_http    %s\n  endpoints file     %s\n",
+			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.CollectorAdmin, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseUser, ep.ClickHousePasswordFile, ep.ClickHouseHTTP, filepath.Join(dir, fileEndpoints))
 		for _, n := range ep.KafkaNodes {
 			fmt.Fprintf(opts.Out, "  kafka node %d       %s (pid %d)\n", n.ID, n.Address, n.Pid)
 		}
