@@ -68,7 +68,7 @@ func TestStalledBodiesHoldLittleMemory(t *testing.T) {
 		during = max(during, liveHeap())
 	}
 	grew := int64(during) - int64(before)
-	t.Logf("%d stalled requests declaring %d MiB: heap grew %.1f MiB, bound %d MiB", conns, declared>>20, float64(grew)/(1<<20), bound>>20)
+	t.Logf("figures: %d stalled requests declaring %d MiB: heap grew %.1f MiB, bound %d MiB", conns, declared>>20, float64(grew)/(1<<20), bound>>20)
 	if grew > bound {
 		t.Fatalf("heap grew %.1f MiB, more than %d MiB", float64(grew)/(1<<20), bound>>20)
 	}
