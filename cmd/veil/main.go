@@ -24,7 +24,8 @@ type roleFlags struct {
 }
 
 type cli struct {
-	Dev struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+	Dev     struct {
 		Listen  string `default:"127.0.0.1:8080" help:"Collector address."`
 		DataDir string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
@@ -85,7 +86,7 @@ func (f loadgenFlags) config() loadgen.Config {
 
 func main() {
 	var c cli
-	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError())
+	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError(), kong.Vars{"version": versionLine()})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
