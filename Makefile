@@ -21,7 +21,9 @@ IMAGE_ARCH ?= amd64
 
 # Build tools' tests run without -race: they drive the go command and
 # compress layers, which the race detector slows tenfold, and start no
-# goroutines of their own.
+# goroutines of their own. So do the tests of deploy/ (the Helm chart and
+# the Compose file), a module of its own so that Helm and the Kubernetes
+# API types stay out of Veil's: they render and decode files.
 NORACE_PKGS := ./tools/...
 
 .PHONY: run test deps build vet clean bench geoip image
@@ -47,10 +49,12 @@ run: deps geoip build
 
 vet:
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 
 test: deps geoip vet
 	VEIL_GEOIP_DIR=$(GEOIP_CACHE) $(GO) test -race -count=1 -timeout 25m $$($(GO) list ./... | grep -v '/tools/')
 	$(GO) test -count=1 -timeout 10m $(NORACE_PKGS)
+	cd deploy && $(GO) test -count=1 -timeout 10m ./...
 
 # `make bench`: Go benchmarks, profiles and load tests of a `veil dev`
 # started in a temporary directory; figures in bench/results/latest.json
