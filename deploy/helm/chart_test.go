@@ -6,6 +6,7 @@ package helm
 
 import (
 	"bytes"
+	"encoding/base64"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"sigs.k8s.io/yaml"
 
+	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/app"
 )
 
@@ -163,8 +165,8 @@ func trialSecrets() map[string]any {
 		"project-secret":      "canary-project-secret-9a0b",
 		"clickhouse-password": "canary-clickhouse-password-77d3",
 		"admin.token":         "canary-admin-token-2f48",
-		// Two 32-byte keys, as deidentify/pseudonym reads them.
-		"pseudonym.keys": "1 " + strings.Repeat("ab", 32) + "\n",
+		// A 32-byte key in deidentify/pseudonym's format.
+		"pseudonym.keys": "1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xab}, 32)) + "\n",
 	}
 }
 
@@ -381,6 +383,9 @@ func checkVeilLoadsConfig(t *testing.T, objs manifests, values map[string]any) {
 	cfg, err := app.Load(path)
 	if err != nil {
 		t.Fatalf("Veil refuses the rendered configuration: %v", err)
+	}
+	if _, err := pseudonym.LoadKeyring(cfg.Deidentify.KeySource()); err != nil {
+		t.Fatalf("Veil refuses the pseudonym keys: %v", err)
 	}
 	if cfg.Collector.Listen != "0.0.0.0:8080" || cfg.Admin.Listen != "0.0.0.0:9464" || cfg.Sink.Password == "" ||
 		strings.HasPrefix(cfg.Sink.Password, "${") || len(cfg.Collector.Projects) == 0 || cfg.Collector.Projects[0].Token == "" {
