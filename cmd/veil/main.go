@@ -24,17 +24,22 @@ type roleFlags struct {
 }
 
 type cli struct {
-	Dev struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+	Dev     struct {
 		Listen       string `default:"127.0.0.1:8080" help:"Collector address."`
 		DataDir      string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
 		Kafka        string `default:"embedded" enum:"embedded,apache" help:"embedded: one Kafka-protocol broker inside veil (kfake); apache: Apache Kafka brokers as child processes (needs Java and the jars of make deps)."`
 		KafkaBrokers int    `default:"3" help:"With --kafka apache: how many brokers."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
-	Collector roleFlags    `cmd:"" help:"Run the HTTP collector."`
-	Worker    roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
-	Migrate   roleFlags    `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
-	Loadgen   loadgenFlags `cmd:"" help:"Drive a collector on this machine with mixpanel-browser's requests and report throughput, latency and end-to-end lag."`
-	Ceiling   struct {
+	Collector   roleFlags    `cmd:"" help:"Run the HTTP collector."`
+	Worker      roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
+	Migrate     roleFlags    `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
+	Loadgen     loadgenFlags `cmd:"" help:"Drive a collector on this machine with mixpanel-browser's requests and report throughput, latency and end-to-end lag."`
+	Healthcheck struct {
+		URL     string        `arg:"" help:"URL to GET, e.g. http://127.0.0.1:8080/readyz."`
+		Timeout time.Duration `default:"3s" help:"How long to wait for the answer."`
+	} `cmd:"" help:"Exit 0 when URL answers 200: a container health check for an image without a shell."`
+	Ceiling struct {
 		Kind  string `arg:"" enum:"http,collector" help:"http or collector."`
 		Token string `default:"loadgen" help:"Project token of the load generator's events, the collector's one project."`
 	} `cmd:"" hidden:"" help:"Serve a load generator's ceiling for veil loadgen in another process."`
@@ -87,13 +92,15 @@ func (f loadgenFlags) config() loadgen.Config {
 
 func main() {
 	var c cli
-	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError())
+	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError(), kong.Vars{"version": versionLine()})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
 	switch kctx.Command() {
 	case "loadgen":
 		_, err = loadgen.Run(ctx, c.Loadgen.config(), loadgen.Deps{Stdout: os.Stdout, Stderr: os.Stderr})
+	case "healthcheck <url>":
+		err = app.Healthcheck(ctx, c.Healthcheck.URL, c.Healthcheck.Timeout)
 	case "ceiling <kind>":
 		err = loadgen.ServeCeiling(ctx, c.Ceiling.Kind, c.Ceiling.Token, os.Stdin, os.Stdout)
 	default:

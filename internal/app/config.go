@@ -115,7 +115,8 @@ func (c Config) Validate() error {
 }
 
 // Load reads a YAML configuration file over the defaults. Unknown keys are
-// errors, so a typo cannot silently fall back to a default.
+// errors, so a typo cannot silently fall back to a default. Secrets may be
+// given as ${file:PATH} or ${env:NAME} in any value (secretref.go).
 func Load(path string) (Config, error) {
 	cfg := DefaultConfig()
 	b, err := os.ReadFile(path)
@@ -131,6 +132,9 @@ func Load(path string) (Config, error) {
 	// replaces the default environment variable.
 	if cfg.Deidentify.PseudonymKeyFile != "" && cfg.Deidentify.PseudonymKeyEnv == DefaultConfig().Deidentify.PseudonymKeyEnv {
 		cfg.Deidentify.PseudonymKeyEnv = ""
+	}
+	if err := resolveSecretRefs(&cfg, osSecrets()); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	cfg.Deidentify.Policies.Inherit()
 	if err := cfg.Validate(); err != nil {

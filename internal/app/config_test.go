@@ -9,11 +9,15 @@ import (
 )
 
 func TestLoadExampleConfig(t *testing.T) {
+	for _, v := range []string{"VEIL_SHOP_TOKEN", "VEIL_SHOP_SECRET", "VEIL_IMPORTER_SECRET", "VEIL_CLICKHOUSE_PASSWORD"} {
+		t.Setenv(v, "example-"+v)
+	}
 	cfg, err := Load(filepath.Join("..", "..", "deploy", "veil.example.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Collector.Projects[0].Name != "shop" || cfg.Sink.MaxAge != time.Second || cfg.Collector.Producer.MaxBatch != 1000 {
+	if cfg.Collector.Projects[0].Name != "shop" || cfg.Sink.MaxAge != time.Second || cfg.Collector.Producer.MaxBatch != 1000 ||
+		cfg.Collector.Projects[0].Token != "example-VEIL_SHOP_TOKEN" || cfg.Sink.Password != "example-VEIL_CLICKHOUSE_PASSWORD" {
 		t.Fatalf("example config not read as written: %+v", cfg)
 	}
 	if cfg.Collector.Limits.MaxInflightBytes != 256<<20 || cfg.Collector.Server.MaxConnections != 4096 || cfg.Admin.Server.MaxConnections != 256 || cfg.Admin.CollectorListen != "127.0.0.1:9465" {
