@@ -254,6 +254,10 @@ func start(t *testing.T, bin string, cfg app.Config, role, name, admin string) *
 	return p
 }
 
+// Admin is the address of the process's admin endpoints (a collector's
+// listener).
+func (p *Proc) Admin() string { return p.admin }
+
 // Pid is the process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 

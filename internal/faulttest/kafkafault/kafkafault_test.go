@@ -6,7 +6,12 @@
 package kafkafault_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"testing"
@@ -338,5 +343,122 @@ func TestTwoBrokersPaused(t *testing.T) {
 	col.Stop(15 * time.Second)
 	w.Stop(15 * time.Second)
 	waitInSync(t, c, cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic)
+	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// adminCall calls a worker's privacy API with the fault tests' admin token.
+func adminCall(t *testing.T, w *faulttest.Proc, method, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+w.Admin()+path, r)
+	req.Header.Set("Authorization", "Bearer fault-test-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&v)
+	return resp.StatusCode, v
+}
+
+// TestPrivacyRunnerKilled: every worker may run privacy tasks, and exactly
+// one does at a time, elected through Kafka. The runner is killed with
+// SIGKILL in the middle of a deletion (its tombstones written, waiting for
+// every worker to see them); another worker is elected, carries the
+// deletion on from its last status, and it ends SUCCESS once, its status
+// never going back; the user's events are gone and everyone else's kept.
+func TestPrivacyRunnerKilled(t *testing.T) {
+	start := time.Now()
+	bin := faulttest.Veil(t)
+	cfg, _ := config(t)
+	cfg.Privacy.Settle = 8 * time.Second
+	faulttest.Migrate(t, bin, cfg)
+	l := faulttest.NewLoad(t, 1000, 10)
+	ws := []*faulttest.Proc{
+		faulttest.StartWorker(t, bin, cfg, "worker-a"),
+		faulttest.StartWorker(t, bin, cfg, "worker-b"),
+		faulttest.StartWorker(t, bin, cfg, "worker-c"),
+	}
+	if err := faulttest.Produce(context.Background(), cfg.Kafka.Brokers, cfg.Kafka.RawTopic, l.Messages, 200, 0); err != nil {
+		t.Fatal(err)
+	}
+	faulttest.Account(t, cfg, l, 90*time.Second)
+
+	// runner returns the index of the worker that says it runs the tasks,
+	// -1 unless exactly one among those alive does.
+	runner := func() int {
+		who := -1
+		for i, w := range ws {
+			if w.Exited() {
+				continue
+			}
+			if w.Metrics()["veil_privacy_task_runner"] == 1 {
+				if who >= 0 {
+					return -1
+				}
+				who = i
+			}
+		}
+		return who
+	}
+	testsvc.Eventually(t, 30*time.Second, "exactly one runner", func() bool { return runner() >= 0 })
+	first := runner()
+
+	code, v := adminCall(t, ws[(first+1)%3], http.MethodPost, "/api/app/data-deletions/v3.0/?token=tok-shop",
+		map[string]any{"distinct_ids": []string{"user-3"}, "compliance_type": "GDPR"})
+	if code != 200 {
+		t.Fatalf("create deletion: %d %v", code, v)
+	}
+	id := v["results"].(map[string]any)["task_id"].(string)
+	var seen []string
+	status := func(via *faulttest.Proc) string {
+		_, v := adminCall(t, via, http.MethodGet, "/api/app/data-deletions/v3.0/"+id+"?token=tok-shop", nil)
+		r, _ := v["results"].(map[string]any)
+		st, _ := r["status"].(string)
+		if len(seen) == 0 || seen[len(seen)-1] != st {
+			seen = append(seen, st)
+		}
+		return st
+	}
+	via := ws[(first+1)%3]
+	testsvc.Eventually(t, 30*time.Second, "deletion STAGING", func() bool { return status(via) == "STAGING" })
+	ws[first].Kill()
+	killed := time.Now()
+	t.Logf("killed the runner %s (pid %d) with the deletion in STAGING", []string{"worker-a", "worker-b", "worker-c"}[first], ws[first].Pid())
+	testsvc.Eventually(t, 30*time.Second, "another runner elected", func() bool { return runner() >= 0 })
+	t.Logf("%s elected %s after the kill", []string{"worker-a", "worker-b", "worker-c"}[runner()], time.Since(killed).Round(100*time.Millisecond))
+	testsvc.Eventually(t, 60*time.Second, "deletion SUCCESS", func() bool { return status(via) == "SUCCESS" })
+	t.Logf("statuses seen: %v", seen)
+	want := []string{"STAGING", "STARTED", "SUCCESS"}
+	if !slices.Equal(seen, want) && !slices.Equal(seen, append([]string{"PENDING"}, want...)) {
+		t.Errorf("statuses %v, want [PENDING] STAGING STARTED SUCCESS in order", seen)
+	}
+	conn := testsvc.Conn(t, cfg.Sink)
+	if n := testsvc.Count(t, conn, "SELECT count() FROM "+cfg.Privacy.Database+".tasks WHERE task_id = ? AND status = 'SUCCESS'", id); n != 1 {
+		t.Errorf("the deletion was completed %d times, want once", n)
+	}
+	// Exactly the kept events of every user but user-3 remain.
+	var want3 int
+	for i := 0; i < 1000; i++ {
+		if l.Kept[fmt.Sprintf("ev-%d", i)] && i%10 == 3 {
+			want3++
+		}
+	}
+	got := testsvc.Count(t, conn, "SELECT count() FROM "+cfg.Sink.Database+".events FINAL")
+	t.Logf("events after the deletion: %d of %d (user-3 had %d)", got, len(l.Kept), want3)
+	if got != uint64(len(l.Kept)-want3) {
+		t.Errorf("%d events after the deletion, want %d", got, len(l.Kept)-want3)
+	}
+	for i, w := range ws {
+		if i != first {
+			w.Stop(15 * time.Second)
+		}
+	}
 	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
 }
