@@ -462,3 +462,59 @@ func TestPrivacyRunnerKilled(t *testing.T) {
 	}
 	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
 }
+
+// TestTooFewInSyncReplicas: topics that want all three copies in sync
+// (kafka.min_insync_replicas 3) lose one broker. Once the cluster has
+// dropped it from the in-sync replicas, Kafka refuses every write with
+// NOT_ENOUGH_REPLICAS; the collector answers 503, each counted under
+// reason="not_enough_replicas", and the clients' retries are taken once
+// the broker is back in sync.
+func TestTooFewInSyncReplicas(t *testing.T) {
+	start := time.Now()
+	bin := faulttest.Veil(t)
+	cfg, c := config(t)
+	cfg.Kafka.MinInsyncReplicas = 3
+	faulttest.Migrate(t, bin, cfg)
+	col := faulttest.StartCollector(t, bin, cfg, "collector")
+	w := faulttest.StartWorker(t, bin, cfg, "worker")
+	load := &faulttest.HTTPLoad{Collectors: []string{col.URL}, Token: "tok-shop", Requests: 400, PerRequest: 10,
+		Senders: 4, Every: 40 * time.Millisecond, Users: 200}
+	load.Start(t)
+	testsvc.Eventually(t, 60*time.Second, "load flowing", func() bool { return load.Accepted() >= 100 })
+	const victim = 3
+	if err := c.Kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	dropped := waitDropped(t, c, cfg.Kafka.RawTopic, victim)
+	testsvc.Eventually(t, 30*time.Second, "a write refused for too few in-sync replicas", func() bool {
+		return col.Metrics()["veil_collector_produce_errors_total{reason="+kafkax.ReasonNotEnoughReplicas+"}"] > 0
+	})
+	atRestart := load.Accepted()
+	if err := c.StartNode(context.Background(), victim); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node %d killed; out of the in-sync replicas %s later; started again %s after the kill, %d requests accepted by then",
+		victim, dropped.Sub(killed).Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond), atRestart)
+	if atRestart >= load.Requests {
+		t.Fatalf("the load ended before the broker came back; the test proves less than it says")
+	}
+	r := load.Wait(t)
+	faulttest.AccountHTTP(t, cfg, r, 90*time.Second)
+	m := col.Metrics()
+	byReason := map[string]float64{}
+	for _, reason := range kafkax.Reasons {
+		byReason[reason] = m["veil_collector_produce_errors_total{reason="+reason+"}"]
+	}
+	t.Logf("503s: %s; veil_collector_produce_errors_total by reason: %v", r.Of503(), byReason)
+	if got := m["veil_collector_produce_errors_total"]; got != float64(r.Statuses["503"]) {
+		t.Errorf("veil_collector_produce_errors_total = %v, want the %d answers 503", got, r.Statuses["503"])
+	}
+	if n := r.SentAfter(dropped.Add(time.Second)); n == 0 {
+		t.Errorf("no 503 to a request sent while only two of three copies, fewer than min.insync.replicas, were in sync")
+	}
+	col.Stop(15 * time.Second)
+	w.Stop(15 * time.Second)
+	waitInSync(t, c, cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic)
+	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
+}
