@@ -30,6 +30,7 @@ import (
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/httpserve"
+	"github.com/veilhq/veil/internal/kafkax"
 )
 
 // Producer is the part of a Kafka writer the collector uses. Veil's
@@ -570,7 +571,7 @@ func (c *Collector) produce(msgs []kafka.Message) error {
 	err := c.producer.WriteMessages(ctx, msgs...)
 	c.m.produceDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		c.m.produceErrors.Inc()
+		c.m.produceErrors.WithLabelValues(kafkax.ErrorReason(err)).Inc()
 	}
 	return err
 }

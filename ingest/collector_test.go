@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
+	"github.com/veilhq/veil/internal/kafkax"
 )
 
 // fakeProducer records what the collector produces and fails on demand.
@@ -340,7 +341,7 @@ func TestTrackBodyTooLarge(t *testing.T) {
 
 func TestTrackKafkaDown(t *testing.T) {
 	c, p, reg := newTestCollector(t, nil)
-	p.err = errors.New("kafka: leader not available")
+	p.err = fmt.Errorf("produce: %w", kafka.LeaderNotAvailable)
 	resp := do(t, c, form("/track?verbose=1", "data="+url.QueryEscape(b64(evA))))
 	if resp.status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.status)
@@ -351,8 +352,16 @@ func TestTrackKafkaDown(t *testing.T) {
 	if !strings.Contains(resp.body, `"status":0`) {
 		t.Errorf("body %q", resp.body)
 	}
-	if n := testutil.ToFloat64(metricSingle(t, reg, "veil_collector_produce_errors_total")); n != 1 {
-		t.Errorf("produce errors %v, want 1", n)
+	// Why Kafka refused the write is the label, one of a fixed set, each
+	// present from the start.
+	for _, reason := range kafkax.Reasons {
+		want := 0.0
+		if reason == kafkax.ReasonNotLeader {
+			want = 1
+		}
+		if n := counter(t, reg, "veil_collector_produce_errors_total", reason); n != want {
+			t.Errorf("produce errors{reason=%s} = %v, want %v", reason, n, want)
+		}
 	}
 }
 

@@ -234,10 +234,45 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 	g.Go(func() error { return registry.Run(helpers) })
 	g.Go(func() error { return p.Run(helpers) })
 	if tasks != nil {
-		g.Go(func() error { return tasks.Run(helpers) })
-		g.Go(func() error { return retention(cfg, s, log).Run(helpers) })
+		g.Go(func() error { return runPrivacyTasks(helpers, cfg, deps, tasks, retention(cfg, s, log), log) })
 	}
 	return g.Wait()
+}
+
+// runPrivacyTasks runs the privacy task runner and retention while this
+// process is the one elected among the workers (and RunPrivacy processes) of the
+// deployment: the member of the group worker.group_id + ".privacy" that
+// Kafka gives the one partition of kafka.privacy_topic. A runner that dies
+// mid-task is replaced after worker.session_timeout, and the next one
+// carries on from the task's last status.
+func runPrivacyTasks(ctx context.Context, cfg Config, deps Deps, tasks *privacy.Tasks, ret *privacy.Retention, log *zap.Logger) error {
+	elected := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "veil_privacy_task_runner",
+		Help: "1 while this process is the elected runner of privacy tasks and retention, 0 otherwise.",
+	})
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(elected)
+	}
+	e := kafkax.Election{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.PrivacyTopic, Group: cfg.Worker.GroupID + ".privacy",
+		SessionTimeout: cfg.Worker.SessionTimeout, RebalanceTimeout: cfg.Worker.RebalanceTimeout, Heartbeat: cfg.Worker.Heartbeat,
+		OnChange: func(on bool) {
+			if on {
+				elected.Set(1)
+			} else {
+				elected.Set(0)
+			}
+		},
+		Logger: log.Named("privacy.election"),
+	}
+	return e.Run(ctx, func(ctx context.Context) {
+		var g errgroup.Group
+		g.Go(func() error { return tasks.Run(ctx) })
+		g.Go(func() error { return ret.Run(ctx) })
+		if err := g.Wait(); err != nil {
+			log.Warn("privacy tasks stopped", zap.Error(err))
+		}
+	})
 }
 
 // adminState is what the admin endpoints know of a starting worker.
@@ -304,13 +339,12 @@ func RunPrivacy(ctx context.Context, cfg Config, deps Deps, l net.Listener) erro
 	if err != nil {
 		return err
 	}
-	var g errgroup.Group
-	g.Go(func() error { return tasks.Run(ctx) })
-	g.Go(func() error { return retention(cfg, s, log).Run(ctx) })
 	srv, err := newAdminServer("admin", cfg.Admin.Server, deps.Registry, s.Ping, func(mux *http.ServeMux) { mux.Handle("/api/", api) }, log)
 	if err != nil {
 		return err
 	}
+	var g errgroup.Group
+	g.Go(func() error { return runPrivacyTasks(ctx, cfg, deps, tasks, retention(cfg, s, log), log) })
 	g.Go(func() error {
 		log.Info("admin endpoints listening", zap.String("addr", l.Addr().String()))
 		return srv.Serve(ctx, l)

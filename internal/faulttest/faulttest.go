@@ -162,15 +162,17 @@ func Migrate(t *testing.T, bin string, cfg app.Config) {
 	}
 }
 
-// Proc is a running `veil worker` process.
+// Proc is a running `veil worker` or `veil collector` process.
 type Proc struct {
 	t     *testing.T
 	name  string
 	cmd   *exec.Cmd
-	admin string
-	log   string
-	done  chan struct{}
-	err   error
+	admin string // the address of its /metrics
+	// URL is a collector's base URL (http://host:port); empty for a worker.
+	URL  string
+	log  string
+	done chan struct{}
+	err  error
 }
 
 // StartWorker runs `veil worker --config cfgPath` with its admin endpoints
@@ -183,9 +185,43 @@ func StartWorker(t *testing.T, bin string, cfg app.Config, name string) *Proc {
 		t.Fatal(err)
 	}
 	cfg.Admin.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return start(t, bin, cfg, "worker", name, cfg.Admin.Listen)
+}
+
+// StartCollector runs `veil collector --config cfgPath` on a free port and
+// waits until its /readyz answers 200 (the topics exist). Its /metrics is
+// on the same listener.
+func StartCollector(t *testing.T, bin string, cfg app.Config, name string) *Proc {
+	t.Helper()
+	port, err := chserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Collector.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p := start(t, bin, cfg, "collector", name, cfg.Collector.Listen)
+	p.URL = "http://" + cfg.Collector.Listen
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(p.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("%s not ready within 30 s (exited: %v)", name, p.Exited())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// start runs `veil role --config FILE` for cfg.
+func start(t *testing.T, bin string, cfg app.Config, role, name, admin string) *Proc {
+	t.Helper()
 	cfgPath := WriteConfig(t, cfg)
-	// VEIL_FAULTTEST_LOGS keeps the workers' logs in a directory of one's
-	// choice for a closer look.
+	// VEIL_FAULTTEST_LOGS keeps the processes' logs in a directory of
+	// one's choice for a closer look.
 	logDir := os.Getenv("VEIL_FAULTTEST_LOGS")
 	if logDir == "" {
 		logDir = t.TempDir()
@@ -195,14 +231,14 @@ func StartWorker(t *testing.T, bin string, cfg app.Config, name string) *Proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "worker", "--config", cfgPath)
+	cmd := exec.Command(bin, role, "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	// Pdeathsig: a worker never outlives a test binary that dies.
+	// Pdeathsig: a process never outlives a test binary that dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &Proc{t: t, name: name, cmd: cmd, admin: cfg.Admin.Listen, log: logPath, done: make(chan struct{})}
+	p := &Proc{t: t, name: name, cmd: cmd, admin: admin, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		out.Close()
@@ -217,6 +253,13 @@ func StartWorker(t *testing.T, bin string, cfg app.Config, name string) *Proc {
 	})
 	return p
 }
+
+// Admin is the address of the process's admin endpoints (a collector's
+// listener).
+func (p *Proc) Admin() string { return p.admin }
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // withoutNoise drops kafka-go's routine "no messages received" lines.
 func withoutNoise(b []byte) []byte {

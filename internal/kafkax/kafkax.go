@@ -21,6 +21,10 @@ type Config struct {
 	Brokers  []string `yaml:"brokers"`
 	RawTopic string   `yaml:"raw_topic"`
 	DLQTopic string   `yaml:"dlq_topic"`
+	// PrivacyTopic is a topic of one partition that carries no messages:
+	// the workers elect the one that runs privacy tasks and retention as
+	// the member of their privacy group given its partition (Election).
+	PrivacyTopic string `yaml:"privacy_topic"`
 	// Partitions, ReplicationFactor and MinInsyncReplicas apply when Veil
 	// creates the topics. Partitions bound the number of workers that can
 	// share the load.
@@ -44,6 +48,7 @@ func DefaultConfig() Config {
 		Brokers:           []string{"127.0.0.1:9092"},
 		RawTopic:          "veil.events.raw",
 		DLQTopic:          "veil.events.dlq",
+		PrivacyTopic:      "veil.privacy",
 		Partitions:        12,
 		ReplicationFactor: 3,
 		RawRetention:      72 * time.Hour,
@@ -59,6 +64,8 @@ func (c Config) Validate() error {
 		return errors.New("kafka.raw_topic must be set")
 	case c.DLQTopic == "" || c.DLQTopic == c.RawTopic:
 		return errors.New("kafka.dlq_topic must be set and differ from kafka.raw_topic")
+	case c.PrivacyTopic == "" || c.PrivacyTopic == c.RawTopic || c.PrivacyTopic == c.DLQTopic:
+		return errors.New("kafka.privacy_topic must be set and differ from kafka.raw_topic and kafka.dlq_topic")
 	case c.Partitions <= 0:
 		return errors.New("kafka.partitions must be positive")
 	case c.ReplicationFactor <= 0:
@@ -79,7 +86,7 @@ func (c Config) MinISR() int {
 	return max(1, c.ReplicationFactor-1)
 }
 
-// EnsureTopics creates the raw and dead-letter topics when they are missing,
+// EnsureTopics creates the raw, dead-letter and privacy topics when they are missing,
 // with cfg's partitions, replication factor and min.insync.replicas, and
 // returns once every broker of the cluster knows both topics and a leader
 // for each of their partitions. Kafka creates topics asynchronously: a
@@ -102,6 +109,7 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 			Topic: cfg.DLQTopic, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor,
 			ConfigEntries: []kafka.ConfigEntry{minISR},
 		},
+		{Topic: cfg.PrivacyTopic, NumPartitions: 1, ReplicationFactor: cfg.ReplicationFactor, ConfigEntries: []kafka.ConfigEntry{minISR}},
 	}})
 	if err != nil {
 		return fmt.Errorf("kafka: create topics: %w", err)
@@ -111,7 +119,7 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("kafka: create topic %s: %w", topic, terr)
 		}
 	}
-	return waitForTopics(ctx, cfg.Brokers, cfg.RawTopic, cfg.DLQTopic)
+	return waitForTopics(ctx, cfg.Brokers, cfg.RawTopic, cfg.DLQTopic, cfg.PrivacyTopic)
 }
 
 // topicsTimeout bounds the wait for new topics to reach every broker; on a

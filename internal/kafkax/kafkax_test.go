@@ -65,12 +65,14 @@ func topicConfig(t *testing.T, brokers []string, topic, name string) string {
 	return ""
 }
 
-// TestEnsureTopicsSetsMinInsyncReplicas: both topics get the configured
-// min.insync.replicas, and the raw topic its retention.
+// TestEnsureTopicsSetsMinInsyncReplicas: every topic gets the configured
+// min.insync.replicas, the raw topic its retention, and the privacy topic
+// one partition.
 func TestEnsureTopicsSetsMinInsyncReplicas(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
 	cfg.RawTopic, cfg.DLQTopic = fmt.Sprintf("raw%d", topics.Add(1)), fmt.Sprintf("dlq%d", topics.Add(1))
+	cfg.PrivacyTopic = fmt.Sprintf("privacy%d", topics.Add(1))
 	cfg.Partitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas = 2, 1, 1
 	if err := EnsureTopics(context.Background(), cfg); err != nil {
 		t.Fatal(err)
@@ -78,11 +80,24 @@ func TestEnsureTopicsSetsMinInsyncReplicas(t *testing.T) {
 	for _, c := range []struct{ topic, name, want string }{
 		{cfg.RawTopic, "min.insync.replicas", "1"},
 		{cfg.DLQTopic, "min.insync.replicas", "1"},
+		{cfg.PrivacyTopic, "min.insync.replicas", "1"},
 		{cfg.RawTopic, "retention.ms", fmt.Sprint(cfg.RawRetention.Milliseconds())},
 	} {
 		if got := topicConfig(t, cfg.Brokers, c.topic, c.name); got != c.want {
 			t.Errorf("%s %s = %s, want %s", c.topic, c.name, got, c.want)
 		}
+	}
+	conn, err := kafka.Dial("tcp", cfg.Brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(cfg.PrivacyTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 1 {
+		t.Errorf("%s has %d partitions, want 1: the election gives its one partition to one worker", cfg.PrivacyTopic, len(parts))
 	}
 }
 
@@ -188,6 +203,27 @@ func TestProducerBatchesFitTheBroker(t *testing.T) {
 			}
 			if got := len(readAll(t, topic, 0)); got != len(msgs) {
 				t.Fatalf("stored %d messages, want %d", got, len(msgs))
+			}
+		})
+	}
+}
+
+func TestConfigValidateTopics(t *testing.T) {
+	const want = "kafka.privacy_topic must be set and differ from kafka.raw_topic and kafka.dlq_topic"
+	for _, tc := range []struct {
+		name, privacy, err string
+	}{
+		{"default", "veil.privacy", ""},
+		{"empty", "", want},
+		{"the raw topic", "veil.events.raw", want},
+		{"the dead-letter topic", "veil.events.dlq", want},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.PrivacyTopic = tc.privacy
+			err := cfg.Validate()
+			if (err == nil) != (tc.err == "") || (err != nil && err.Error() != tc.err) {
+				t.Fatalf("Validate() = %v, want %q", err, tc.err)
 			}
 		})
 	}

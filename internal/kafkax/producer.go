@@ -106,6 +106,9 @@ type Producer struct {
 	partIDs    []int
 	refreshed  time.Time
 	refreshing bool
+	// answered is the index in brokers of the broker that last answered
+	// a metadata request: the first one asked next time.
+	answered atomic.Int32
 	// closed is set by Close; a sender that finds it set closes its
 	// partition's connection once the partition is idle.
 	closed atomic.Bool
@@ -122,6 +125,10 @@ type partQueue struct {
 	// dialled and after an error. Only the caller whose turn it is uses it;
 	// Close takes it under mu from a partition that is not busy.
 	conn *kafka.Conn
+	// lastErr is the error of the partition's last failed attempt, nil
+	// once an attempt succeeds; under mu. A caller whose deadline passes
+	// while its write is retried gives it as the cause.
+	lastErr error
 }
 
 // pendingWrite is one WriteMessages call's messages for one partition.
@@ -241,10 +248,15 @@ func (p *Producer) partitions(ctx context.Context) ([]*partQueue, []int, error) 
 // which would go on saying that a topic created meanwhile (by `veil
 // migrate`, or the collector's own start) does not exist.
 func (p *Producer) partitionCount(ctx context.Context) (int, error) {
-	transport := &kafka.Transport{ClientID: "veil-collector", MetadataTopics: []string{p.topic}}
-	defer transport.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(p.brokers...), Timeout: p.cfg.WriteTimeout, Transport: transport}
-	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	var md *kafka.MetadataResponse
+	err := p.askBrokers(ctx, func(ctx context.Context, addr string) error {
+		transport := &kafka.Transport{ClientID: "veil-collector", MetadataTopics: []string{p.topic}}
+		defer transport.CloseIdleConnections()
+		client := &kafka.Client{Addr: kafka.TCP(addr), Transport: transport}
+		var err error
+		md, err = client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -330,7 +342,7 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 			// are not sent yet never will be; one in flight may still
 			// be stored.
 			go p.finish(call, left)
-			return ctx.Err()
+			return p.deadlineError(ctx.Err(), parts, writes)
 		}
 		if r.lead {
 			p.send(r.p)
@@ -342,6 +354,44 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 		}
 	}
 	return firstErr
+}
+
+// DeadlineError is WriteMessages' error when the caller's context ended
+// first: the context's error, and the last failure of a partition the
+// call was writing to (nil when none failed), which is why the write
+// took too long. errors.Is and errors.As see both.
+type DeadlineError struct {
+	Err   error
+	Cause error
+}
+
+func (e *DeadlineError) Error() string {
+	if e.Cause == nil {
+		return e.Err.Error()
+	}
+	return e.Err.Error() + " (last produce error: " + e.Cause.Error() + ")"
+}
+
+// Unwrap gives both errors.
+func (e *DeadlineError) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Cause, e.Err}
+}
+
+// deadlineError names err with the last failure of writes' partitions.
+func (p *Producer) deadlineError(err error, parts []*partQueue, writes []*pendingWrite) error {
+	var cause error
+	for _, w := range writes {
+		q := parts[w.part]
+		q.mu.Lock()
+		if q.lastErr != nil {
+			cause = q.lastErr
+		}
+		q.mu.Unlock()
+	}
+	return &DeadlineError{Err: err, Cause: cause}
 }
 
 // finish takes the turns of a call whose caller has gone, until each of
@@ -524,10 +574,12 @@ func (p *Producer) produceOnce(q *partQueue, msgs []kafka.Message, waiting func(
 			// gives the broker the time left as the request's timeout.
 			_ = q.conn.SetDeadline(time.Now().Add(p.cfg.WriteTimeout))
 			if _, err = q.conn.WriteCompressedMessages(p.codec, msgs...); err == nil {
+				q.setLastErr(nil)
 				return nil
 			}
 			q.closeConn()
 		}
+		q.setLastErr(err)
 		p.forget()
 		// kafka-go's messages name brokers, topics and partitions,
 		// never message contents.
@@ -539,22 +591,53 @@ func (p *Producer) produceOnce(q *partQueue, msgs []kafka.Message, waiting func(
 	return err
 }
 
-// dialLeader connects to partition's leader, asking each broker in turn
-// which one it is, within WriteTimeout.
+func (q *partQueue) setLastErr(err error) {
+	q.mu.Lock()
+	q.lastErr = err
+	q.mu.Unlock()
+}
+
+// dialLeader connects to partition's leader, asking the brokers in turn
+// which one it is (askBrokers).
 func (p *Producer) dialLeader(partition int) (*kafka.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+	var c *kafka.Conn
+	err := p.askBrokers(context.Background(), func(ctx context.Context, addr string) error {
+		var err error
+		c, err = p.dialer.DialLeader(ctx, "tcp", addr, p.topic, partition)
+		return err
+	})
+	return c, err
+}
+
+// askBrokers calls ask with each bootstrap broker in turn until one
+// succeeds, within WriteTimeout, starting with the broker that answered
+// last. Each broker has a share of the time of its own: a broker that
+// takes the connection and answers nothing (stopped, or its host cut
+// off, while the kernel still accepts) must not use all of it, or the
+// brokers after it are never asked, and every write fails until the
+// cluster drops that broker. The share is WriteTimeout divided among the
+// brokers: 1.7 s each for three brokers with the default 5 s.
+func (p *Producer) askBrokers(ctx context.Context, ask func(ctx context.Context, addr string) error) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
+	n := len(p.brokers)
+	share := p.cfg.WriteTimeout / time.Duration(n)
+	first := int(p.answered.Load())
 	var err error
-	for _, b := range p.brokers {
-		var c *kafka.Conn
-		if c, err = p.dialer.DialLeader(ctx, "tcp", b, p.topic, partition); err == nil {
-			return c, nil
+	for i := 0; i < n; i++ {
+		b := (first + i) % n
+		bctx, bcancel := context.WithTimeout(ctx, share)
+		err = ask(bctx, p.brokers[b])
+		bcancel()
+		if err == nil {
+			p.answered.Store(int32(b))
+			return nil
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, err
+	return err
 }
 
 // retriable reports whether a produce error may pass on its own: a
