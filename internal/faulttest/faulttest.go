@@ -650,7 +650,7 @@ func Account(t *testing.T, cfg app.Config, l *Load, timeout time.Duration) Store
 	dlq, otherDLQ := DeadLettered(t, cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions)
 	stored := int(st.RowsFinal) + int(st.Ops) + int(st.GroupOps)
 	dropped := l.Total() - stored - len(dlq)
-	t.Logf("accounting: sent %d = stored %d (%d events, %d profile ops, %d group ops) + dropped by policy %d + dead-lettered %d; "+
+	t.Logf("figures: accounting: sent %d = stored %d (%d events, %d profile ops, %d group ops) + dropped by policy %d + dead-lettered %d; "+
 		"%d event rows and %d profile-op rows before deduplication (replays not yet merged away)",
 		l.Total(), stored, st.RowsFinal, st.Ops, st.GroupOps, dropped, len(dlq), st.Rows, st.OpsRowsRaw)
 	if lost != 0 || extra != 0 {

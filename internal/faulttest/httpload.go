@@ -258,7 +258,7 @@ func AccountHTTP(t *testing.T, cfg app.Config, r HTTPResult, timeout time.Durati
 	dlq, otherDLQ := DeadLettered(t, cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions)
 	dead := len(dlq) + otherDLQ
 	dropped := r.Events - int(st.RowsFinal) - dead
-	t.Logf("accounting: accepted %d (answered 1) = stored %d + dropped by policy %d + dead-lettered %d; "+
+	t.Logf("figures: accounting: accepted %d (answered 1) = stored %d + dropped by policy %d + dead-lettered %d; "+
 		"%d event rows before deduplication; %d requests sent for %d accepted, answers %v",
 		r.Events, st.RowsFinal, dropped, dead, st.Rows, r.Attempts, r.Statuses["200"], r.Statuses)
 	if lost != 0 || extra != 0 {

@@ -157,7 +157,7 @@ func brokerFault(t *testing.T, what string, fault, recover func(c *kafkacluster.
 
 	r := load.Wait(t)
 	late := r.SentAfter(dropped.Add(time.Second))
-	t.Logf("503s: %s; %d to requests sent once the node was out", r.Of503(), late)
+	t.Logf("figures: 503s: %s; %d to requests sent once the node was out", r.Of503(), late)
 	faulttest.AccountHTTP(t, cfg, r, 90*time.Second)
 	if late != 0 {
 		t.Errorf("%d answers 503 to requests sent more than a second after every partition had a leader and an in-sync quorum on running brokers", late)
