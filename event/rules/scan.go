@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math"
@@ -262,7 +263,9 @@ func scanNumber(b []byte, i int) (int, *ScanError) {
 // quotes, is a valid name (ValidName) once unescaped.
 func QuotedNameValid(q []byte) bool {
 	text := q[1 : len(q)-1]
-	if StringRun(text, 0, false) == len(text) { // no escape: the text is the name
+	// A checked JSON string holds no raw control byte below 0x20, so
+	// without a backslash its text is the name.
+	if bytes.IndexByte(text, '\\') < 0 {
 		return ValidName(text)
 	}
 	var s string
