@@ -198,6 +198,13 @@ func StartCollector(t *testing.T, bin string, cfg app.Config, name string) *Proc
 		t.Fatal(err)
 	}
 	cfg.Collector.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// Its admin listener (the reasons behind /readyz) gets a port of its
+	// own too, so that several collectors run side by side.
+	adminPort, err := chserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Admin.CollectorListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
 	p := start(t, bin, cfg, "collector", name, cfg.Collector.Listen)
 	p.URL = "http://" + cfg.Collector.Listen
 	deadline := time.Now().Add(30 * time.Second)

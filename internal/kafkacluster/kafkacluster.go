@@ -282,12 +282,16 @@ func loadState(dir string, n int) (state, error) {
 		return st, err
 	}
 	// A cluster id is 16 random bytes in unpadded URL-safe base64, as
-	// `kafka-storage random-uuid` makes them.
-	var id [16]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return st, err
+	// `kafka-storage random-uuid` makes them; like Kafka's own, never one
+	// that starts with '-', which the storage tool's argument parser would
+	// take for an option (one id in 64).
+	for st.ClusterID == "" || st.ClusterID[0] == '-' {
+		var id [16]byte
+		if _, err := rand.Read(id[:]); err != nil {
+			return st, err
+		}
+		st.ClusterID = base64.RawURLEncoding.EncodeToString(id[:])
 	}
-	st.ClusterID = base64.RawURLEncoding.EncodeToString(id[:])
 	for i := 1; i <= n; i++ {
 		st.Nodes = append(st.Nodes, nodeState{ID: i})
 	}
