@@ -233,3 +233,24 @@ func duplicateKeys(b []byte) bool {
 		}
 	}
 }
+
+// TestQuotedNameValidAgrees holds the one-pass check of a quoted name to
+// ValidName of its unescaped text, for names of every length around the
+// eight-byte words with each kind of byte in each place.
+func TestQuotedNameValidAgrees(t *testing.T) {
+	specials := []string{"\x00", "\x1f", "\x7f", "\u0080", "\u009f", "\u00a0", "\\", "\"", "é", "\u2028"}
+	for n := 0; n <= 17; n++ {
+		for pos := 0; pos < n; pos++ {
+			for _, sp := range specials {
+				name := strings.Repeat("a", pos) + sp + strings.Repeat("b", n-pos-1)
+				q, err := json.Marshal(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := QuotedNameValid(q), ValidName(name); got != want {
+					t.Errorf("QuotedNameValid(%s) = %v, ValidName = %v", q, got, want)
+				}
+			}
+		}
+	}
+}

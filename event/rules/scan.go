@@ -263,6 +263,9 @@ func scanNumber(b []byte, i int) (int, *ScanError) {
 // quotes, is a valid name (ValidName) once unescaped.
 func QuotedNameValid(q []byte) bool {
 	text := q[1 : len(q)-1]
+	if plainName(text) {
+		return true
+	}
 	// A checked JSON string holds no raw control byte below 0x20, so
 	// without a backslash its text is the name.
 	if bytes.IndexByte(text, '\\') < 0 {
@@ -278,4 +281,25 @@ func QuotedNameValid(q []byte) bool {
 func parseFloat(s string) float64 {
 	f, _ := strconv.ParseFloat(s, 64)
 	return f
+}
+
+// plainName reports whether s holds no backslash, byte below 0x20, DEL or
+// 0xC2 (the lead byte of U+0080–U+00BF): then, as the text of a checked
+// JSON string, it is a valid name as it stands. One pass, eight bytes at a
+// time, as ValidName's; most names are plain ASCII words.
+func plainName(s []byte) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64(s[i:])
+		d, c2, bs := x^(swarLo*0x7f), x^(swarLo*0xc2), x^(swarLo*'\\')
+		if ((x-swarLo*0x20)&^x|(d-swarLo)&^d|(c2-swarLo)&^c2|(bs-swarLo)&^bs)&swarHi != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c == 0xc2 || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
