@@ -8,12 +8,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 )
 
 // Full reports whether b has reached a row or byte bound.
@@ -98,8 +100,8 @@ func (s *Sink) steps(b *Batch, shard int) []step {
 // On a cluster the batch is split by shard (ShardOf the user, or the
 // group), and each shard's rows go to that shard's local tables through
 // one of its replicas; a write that fails moves to the shard's next
-// replica. Write returns nil only when every shard has acknowledged its
-// part. A shard's part is the same rows in the same order on every
+// replica. The shards are written at once. Write returns nil only when
+// every shard has acknowledged its part. A shard's part is the same rows in the same order on every
 // attempt, so a retried insert is the same block, which the replicas
 // deduplicate by its hash in ZooKeeper.
 func (s *Sink) Write(ctx context.Context, b *Batch) error {
@@ -110,18 +112,38 @@ func (s *Sink) Write(ctx context.Context, b *Batch) error {
 		b.done = map[string]bool{}
 	}
 	start := time.Now()
-	delay := s.cfg.RetryMin
 	defer s.m.retrying.Set(0)
-	var steps []step
+	var mu sync.Mutex // guards b.done while the shards are written at once
 	if s.shards == nil {
-		steps = s.steps(b, -1)
+		if err := s.runSteps(ctx, b, s.steps(b, -1), &mu); err != nil {
+			return err
+		}
 	} else {
+		// The shards are independent: each is written, and retried, on
+		// its own, and the batch is done when all are.
+		var g errgroup.Group
 		for i, part := range b.shardParts(len(s.shards)) {
-			steps = append(steps, s.steps(part, i)...)
+			steps := s.steps(part, i)
+			g.Go(func() error { return s.runSteps(ctx, b, steps, &mu) })
+		}
+		if err := g.Wait(); err != nil {
+			return err
 		}
 	}
+	s.m.batchRows.Observe(float64(b.Len()))
+	s.m.flushDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// runSteps runs steps in order, each until it succeeds, skipping those b
+// has done already; it returns only when all are done or ctx ends.
+func (s *Sink) runSteps(ctx context.Context, b *Batch, steps []step, mu *sync.Mutex) error {
+	delay := s.cfg.RetryMin
 	for _, st := range steps {
-		if b.done[st.key] {
+		mu.Lock()
+		done := b.done[st.key]
+		mu.Unlock()
+		if done {
 			continue
 		}
 		for attempt := 1; ; attempt++ {
@@ -130,7 +152,9 @@ func (s *Sink) Write(ctx context.Context, b *Batch) error {
 			rows, err := st.run(actx, t)
 			cancel()
 			if err == nil {
+				mu.Lock()
 				b.done[st.key] = true
+				mu.Unlock()
 				s.m.rows.WithLabelValues(st.table).Add(float64(rows))
 				break
 			}
@@ -159,8 +183,6 @@ func (s *Sink) Write(ctx context.Context, b *Batch) error {
 			delay = min(delay*2, s.cfg.RetryMax)
 		}
 	}
-	s.m.batchRows.Observe(float64(b.Len()))
-	s.m.flushDuration.Observe(time.Since(start).Seconds())
 	return nil
 }
 
