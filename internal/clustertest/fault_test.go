@@ -13,7 +13,9 @@ import (
 func produce(t *testing.T, brokers []string, topic string, l *faulttest.Load) (wait func()) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- faulttest.Produce(context.Background(), brokers, topic, l.Messages, 50, 50*time.Millisecond) }()
+	go func() {
+		done <- faulttest.Produce(context.Background(), brokers, topic, l.Messages, 50, 50*time.Millisecond)
+	}()
 	return func() {
 		t.Helper()
 		if err := <-done; err != nil {
