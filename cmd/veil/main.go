@@ -27,6 +27,9 @@ type cli struct {
 	Dev struct {
 		Listen  string `default:"127.0.0.1:8080" help:"Collector address."`
 		DataDir string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
+		// A replicated, sharded ClickHouse instead of one server.
+		ClickhouseShards   int `placeholder:"N" help:"Run a ClickHouse cluster of N shards (with ZooKeeper) instead of one server."`
+		ClickhouseReplicas int `placeholder:"M" help:"Replicas of each shard of the ClickHouse cluster."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
 	Collector roleFlags    `cmd:"" help:"Run the HTTP collector."`
 	Worker    roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
@@ -118,7 +121,8 @@ func run(ctx context.Context, cmd string, c *cli) error {
 	deps := app.Deps{Logger: log, Registry: app.NewRegistry()}
 	switch cmd {
 	case "dev":
-		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout}, log, deps.Registry)
+		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout,
+			ClickHouseShards: c.Dev.ClickhouseShards, ClickHouseReplicas: c.Dev.ClickhouseReplicas}, log, deps.Registry)
 	case "collector":
 		return app.RunCollector(ctx, cfg, deps, nil)
 	case "worker":

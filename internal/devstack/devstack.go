@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/chcluster"
 	"github.com/veilhq/veil/internal/chserver"
 )
 
@@ -32,6 +34,12 @@ type Options struct {
 	Listen  string // collector address
 	DataDir string
 	Out     io.Writer // where the endpoints are printed
+	// ClickHouseShards and ClickHouseReplicas, when either is set, run a
+	// replicated, sharded ClickHouse instead of one server: ZooKeeper and
+	// shards × replicas clickhouse-servers (a missing one counts as 1),
+	// with Veil's schema on the cluster (sink.cluster).
+	ClickHouseShards   int
+	ClickHouseReplicas int
 }
 
 // Endpoints is what endpoints.json holds: where each part of the stack
@@ -45,6 +53,20 @@ type Endpoints struct {
 	Kafka            string `json:"kafka"`
 	ClickHouseNative string `json:"clickhouse_native"`
 	ClickHouseHTTP   string `json:"clickhouse_http"`
+	// On a cluster: every node, and ZooKeeper. clickhouse_native and
+	// clickhouse_http are then the first node, whose Distributed tables
+	// read every shard.
+	ClickHouseNodes []ClickHouseNode `json:"clickhouse_nodes,omitempty"`
+	ZooKeeper       string           `json:"zookeeper,omitempty"`
+}
+
+// ClickHouseNode is one clickhouse-server of a cluster in endpoints.json.
+type ClickHouseNode struct {
+	Shard   int    `json:"shard"`
+	Replica int    `json:"replica"`
+	Native  string `json:"native"`
+	HTTP    string `json:"http"`
+	Pid     int    `json:"pid"`
 }
 
 // Config returns the configuration `veil dev` runs the roles with, for a
@@ -120,30 +142,34 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if err != nil {
 		return err
 	}
-	ch, err := chserver.Start(ctx, chserver.Config{Dir: filepath.Join(dir, "clickhouse"), AnalystPassword: strings.TrimSpace(string(analyst))}, log.Named("clickhouse"))
+	ch, err := startClickHouse(ctx, opts, dir, strings.TrimSpace(string(analyst)), log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = ch.Stop(stopCtx)
-		log.Info("clickhouse-server stopped")
-	}()
+	defer ch.stop()
 
 	admin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
-	cfg := Config(broker.ListenAddrs()[0], ch.NativeAddr(), dir)
+	cfg := Config(broker.ListenAddrs()[0], ch.native, dir)
+	if ch.cluster != nil {
+		cfg.Sink.Addr, cfg.Sink.Cluster = ch.cluster.Addrs(), ch.cluster.Name()
+	}
 	ep := Endpoints{
 		Collector:        "http://" + l.Addr().String(),
 		Admin:            "http://" + admin.Addr().String(),
 		Metrics:          "http://" + l.Addr().String() + "/metrics",
 		Kafka:            broker.ListenAddrs()[0],
-		ClickHouseNative: ch.NativeAddr(),
-		ClickHouseHTTP:   "http://" + ch.HTTPAddr(),
+		ClickHouseNative: ch.native,
+		ClickHouseHTTP:   "http://" + ch.http,
+	}
+	if c := ch.cluster; c != nil {
+		ep.ZooKeeper = c.ZK.Addr()
+		for _, n := range c.Nodes {
+			ep.ClickHouseNodes = append(ep.ClickHouseNodes, ClickHouseNode{Shard: n.Shard, Replica: n.Replica, Native: n.NativeAddr(), HTTP: "http://" + n.HTTPAddr(), Pid: n.Pid()})
+		}
 	}
 	deps := app.Deps{Logger: log, Registry: reg}
 	// Topics and schema first, so that the stack is whole once the
@@ -176,6 +202,13 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		fmt.Fprintf(opts.Out, "Veil is running.\n  collector          %s\n  metrics            %s\n  admin              %s (token in %s)\n  kafka              %s\n  clickhouse_native  %s\n  clickhouse_http    %s\n  endpoints file     %s\n",
 			ep.Collector, ep.Metrics, ep.Admin, cfg.Privacy.AdminTokenFile, ep.Kafka, ep.ClickHouseNative, ep.ClickHouseHTTP, filepath.Join(dir, "endpoints.json"))
 	}
+	if opts.Out != nil && ch.cluster != nil {
+		fmt.Fprintf(opts.Out, "  zookeeper          %s\n  clickhouse cluster %s: %d shards × %d replicas\n", ep.ZooKeeper, ch.cluster.Name(),
+			max(1, opts.ClickHouseShards), max(1, opts.ClickHouseReplicas))
+		for _, n := range ep.ClickHouseNodes {
+			fmt.Fprintf(opts.Out, "    shard %d replica %d  native %s  http %s  pid %d\n", n.Shard, n.Replica, n.Native, n.HTTP, n.Pid)
+		}
+	}
 
 	cerr := <-collectorDone
 	log.Info("collector stopped; draining the worker")
@@ -186,6 +219,47 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return fmt.Errorf("collector: %w", cerr)
 	}
 	return werr
+}
+
+// clickHouse is the ClickHouse `veil dev` runs: one server, or a cluster.
+type clickHouse struct {
+	native, http string // the server, or the cluster's first node
+	cluster      *chcluster.Cluster
+	stop         func()
+}
+
+// startClickHouse starts one clickhouse-server under dir/clickhouse, or,
+// with --clickhouse-shards or --clickhouse-replicas, ZooKeeper and the
+// cluster's servers under dir/clickhouse-cluster. Every child is started
+// with Pdeathsig, and stop stops them all (SIGTERM, SIGKILL after 20 s).
+func startClickHouse(ctx context.Context, opts Options, dir, analyst string, log *zap.Logger) (*clickHouse, error) {
+	if opts.ClickHouseShards == 0 && opts.ClickHouseReplicas == 0 {
+		ch, err := chserver.Start(ctx, chserver.Config{Dir: filepath.Join(dir, "clickhouse"), AnalystPassword: analyst}, log.Named("clickhouse"))
+		if err != nil {
+			return nil, err
+		}
+		return &clickHouse{native: ch.NativeAddr(), http: ch.HTTPAddr(), stop: func() {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_ = ch.Stop(stopCtx)
+			log.Info("clickhouse-server stopped")
+		}}, nil
+	}
+	if opts.ClickHouseShards < 0 || opts.ClickHouseReplicas < 0 {
+		return nil, errors.New("--clickhouse-shards and --clickhouse-replicas must be positive")
+	}
+	c, err := chcluster.Start(ctx, chcluster.Config{Dir: filepath.Join(dir, "clickhouse-cluster"),
+		Shards: max(1, opts.ClickHouseShards), Replicas: max(1, opts.ClickHouseReplicas), AnalystPassword: analyst}, log.Named("clickhouse"))
+	if err != nil {
+		return nil, fmt.Errorf("veil dev needs ZooKeeper for a ClickHouse cluster: %w", err)
+	}
+	first := c.Nodes[0]
+	return &clickHouse{native: first.NativeAddr(), http: first.HTTPAddr(), cluster: c, stop: func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c.Stop(stopCtx)
+		log.Info("ClickHouse cluster and ZooKeeper stopped")
+	}}, nil
 }
 
 func writeEndpoints(dir string, ep Endpoints) error {

@@ -39,15 +39,19 @@ type running struct {
 	stop func() error
 }
 
-func start(t *testing.T, dir string) *running {
+func start(t *testing.T, dir string) *running { return startWith(t, dir, Options{}) }
+
+// startWith runs `veil dev` with opts on dir and a free collector port.
+func startWith(t *testing.T, dir string, opts Options) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	opts.Listen, opts.DataDir = "127.0.0.1:0", dir
 	go func() {
-		done <- Run(ctx, Options{Listen: "127.0.0.1:0", DataDir: dir}, zaptest.NewLogger(t), app.NewRegistry())
+		done <- Run(ctx, opts, zaptest.NewLogger(t), app.NewRegistry())
 	}()
 	var ep Endpoints
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		b, err := os.ReadFile(filepath.Join(dir, "endpoints.json"))
 		if err == nil && json.Unmarshal(b, &ep) == nil {
@@ -61,7 +65,7 @@ func start(t *testing.T, dir string) *running {
 		}
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatal("endpoints.json not written within 30 s")
+			t.Fatal("endpoints.json not written within 90 s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -164,5 +168,86 @@ func TestDevRunStopRestart(t *testing.T) {
 	defer r2.stop()
 	if got := query(t, r2.ep, "SELECT count() FROM veil.events WHERE event = 'dev_check'"); got != "1" {
 		t.Fatalf("after restart: %s rows, want 1", got)
+	}
+}
+
+// TestDevCluster: `veil dev --clickhouse-shards 2 --clickhouse-replicas 2`
+// runs ZooKeeper and four clickhouse-servers, lists them in endpoints.json,
+// stores an event on both replicas of one shard, answers a Distributed
+// query on clickhouse_http, and leaves no process behind when it stops.
+func TestDevCluster(t *testing.T) {
+	dir := t.TempDir()
+	r := startWith(t, dir, Options{ClickHouseShards: 2, ClickHouseReplicas: 2})
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = r.stop()
+		}
+	}()
+	if len(r.ep.ClickHouseNodes) != 4 || r.ep.ZooKeeper == "" {
+		t.Fatalf("endpoints.json: %+v", r.ep)
+	}
+	pids := map[int]bool{}
+	places := map[string]bool{}
+	for _, n := range r.ep.ClickHouseNodes {
+		if n.Pid <= 0 || n.Native == "" || n.HTTP == "" {
+			t.Fatalf("node %+v", n)
+		}
+		pids[n.Pid] = true
+		places[fmt.Sprintf("%d/%d", n.Shard, n.Replica)] = true
+	}
+	if len(pids) != 4 || len(places) != 4 || !places["1/1"] || !places["2/2"] {
+		t.Fatalf("nodes %+v", r.ep.ClickHouseNodes)
+	}
+	zk, err := os.ReadFile(filepath.Join(dir, "clickhouse-cluster", "zookeeper", "zookeeper.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zkPid, _ := strconv.Atoi(strings.TrimSpace(string(zk)))
+	pids[zkPid] = true
+
+	data := base64.StdEncoding.EncodeToString([]byte(`{"event":"dev_check","properties":{"token":"any","distinct_id":"d1","$insert_id":"dev-1"}}`))
+	resp, err := http.Get(r.ep.Collector + "/track?data=" + url.QueryEscape(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "1" {
+		t.Fatalf("track answered %q", body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for query(t, r.ep, "SELECT count() FROM veil.events WHERE event = 'dev_check'") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("row not queryable through the Distributed table within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// One shard holds the row, on both of its replicas.
+	perShard := map[int]int{}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		clear(perShard)
+		for _, n := range r.ep.ClickHouseNodes {
+			got, _ := strconv.Atoi(query(t, Endpoints{ClickHouseHTTP: n.HTTP}, "SELECT count() FROM veil.events_local"))
+			perShard[n.Shard] += got
+		}
+		if perShard[1]+perShard[2] == 2 && (perShard[1] == 2 || perShard[2] == 2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rows per shard (both replicas summed): %v, want 2 on one shard", perShard)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	if err := r.stop(); err != nil {
+		t.Fatalf("dev stopped with error: %v", err)
+	}
+	stopped = true
+	for pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("process %d still runs after dev stopped", pid)
+		}
 	}
 }
