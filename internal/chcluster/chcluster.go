@@ -17,10 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"text/template"
 	"time"
@@ -108,30 +111,81 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (c *Cluster, err er
 		for r := 1; r <= cfg.Replicas; r++ {
 			n := &Node{Shard: s, Replica: r, Name: fmt.Sprintf("s%dr%d", s, r), log: log.Named(fmt.Sprintf("clickhouse-s%dr%d", s, r))}
 			n.cfg = chserver.Config{Dir: filepath.Join(dir, n.Name), AnalystPassword: cfg.AnalystPassword, StartTimeout: cfg.StartTimeout}
-			// Every node's ports are fixed up front: each config lists all
-			// of them in <remote_servers>, and a restarted node keeps its own.
-			for _, p := range []*int{&n.cfg.TCPPort, &n.cfg.HTTPPort, &n.cfg.InterserverPort} {
-				if *p, err = chserver.FreePort(); err != nil {
-					return c, err
-				}
-			}
 			c.Nodes = append(c.Nodes, n)
 		}
 	}
-	for _, n := range c.Nodes {
-		if err := c.writeClusterConfig(n); err != nil {
-			return c, err
+	// Every node's ports are fixed up front: each config lists all of
+	// them in <remote_servers>, and a restarted node keeps its own. A port
+	// found free may be taken by another process before the server binds
+	// it; then the whole set is picked again.
+	for attempt := 1; ; attempt++ {
+		if err = c.startNodes(ctx); err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
+			break
 		}
+		log.Warn("a port was taken while the cluster started; starting again on other ports", zap.Error(err))
 	}
-	var g errgroup.Group
-	for _, n := range c.Nodes {
-		g.Go(func() error { return n.Start(ctx) })
-	}
-	if err := g.Wait(); err != nil {
+	if err != nil {
 		return c, err
 	}
 	log.Info("ClickHouse cluster started", zap.String("cluster", cfg.Name), zap.Int("shards", cfg.Shards), zap.Int("replicas", cfg.Replicas))
 	return c, nil
+}
+
+// errPortTaken marks a node that could not bind one of its ports.
+var errPortTaken = errors.New("a port was taken")
+
+// startNodes picks ports for every node, writes their configurations and
+// starts them in parallel; on error it stops those that started.
+func (c *Cluster) startNodes(ctx context.Context) error {
+	for _, n := range c.Nodes {
+		for _, p := range []*int{&n.cfg.TCPPort, &n.cfg.HTTPPort, &n.cfg.InterserverPort} {
+			var err error
+			if *p, err = pickPort(); err != nil {
+				return err
+			}
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := c.writeClusterConfig(n); err != nil {
+			return err
+		}
+	}
+	var g errgroup.Group
+	for _, n := range c.Nodes {
+		g.Go(func() error {
+			err := n.Start(ctx)
+			if err != nil {
+				if b, _ := os.ReadFile(filepath.Join(n.cfg.Dir, "clickhouse-server.err.log")); bytes.Contains(b, []byte("Address already in use")) {
+					_ = os.Remove(filepath.Join(n.cfg.Dir, "clickhouse-server.err.log"))
+					return fmt.Errorf("%w: %w", errPortTaken, err)
+				}
+			}
+			return err
+		})
+	}
+	err := g.Wait()
+	if err != nil {
+		for _, n := range c.Nodes {
+			n.Stop(ctx)
+		}
+	}
+	return err
+}
+
+// pickPort returns a free loopback port below Linux's ephemeral range
+// (32768 and up), where the kernel does not hand out ports to outgoing
+// connections: a port picked there stays free until the server binds it
+// unless another process picks the same one.
+func pickPort() (int, error) {
+	for i := 0; i < 100; i++ {
+		p := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err == nil {
+			l.Close()
+			return p, nil
+		}
+	}
+	return chserver.FreePort()
 }
 
 var clusterTmpl = template.Must(template.New("cluster").Parse(`<?xml version="1.0"?>

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/veilhq/veil/internal/chserver"
 )
 
 // ZooKeeperHint tells a person how to get ZooKeeper.
@@ -67,7 +65,7 @@ func StartZooKeeper(ctx context.Context, dir string, port int, log *zap.Logger) 
 		return nil, err
 	}
 	if port == 0 {
-		if port, err = chserver.FreePort(); err != nil {
+		if port, err = pickPort(); err != nil {
 			return nil, err
 		}
 	}
