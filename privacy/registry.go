@@ -128,6 +128,17 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string) e
     version         UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY task_id`,
 	}
+	if cluster != "" {
+		// DDL on a cluster goes through ZooKeeper: a worker that starts
+		// while ZooKeeper is down, with the tables in place, must not need it.
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name IN ('optout_registry', 'deleted_users', 'tasks')", db).Scan(&n); err != nil {
+			return fmt.Errorf("privacy: migrate: %w", err)
+		}
+		if n == 3 {
+			return nil
+		}
+	}
 	stmts, err := sink.Layout{Cluster: cluster}.Everywhere(stmts, 1)
 	if err != nil {
 		return fmt.Errorf("privacy: migrate: %w", err)

@@ -275,11 +275,23 @@ func MigrateLayout(ctx context.Context, conn driver.Conn, db string, caps Capabi
 	if err != nil {
 		return fmt.Errorf("sink: %w", err)
 	}
-	if err := conn.Exec(ctx, base[0]); err != nil {
-		return fmt.Errorf("sink: create database %s: %w", db, err)
+	// On a cluster DDL goes through ZooKeeper: a worker that starts while
+	// ZooKeeper is down, with the schema in place, must not need it.
+	exists := false
+	if l.Cluster != "" {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'", db).Scan(&n); err != nil {
+			return fmt.Errorf("sink: read system.tables: %w", err)
+		}
+		exists = n > 0
 	}
-	if err := conn.Exec(ctx, base[1]); err != nil {
-		return fmt.Errorf("sink: create schema_migrations: %w", err)
+	if !exists {
+		if err := conn.Exec(ctx, base[0]); err != nil {
+			return fmt.Errorf("sink: create database %s: %w", db, err)
+		}
+		if err := conn.Exec(ctx, base[1]); err != nil {
+			return fmt.Errorf("sink: create schema_migrations: %w", err)
+		}
 	}
 	applied := map[uint32]bool{}
 	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
