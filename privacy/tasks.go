@@ -330,8 +330,22 @@ func (t *Tasks) deleteRows(ctx context.Context, task Task) error {
 		// On a cluster ON CLUSTER reaches every shard; each shard's
 		// replicas share the mutation through ZooKeeper.
 		q := fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE project = ? AND %s IN %s", t.dataDB, table, t.place.onCluster(), col, inList(task.Pseudonyms))
-		if err := t.conn.Exec(ctx, q, task.Project); err != nil {
-			return fmt.Errorf("delete from %s: %w", table, err)
+		for {
+			err := t.conn.Exec(ctx, q, task.Project)
+			if err == nil {
+				break
+			}
+			// On a cluster the statement fails while ZooKeeper or a node
+			// is unreachable (the node has not confirmed it within
+			// distributed_ddl_task_timeout); a deletion repeated deletes
+			// nothing more, so it is tried again until every node has it.
+			if t.place.cluster == "" || ctx.Err() != nil {
+				return fmt.Errorf("delete from %s: %w", table, err)
+			}
+			t.log.Warn("deletion not yet confirmed by every node; retrying", zap.String("table", table), zap.Error(err))
+			if err := sleep(ctx, 5*time.Second); err != nil {
+				return err
+			}
 		}
 	}
 	return t.waitMutations(ctx)
