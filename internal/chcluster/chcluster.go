@@ -216,6 +216,12 @@ var clusterTmpl = template.Must(template.New("cluster").Parse(`<?xml version="1.
   <distributed_ddl>
     <path>/clickhouse/task_queue/ddl</path>
   </distributed_ddl>
+  <!-- After a lost ZooKeeper session a replicated table is read-only until
+       its replica is active again, which waits for the old session's
+       is_active node to expire; the default retries once a minute. -->
+  <merge_tree>
+    <zookeeper_session_expiration_check_period>5</zookeeper_session_expiration_check_period>
+  </merge_tree>
 </yandex>
 `))
 
