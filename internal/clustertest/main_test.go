@@ -40,7 +40,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "skipping the cluster tests:", errCH, errZK)
 		os.Exit(0)
 	}
-	dir, err := os.MkdirTemp("", "veil-cluster-")
+	// VEIL_CLUSTER_KEEP keeps the cluster's directory (logs, data) for a
+	// closer look after a run.
+	keep := os.Getenv("VEIL_CLUSTER_KEEP")
+	dir, err := os.MkdirTemp(keep, "veil-cluster-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -57,7 +60,9 @@ func TestMain(m *testing.M) {
 	fmt.Fprintf(os.Stderr, "clustertest: ZooKeeper and %d×%d clickhouse-servers started in %s\n", shards, replicas, time.Since(start).Round(100*time.Millisecond))
 	code := faulttest.Main(m)
 	cluster.Stop(context.Background())
-	_ = os.RemoveAll(dir)
+	if keep == "" {
+		_ = os.RemoveAll(dir)
+	}
 	os.Exit(code)
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -408,5 +409,57 @@ func TestRetriedFlushIsANoOp(t *testing.T) {
 	st := replicasAgree(t, cfg.Sink.Database, "events_local", "distinct_id, insert_id")
 	if st[0].rows+st[1].rows != 200 {
 		t.Fatalf("%d + %d rows after the same flush twice, want 200", st[0].rows, st[1].rows)
+	}
+}
+
+// TestDistributedInsertPlacesRowsLikeTheWorker: rows inserted through the
+// Distributed table (an operator's backfill, a reshard) land on the shard
+// the worker would have written them to.
+func TestDistributedInsertPlacesRowsLikeTheWorker(t *testing.T) {
+	cfg := config(t)
+	ctx := context.Background()
+	s, err := sink.Open(ctx, cfg.Sink, sink.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+	b, err := s.Conn().PrepareBatch(sctx, "INSERT INTO "+cfg.Sink.Database+".events (project, distinct_id, insert_id)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	for i := 0; i < n; i++ {
+		if err := b.Append("p", fmt.Sprintf("%064x", i*7919), fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for sh := 1; sh <= shards; sh++ {
+		c := nodeConn(t, cluster.Shard(sh)[0], "", "")
+		rows, err := c.Query(ctx, "SELECT distinct_id FROM "+cfg.Sink.Database+".events_local")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			found++
+			if want := sink.ShardOf(id, shards) + 1; want != sh {
+				t.Errorf("a row on shard %d that the worker writes to shard %d", sh, want)
+			}
+		}
+		rows.Close()
+	}
+	if found != n {
+		t.Fatalf("%d rows on the shards, want %d", found, n)
 	}
 }
