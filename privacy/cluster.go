@@ -17,6 +17,24 @@ import (
 // query is a Distributed table over replicated local tables (sink.Layout).
 type placement struct {
 	cluster string
+	shards  ShardRunner
+}
+
+// ShardRunner runs fn once on every shard of the data (on one replica of
+// each; on one server, on the server): sink.Sink.EachShard.
+type ShardRunner func(ctx context.Context, fn func(ctx context.Context, conn driver.Conn) error) error
+
+// alterEachShard runs ALTER TABLE table action, a change a shard's
+// replicas share by themselves (a mutation, a dropped partition), on every
+// shard: through the ShardRunner when there is one, else ON CLUSTER, else
+// on the server.
+func (p placement) alterEachShard(ctx context.Context, conn driver.Conn, table, action string, args ...any) error {
+	if p.cluster != "" && p.shards != nil {
+		return p.shards(ctx, func(ctx context.Context, c driver.Conn) error {
+			return c.Exec(ctx, "ALTER TABLE "+table+" "+action, args...)
+		})
+	}
+	return conn.Exec(ctx, "ALTER TABLE "+table+p.onCluster()+" "+action, args...)
 }
 
 // local is the table holding a shard's rows: the table itself on one

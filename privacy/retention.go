@@ -37,9 +37,10 @@ func NewRetention(conn driver.Conn, db string, days map[string]int, every time.D
 }
 
 // OnCluster makes r apply retention on every shard of cluster (sink.cluster):
-// partitions are listed on every node and dropped ON CLUSTER.
-func (r *Retention) OnCluster(cluster string) *Retention {
-	r.place = placement{cluster}
+// partitions are listed on every node and dropped on every shard, through
+// shards (sink.Sink.EachShard) or, when it is nil, ON CLUSTER.
+func (r *Retention) OnCluster(cluster string, shards ShardRunner) *Retention {
+	r.place = placement{cluster, shards}
 	return r
 }
 
@@ -116,7 +117,7 @@ func (r *Retention) applyTable(ctx context.Context, table string, cutoff time.Ti
 		return err
 	}
 	for _, p := range old {
-		if err := r.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION %s", r.db, local, r.place.onCluster(), p)); err != nil {
+		if err := r.place.alterEachShard(ctx, r.conn, r.db+"."+local, "DROP PARTITION "+p); err != nil {
 			return err
 		}
 		r.log.Info("retention: partition dropped", zap.String("table", table), zap.String("partition", p))
@@ -129,7 +130,7 @@ func (r *Retention) applyTable(ctx context.Context, table string, cutoff time.Ti
 	if n == 0 {
 		return nil
 	}
-	if err := r.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE time < ?", r.db, local, r.place.onCluster()), cutoff); err != nil {
+	if err := r.place.alterEachShard(ctx, r.conn, r.db+"."+local, "DELETE WHERE time < ?", cutoff); err != nil {
 		return err
 	}
 	r.log.Info("retention: expired rows deleted", zap.String("table", table), zap.Uint64("rows", n))

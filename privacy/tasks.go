@@ -66,7 +66,7 @@ func NewTasks(cfg Config, conn driver.Conn, dataDB string, keys *pseudonym.Keyri
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Tasks{conn: conn, db: cfg.Database, dataDB: dataDB, keys: keys, cfg: cfg, log: log, now: time.Now, place: placement{cfg.Cluster}}, nil
+	return &Tasks{conn: conn, db: cfg.Database, dataDB: dataDB, keys: keys, cfg: cfg, log: log, now: time.Now, place: placement{cluster: cfg.Cluster}}, nil
 }
 
 func newTaskID() string {
@@ -112,6 +112,13 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// OnShards makes t run its deletions on every shard through shards
+// (sink.Sink.EachShard) instead of ON CLUSTER.
+func (t *Tasks) OnShards(shards ShardRunner) *Tasks {
+	t.place.shards = shards
+	return t
 }
 
 // ErrNotFound is returned for an unknown task id.
@@ -327,22 +334,22 @@ func (t *Tasks) deleteRows(ctx context.Context, task Task) error {
 		return err
 	}
 	for table, col := range tables {
-		// On a cluster ON CLUSTER reaches every shard; each shard's
-		// replicas share the mutation through ZooKeeper.
-		q := fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE project = ? AND %s IN %s", t.dataDB, table, t.place.onCluster(), col, inList(task.Pseudonyms))
+		// On a cluster the mutation goes to one replica of every shard;
+		// the shard's replicas share it through ZooKeeper.
+		action := fmt.Sprintf("DELETE WHERE project = ? AND %s IN %s", col, inList(task.Pseudonyms))
 		for {
-			err := t.conn.Exec(ctx, q, task.Project)
+			err := t.place.alterEachShard(ctx, t.conn, t.dataDB+"."+table, action, task.Project)
 			if err == nil {
 				break
 			}
-			// On a cluster the statement fails while ZooKeeper or a node
-			// is unreachable (the node has not confirmed it within
-			// distributed_ddl_task_timeout); a deletion repeated deletes
-			// nothing more, so it is tried again until every node has it.
+			// On a cluster the statement fails while ZooKeeper or every
+			// replica of a shard is unreachable; a deletion repeated
+			// deletes nothing more, so it is tried again until every
+			// shard has it.
 			if t.place.cluster == "" || ctx.Err() != nil {
 				return fmt.Errorf("delete from %s: %w", table, err)
 			}
-			t.log.Warn("deletion not yet confirmed by every node; retrying", zap.String("table", table), zap.Error(err))
+			t.log.Warn("deletion not yet taken by every shard; retrying", zap.String("table", table), zap.Error(err))
 			if err := sleep(ctx, 5*time.Second); err != nil {
 				return err
 			}

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -22,11 +24,9 @@ type shard struct {
 	addrs []string // its replicas listed in sink.addr, in the cluster's order
 	conns []driver.Conn
 
-	mu  sync.Mutex
-	cur int
-	// synced holds the ops tables the current replica has been brought up
-	// to date on (SYSTEM SYNC REPLICA) since it became current.
-	synced map[string]bool
+	mu     sync.Mutex
+	cur    int
+	recent recentOps // operations lately written to this shard
 }
 
 // openShards learns the cluster's shards from system.clusters on the first
@@ -142,38 +142,109 @@ func (s *Sink) failover(i int, t target) {
 	defer sh.mu.Unlock()
 	if sh.cur == t.replica && len(sh.conns) > 1 {
 		sh.cur = (sh.cur + 1) % len(sh.conns)
-		sh.synced = nil
 	}
 }
 
-// syncReplica brings t's replica up to date on opsTable before the state
-// of its entities is read back from it: a replica that has just become a
-// shard's write target may not yet have fetched the operations written
-// through the one before. It waits while that replica is unreachable,
-// which shows as a retried write and consumer lag, never as a state
-// computed from part of the log. A replica that has been the target all
-// along needs nothing.
-func (s *Sink) syncReplica(ctx context.Context, t target, opsTable string) error {
+// recentWindow is how long a shard remembers the operations written
+// through it, and recentMax how many at most: ClickHouse replicates a part
+// within seconds, and a replica lost before its peer fetched its last parts
+// takes those operations with it until it is back (see recentOps).
+const (
+	recentWindow = 2 * time.Minute
+	recentMax    = 200000
+)
+
+// recentOps are the profile and group operations a worker wrote to one
+// shard lately, by entity. The state of an entity is folded from its
+// operations as the replica written through reads them back plus these: a
+// replica that has just become the shard's write target may not yet have
+// fetched the parts written through the one before, and one written
+// through a replica that then died may even be recognised as a block
+// already written, and reach it only by replication.
+type recentOps struct {
+	byEntity map[entity][]storedOp
+	order    []recentEntry
+}
+
+type recentEntry struct {
+	at time.Time
+	e  entity
+}
+
+func (r *recentOps) add(now time.Time, ops *opRows) {
+	if r.byEntity == nil {
+		r.byEntity = map[entity][]storedOp{}
+	}
+	for i := range ops.project {
+		e := ops.entityAt(i)
+		r.byEntity[e] = append(r.byEntity[e], ops.storedAt(i))
+		r.order = append(r.order, recentEntry{now, e})
+	}
+	n := 0
+	for n < len(r.order) && (len(r.order)-n > recentMax || now.Sub(r.order[n].at) > recentWindow) {
+		e := r.order[n].e
+		if l := r.byEntity[e]; len(l) > 1 {
+			r.byEntity[e] = l[1:]
+		} else {
+			delete(r.byEntity, e)
+		}
+		n++
+	}
+	r.order = append(r.order[:0], r.order[n:]...)
+}
+
+// rememberOps records ops written to shard t.
+func (s *Sink) rememberOps(t target, ops *opRows) {
 	if t.shard < 0 {
-		return nil
+		return
 	}
 	sh := s.shards[t.shard]
 	sh.mu.Lock()
-	done := sh.cur == t.replica && sh.synced[opsTable]
-	sh.mu.Unlock()
-	if done {
-		return nil
+	defer sh.mu.Unlock()
+	sh.recent.add(time.Now(), ops)
+}
+
+// addRecent adds to logs the operations lately written to shard t on the
+// entities ents that logs lacks (by $insert_id and operation).
+func (s *Sink) addRecent(t target, logs map[string][]storedOp, ents []entity) {
+	if t.shard < 0 {
+		return
 	}
-	if err := t.conn.Exec(ctx, "SYSTEM SYNC REPLICA "+s.cfg.Database+"."+opsTable+LocalSuffix); err != nil {
-		return err
-	}
+	sh := s.shards[t.shard]
 	sh.mu.Lock()
-	if sh.cur == t.replica {
-		if sh.synced == nil {
-			sh.synced = map[string]bool{}
+	defer sh.mu.Unlock()
+	for _, e := range ents {
+		for _, o := range sh.recent.byEntity[e] {
+			if !slices.ContainsFunc(logs[e.id], func(x storedOp) bool { return x.insertID == o.insertID && x.op == o.op }) {
+				logs[e.id] = append(logs[e.id], o)
+			}
 		}
-		sh.synced[opsTable] = true
 	}
-	sh.mu.Unlock()
+}
+
+// EachShard runs fn once on every shard of the cluster, on the replica the
+// shard's writes go to, moving to its next replica when fn fails there, as
+// writes do; on one server it runs fn on the server. Statements that
+// replicate within a shard by themselves (ALTER … DELETE, DROP PARTITION
+// on a replicated table) go this way rather than ON CLUSTER, so they need
+// neither the distributed DDL queue nor every node to be up: a replica
+// that is down takes the change from ZooKeeper when it is back.
+func (s *Sink) EachShard(ctx context.Context, fn func(ctx context.Context, conn driver.Conn) error) error {
+	if s.shards == nil {
+		return fn(ctx, s.conn)
+	}
+	for i, sh := range s.shards {
+		var err error
+		for range sh.conns {
+			t := s.target(i)
+			if err = fn(ctx, t.conn); err == nil || ctx.Err() != nil {
+				break
+			}
+			s.failover(i, t)
+		}
+		if err != nil {
+			return fmt.Errorf("shard %d: %w", sh.num, err)
+		}
+	}
 	return nil
 }

@@ -323,6 +323,9 @@ func (s *Sink) computeState(ctx context.Context, t target, r *opRows) (*stateRow
 			if err != nil {
 				return nil, err
 			}
+			// On a cluster, with what was written through this shard's
+			// other replicas and may not be here yet (see recentOps).
+			s.addRecent(t, logs, chunk)
 			for _, e := range chunk {
 				t := r.touched[e]
 				f := fold(logs[e.id], !r.groups)
@@ -346,6 +349,24 @@ func (s *Sink) computeState(ctx context.Context, t target, r *opRows) (*stateRow
 		}
 	}
 	return out, nil
+}
+
+// entityAt is the profile or group of r's row i.
+func (r *opRows) entityAt(i int) entity {
+	if r.groups {
+		return entity{project: r.project[i], key: r.groupKey[i], id: r.group[i]}
+	}
+	return entity{project: r.project[i], id: r.distinctID[i]}
+}
+
+// storedAt is r's row i as readOps reads it back.
+func (r *opRows) storedAt(i int) storedOp {
+	return storedOp{
+		ms:        r.time[i].Truncate(time.Second).UnixMilli() + int64(r.timeMs[i]),
+		partition: r.partition[i], offset: r.offset[i], insertID: r.insertID[i],
+		op: r.op[i], operand: r.operand[i], modifiers: r.modifiers[i],
+		policyVersion: r.policyVersion[i], keyEpoch: r.keyEpoch[i],
+	}
 }
 
 // readOps reads the operations of the entities in idList (quoted, comma

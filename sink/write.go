@@ -61,7 +61,11 @@ func (s *Sink) steps(b *Batch, shard int) []step {
 			continue
 		}
 		steps = append(steps, step{key(r.table()), r.table(), shard, func(ctx context.Context, t target) (int, error) {
-			return r.len(), s.insert(ctx, t, r.table(), token, r.columnNames(), r.columns())
+			if err := s.insert(ctx, t, r.table(), token, r.columnNames(), r.columns()); err != nil {
+				return 0, err
+			}
+			s.rememberOps(t, r)
+			return r.len(), nil
 		}})
 	}
 	for _, r := range []*opRows{&b.people, &b.groups} {
@@ -73,9 +77,6 @@ func (s *Sink) steps(b *Batch, shard int) []step {
 			table = tableGroupState
 		}
 		steps = append(steps, step{key(table), table, shard, func(ctx context.Context, t target) (int, error) {
-			if err := s.syncReplica(ctx, t, r.table()); err != nil {
-				return 0, err
-			}
 			st, err := s.computeState(ctx, t, r)
 			if err != nil {
 				return 0, err

@@ -211,6 +211,7 @@ func privacyAPI(cfg Config, s *sink.Sink, keys *pseudonym.Keyring, registry *pri
 	if err != nil {
 		return nil, nil, err
 	}
+	tasks.OnShards(s.EachShard)
 	token, err := privacy.LoadAdminToken(cfg.Privacy)
 	if err != nil {
 		return nil, nil, err
@@ -223,7 +224,7 @@ func privacyAPI(cfg Config, s *sink.Sink, keys *pseudonym.Keyring, registry *pri
 
 func retention(cfg Config, s *sink.Sink, log *zap.Logger) *privacy.Retention {
 	return privacy.NewRetention(s.Conn(), cfg.Sink.Database, cfg.Privacy.RetentionDays, cfg.Privacy.RetentionEvery, log.Named("retention")).
-		OnCluster(cfg.Sink.Cluster)
+		OnCluster(cfg.Sink.Cluster, s.EachShard)
 }
 
 // privacyConfig is the privacy section with the cluster the data lives on.

@@ -229,6 +229,20 @@ func TestPipelineOnCluster(t *testing.T) {
 				break
 			}
 			if r["status"] == "FAILURE" || time.Now().After(deadline) {
+				for _, n := range cluster.Nodes {
+					rows, err := nodeConn(t, n, "", "").Query(ctx, "SELECT table, mutation_id, is_done, toString(parts_to_do) FROM system.mutations WHERE database = 'veil' AND is_done = 0")
+					if err != nil {
+						t.Logf("%s: %v", n.Name, err)
+						continue
+					}
+					for rows.Next() {
+						var table, id, todo string
+						var done uint8
+						_ = rows.Scan(&table, &id, &done, &todo)
+						t.Logf("%s: mutation %s of %s not done, %s parts to do", n.Name, id, table, todo)
+					}
+					rows.Close()
+				}
 				t.Fatalf("deletion: %v", r)
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -305,7 +319,7 @@ func TestRetentionPerShard(t *testing.T) {
 	if before[0].rows == 0 || before[1].rows == 0 {
 		t.Fatalf("rows per shard %v: the test needs both shards", before)
 	}
-	r := privacy.NewRetention(s.Conn(), cfg.Sink.Database, map[string]int{"events": 90}, time.Hour, nil).OnCluster(cluster.Name())
+	r := privacy.NewRetention(s.Conn(), cfg.Sink.Database, map[string]int{"events": 90}, time.Hour, nil).OnCluster(cluster.Name(), s.EachShard)
 	if err := r.ApplyAt(ctx, now); err != nil {
 		t.Fatal(err)
 	}
@@ -440,6 +454,9 @@ func TestDistributedInsertPlacesRowsLikeTheWorker(t *testing.T) {
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
+	// The insert went to one replica of each shard; the other gets it by
+	// replication.
+	replicasAgree(t, cfg.Sink.Database, "events_local", "distinct_id, insert_id")
 	found := 0
 	for sh := 1; sh <= shards; sh++ {
 		c := nodeConn(t, cluster.Shard(sh)[0], "", "")
