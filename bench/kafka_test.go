@@ -57,7 +57,7 @@ func BenchmarkKafkaProduce(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("events=%d/%s", n, v.name), func(b *testing.B) {
 				brokers := startBroker(b, v.disk)
-				topic := devstack.Config(brokers[0], "", b.TempDir()).Kafka.RawTopic
+				topic := devstack.Config(brokers[0], "", b.TempDir(), devstack.Project{}).Kafka.RawTopic
 				var w interface {
 					WriteMessages(context.Context, ...kafka.Message) error
 					Close() error
@@ -106,7 +106,7 @@ func startBroker(b *testing.B, disk bool) []string {
 	brokers := c.ListenAddrs()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := kafkax.EnsureTopics(ctx, devstack.Config(brokers[0], "", b.TempDir()).Kafka); err != nil {
+	if err := kafkax.EnsureTopics(ctx, devstack.Config(brokers[0], "", b.TempDir(), devstack.Project{}).Kafka); err != nil {
 		b.Fatal(err)
 	}
 	return brokers

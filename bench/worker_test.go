@@ -13,6 +13,7 @@ import (
 	"github.com/veilhq/veil/deidentify/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
@@ -60,7 +61,8 @@ func flat(reqs [][]kafka.Message) []kafka.Message {
 var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 
 // BenchmarkWorkerPass measures what the worker does with each message
-// between fetching it and flushing the batch: event.Decode, the stages
+// between fetching it and flushing the batch: event.Decode, the rules
+// (rules.Limits.Event, in every sub-benchmark as part of decode), the stages
 // app.NewPipeline builds (policy, enrichment with geolocation and
 // user-agent parsing, de-identification with pseudonyms and scrubbing),
 // and sink.Batch.Append. The batch is reset at sink.max_rows, as a flush
@@ -78,6 +80,7 @@ var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 func BenchmarkWorkerPass(b *testing.B) {
 	stages := benchPipeline(b)
 	maxRows := sink.DefaultConfig().MaxRows
+	limits := rules.DefaultLimits()
 	for _, n := range benchSizes {
 		msgs := flat(envelopes(b, 2048/n, n))
 		steps := []string{"all"}
@@ -114,6 +117,9 @@ func BenchmarkWorkerPass(b *testing.B) {
 						i++
 						if err := decode(m.Value, &ev); err != nil {
 							b.Fatal(err)
+						}
+						if v := limits.Event(&ev); v != nil {
+							b.Fatal(v)
 						}
 						kept := true
 						for s := 1; s <= min(last, len(stages)); s++ {
@@ -285,5 +291,37 @@ func TestWorkerPassPathsAgree(t *testing.T) {
 			!reflect.DeepEqual(raw.Provenance, ref.Provenance) {
 			t.Fatalf("message %d: raw columns differ\n%#v\n%#v", i, raw, ref)
 		}
+	}
+}
+
+// BenchmarkRules measures the worker's check of each message against the
+// rules the collector applies (rules.Limits.Event) where the worker runs
+// it, right after event.DecodeRaw on the event it reuses: decode alone,
+// then decode and the check; the difference is the check's cost, per
+// mixpanel-browser event.
+func BenchmarkRules(b *testing.B) {
+	limits := rules.DefaultLimits()
+	msgs := flat(envelopes(b, 2048/50, 50))
+	for _, check := range []bool{false, true} {
+		name := "decode"
+		if check {
+			name = "decode+rules"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			var ev event.Event
+			i := 0
+			for b.Loop() {
+				if err := event.DecodeRaw(msgs[i%len(msgs)].Value, &ev); err != nil {
+					b.Fatal(err)
+				}
+				i++
+				if check {
+					if v := limits.Event(&ev); v != nil {
+						b.Fatal(v)
+					}
+				}
+			}
+		})
 	}
 }

@@ -6,7 +6,9 @@
 //   - the IP is dropped, or truncated to its /24 or /48 network;
 //   - distinct_id, $device_id, $user_id, $anon_distinct_id and group ids
 //     become keyed HMAC-SHA256 pseudonyms;
-//   - PII properties ($email, $phone, $name, …) are dropped;
+//   - PII properties ($email, $phone, $name, …) are dropped; a group
+//     profile's properties are a company's or an account's, and keep its
+//     name ($name, name) under a list of their own;
 //   - every remaining string, keys included, is scanned for emails, phone
 //     numbers, card numbers, IBANs, national ids, IPs and tokens, which are
 //     replaced by typed placeholders; URLs lose their fragment and every
@@ -56,6 +58,19 @@ var builtinPII = []string{
 	"avatar", "latitude", "longitude", "lat", "lng", "geo_latitude", "geo_longitude",
 }
 
+// groupProfileNames are the names of builtinPII that a group profile keeps:
+// a group is a company, an account or a team, and its $name is what it is
+// called, not a person's name. Everything else on builtinPII still goes
+// from group profiles (an e-mail, a phone or a first name there is a
+// contact person's), and what is kept is scrubbed like any free text.
+var groupProfileNames = []string{"name"}
+
+// builtinGroupPII is builtinPII without groupProfileNames: the property
+// names of group profiles (/groups) that hold personal data by their name.
+var builtinGroupPII = slices.DeleteFunc(slices.Clone(builtinPII), func(k string) bool {
+	return slices.Contains(groupProfileNames, k)
+})
+
 // memoSize is how many pseudonyms each memo keeps: the users of a few
 // seconds of traffic, a few MB.
 const memoSize = 1 << 16
@@ -85,13 +100,11 @@ type Registry interface {
 
 type projectRules struct {
 	policy policy.Policy
-	pii    map[string]bool
-	// piiShapes has a bit per (length, first byte) of the names in pii,
-	// folded as isPII folds them: most names are ruled out without
-	// hashing.
-	piiShapes [64]uint64
-	allowOnly map[string]bool
-	scrubber  *scrub.Scrubber
+	// pii are the PII names of events and people profiles; groupPII those
+	// of the properties of group profiles.
+	pii, groupPII piiNames
+	allowOnly     map[string]bool
+	scrubber      *scrub.Scrubber
 	// known is what the name checks below decide for each of the
 	// property names Mixpanel's SDKs use (event.KnownProp), worked out
 	// once from this policy and scrubber, so that a raw event's props
@@ -119,7 +132,7 @@ func (r *projectRules) ruleOf(k string) nameRule {
 	if r.isIDKey(k) {
 		nr |= nameID
 	}
-	pii, na := r.drops(k)
+	pii, na := r.drops(&r.pii, k)
 	if pii {
 		nr |= namePII
 	}
@@ -177,21 +190,14 @@ func New(set policy.Set, deps Deps) (*Engine, error) {
 }
 
 func compile(p policy.Policy) (*projectRules, error) {
-	r := &projectRules{policy: p, pii: map[string]bool{}}
-	for _, k := range builtinPII {
-		r.pii[k] = true
-	}
-	for _, k := range p.PIIDeny {
-		r.pii[normKey(k)] = true
-	}
-	for _, k := range p.PIIAllow {
-		delete(r.pii, normKey(k))
-	}
-	for k := range r.pii {
-		if k != "" {
-			r.piiShapes[len(k)&63] |= 1 << (k[0] & 63)
-		}
-	}
+	r := &projectRules{policy: p}
+	// pii_deny and pii_allow apply to every property; group_pii_deny and
+	// group_pii_allow then to group profiles only.
+	r.pii = newPIINames(builtinPII)
+	r.pii.edit(p.PIIDeny, p.PIIAllow)
+	r.groupPII = newPIINames(builtinGroupPII)
+	r.groupPII.edit(p.PIIDeny, p.PIIAllow)
+	r.groupPII.edit(p.GroupPIIDeny, p.GroupPIIAllow)
 	if len(p.AllowOnly) > 0 {
 		r.allowOnly = map[string]bool{}
 		for _, k := range p.AllowOnly {
@@ -378,19 +384,22 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 		pseudonymized = pseudonymized || res.pseudonymized
 		dropped, notAllowed, found = res.dropped, res.notAllowed, res.found
 	} else {
-		dropped, notAllowed = dropProps(ev.Properties, r)
+		dropped, notAllowed = dropProps(ev.Properties, r, &r.pii)
 	}
 	if pseudonymized {
 		tr |= tPseudonymized
 	}
+	// A profile operation's operand holds the profile's properties:
+	// a person's, or a group's under the group list.
+	profile := r.profilePII(ev.Kind)
 	if m, ok := ev.Value.(map[string]any); ok {
-		d, n := dropProps(m, r)
+		d, n := dropProps(m, r, profile)
 		dropped, notAllowed = dropped || d, notAllowed || n
 	}
 	if ev.Kind != event.KindTrack && ev.Name == "$unset" {
 		// $unset's operand is a list of property names: names are kept.
 		if l, ok := ev.Value.([]any); ok {
-			ev.Value = filterNames(l, r)
+			ev.Value = filterNames(l, r, profile)
 		}
 	}
 	if dropped {
@@ -637,11 +646,12 @@ func idString(v any) string {
 	return ""
 }
 
-// dropProps removes PII properties from m and, in allow-list mode, every
-// property not allowed. It reports which of the two fired.
-func dropProps(m map[string]any, r *projectRules) (pii, notAllowed bool) {
+// dropProps removes the properties of m that names lists as PII and, in
+// allow-list mode, every property not allowed. It reports which of the
+// two fired.
+func dropProps(m map[string]any, r *projectRules, names *piiNames) (pii, notAllowed bool) {
 	for k := range m {
-		if p, na := r.drops(k); p || na {
+		if p, na := r.drops(names, k); p || na {
 			delete(m, k)
 			pii, notAllowed = pii || p, notAllowed || na
 		}
@@ -649,37 +659,77 @@ func dropProps(m map[string]any, r *projectRules) (pii, notAllowed bool) {
 	return pii, notAllowed
 }
 
-// drops says whether the property k goes: as PII, or as not allow-listed
-// in allow-list mode.
-func (r *projectRules) drops(k string) (pii, notAllowed bool) {
+// drops says whether the property k goes: as PII by names, or as not
+// allow-listed in allow-list mode.
+func (r *projectRules) drops(names *piiNames, k string) (pii, notAllowed bool) {
 	if r.allowOnly != nil && !r.allowOnly[k] && !r.isIDKey(k) {
 		return false, true
 	}
-	return r.isPII(k), false
+	return names.has(k), false
 }
 
-// isPII reports whether k names personal data, as r.pii[normKey(k)] does,
+// profilePII is the PII list of the properties a profile operation of kind
+// k sets: a group profile's are a company's or an account's.
+func (r *projectRules) profilePII(k event.Kind) *piiNames {
+	if k == event.KindGroups {
+		return &r.groupPII
+	}
+	return &r.pii
+}
+
+// piiNames is a set of property names that hold personal data, folded by
+// normKey.
+type piiNames struct {
+	set map[string]bool
+	// shapes has a bit per (length, first byte) of the names in set,
+	// folded as has folds them: most names are ruled out without hashing.
+	shapes [64]uint64
+}
+
+func newPIINames(builtin []string) piiNames {
+	n := piiNames{set: make(map[string]bool, len(builtin))}
+	n.edit(builtin, nil)
+	return n
+}
+
+// edit adds the names of deny to the set, then takes those of allow off.
+func (n *piiNames) edit(deny, allow []string) {
+	for _, k := range deny {
+		n.set[normKey(k)] = true
+	}
+	for _, k := range allow {
+		delete(n.set, normKey(k))
+	}
+	n.shapes = [64]uint64{}
+	for k := range n.set {
+		if k != "" {
+			n.shapes[len(k)&63] |= 1 << (k[0] & 63)
+		}
+	}
+}
+
+// has reports whether k names personal data, as set[normKey(k)] does,
 // without allocating for an ASCII name.
-func (r *projectRules) isPII(k string) bool {
+func (n *piiNames) has(k string) bool {
 	k = strings.TrimPrefix(k, "$")
 	var buf [64]byte
 	if len(k) == 0 || len(k) > len(buf) {
-		return r.pii[strings.ToLower(k)]
+		return n.set[strings.ToLower(k)]
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if c >= utf8.RuneSelf {
-			return r.pii[strings.ToLower(k)] // folding may change the length
+			return n.set[strings.ToLower(k)] // folding may change the length
 		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		buf[i] = c
 	}
-	if r.piiShapes[len(k)&63]&(1<<(buf[0]&63)) == 0 {
+	if n.shapes[len(k)&63]&(1<<(buf[0]&63)) == 0 {
 		return false
 	}
-	return r.pii[string(buf[:len(k)])]
+	return n.set[string(buf[:len(k)])]
 }
 
 // isIDKey reports whether k is an identifier property: one of idProps or
@@ -688,10 +738,10 @@ func (r *projectRules) isIDKey(k string) bool {
 	return isIDProp(k) || slices.Contains(r.policy.GroupKeys, k)
 }
 
-func filterNames(l []any, r *projectRules) []any {
+func filterNames(l []any, r *projectRules, names *piiNames) []any {
 	out := l[:0]
 	for _, v := range l {
-		if s, ok := v.(string); ok && (r.isPII(s) || (r.allowOnly != nil && !r.allowOnly[s])) {
+		if s, ok := v.(string); ok && (names.has(s) || (r.allowOnly != nil && !r.allowOnly[s])) {
 			continue
 		}
 		out = append(out, v)

@@ -3,6 +3,9 @@ package deidentify
 import (
 	"encoding/json"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -265,11 +268,119 @@ func TestIsPIIMatchesNormKey(t *testing.T) {
 		"customer_ref", "$CUSTOMER_REF", "EMAİL", "emai̇l", "école", "ÉCOLE", "$ip", "IP", "ipx", "zip", "ZIP_code",
 		strings.Repeat("x", 70), strings.Repeat("X", 70), strings.Repeat("x", 64), "current_page_title"}
 	for _, k := range names {
-		if got, want := r.isPII(k), r.pii[normKey(k)]; got != want {
+		if got, want := r.pii.has(k), r.pii.set[normKey(k)]; got != want {
 			t.Errorf("isPII(%q) = %v, want %v", k, got, want)
 		}
 	}
-	if !r.isPII("$Email") || r.isPII("name") || !r.isPII("Customer_Ref") {
+	if !r.pii.has("$Email") || r.pii.has("name") || !r.pii.has("Customer_Ref") {
 		t.Error("the PII set is not the one configured")
+	}
+}
+
+// TestProfilePII: a group profile is a company's or an account's, so it
+// keeps the name it is known by, scrubbed as any free text, and loses what
+// is a person's; a people profile loses its $name as before. Both lists
+// are configurable, each on its own.
+func TestProfilePII(t *testing.T) {
+	update := func(kind event.Kind, op string, v any) *event.Event {
+		ev := &event.Event{Kind: kind, Project: "shop", Name: op, Value: v, Properties: map[string]any{},
+			Time: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), ReceivedAt: time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC)}
+		if kind == event.KindGroups {
+			ev.GroupKey, ev.GroupID = "company", "acme-1"
+		} else {
+			ev.DistinctID = "user-1"
+		}
+		return ev
+	}
+	company := func() map[string]any {
+		return map[string]any{
+			"$name": "Acme Corp", "name": "Acme", "Name": "ACME", "industry": "retail",
+			"$email": "ceo@acme.example", "$phone": "+14155552671", "$first_name": "Alice", "owner_name": "Alice Liddell",
+			"address": "1 Main St", "$avatar": "https://acme.example/alice.png",
+		}
+	}
+	groupDeny := policy.DefaultSet()
+	groupDeny.Default.GroupPIIDeny = []string{"$Name", "industry"}
+	groupAllow := policy.DefaultSet()
+	groupAllow.Default.GroupPIIAllow = []string{"address"}
+	peopleAllow := policy.DefaultSet()
+	peopleAllow.Default.PIIAllow = []string{"first_name"}
+	projectDeny := policy.DefaultSet()
+	projectDeny.Default.PIIDeny = []string{"owner_name"}
+
+	for _, tt := range []struct {
+		name string
+		set  policy.Set
+		ev   *event.Event
+		want any
+	}{
+		{"a group keeps its names and loses a person's data", policy.DefaultSet(), update(event.KindGroups, "$set", company()),
+			map[string]any{"$name": "Acme Corp", "name": "Acme", "Name": "ACME", "industry": "retail", "owner_name": "Alice Liddell"}},
+		{"a group's name is scrubbed as free text", policy.DefaultSet(),
+			update(event.KindGroups, "$set", map[string]any{"$name": "Acme (billing@acme.example, +14155552671)"}),
+			map[string]any{"$name": "Acme ([email], [phone])"}},
+		{"a group keeps its name in $set_once", policy.DefaultSet(), update(event.KindGroups, "$set_once", map[string]any{"$name": "Acme Corp", "$email": "ceo@acme.example"}),
+			map[string]any{"$name": "Acme Corp"}},
+		{"$unset of a group names its name, not a person's", policy.DefaultSet(), update(event.KindGroups, "$unset", []any{"$name", "name", "$email", "industry"}),
+			[]any{"$name", "name", "industry"}},
+		{"a people profile loses its names", policy.DefaultSet(), update(event.KindEngage, "$set", company()),
+			map[string]any{"industry": "retail", "owner_name": "Alice Liddell"}},
+		{"$unset of a people profile keeps no PII name", policy.DefaultSet(), update(event.KindEngage, "$unset", []any{"$name", "name", "$email", "industry"}),
+			[]any{"industry"}},
+		{"group_pii_deny drops from groups only: group", groupDeny, update(event.KindGroups, "$set", company()),
+			map[string]any{"owner_name": "Alice Liddell"}},
+		{"group_pii_deny drops from groups only: people", groupDeny, update(event.KindEngage, "$set", map[string]any{"industry": "retail"}),
+			map[string]any{"industry": "retail"}},
+		{"group_pii_allow keeps on groups only: group", groupAllow, update(event.KindGroups, "$set", map[string]any{"address": "1 Main St"}),
+			map[string]any{"address": "1 Main St"}},
+		{"group_pii_allow keeps on groups only: people", groupAllow, update(event.KindEngage, "$set", map[string]any{"address": "1 Main St"}),
+			map[string]any{}},
+		{"pii_allow applies to groups too", peopleAllow, update(event.KindGroups, "$set", map[string]any{"$first_name": "Alice"}),
+			map[string]any{"$first_name": "Alice"}},
+		{"pii_deny applies to groups too", projectDeny, update(event.KindGroups, "$set", company()),
+			map[string]any{"$name": "Acme Corp", "name": "Acme", "Name": "ACME", "industry": "retail"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEngine(t, tt.set, nil)
+			if r := e.Stage(tt.ev); r != event.Keep {
+				t.Fatalf("dropped: %s", r)
+			}
+			if !reflect.DeepEqual(tt.ev.Value, tt.want) {
+				t.Fatalf("operand %#v, want %#v", tt.ev.Value, tt.want)
+			}
+		})
+	}
+}
+
+// TestPrivacyDocListsThePIINames holds the lists in docs/privacy.md to the
+// code's: the people list name by name, the group list as what it leaves
+// out of it.
+func TestPrivacyDocListsThePIINames(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "docs", "privacy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := func(list string) string {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "| "+list+" |") {
+				cells := strings.Split(l, "|")
+				return strings.TrimSpace(cells[len(cells)-2])
+			}
+		}
+		t.Fatalf("docs/privacy.md has no row for the %s list", list)
+		return ""
+	}
+	quoted := func(names []string) string {
+		q := make([]string, len(names))
+		for i, n := range names {
+			q[i] = "`" + n + "`"
+		}
+		return strings.Join(q, ", ")
+	}
+	if got, want := row("people"), quoted(builtinPII); got != want {
+		t.Errorf("the people list in docs/privacy.md is\n%s\nthe code's is\n%s", got, want)
+	}
+	if got, want := row("groups"), "the people list without "+quoted(groupProfileNames); got != want {
+		t.Errorf("the group list in docs/privacy.md is %q, want %q", got, want)
 	}
 }

@@ -108,7 +108,7 @@ func TestKnownNameRules(t *testing.T) {
 			if nr != r.propRule(&event.Prop{Key: k}, nil) {
 				t.Fatalf("%+v: the rule of %q from the table differs from its rule worked out", p, k)
 			}
-			wantPII, wantNA := r.drops(k)
+			wantPII, wantNA := r.drops(&r.pii, k)
 			if nr&namePII != 0 != wantPII || nr&nameNotAllowed != 0 != wantNA || nr&nameID != 0 != r.isIDKey(k) ||
 				nr&nameClean != 0 != r.scrubber.Clean(k) {
 				t.Fatalf("%+v: the rule of %q differs from its checks", p, k)

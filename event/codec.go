@@ -72,6 +72,7 @@ func Decode(value []byte, ev *Event) error {
 		Kind:       env.Kind,
 		Project:    env.Project,
 		Endpoint:   env.Endpoint,
+		EventBytes: len(env.Event),
 		ReceivedAt: time.UnixMilli(env.ReceivedAt).UTC(),
 		UserAgent:  env.UserAgent,
 		Signals:    env.Signals,
@@ -115,6 +116,11 @@ func Decode(value []byte, ev *Event) error {
 	}
 
 	if id, ok := obj.Properties[PropDistinctID]; ok {
+		switch id.(type) {
+		case string, json.Number, nil:
+		default:
+			return &DecodeError{Reason: "distinct_id is not a string or a number"}
+		}
 		ev.DistinctID = stringify(id)
 	}
 	if id, ok := obj.Properties[PropInsertID].(string); ok {

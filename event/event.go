@@ -144,6 +144,9 @@ type Event struct {
 	InsertID   string
 	Time       time.Time
 	ReceivedAt time.Time
+	// EventBytes is the size of the envelope's event object, the
+	// normalised Mixpanel object, in bytes (0 when not known).
+	EventBytes int
 	Properties map[string]any
 	// Props holds a track event's properties as JSON text when DecodeRaw
 	// read it (Properties is nil then); Materialize turns them into

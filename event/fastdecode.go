@@ -67,6 +67,7 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop, mem
 		ua                      string
 		signals                 Signals
 		name                    string
+		objLen                  int // the event object's bytes
 		seen                    uint
 		// addr is the address already parsed, and interned says project,
 		// ua and endpoint are already shared (both from the memo).
@@ -113,9 +114,11 @@ func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop, mem
 		project, endpoint, ip, ua, signals = h.project, h.endpoint, h.ip, h.ua, h.signals
 		seen = h.seen | fEvent
 		var ok bool
+		objStart := p.i
 		if name, ok = p.trackObject(props, raw); !ok {
 			return false
 		}
+		objLen = p.i - objStart
 		p.ws()
 		if !p.lit('}') {
 			// More fields after the event: the general loop reads them,
@@ -174,7 +177,9 @@ fields:
 				// Parsed in place: the collector writes it last, so a
 				// second pass over it would only repeat the work.
 				bit = fEvent
+				objStart := p.i
 				name, ok = p.trackObject(props, raw)
+				objLen = p.i - objStart
 			default:
 				return false
 			}
@@ -203,6 +208,7 @@ end:
 	*ev = Event{}
 	ev.Kind, ev.Project, ev.Endpoint = KindTrack, project, endpoint
 	ev.ReceivedAt, ev.UserAgent, ev.Signals = time.UnixMilli(received).UTC(), ua, signals
+	ev.EventBytes = objLen
 	switch {
 	case addr.IsValid():
 		ev.IP = addr

@@ -50,17 +50,10 @@ func newCredentials(cfg Config) *credentials {
 // importProject authenticates an /import request the ways Mixpanel accepts:
 // a service account's username:secret with ?project_id=, or the project's
 // secret or token as the user name with an empty password. It returns the
-// project, or a 401 RequestError.
+// project, or a 401 RequestError. It does so whatever the configuration:
+// accept_any_token opens the public token, never a secret.
 func (c *Collector) importProject(r *http.Request, params *params) (string, *RequestError) {
 	user, pass, ok := r.BasicAuth()
-	if c.cfg.AcceptAnyToken {
-		if ok && user != "" {
-			if p, found := c.authenticate(user, pass, params.get(qProjectID)); found {
-				return p, nil
-			}
-		}
-		return c.cfg.DefaultProject, nil
-	}
 	if !ok || user == "" {
 		return "", &RequestError{Status: http.StatusUnauthorized, Reason: reasonUnauthorized,
 			Msg: "/import needs HTTP Basic credentials: a service account with project_id, or the project secret or token as user name"}

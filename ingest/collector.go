@@ -10,18 +10,15 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"math"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +28,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/forwarded"
+	"github.com/veilhq/veil/internal/httpserve"
+	"github.com/veilhq/veil/internal/kafkax"
 )
 
 // Producer is the part of a Kafka writer the collector uses. Veil's
@@ -52,8 +52,10 @@ type Deps struct {
 	Metrics  prometheus.Registerer
 	Gatherer prometheus.Gatherer // served at /metrics; nil serves nothing there
 	Producer Producer
-	// Ready reports whether the collector's dependencies are reachable, for
-	// /readyz. Nil means always ready.
+	// Ready reports whether the collector's dependencies are reachable.
+	// Nil means always ready. Its error may name brokers and addresses:
+	// the public /readyz says only whether the collector is ready, and
+	// Collector.Ready gives the reason to an admin listener.
 	Ready func(ctx context.Context) error
 	// Routes, when set, registers further handlers on the collector's
 	// listener: the opt-out pages, and in `veil dev` the privacy API.
@@ -68,7 +70,7 @@ type Collector struct {
 	tokens    map[string]string // token → project name
 	creds     *credentials
 	limiter   *rateLimiter
-	trusted   []netip.Prefix
+	proxies   *forwarded.Proxies // whose X-Forwarded-* headers are believed
 	log       *zap.Logger
 	reqLog    *zap.Logger // log, reporting the caller of requestLog's methods
 	deadlines *produceDeadlines
@@ -76,8 +78,10 @@ type Collector struct {
 	gatherer  prometheus.Gatherer
 	ready     func(ctx context.Context) error
 	routes    func(mux *http.ServeMux)
+	server    *httpserve.Server
 	now       func() time.Time
 	scratch   sync.Pool // *requestScratch
+	budget    *bodyBudget
 	// reuseMessages says the producer holds no message once a write has
 	// returned nil: their keys and values are then reused.
 	reuseMessages bool
@@ -105,7 +109,6 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		creds:    newCredentials(cfg),
 		limiter:  newRateLimiter(cfg.Limits),
 		log:      deps.Logger,
-		m:        newMetrics(deps.Metrics),
 		gatherer: deps.Gatherer,
 		ready:    deps.Ready,
 		routes:   deps.Routes,
@@ -113,15 +116,32 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 	}
 	c.reqLog = c.log.WithOptions(zap.AddCallerSkip(1))
 	c.deadlines = newProduceDeadlines(cfg.ProduceTimeout)
+	// One byte over the largest body: a body is read until it is seen to
+	// end or to exceed max_body_bytes.
+	c.budget = &bodyBudget{max: max(cfg.Limits.MaxInflightBytes, cfg.Limits.MaxBodyBytes+1)}
+	c.m = newMetrics(deps.Metrics, c.budget)
 	c.scratch.New = func() any { return new(requestScratch) }
 	c.reuseMessages = releasesMessages(deps.Producer)
 	for _, p := range cfg.Projects {
 		c.tokens[p.Token] = p.Name
 	}
-	for _, s := range cfg.TrustedProxies {
-		p, _ := parsePrefix(s) // validated above
-		c.trusted = append(c.trusted, p)
+	var err error
+	if c.proxies, err = forwarded.New(cfg.TrustedProxies); err != nil {
+		return nil, err // validated above
 	}
+	srv, err := httpserve.New(httpserve.Options{
+		Name:            "collector",
+		Key:             "collector.server",
+		Config:          cfg.Server,
+		Handler:         c.Handler(),
+		CertFile:        cfg.TLSCert,
+		KeyFile:         cfg.TLSKey,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}, httpserve.Deps{Logger: c.log, Metrics: deps.Metrics})
+	if err != nil {
+		return nil, err
+	}
+	c.server = srv
 	return c, nil
 }
 
@@ -193,14 +213,28 @@ func (c *Collector) Handler() http.Handler {
 	return mux
 }
 
+// readyTimeout bounds a readiness check: probes time out after a few
+// seconds themselves.
+const readyTimeout = 2 * time.Second
+
+// Ready reports whether the collector can take events, and when it
+// cannot, why: the error may name brokers and their addresses, for an
+// admin listener, never for the public one.
+func (c *Collector) Ready(ctx context.Context) error {
+	if c.ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	return c.ready(ctx)
+}
+
+// serveReady is the public /readyz: a load balancer needs to know only
+// whether to send traffic, and anyone on the Internet may ask.
 func (c *Collector) serveReady(w http.ResponseWriter, r *http.Request) {
-	if c.ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := c.ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
+	if err := c.Ready(r.Context()); err != nil {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
 }
@@ -311,12 +345,19 @@ func (c *Collector) serveIngest(w http.ResponseWriter, r *http.Request, ep *endp
 			c.putScratch(s)
 		}
 	}()
-	wire, err := readBody(r, &s.body, c.cfg.Limits.MaxBodyBytes, &s.counted)
+	// The body's memory is given back when the answer is written, whether
+	// or not the scratch serves another request.
+	defer s.body.release(c.budget)
+	wire, err := readBody(r, &s.body, c.cfg.Limits.MaxBodyBytes, &s.counted, c.budget)
 	c.m.bytes.Add(float64(wire + int64(len(r.URL.RawQuery))))
 	if err != nil {
-		return reject(st, asRequestError(err), 1)
+		re := asRequestError(err)
+		if re.Status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		return reject(st, re, 1)
 	}
-	p, err := extractPayload(r, s.body.Bytes(), &q, &s.payload)
+	p, err := extractPayload(r, s.body.buf, &q, &s.payload)
 	// Form fields (verbose, ip, ...) count as parameters too; the Python
 	// library sends them there.
 	reqParams := params{query: &q, form: p.form}
@@ -402,6 +443,7 @@ func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time,
 	norm := slices.Grow(s.norm[:0], len(recs))
 	scratch := &s.events
 	scratch.objects = scratch.objects[:0]
+	scratch.ids.reset()
 	if c.reuseMessages {
 		scratch.keys = scratch.keys[:0]
 	} else {
@@ -416,9 +458,9 @@ func (c *Collector) normalizeRecords(ep *endpoint, recs [][]byte, now time.Time,
 				norm = append(norm, n)
 			}
 		case kindEngage:
-			norm, e = c.normalizeUpdate(raw, i, now, event.KindEngage, norm)
+			norm, e = c.normalizeUpdate(raw, i, now, event.KindEngage, norm, &scratch.ids)
 		case kindGroups:
-			norm, e = c.normalizeUpdate(raw, i, now, event.KindGroups, norm)
+			norm, e = c.normalizeUpdate(raw, i, now, event.KindGroups, norm, &scratch.ids)
 		}
 		if e != nil {
 			c.m.rejected.WithLabelValues(e.Reason).Inc()
@@ -455,7 +497,7 @@ const maxPooledRecords = 4096
 // take it from a pool and give it back, so that a request allocates little
 // beyond what net/http does and what it hands to others.
 type requestScratch struct {
-	body      bytes.Buffer
+	body      requestBody
 	counted   countingReader
 	payload   payloadBuffers
 	recs      [][]byte
@@ -471,12 +513,12 @@ type requestScratch struct {
 }
 
 func (c *Collector) putScratch(s *requestScratch) {
-	if s.body.Cap() > maxPooledBody || cap(s.payload.form) > maxPooledBody || cap(s.payload.data) > maxPooledBody ||
+	if cap(s.body.buf) > maxPooledBody || cap(s.payload.form) > maxPooledBody || cap(s.payload.data) > maxPooledBody ||
 		cap(s.events.objects) > maxPooledBody || cap(s.events.keys) > maxPooledBody || cap(s.values) > maxPooledBody ||
 		cap(s.recs) > maxPooledRecords || cap(s.norm) > maxPooledRecords || cap(s.msgs) > maxPooledRecords {
 		return
 	}
-	s.body.Reset()
+	s.body.buf = s.body.buf[:0]
 	s.counted = countingReader{}
 	// Drop what points elsewhere: the request's body, its strings.
 	clear(s.recs)
@@ -529,7 +571,7 @@ func (c *Collector) produce(msgs []kafka.Message) error {
 	err := c.producer.WriteMessages(ctx, msgs...)
 	c.m.produceDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		c.m.produceErrors.Inc()
+		c.m.produceErrors.WithLabelValues(kafkax.ErrorReason(err)).Inc()
 	}
 	return err
 }
@@ -561,49 +603,5 @@ func headerValue(h http.Header, key string) string {
 	return ""
 }
 
-// clientIP is the connection's peer, or, when the peer is a trusted proxy,
-// the right-most X-Forwarded-For address that is not a trusted proxy.
-func (c *Collector) clientIP(r *http.Request) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	peer = peer.Unmap()
-	if !c.isTrusted(peer) {
-		return peer
-	}
-	hops := r.Header.Values("X-Forwarded-For")
-	for i := len(hops) - 1; i >= 0; i-- {
-		// The comma-separated addresses, right to left.
-		for rest, more := hops[i], true; more; {
-			part := rest
-			if j := strings.LastIndexByte(rest, ','); j >= 0 {
-				part, rest = rest[j+1:], rest[:j]
-			} else {
-				more = false
-			}
-			a, err := netip.ParseAddr(strings.TrimSpace(part))
-			if err != nil {
-				return peer // a malformed hop: trust nothing before it
-			}
-			a = a.Unmap()
-			if !c.isTrusted(a) {
-				return a
-			}
-		}
-	}
-	return peer
-}
-
-func (c *Collector) isTrusted(a netip.Addr) bool {
-	for _, p := range c.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
+// clientIP is the client's address as seen through the trusted proxies.
+func (c *Collector) clientIP(r *http.Request) netip.Addr { return c.proxies.ClientIP(r) }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +19,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
+	"github.com/veilhq/veil/internal/kafkax"
 )
 
 // fakeProducer records what the collector produces and fails on demand.
@@ -228,17 +230,33 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-func TestDeterministicInsertID(t *testing.T) {
-	c, p, _ := newTestCollector(t, nil)
-	for i := 0; i < 2; i++ {
-		do(t, c, form("/track", "data="+url.QueryEscape(b64(evA))))
+// TestGeneratedInsertIDs: an event without a $insert_id is an event of its
+// own, as Mixpanel counts it, whether or not it has a time: identical ones
+// in one request, or in a request sent again, get different ids and are
+// stored as different rows. The id is fixed in the envelope, so a replay
+// of the message itself folds (the worker tests show it).
+func TestGeneratedInsertIDs(t *testing.T) {
+	tests := []struct{ name, event string }{
+		{"without time", `{"event":"Tapped","properties":{"token":"tok-shop","distinct_id":"u-1"}}`},
+		{"with time", `{"event":"Tapped","properties":{"token":"tok-shop","distinct_id":"u-1","time":1795348800}}`},
 	}
-	envs := p.envelopes(t)
-	var a, b event.Event
-	_ = event.Decode(mustJSON(t, envs[0]), &a)
-	_ = event.Decode(mustJSON(t, envs[1]), &b)
-	if a.InsertID == "" || a.InsertID != b.InsertID {
-		t.Fatalf("a replayed request got insert ids %q and %q", a.InsertID, b.InsertID)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, p, _ := newTestCollector(t, nil)
+			for range 2 {
+				do(t, c, form("/track", "data="+url.QueryEscape(b64("["+tt.event+","+tt.event+"]"))))
+			}
+			ids := map[string]bool{}
+			for _, ev := range p.decodeAll(t) {
+				if !rules.ValidInsertID(ev.InsertID) {
+					t.Fatalf("generated insert id %q", ev.InsertID)
+				}
+				ids[ev.InsertID] = true
+			}
+			if len(ids) != 4 {
+				t.Fatalf("4 events got %d distinct insert ids: %v", len(ids), ids)
+			}
+		})
 	}
 }
 
@@ -323,7 +341,7 @@ func TestTrackBodyTooLarge(t *testing.T) {
 
 func TestTrackKafkaDown(t *testing.T) {
 	c, p, reg := newTestCollector(t, nil)
-	p.err = errors.New("kafka: leader not available")
+	p.err = fmt.Errorf("produce: %w", kafka.LeaderNotAvailable)
 	resp := do(t, c, form("/track?verbose=1", "data="+url.QueryEscape(b64(evA))))
 	if resp.status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.status)
@@ -334,8 +352,16 @@ func TestTrackKafkaDown(t *testing.T) {
 	if !strings.Contains(resp.body, `"status":0`) {
 		t.Errorf("body %q", resp.body)
 	}
-	if n := testutil.ToFloat64(metricSingle(t, reg, "veil_collector_produce_errors_total")); n != 1 {
-		t.Errorf("produce errors %v, want 1", n)
+	// Why Kafka refused the write is the label, one of a fixed set, each
+	// present from the start.
+	for _, reason := range kafkax.Reasons {
+		want := 0.0
+		if reason == kafkax.ReasonNotLeader {
+			want = 1
+		}
+		if n := counter(t, reg, "veil_collector_produce_errors_total", reason); n != want {
+			t.Errorf("produce errors{reason=%s} = %v, want %v", reason, n, want)
+		}
 	}
 }
 
@@ -408,6 +434,9 @@ func TestConfigValidate(t *testing.T) {
 		{"redirect host with a scheme", func(c *Config) { c.RedirectHosts = []string{"shop.example.com", "https://x.example"} }, "collector.redirect_hosts[1]"},
 		{"redirect host wildcard in the middle", func(c *Config) { c.RedirectHosts = []string{"a.*.example"} }, "collector.redirect_hosts[0]"},
 		{"empty redirect host", func(c *Config) { c.RedirectHosts = []string{""} }, "collector.redirect_hosts[0]"},
+		{"in-flight budget below one body", func(c *Config) { c.Limits.MaxInflightBytes = c.Limits.MaxBodyBytes - 1 }, "collector.limits.max_inflight_bytes"},
+		{"no idle timeout", func(c *Config) { c.Server.IdleTimeout = 0 }, "collector.server.idle_timeout"},
+		{"no connection cap", func(c *Config) { c.Server.MaxConnections = 0 }, "collector.server.max_connections"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

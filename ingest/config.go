@@ -3,10 +3,12 @@ package ingest
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/veilhq/veil/event/rules"
+	"github.com/veilhq/veil/internal/forwarded"
+	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
 )
 
@@ -44,23 +46,19 @@ type ServiceAccount struct {
 // Limits bound what one request and one event may be. Each is answered with
 // a reason naming the limit when exceeded. The defaults are Mixpanel's.
 type Limits struct {
+	// Limits bound one event: its bytes, properties, nesting, lists and
+	// time window. They are the rules (event/rules) the worker holds
+	// every message of the raw topic to as well.
+	rules.Limits `yaml:",inline"`
 	// MaxEventsPerRequest bounds the events (or profile updates) of one request.
 	MaxEventsPerRequest int `yaml:"max_events_per_request"`
-	// MaxEventBytes bounds one event's JSON.
-	MaxEventBytes int `yaml:"max_event_bytes"`
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// MaxProperties bounds the properties of an event and the keys of any
-	// object inside it: Mixpanel wants fewer than 255, so 255 is rejected.
-	MaxProperties int `yaml:"max_properties"`
-	// MaxDepth bounds the nesting of objects and lists in a property value.
-	MaxDepth int `yaml:"max_depth"`
-	// MaxArrayLen bounds list properties: Mixpanel wants fewer than 255 items.
-	MaxArrayLen int `yaml:"max_array_len"`
-	// TrackMaxAge is how old a /track event may be; older ones belong on /import.
-	TrackMaxAge time.Duration `yaml:"track_max_age"`
-	// MaxFuture is how far ahead of the collector's clock an event may be.
-	MaxFuture time.Duration `yaml:"max_future"`
+	// MaxInflightBytes bounds the memory the bodies of all requests in
+	// flight hold together. A body's buffer grows as its bytes arrive,
+	// never on the word of its Content-Length; a request whose next step
+	// does not fit is answered 503 with Retry-After.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 	// RateLimit is the events per second each project may send, across all
 	// endpoints, as a token bucket; 0 turns rate limiting off. Mixpanel's
 	// documented ceiling is about 30000 events per second per project.
@@ -73,14 +71,19 @@ type Limits struct {
 // Config is the collector section of Veil's configuration.
 type Config struct {
 	Listen string `yaml:"listen"`
-	// TrustedProxies are the peers whose X-Forwarded-For is believed. The
-	// client IP is the right-most address not in this list.
+	// TrustedProxies are the peers (addresses or CIDR prefixes) whose
+	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are believed.
+	// The client IP is the right-most X-Forwarded-For address not in this
+	// list; from any other peer the headers are ignored.
 	TrustedProxies  []string         `yaml:"trusted_proxies"`
 	Projects        []Project        `yaml:"projects"`
 	ServiceAccounts []ServiceAccount `yaml:"service_accounts"`
-	// AcceptAnyToken takes events with any token, and /import requests with
-	// any credentials or none, into DefaultProject; it is what `veil dev`
-	// uses, never a production setting.
+	// AcceptAnyToken takes events and profile updates (/track, /engage,
+	// /groups) whose token is no project's into DefaultProject. The token
+	// is public, so this only spares configuring it; /import still needs a
+	// configured project's credentials, which are secrets: accepting any
+	// would let a wrong one pass until production. Not a production
+	// setting; `veil dev` does not use it either.
 	AcceptAnyToken bool   `yaml:"accept_any_token"`
 	DefaultProject string `yaml:"default_project"`
 	// OptOutCookie is the name of the opt-out cookie on the collector's domain.
@@ -100,6 +103,9 @@ type Config struct {
 	// TLSCert and TLSKey, when set, serve HTTPS (HTTP/2 and HTTP/1.1).
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// Server holds the listener's timeouts, header limit and connection
+	// cap, the same settings as admin.server.
+	Server httpserve.Config `yaml:"server"`
 }
 
 // DefaultConfig returns the collector defaults, which follow Mixpanel's
@@ -110,18 +116,20 @@ func DefaultConfig() Config {
 		DefaultProject: "default",
 		OptOutCookie:   "veil_optout",
 		Limits: Limits{
+			Limits:              rules.DefaultLimits(),
 			MaxEventsPerRequest: 2000,
-			MaxEventBytes:       1 << 20,
 			MaxBodyBytes:        10 << 20,
-			MaxProperties:       255,
-			MaxDepth:            3,
-			MaxArrayLen:         255,
-			TrackMaxAge:         5 * 24 * time.Hour,
-			MaxFuture:           time.Hour,
+			// 256 MiB: 25 bodies of the largest size at once, or
+			// thousands of SDK batches (tens of KiB each). A request's
+			// other working memory (decoded form and base64, envelopes)
+			// is a small multiple of its body and lives only while it is
+			// processed: size the collector's memory at 3-4 times this.
+			MaxInflightBytes: 256 << 20,
 		},
 		Producer:        kafkax.DefaultProducerConfig(),
 		ProduceTimeout:  10 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
+		Server:          httpserve.DefaultConfig(),
 	}
 }
 
@@ -131,7 +139,7 @@ func (c Config) Validate() error {
 		return errors.New("collector.listen must be set")
 	}
 	for i, p := range c.TrustedProxies {
-		if _, err := parsePrefix(p); err != nil {
+		if _, err := forwarded.ParsePrefix(p); err != nil {
 			return fmt.Errorf("collector.trusted_proxies[%d] is not an address or CIDR prefix", i)
 		}
 	}
@@ -150,25 +158,18 @@ func (c Config) Validate() error {
 		}
 	}
 	l := c.Limits
+	if err := l.Limits.Validate("collector.limits"); err != nil {
+		return err
+	}
 	switch {
 	case c.OptOutCookie == "":
 		return errors.New("collector.optout_cookie must be set")
 	case l.MaxEventsPerRequest <= 0:
 		return errors.New("collector.limits.max_events_per_request must be positive")
-	case l.MaxEventBytes <= 0:
-		return errors.New("collector.limits.max_event_bytes must be positive")
 	case l.MaxBodyBytes <= 0:
 		return errors.New("collector.limits.max_body_bytes must be positive")
-	case l.MaxProperties <= 0:
-		return errors.New("collector.limits.max_properties must be positive")
-	case l.MaxDepth <= 0:
-		return errors.New("collector.limits.max_depth must be positive")
-	case l.MaxArrayLen <= 0:
-		return errors.New("collector.limits.max_array_len must be positive")
-	case l.TrackMaxAge <= 0:
-		return errors.New("collector.limits.track_max_age must be positive")
-	case l.MaxFuture < 0:
-		return errors.New("collector.limits.max_future must not be negative")
+	case l.MaxInflightBytes < l.MaxBodyBytes:
+		return errors.New("collector.limits.max_inflight_bytes must be at least collector.limits.max_body_bytes, or a body of the largest size could never be read")
 	case l.RateLimit < 0:
 		return errors.New("collector.limits.rate_limit must not be negative")
 	case l.RateBurst < 0:
@@ -181,6 +182,9 @@ func (c Config) Validate() error {
 		return errors.New("collector.shutdown_timeout must be positive")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("collector.tls_cert and collector.tls_key must be set together")
+	}
+	if err := c.Server.Validate("collector.server"); err != nil {
+		return err
 	}
 	return c.Producer.Validate()
 }
@@ -290,16 +294,4 @@ func (l Limits) rateBurst() int {
 		b = l.MaxEventsPerRequest
 	}
 	return b
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }

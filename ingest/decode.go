@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/veilhq/veil/event/rules"
 )
 
 // RequestError is a problem with a whole request. Its message is safe to
@@ -30,14 +32,54 @@ func tooLarge(format string, args ...any) *RequestError {
 	return &RequestError{Status: http.StatusRequestEntityTooLarge, Reason: reasonTooLarge, Msg: fmt.Sprintf(format, args...)}
 }
 
-// readBody reads the request body into buf, decompressing it when it is
+// A body's buffer grows by doubling, from bodyGrowMin (one step holds a
+// single event) to steps of bodyGrowMax at most: it holds at most twice
+// the bytes that arrived, and a client that declares a large
+// Content-Length and sends a few bytes holds bodyGrowMin.
+const (
+	bodyGrowMin = 8 << 10
+	bodyGrowMax = 4 << 20
+)
+
+// requestBody is a request's body as it is read. Each step of its
+// buffer's growth is taken from the collector's budget first.
+type requestBody struct {
+	buf  []byte
+	held int64 // what buf holds of the budget: its capacity, once reading began
+}
+
+// grow makes room for more bytes, to at most bound bytes in all. It
+// reports false when the budget has no room for the step.
+func (b *requestBody) grow(budget *bodyBudget, bound int64) bool {
+	c := int64(cap(b.buf))
+	n := min(c+min(max(c, bodyGrowMin), bodyGrowMax), bound)
+	if !budget.take(n - b.held) {
+		return false
+	}
+	b.held = n
+	nb := make([]byte, len(b.buf), n)
+	copy(nb, b.buf)
+	b.buf = nb
+	return true
+}
+
+// release gives back what the body held of the budget; its buffer may
+// then serve another request, which takes it again.
+func (b *requestBody) release(budget *bodyBudget) {
+	budget.give(b.held)
+	b.held = 0
+}
+
+// readBody reads the request body into body, decompressing it when it is
 // gzip-encoded. limit bounds the body after decompression, so a small gzip
 // bomb is cut off at the limit; a body over the limit is an error rather
-// than silently cut. It returns how many bytes came over the wire.
+// than silently cut. Memory grows with the bytes that arrive, in steps
+// taken from budget; a step that does not fit is answered 503. It returns
+// how many bytes came over the wire.
 //
 // counted is the reader that counts and bounds the wire bytes, given so
 // that a request's scratch can hold it.
-func readBody(r *http.Request, buf *bytes.Buffer, limit int64, counted *countingReader) (wire int64, err error) {
+func readBody(r *http.Request, body *requestBody, limit int64, counted *countingReader, budget *bodyBudget) (wire int64, err error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return 0, nil
 	}
@@ -45,12 +87,15 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64, counted *counting
 	// still decompress to little (empty gzip members, say).
 	*counted = countingReader{r: r.Body, left: limit + 1}
 	var src io.Reader = counted
+	// A declared length is believed only to stop the buffer from growing
+	// past it, never to grow it ahead of the bytes.
+	bound := limit + 1
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 		if n := r.ContentLength; n > limit {
 			return 0, tooLarge("request exceeds max limit of %d bytes", limit)
-		} else if n > 0 {
-			buf.Grow(int(n))
+		} else if n >= 0 {
+			bound = n + 1 // room to see the end without another step
 		}
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(counted)
@@ -63,22 +108,60 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64, counted *counting
 		return 0, &RequestError{Status: http.StatusUnsupportedMediaType, Reason: reasonMalformed,
 			Msg: "unsupported Content-Encoding; send the body uncompressed or gzip-encoded"}
 	}
+	// A buffer from the pool is held as it is, or, when the budget has no
+	// room for it, left to the garbage collector.
+	body.buf = body.buf[:0]
+	if c := int64(cap(body.buf)); c > 0 {
+		if budget.take(c) {
+			body.held = c
+		} else {
+			body.buf = nil
+		}
+	}
+	for {
+		if len(body.buf) == cap(body.buf) {
+			if int64(len(body.buf)) >= bound {
+				bound = limit + 1 // more than it declared
+			}
+			if int64(len(body.buf)) > limit {
+				break
+			}
+			if !body.grow(budget, bound) {
+				return counted.n, overloaded()
+			}
+		}
+		n, err := src.Read(body.buf[len(body.buf):cap(body.buf)])
+		body.buf = body.buf[:len(body.buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if counted.n > limit {
+				// A gzip stream cut off at the wire limit.
+				return counted.n, tooLarge("request exceeds max limit of %d bytes", limit)
+			}
+			if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return counted.n, badRequest(reasonMalformed, "body is not valid gzip")
+			}
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return counted.n, tooLarge("request exceeds max limit of %d bytes", limit)
+			}
+			return counted.n, badRequest(reasonMalformed, "could not read the request body")
+		}
+	}
 	// Uncompressed, counted itself stops after limit+1 bytes.
-	n, err := buf.ReadFrom(src)
-	if n > limit || counted.n > limit {
+	if int64(len(body.buf)) > limit || counted.n > limit {
 		return counted.n, tooLarge("request exceeds max limit of %d bytes", limit)
 	}
-	if err != nil {
-		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return counted.n, badRequest(reasonMalformed, "body is not valid gzip")
-		}
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return counted.n, tooLarge("request exceeds max limit of %d bytes", limit)
-		}
-		return counted.n, badRequest(reasonMalformed, "could not read the request body")
-	}
 	return counted.n, nil
+}
+
+// overloaded is the answer to a request whose body does not fit in what
+// the bodies in flight may hold: SDKs retry a 503.
+func overloaded() *RequestError {
+	return &RequestError{Status: http.StatusServiceUnavailable, Reason: reasonOverloaded,
+		Msg: "the collector is busy; retry"}
 }
 
 // countingReader reads at most left bytes from r (as io.LimitReader does)
@@ -317,6 +400,10 @@ func unescapeForm(out, v []byte) ([]byte, error) {
 	return out, nil
 }
 
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
 func unhex(c byte) byte {
 	switch {
 	case c >= '0' && c <= '9':
@@ -363,9 +450,9 @@ func appendRecords(recs [][]byte, b []byte, ndjson bool, max int) ([][]byte, int
 			}
 		}
 	case b[0] == '[':
-		i := skipWS(b, 1)
+		i := rules.SkipWS(b, 1)
 		if i < len(b) && b[i] == ']' {
-			i = skipWS(b, i+1)
+			i = rules.SkipWS(b, i+1)
 		} else {
 			for {
 				end, ok := skipValue(b, i)
@@ -373,13 +460,13 @@ func appendRecords(recs [][]byte, b []byte, ndjson bool, max int) ([][]byte, int
 					return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 				}
 				keep(b[i:end])
-				i = skipWS(b, end)
+				i = rules.SkipWS(b, end)
 				if i < len(b) && b[i] == ',' {
-					i = skipWS(b, i+1)
+					i = rules.SkipWS(b, i+1)
 					continue
 				}
 				if i < len(b) && b[i] == ']' {
-					i = skipWS(b, i+1)
+					i = rules.SkipWS(b, i+1)
 					break
 				}
 				return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
@@ -389,7 +476,7 @@ func appendRecords(recs [][]byte, b []byte, ndjson bool, max int) ([][]byte, int
 			return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 		}
 	case b[0] == '{':
-		for i := 0; i < len(b); i = skipWS(b, i) {
+		for i := 0; i < len(b); i = rules.SkipWS(b, i) {
 			if b[i] != '{' {
 				return nil, 0, badRequest(reasonMalformed, "data is not valid JSON")
 			}
@@ -417,8 +504,8 @@ func skipValue(b []byte, i int) (int, bool) {
 	for i < len(b) {
 		switch b[i] {
 		case '"':
-			for i = stringRun(b, i+1, false); i < len(b) && b[i] == '\\'; {
-				i = stringRun(b, i+2, false) // the escaped byte is not the end
+			for i = rules.StringRun(b, i+1, false); i < len(b) && b[i] == '\\'; {
+				i = rules.StringRun(b, i+2, false) // the escaped byte is not the end
 			}
 			if i >= len(b) {
 				return 0, false

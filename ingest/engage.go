@@ -1,8 +1,6 @@
 package ingest
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 )
 
 // Top-level fields of a Mixpanel profile update (/engage, /groups) other
@@ -31,13 +30,19 @@ var identityFields = []string{"$device_id", "$user_id", "$had_persisted_distinct
 // normalised object per operation it carries, in event.ProfileOps order. An
 // update with any invalid operation is rejected whole, so that a profile
 // never receives half of an update.
-func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind event.Kind, out []normalized) ([]normalized, *EventError) {
+//
+// ids gives the update's operations their $insert_ids (nil: a fresh
+// source).
+func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind event.Kind, out []normalized, ids *insertIDs) ([]normalized, *EventError) {
 	fail := func(field, reason, format string, args ...any) ([]normalized, *EventError) {
 		return out, &EventError{Index: idx, Field: field, Reason: reason, Msg: fmt.Sprintf(format, args...)}
 	}
 	lim := c.cfg.Limits
 	if len(raw) > lim.MaxEventBytes {
 		return fail("", reasonTooLarge, "update exceeds %d bytes", lim.MaxEventBytes)
+	}
+	if ids == nil {
+		ids = new(insertIDs)
 	}
 	var upd map[string]any
 	if err := decodeJSON(raw, &upd); err != nil || upd == nil {
@@ -61,7 +66,7 @@ func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind eve
 		if !ok || gid == "" {
 			return fail(event.PropGroupID, reasonMissingID, "$group_id must be a non-empty string or a number")
 		}
-		if len(gk) > 255 || len(gid) > 255 {
+		if len(gk) > rules.MaxIDLen || len(gid) > rules.MaxIDLen {
 			return fail(event.PropGroupID, reasonInvalidID, "$group_key and $group_id must not exceed 255 bytes")
 		}
 		props[event.PropGroupKey] = gk
@@ -74,8 +79,9 @@ func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind eve
 			return fail(updDistinctID, reasonInvalidID, "$distinct_id must be a string or a number")
 		case id == "":
 			return fail(updDistinctID, reasonMissingID, "$distinct_id is required")
-		case len(id) > 255:
-			return fail(updDistinctID, reasonInvalidID, "$distinct_id exceeds 255 bytes")
+		}
+		if v := rules.DistinctID(updDistinctID, id); v != nil {
+			return out, violationError(idx, "", v)
 		}
 		props[event.PropDistinctID] = id
 		key = event.Key(project, id)
@@ -88,8 +94,12 @@ func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind eve
 	if !present {
 		ms = now.UnixMilli()
 	}
-	if time.UnixMilli(ms).Sub(now) > lim.MaxFuture {
-		return fail(updTime, reasonTooNew, "more than %s in the future", lim.MaxFuture)
+	endpoint := rules.EndpointEngage
+	if kind == event.KindGroups {
+		endpoint = rules.EndpointGroups
+	}
+	if v := lim.Time(endpoint, updTime, ms, now.UnixMilli()); v != nil {
+		return out, violationError(idx, "", v)
 	}
 	props[event.PropTime] = json.Number(strconv.FormatInt(ms, 10))
 	if truthy(upd[updIgnoreTime]) {
@@ -100,8 +110,8 @@ func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind eve
 	}
 	for _, f := range identityFields {
 		if v, ok := upd[f]; ok && v != nil {
-			if e := c.checkShape(v, 1); e != nil {
-				return fail(f, e.reason, "%s", e.msg)
+			if e := lim.CheckValue(v, 1); e != nil {
+				return fail(f, e.Reason, "%s", e.Msg)
 			}
 			props[f] = v
 		}
@@ -128,25 +138,11 @@ func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind eve
 		return fail("", reasonInvalidOperation, "update has no operation ($set, $set_once, $add, $append, $union, $remove, $unset or $delete)")
 	}
 
-	// A deterministic $insert_id per operation of this update: the same
-	// update replayed gets the same ids, while two identical increments
-	// in one request (same time, different places) stay two.
-	canon, err := json.Marshal(upd)
-	if err != nil {
-		return fail("", reasonMalformed, "update is not encodable")
-	}
-	base := sha256.New()
-	base.Write([]byte(project))
-	base.Write([]byte{0, byte(kind)})
-	var num [16]byte
-	binary.BigEndian.PutUint64(num[:8], uint64(idx))
-	binary.BigEndian.PutUint64(num[8:], uint64(ms))
-	base.Write(num[:])
-	base.Write(canon)
-
-	baseSum := base.Sum(nil)
+	// Each operation gets a $insert_id of its own, fixed here and carried
+	// in its envelope: two identical increments stay two, and a replay of
+	// the message folds into the row it wrote.
 	first := len(out)
-	for _, op := range event.ProfileOps {
+	for i, op := range event.ProfileOps {
 		v, ok := upd[op]
 		if !ok {
 			continue
@@ -155,11 +151,8 @@ func (c *Collector) normalizeUpdate(raw []byte, idx int, now time.Time, kind eve
 		if err != nil {
 			return out[:first], &EventError{Index: idx, Field: op, Reason: reasonMalformed, Msg: "operation is not encodable"}
 		}
-		h := sha256.New()
-		h.Write(baseSum)
-		h.Write([]byte(op))
 		m := n
-		m.object = spliceInsertID(b, propsAt, h.Sum(nil))
+		m.object = spliceInsertID(b, propsAt, ids, idx, byte(i))
 		out = append(out, m)
 	}
 	return out, nil
@@ -186,8 +179,12 @@ func (c *Collector) checkOperand(op string, v any) *opError {
 			return &opError{"", reasonArrayTooLong, fmt.Sprintf("list has %d items or more", lim.MaxArrayLen)}
 		}
 		for _, e := range list {
-			if _, ok := e.(string); !ok {
+			name, ok := e.(string)
+			if !ok {
 				return &opError{"", reasonInvalidOperation, "$unset takes a list of property names"}
+			}
+			if !rules.ValidName(name) {
+				return &opError{"", reasonInvalidName, "a property name holds a control character"}
 			}
 		}
 		return nil
@@ -200,7 +197,10 @@ func (c *Collector) checkOperand(op string, v any) *opError {
 		return &opError{"", reasonTooManyProps, fmt.Sprintf("has %d properties or more", lim.MaxProperties)}
 	}
 	for k, e := range obj {
-		field := "." + safeKey(k)
+		if !rules.ValidName(k) {
+			return &opError{"", reasonInvalidName, "a property name holds a control character"}
+		}
+		field := "." + rules.SafeKey(k)
 		switch op {
 		case "$add":
 			n, ok := e.(json.Number)
@@ -216,8 +216,8 @@ func (c *Collector) checkOperand(op string, v any) *opError {
 				return &opError{field, reasonInvalidOperation, "$union values must be lists"}
 			}
 		}
-		if se := c.checkShape(e, 1); se != nil {
-			return &opError{field, se.reason, se.msg}
+		if se := lim.CheckValue(e, 1); se != nil {
+			return &opError{field, se.Reason, se.Msg}
 		}
 	}
 	return nil

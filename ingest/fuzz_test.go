@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"github.com/veilhq/veil/event/rules"
+
 	"bytes"
 	"encoding/json"
 	"net/http"
@@ -240,7 +242,7 @@ func FuzzSplitRecords(f *testing.F) {
 			t.Fatalf("%d records of %d", len(recs), total)
 		}
 		for _, r := range recs {
-			if len(r) == 0 || (!ndjson && (skipWS(r, 0) != 0 || bytes.ContainsAny(r[len(r)-1:], " \t\r\n"))) {
+			if len(r) == 0 || (!ndjson && (rules.SkipWS(r, 0) != 0 || bytes.ContainsAny(r[len(r)-1:], " \t\r\n"))) {
 				t.Fatalf("record %q is empty or has JSON whitespace around it", r)
 			}
 		}

@@ -64,17 +64,33 @@ func TestImportAuth(t *testing.T) {
 			}
 		})
 	}
-	t.Run("veil dev takes any credentials or none", func(t *testing.T) {
-		c, p, _ := newTestCollector(t, func(c *Config) { c.AcceptAnyToken = true; c.DefaultProject = "dev"; c.Projects = nil })
-		do(t, c, post("/import", "application/json", []byte(evImport)))
-		r := post("/import", "application/json", []byte(evImport))
-		r.SetBasicAuth("anything", "")
-		do(t, c, r)
-		envs := p.envelopes(t)
-		if len(envs) != 2 || envs[0].Project != "dev" || envs[1].Project != "dev" {
-			t.Fatalf("envelopes %+v", envs)
-		}
-	})
+	// accept_any_token opens the public token, never /import's secrets.
+	for _, tt := range []struct {
+		name       string
+		user, pass string
+		noAuth     bool
+		status     int
+	}{
+		{"accept_any_token: project secret", "sec-shop", "", false, 200},
+		{"accept_any_token: unknown secret", "anything", "", false, 401},
+		{"accept_any_token: no credentials", "", "", true, 401},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, p, _ := newTestCollector(t, func(c *Config) { c.AcceptAnyToken = true; c.DefaultProject = "dev" })
+			r := post("/import", "application/json", []byte(evImport))
+			if !tt.noAuth {
+				r.SetBasicAuth(tt.user, tt.pass)
+			}
+			resp := do(t, c, r)
+			if resp.status != tt.status {
+				t.Fatalf("got %d %q, want %d", resp.status, resp.body, tt.status)
+			}
+			envs := p.envelopes(t)
+			if tt.status == 200 && (len(envs) != 1 || envs[0].Project != "shop") || tt.status != 200 && len(envs) != 0 {
+				t.Fatalf("envelopes %+v", envs)
+			}
+		})
+	}
 }
 
 // TestImportStrict: with strict=1, invalid events are listed in a 400 and the

@@ -2,42 +2,51 @@ package ingest
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
-	"time"
+
+	"github.com/veilhq/veil/event/rules"
 )
 
 // Rejection reasons: a fixed set, used as a metric label and in answers.
+// Those of an event's content are the rules' (event/rules), which the
+// worker holds every message to as well; the others are the collector's
+// own, about requests and credentials.
 const (
-	reasonMalformed        = "malformed"
-	reasonMissingEvent     = "missing_event"
+	reasonMalformed        = rules.ReasonMalformed
+	reasonMissingEvent     = rules.ReasonMissingEvent
+	reasonInvalidName      = rules.ReasonInvalidName
+	reasonInvalidNumber    = rules.ReasonInvalidNumber
+	reasonTooOld           = rules.ReasonTooOld
+	reasonTooNew           = rules.ReasonTooNew
+	reasonTooManyProps     = rules.ReasonTooManyProps
+	reasonTooDeep          = rules.ReasonTooDeep
+	reasonArrayTooLong     = rules.ReasonArrayTooLong
+	reasonTooLarge         = rules.ReasonTooLarge
+	reasonInvalidInsertID  = rules.ReasonInvalidInsertID
+	reasonInvalidID        = rules.ReasonInvalidID
+	reasonMissingID        = rules.ReasonMissingID
 	reasonUnknownToken     = "unknown_token"
 	reasonUnauthorized     = "unauthorized"
-	reasonTooOld           = "too_old"
-	reasonTooNew           = "too_new"
-	reasonTooManyProps     = "too_many_properties"
-	reasonTooDeep          = "too_deep"
-	reasonArrayTooLong     = "array_too_long"
-	reasonTooLarge         = "too_large"
-	reasonInvalidInsertID  = "invalid_insert_id"
-	reasonInvalidID        = "invalid_distinct_id"
-	reasonMissingID        = "missing_id"
 	reasonInvalidOperation = "invalid_operation"
 	reasonTooManyEvents    = "too_many_events"
 	reasonRateLimited      = "rate_limited"
 	reasonInvalidParameter = "invalid_parameter"
+	// reasonOverloaded is a request refused because the bodies in flight
+	// hold all the memory collector.limits.max_inflight_bytes allows.
+	reasonOverloaded = "overloaded"
 )
 
-var rejectReasons = []string{
-	reasonMalformed, reasonMissingEvent, reasonUnknownToken, reasonUnauthorized, reasonTooOld, reasonTooNew,
-	reasonTooManyProps, reasonTooDeep, reasonArrayTooLong, reasonTooLarge, reasonInvalidInsertID, reasonInvalidID,
-	reasonMissingID, reasonInvalidOperation, reasonTooManyEvents, reasonRateLimited, reasonInvalidParameter,
-}
+var rejectReasons = append(slices.Clone(rules.Reasons),
+	reasonUnknownToken, reasonUnauthorized, reasonInvalidOperation, reasonTooManyEvents, reasonRateLimited, reasonInvalidParameter, reasonOverloaded)
 
 // EventError says why one record of a request (an event or a profile
 // update) was rejected. Field names the offending field; the message never
@@ -68,9 +77,6 @@ type normalized struct {
 	ip    string
 	noGeo bool // the record asked for no geolocation ($ip: 0, or an unusable $ip)
 }
-
-// importEpoch is the earliest time /import accepts, as Mixpanel does.
-var importEpoch = time.Date(1971, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // decodeJSON decodes one JSON value, keeping numbers exact.
 func decodeJSON(raw []byte, v any) error {
@@ -116,12 +122,13 @@ func encodeEvent(name string, props map[string]any, value any, withValue bool) (
 	return append(b, '}'), propsAt, nil
 }
 
-// spliceInsertID inserts "$insert_id":hex(sum[:16]) as the first property
-// of an object written by encodeEvent, at propsAt. It saves encoding the
-// properties a second time.
-func spliceInsertID(b []byte, at int, sum []byte) []byte {
+// spliceInsertID inserts "$insert_id":id, the id ids gives record idx and
+// operation op, as the first property of an object written by
+// encodeEvent, at propsAt. It saves encoding the properties a second
+// time.
+func spliceInsertID(b []byte, at int, ids *insertIDs, idx int, op byte) []byte {
 	var id [32]byte
-	hex.Encode(id[:], sum[:16])
+	ids.put(id[:], idx, op)
 	ins := make([]byte, 0, len(b)+48)
 	ins = append(ins, b[:at]...)
 	ins = append(ins, `"$insert_id":"`...)
@@ -205,76 +212,39 @@ func millis(f float64) (ms int64, present bool, err error) {
 	if f < 1e11 {
 		f *= 1000
 	}
-	if f > 1e14 {
+	if f > rules.MaxMillis {
 		return 0, true, errTimeOutOfRange
 	}
 	return int64(f), true, nil
 }
 
-func validInsertID[T string | []byte](s T) bool {
-	if len(s) == 0 || len(s) > 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
+// violationError makes a rule's violation one record's error.
+func violationError(idx int, insertID string, v *rules.Violation) *EventError {
+	return &EventError{Index: idx, InsertID: insertID, Field: v.Field, Reason: v.Reason, Msg: v.Msg}
 }
 
-type shapeError struct{ reason, msg string }
-
-// checkShape enforces the nesting, key-count and list-length limits on a
-// property value. depth counts the property itself as 1.
-func (c *Collector) checkShape(v any, depth int) *shapeError {
-	lim := c.cfg.Limits
-	switch x := v.(type) {
-	case map[string]any:
-		if depth > lim.MaxDepth {
-			return &shapeError{reasonTooDeep, fmt.Sprintf("nested more than %d levels deep", lim.MaxDepth)}
-		}
-		if len(x) >= lim.MaxProperties {
-			return &shapeError{reasonTooManyProps, fmt.Sprintf("object has %d keys or more", lim.MaxProperties)}
-		}
-		for _, e := range x {
-			if err := c.checkShape(e, depth+1); err != nil {
-				return err
-			}
-		}
-	case []any:
-		if depth > lim.MaxDepth {
-			return &shapeError{reasonTooDeep, fmt.Sprintf("nested more than %d levels deep", lim.MaxDepth)}
-		}
-		if len(x) >= lim.MaxArrayLen {
-			return &shapeError{reasonArrayTooLong, fmt.Sprintf("list has %d items or more", lim.MaxArrayLen)}
-		}
-		for _, e := range x {
-			if err := c.checkShape(e, depth+1); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+// insertIDs makes the $insert_id of the records of one request that came
+// without one: 12 random bytes drawn once per request, then the record's
+// index and, for profile updates, the operation's (of 8), as 32 hexadecimal
+// digits. Ids of different records differ, within a request by their
+// index and across requests by the random part (96 bits), so two events
+// never fold into one row unless they are one message read twice.
+type insertIDs struct {
+	seed  [12]byte
+	drawn bool
 }
 
-// safeKey shortens a property name for an error message. Property names are
-// chosen by developers, not end users, but are still cut to keep answers small.
-func safeKey(k string) string {
-	if len(k) > 64 {
-		return k[:64] + "…"
-	}
-	return k
-}
+// reset forgets the seed: the next id starts a new request.
+func (s *insertIDs) reset() { s.drawn = false }
 
-// days spells a duration the way people state these limits.
-func days(d time.Duration) string {
-	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
-		if n := int(d / (24 * time.Hour)); n != 1 {
-			return fmt.Sprintf("%d days", n)
-		}
-		return "1 day"
+// put writes the id of record idx (and operation op) into dst, 32 bytes.
+func (s *insertIDs) put(dst []byte, idx int, op byte) {
+	if !s.drawn {
+		_, _ = rand.Read(s.seed[:])
+		s.drawn = true
 	}
-	return d.String()
+	var id [16]byte
+	copy(id[:], s.seed[:])
+	binary.BigEndian.PutUint32(id[12:], uint32(idx)<<3|uint32(op&7))
+	hex.Encode(dst[:32], id[:])
 }

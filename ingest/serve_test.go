@@ -9,9 +9,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -107,5 +109,37 @@ func TestServeHTTP2(t *testing.T) {
 	}
 	if n := len(p.envelopes(t)); n != 2 {
 		t.Fatalf("produced %d, want 2", n)
+	}
+}
+
+// TestPublicReadyzSaysOnlyWhether: the collector's /readyz is public; it
+// says whether the collector is ready and nothing of why not (the broker
+// addresses a dial error names), which Ready gives to an admin listener.
+func TestPublicReadyzSaysOnlyWhether(t *testing.T) {
+	dialErr := errors.New("no Kafka broker reachable: dial tcp 10.20.30.40:9092: connect: connection refused")
+	for _, tt := range []struct {
+		name   string
+		ready  error
+		status int
+		body   string
+	}{
+		{"ready", nil, http.StatusOK, "ok\n"},
+		{"broker unreachable", dialErr, http.StatusServiceUnavailable, "not ready\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Projects = []Project{{Name: "shop", Token: "tok-shop"}}
+			c, err := New(cfg, "raw", Deps{Producer: &fakeProducer{}, Ready: func(context.Context) error { return tt.ready }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := do(t, c, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if resp.status != tt.status || resp.body != tt.body {
+				t.Fatalf("GET /readyz: %d %q, want %d %q", resp.status, resp.body, tt.status, tt.body)
+			}
+			if err := c.Ready(context.Background()); err != tt.ready {
+				t.Fatalf("Ready: %v, want %v", err, tt.ready)
+			}
+		})
 	}
 }

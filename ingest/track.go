@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 )
 
 // The hot path: a /track or /import event is checked and copied through as
@@ -64,35 +63,35 @@ type scannedEvent struct {
 	last [5]span
 	// count is the number of properties other than token.
 	count int
-	// shapeKey and shape are the first property whose value broke a limit.
-	shapeKey span
-	shape    *shapeError
+	// shape is the first property whose name or value broke a rule, with
+	// its field named.
+	shape *rules.Violation
 }
 
 // scanEvent reads a Mixpanel event object. ok is false when it is not
 // valid JSON or not an object whose event is a string (or null) and whose
 // properties are an object (or null).
 func (c *Collector) scanEvent(b []byte, ev *scannedEvent) (ok bool) {
-	lim := shapeLimits{maxDepth: c.cfg.Limits.MaxDepth, maxKeys: c.cfg.Limits.MaxProperties, maxItems: c.cfg.Limits.MaxArrayLen}
-	i := skipWS(b, 0)
+	lim := c.cfg.Limits.Shape()
+	i := rules.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return false
 	}
-	i = skipWS(b, i+1)
+	i = rules.SkipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return skipWS(b, i+1) == len(b)
+		return rules.SkipWS(b, i+1) == len(b)
 	}
 	for {
 		kStart := i
-		kEnd, err := scanString(b, i)
+		kEnd, err := rules.ScanString(b, i)
 		if err != nil {
 			return false
 		}
-		i = skipWS(b, kEnd)
+		i = rules.SkipWS(b, kEnd)
 		if i >= len(b) || b[i] != ':' {
 			return false
 		}
-		i = skipWS(b, i+1)
+		i = rules.SkipWS(b, i+1)
 		vStart := i
 		key := b[kStart+1 : kEnd-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
@@ -102,12 +101,12 @@ func (c *Collector) scanEvent(b []byte, ev *scannedEvent) (ok bool) {
 		case "event":
 			switch {
 			case i < len(b) && b[i] == '"':
-				if i, err = scanString(b, i); err != nil {
+				if i, err = rules.ScanString(b, i); err != nil {
 					return false
 				}
 				ev.name = span{vStart, i}
 			case i < len(b) && b[i] == 'n':
-				if i, err = scanLiteral(b, i, "null"); err != nil {
+				if i, err = rules.ScanLiteral(b, i, "null"); err != nil {
 					return false
 				}
 				ev.name = span{}
@@ -115,66 +114,71 @@ func (c *Collector) scanEvent(b []byte, ev *scannedEvent) (ok bool) {
 				return false
 			}
 		case "properties":
-			ev.members, ev.last, ev.count, ev.shapeKey, ev.shape = ev.members[:0], [5]span{}, 0, span{}, nil
+			ev.members, ev.last, ev.count, ev.shape = ev.members[:0], [5]span{}, 0, nil
 			switch {
 			case i < len(b) && b[i] == '{':
 				if i, ok = scanProperties(b, i, &lim, ev); !ok {
 					return false
 				}
 			case i < len(b) && b[i] == 'n':
-				if i, err = scanLiteral(b, i, "null"); err != nil {
+				if i, err = rules.ScanLiteral(b, i, "null"); err != nil {
 					return false
 				}
 			default:
 				return false
 			}
 		default:
-			if i, err = scanValue(b, i, 1, &anyShape); err != nil {
+			if i, err = rules.ScanValue(b, i, 1, &rules.AnyShape); err != nil {
 				return false
 			}
 		}
-		i = skipWS(b, i)
+		i = rules.SkipWS(b, i)
 		if i >= len(b) {
 			return false
 		}
 		if b[i] == '}' {
-			return skipWS(b, i+1) == len(b)
+			return rules.SkipWS(b, i+1) == len(b)
 		}
 		if b[i] != ',' {
 			return false
 		}
-		i = skipWS(b, i+1)
+		i = rules.SkipWS(b, i+1)
 	}
 }
 
 // scanProperties reads the properties object starting at b[i] == '{'.
-func scanProperties(b []byte, i int, lim *shapeLimits, ev *scannedEvent) (int, bool) {
-	i = skipWS(b, i+1)
+func scanProperties(b []byte, i int, lim *rules.Shape, ev *scannedEvent) (int, bool) {
+	i = rules.SkipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return i + 1, true
 	}
 	for {
 		kStart := i
-		kEnd, err := scanString(b, i)
+		kEnd, err := rules.ScanString(b, i)
 		if err != nil {
 			return 0, false
 		}
-		i = skipWS(b, kEnd)
+		i = rules.SkipWS(b, kEnd)
 		if i >= len(b) || b[i] != ':' {
 			return 0, false
 		}
-		i = skipWS(b, i+1)
+		i = rules.SkipWS(b, i+1)
 		vStart := i
-		vEnd, serr := scanValue(b, i, 1, lim)
+		if ev.shape == nil && !rules.QuotedNameValid(b[kStart:kEnd]) {
+			ev.shape = &rules.Violation{Field: "properties", Reason: reasonInvalidName, Msg: "a property name holds a control character"}
+		}
+		vEnd, serr := rules.ScanValue(b, i, 1, lim)
 		if serr != nil {
-			if serr.shape == nil {
+			if serr.Rule == nil {
 				return 0, false
 			}
 			if ev.shape == nil {
-				ev.shape, ev.shapeKey = serr.shape, span{kStart, kEnd}
+				v := *serr.Rule
+				v.Field = "properties." + rules.SafeKey(unquoteKey(b[kStart:kEnd]))
+				ev.shape = &v
 			}
 			// Over a limit; it must still be JSON.
-			if vEnd, serr = scanValue(b, i, 1, &anyShape); serr != nil {
+			if vEnd, serr = rules.ScanValue(b, i, 1, &rules.AnyShape); serr != nil {
 				return 0, false
 			}
 		}
@@ -191,7 +195,7 @@ func scanProperties(b []byte, i int, lim *shapeLimits, ev *scannedEvent) (int, b
 			ev.count++
 		}
 		ev.members = append(ev.members, m)
-		i = skipWS(b, vEnd)
+		i = rules.SkipWS(b, vEnd)
 		if i >= len(b) {
 			return 0, false
 		}
@@ -201,7 +205,7 @@ func scanProperties(b []byte, i int, lim *shapeLimits, ev *scannedEvent) (int, b
 		if b[i] != ',' {
 			return 0, false
 		}
-		i = skipWS(b, i+1)
+		i = rules.SkipWS(b, i+1)
 	}
 }
 
@@ -224,6 +228,8 @@ type eventScratch struct {
 	objects []byte
 	// keys holds their Kafka message keys, likewise.
 	keys []byte
+	// ids gives the request's records without a $insert_id theirs.
+	ids insertIDs
 }
 
 // stringText returns the text of the JSON string v (quoted, checked):
@@ -261,8 +267,8 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 		return normalized{}, &EventError{Index: idx, InsertID: string(insertID), Field: field, Reason: reason, Msg: fmt.Sprintf(format, args...)}
 	}
 	lim := c.cfg.Limits
-	if len(raw) > lim.MaxEventBytes {
-		return fail("", reasonTooLarge, "event exceeds %d bytes", lim.MaxEventBytes)
+	if v := lim.EventSize(len(raw), false); v != nil {
+		return normalized{}, violationError(idx, "", v)
 	}
 	if scratch == nil {
 		scratch = &eventScratch{}
@@ -282,18 +288,15 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 	idValue := value(propInsertID)
 	hasInsertID := idValue != nil
 	idText, idIsString := stringText(idValue)
-	if idIsString && validInsertID(idText) {
+	if idIsString && rules.ValidInsertID(idText) {
 		insertID = idText
 	}
 	if !ev.name.ok() {
 		return fail("event", reasonMissingEvent, "event name is missing")
 	}
 	name, _ := stringText(ev.name.of(raw))
-	if len(name) == 0 {
-		return fail("event", reasonMissingEvent, "event name is missing")
-	}
-	if len(name) > 255 {
-		return fail("event", reasonMalformed, "event name exceeds 255 bytes")
+	if v := rules.EventName(name); v != nil {
+		return normalized{}, violationError(idx, string(insertID), v)
 	}
 
 	project := importProject
@@ -305,8 +308,8 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 		}
 		project = p
 	}
-	if ev.count >= lim.MaxProperties {
-		return fail("properties", reasonTooManyProps, "has %d properties or more", lim.MaxProperties)
+	if v := lim.PropertyCount(ev.count); v != nil {
+		return normalized{}, violationError(idx, string(insertID), v)
 	}
 
 	// distinct_id as idString reads it: a string, a number's text, or
@@ -328,37 +331,38 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 			return fail("properties.distinct_id", reasonInvalidID, "distinct_id must be a string or a number")
 		}
 	}
-	if len(distinctID) > 255 {
-		return fail("properties.distinct_id", reasonInvalidID, "distinct_id exceeds 255 bytes")
+	if v := rules.DistinctID("properties.distinct_id", distinctID); v != nil {
+		return normalized{}, violationError(idx, string(insertID), v)
 	}
 
 	ms, present, err := rawEventMillis(value(propTime))
 	if err != nil {
 		return fail("properties.time", reasonMalformed, "%s", err.Error())
 	}
-	t := time.UnixMilli(ms)
+	endpoint := rules.EndpointTrack
+	if isImport {
+		endpoint = rules.EndpointImport
+	}
 	switch {
 	case !present && isImport:
 		return fail("properties.time", reasonMalformed, "time is required by /import")
 	case !present:
 		ms = now.UnixMilli()
-	case isImport && t.Before(importEpoch):
-		return fail("properties.time", reasonTooOld, "before 1971-01-01")
-	case !isImport && now.Sub(t) > lim.TrackMaxAge:
-		return fail("properties.time", reasonTooOld, "older than %s; send historical events to /import", days(lim.TrackMaxAge))
-	case t.Sub(now) > lim.MaxFuture:
-		return fail("properties.time", reasonTooNew, "more than %s in the future", lim.MaxFuture)
+	default:
+		if v := lim.Time(endpoint, "properties.time", ms, now.UnixMilli()); v != nil {
+			return normalized{}, violationError(idx, string(insertID), v)
+		}
 	}
 
 	if ev.shape != nil {
-		return fail("properties."+safeKey(unquoteKey(ev.shapeKey.of(raw))), ev.shape.reason, "%s", ev.shape.msg)
+		return normalized{}, violationError(idx, string(insertID), ev.shape)
 	}
 	if hasInsertID {
 		if !idIsString {
 			return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be a string")
 		}
-		if !validInsertID(idText) {
-			return fail("properties.$insert_id", reasonInvalidInsertID, "$insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -")
+		if v := rules.InsertID(idText); v != nil {
+			return normalized{}, violationError(idx, string(insertID), v)
 		}
 	}
 
@@ -411,16 +415,11 @@ func (c *Collector) normalizeEvent(raw []byte, idx int, now time.Time, importPro
 	out = append(out, "}}"...)
 
 	if placeholder >= 0 {
-		// A deterministic id, derived from the event's content, makes a
-		// retried request fold into the row its first attempt wrote.
-		end := placeholder + len(idKey) + 33
-		h := sha256.New()
-		h.Write([]byte(project))
-		h.Write([]byte{0})
-		h.Write(out[start:placeholder])
-		h.Write(out[end:])
-		var sum [sha256.Size]byte
-		hex.Encode(out[placeholder+len(idKey):end-1], h.Sum(sum[:0])[:16])
+		// An event without a $insert_id is one of its own, as Mixpanel
+		// counts it: two identical ones are two rows. Its id is fixed
+		// here, once, and travels in the envelope, so a replay of the
+		// message folds into the row it wrote.
+		scratch.ids.put(out[placeholder+len(idKey):placeholder+len(idKey)+32], idx, 0)
 	}
 	scratch.objects = out
 	keyStart := len(scratch.keys)

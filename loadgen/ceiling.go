@@ -63,18 +63,19 @@ type server struct {
 }
 
 // startCeiling starts the server cfg.Ceiling names on a loopback port,
-// or the Kafka ceiling for gen's requests.
-func startCeiling(ctx context.Context, kind string, gen *generator) (*server, error) {
+// or the Kafka ceiling for gen's requests. A collector takes the events
+// of the project whose token is token, and no others.
+func startCeiling(ctx context.Context, kind, token string, gen *generator) (*server, error) {
 	switch kind {
 	case CeilingHTTP:
 		return startTrivial()
 	case CeilingCollector:
-		return startCollector(ctx)
+		return startCollector(ctx, token)
 	case CeilingKafka:
 		if gen == nil {
 			return nil, errors.New("loadgen: the kafka ceiling runs in the load generator's process")
 		}
-		return startKafkaCeiling(ctx, gen)
+		return startKafkaCeiling(ctx, token, gen)
 	}
 	return nil, fmt.Errorf("loadgen: unknown ceiling %q", kind)
 }
@@ -119,8 +120,8 @@ func startTrivial() (*server, error) {
 // its embedded broker persisted to a temporary directory as `veil dev`
 // does, but without the worker and ClickHouse: what it reaches is the
 // collector's own ceiling on this machine.
-func startCollector(ctx context.Context) (*server, error) {
-	cfg, stopBroker, err := startBroker(ctx)
+func startCollector(ctx context.Context, token string) (*server, error) {
+	cfg, stopBroker, err := startBroker(ctx, token)
 	if err != nil {
 		return nil, err
 	}

@@ -32,13 +32,13 @@ import (
 const ceilingCommand = "ceiling"
 
 // ServeCeiling runs the ceiling server kind in this process for a load
-// generator in another. It writes the server's base URL on a line to out,
+// generator in another, whose events carry token. It writes the server's base URL on a line to out,
 // then reads commands from in, one a line, answering each on a line of out
 // ("ok" or "error: …"): "profile FILE" starts a CPU profile of this process
 // in FILE, "stop-profile" ends it. When in ends, or ctx does, it stops the
 // server and returns.
-func ServeCeiling(ctx context.Context, kind string, in io.Reader, out io.Writer) error {
-	srv, err := startCeiling(ctx, kind, nil)
+func ServeCeiling(ctx context.Context, kind, token string, in io.Reader, out io.Writer) error {
+	srv, err := startCeiling(ctx, kind, token, nil)
 	if err != nil {
 		return err
 	}
@@ -89,15 +89,15 @@ func ServeCeiling(ctx context.Context, kind string, in io.Reader, out io.Writer)
 	return errors.Join(err, perr, srv.stop())
 }
 
-// spawnCeiling starts the ceiling server kind in a process of its own with
-// the given niceness, runs ServeCeiling there, and returns once it serves.
-// command makes the process's command; nil runs this executable's
-// `ceiling` command.
-func spawnCeiling(kind string, nice int, command func(kind string) (*exec.Cmd, error), stderr io.Writer) (*server, error) {
+// spawnCeiling starts the ceiling server kind for events carrying token in
+// a process of its own with the given niceness, runs ServeCeiling there,
+// and returns once it serves. command makes the process's command; nil
+// runs this executable's `ceiling` command.
+func spawnCeiling(kind, token string, nice int, command func(kind, token string) (*exec.Cmd, error), stderr io.Writer) (*server, error) {
 	if command == nil {
 		command = selfCeiling
 	}
-	cmd, err := command(kind)
+	cmd, err := command(kind, token)
 	if err != nil {
 		return nil, err
 	}
@@ -177,12 +177,12 @@ func spawnCeiling(kind string, nice int, command func(kind string) (*exec.Cmd, e
 }
 
 // selfCeiling runs this executable's `ceiling` command.
-func selfCeiling(kind string) (*exec.Cmd, error) {
+func selfCeiling(kind, token string) (*exec.Cmd, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	return exec.Command(exe, ceilingCommand, kind), nil
+	return exec.Command(exe, ceilingCommand, kind, "--token", token), nil
 }
 
 // lockedWriter serialises writes to w.

@@ -33,16 +33,19 @@ type countSample struct {
 
 // counter reads SELECT count() FROM table over ClickHouse's HTTP interface.
 type counter struct {
-	url    string
-	query  string
-	client *http.Client
+	url            string
+	query          string
+	user, password string // none when user is empty
+	client         *http.Client
 }
 
-func newCounter(url, table string) *counter {
+func newCounter(url, table, user, password string) *counter {
 	return &counter{
-		url:    url,
-		query:  "SELECT count() FROM " + table,
-		client: &http.Client{Transport: loopbackTransport(2), Timeout: 10 * time.Second, CheckRedirect: noRedirects},
+		url:      url,
+		query:    "SELECT count() FROM " + table,
+		user:     user,
+		password: password,
+		client:   &http.Client{Transport: loopbackTransport(2), Timeout: 10 * time.Second, CheckRedirect: noRedirects},
 	}
 }
 
@@ -50,6 +53,9 @@ func (c *counter) count(ctx context.Context) (int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(c.query))
 	if err != nil {
 		return 0, err
+	}
+	if c.user != "" {
+		req.SetBasicAuth(c.user, c.password)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

@@ -22,8 +22,11 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/veilhq/veil/internal/devstack"
 )
 
 // Ceilings the load generator can start.
@@ -48,8 +51,9 @@ type Config struct {
 	// must be a loopback address: the load generator refuses any other.
 	Target string
 	// Endpoints is the path of the endpoints.json a running `veil dev`
-	// writes; its collector replaces Target, and its clickhouse_http fills
-	// ClickHouseHTTP unless that was given.
+	// writes; its collector replaces Target, its clickhouse_http fills
+	// ClickHouseHTTP unless that was given, and the token of the project
+	// file beside it fills Token unless that was given.
 	Endpoints string
 	// Ceiling, when set, starts that server and drives it instead of
 	// Target: CeilingHTTP, CeilingCollector or CeilingKafka. It runs in
@@ -86,14 +90,21 @@ type Config struct {
 	// watches SELECT count() FROM Table grow and reports end-to-end
 	// throughput and the accepted→queryable lag.
 	ClickHouseHTTP string
-	Table          string
+	// ClickHouseUser and ClickHousePassword authenticate the count query
+	// (with --endpoints: the analyst's, from the file endpoints.json
+	// names). ClickHouse under `veil dev` answers nobody without them.
+	ClickHouseUser     string
+	ClickHousePassword string
+	Table              string
 	// WatchInterval is how often the count is sampled.
 	WatchInterval time.Duration
 	// Drain bounds how long, after the last request, the run waits for the
 	// queryable count to catch up with what was accepted.
 	Drain time.Duration
 
-	// Token is the project token the events carry.
+	// Token is the project token the events carry. A collector refuses
+	// events whose token is not one of its projects'; the ceilings'
+	// collectors take this one.
 	Token string
 	// Seed makes the generated events reproducible.
 	Seed uint64
@@ -166,7 +177,7 @@ func (c Config) Validate() error {
 	case c.WatchInterval <= 0 || c.Drain < 0:
 		return errors.New("loadgen.watch_interval must be positive and loadgen.drain not negative")
 	case c.Token == "":
-		return errors.New("loadgen.token must be set")
+		return errors.New("loadgen.token must be set (or loadgen.endpoints, beside a project.json)")
 	case c.Templates < 1:
 		return errors.New("loadgen.templates must be positive")
 	case c.Progress < 0:
@@ -219,12 +230,14 @@ func isLoopbackHost(host string) bool {
 // endpointsFile is the part of `veil dev`'s endpoints.json the load
 // generator reads.
 type endpointsFile struct {
-	Collector      string `json:"collector"`
-	ClickHouseHTTP string `json:"clickhouse_http"`
+	Collector              string `json:"collector"`
+	ClickHouseHTTP         string `json:"clickhouse_http"`
+	ClickHouseUser         string `json:"clickhouse_user"`
+	ClickHousePasswordFile string `json:"clickhouse_password_file"`
 }
 
-// resolveEndpoints fills Target and ClickHouseHTTP from c.Endpoints where
-// they were not given.
+// resolveEndpoints fills Target, ClickHouseHTTP and Token from c.Endpoints
+// and the project file beside it where they were not given.
 func (c Config) resolveEndpoints() (Config, error) {
 	if c.Endpoints == "" {
 		return c, nil
@@ -241,8 +254,23 @@ func (c Config) resolveEndpoints() (Config, error) {
 		return c, fmt.Errorf("loadgen.endpoints: %s names no collector", c.Endpoints)
 	}
 	c.Target = ep.Collector
-	if c.ClickHouseHTTP == "" {
+	if c.ClickHouseHTTP == "" && ep.ClickHouseHTTP != "" {
 		c.ClickHouseHTTP = ep.ClickHouseHTTP
+		c.ClickHouseUser = ep.ClickHouseUser
+		if ep.ClickHousePasswordFile != "" {
+			b, err := os.ReadFile(ep.ClickHousePasswordFile)
+			if err != nil {
+				return c, fmt.Errorf("loadgen.endpoints: ClickHouse password: %w", err)
+			}
+			c.ClickHousePassword = strings.TrimSpace(string(b))
+		}
+	}
+	if c.Token == "" {
+		p, err := devstack.ReadProject(filepath.Dir(c.Endpoints))
+		if err != nil {
+			return c, fmt.Errorf("loadgen.token: not given, and not read beside loadgen.endpoints: %w", err)
+		}
+		c.Token = p.Token
 	}
 	return c, nil
 }

@@ -22,9 +22,10 @@ import (
 
 // startBroker starts the embedded broker `veil dev` runs, persisted to a
 // new temporary directory, and creates Veil's topics on it. It returns the
-// configuration `veil dev` gives the roles for it, and a function that
-// stops the broker and removes the directory.
-func startBroker(ctx context.Context) (app.Config, func(), error) {
+// configuration `veil dev` gives the roles for it, with a project whose
+// token is token, and a function that stops the broker and removes the
+// directory.
+func startBroker(ctx context.Context, token string) (app.Config, func(), error) {
 	dir, err := os.MkdirTemp("", "veil-loadgen-")
 	if err != nil {
 		return app.Config{}, nil, err
@@ -38,7 +39,7 @@ func startBroker(ctx context.Context) (app.Config, func(), error) {
 		broker.Close()
 		_ = os.RemoveAll(dir)
 	}
-	cfg := devstack.Config(broker.ListenAddrs()[0], "127.0.0.1:9000", dir)
+	cfg := devstack.Config(broker.ListenAddrs()[0], "127.0.0.1:9000", dir, devstack.Project{Token: token})
 	if err := kafkax.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		stop()
 		return app.Config{}, nil, err
@@ -61,8 +62,8 @@ type kafkaCeiling struct {
 // startKafkaCeiling starts the broker and the producer, and has the
 // collector's handler turn one request of each of gen's templates into
 // the messages it would produce.
-func startKafkaCeiling(ctx context.Context, gen *generator) (_ *server, err error) {
-	cfg, stopBroker, err := startBroker(ctx)
+func startKafkaCeiling(ctx context.Context, token string, gen *generator) (_ *server, err error) {
+	cfg, stopBroker, err := startBroker(ctx, token)
 	if err != nil {
 		return nil, err
 	}

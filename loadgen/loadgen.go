@@ -26,8 +26,8 @@ type Deps struct {
 	Stderr io.Writer // the live progress line (and the text report with JSON)
 	// CeilingCommand makes the command of a ceiling in a process of its
 	// own, which must run ServeCeiling; nil runs this executable's hidden
-	// `ceiling KIND` command.
-	CeilingCommand func(kind string) (*exec.Cmd, error)
+	// `ceiling KIND --token TOKEN` command.
+	CeilingCommand func(kind, token string) (*exec.Cmd, error)
 }
 
 // Report is a run's figures. Rates and latencies cover the measured part of
@@ -88,9 +88,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 			// The ceiling's process writes to Stderr beside this one's
 			// progress line.
 			deps.Stderr = &lockedWriter{w: deps.Stderr}
-			srv, err = spawnCeiling(cfg.Ceiling, cfg.CeilingNice, deps.CeilingCommand, deps.Stderr)
+			srv, err = spawnCeiling(cfg.Ceiling, cfg.Token, cfg.CeilingNice, deps.CeilingCommand, deps.Stderr)
 		} else {
-			srv, err = startCeiling(ctx, cfg.Ceiling, gen)
+			srv, err = startCeiling(ctx, cfg.Ceiling, cfg.Token, gen)
 		}
 		if err != nil {
 			return nil, err
@@ -112,7 +112,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) (*Report, error) {
 
 	var w *watcher
 	if cfg.ClickHouseHTTP != "" {
-		c := newCounter(cfg.ClickHouseHTTP, cfg.Table)
+		c := newCounter(cfg.ClickHouseHTTP, cfg.Table, cfg.ClickHouseUser, cfg.ClickHousePassword)
 		defer c.close()
 		base, err := c.count(ctx)
 		if err != nil {

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	// The test binary stands for `veil ceiling KIND` when run as a
 	// ceiling's process (ceilingHelper).
 	if kind := os.Getenv("VEIL_TEST_CEILING"); kind != "" {
-		if err := ServeCeiling(context.Background(), kind, os.Stdin, os.Stdout); err != nil {
+		if err := ServeCeiling(context.Background(), kind, os.Getenv("VEIL_TEST_CEILING_TOKEN"), os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -55,9 +55,9 @@ func TestMain(m *testing.M) {
 }
 
 // ceilingHelper runs this test binary as a ceiling's process.
-func ceilingHelper(kind string) (*exec.Cmd, error) {
+func ceilingHelper(kind, token string) (*exec.Cmd, error) {
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "VEIL_TEST_CEILING="+kind)
+	cmd.Env = append(os.Environ(), "VEIL_TEST_CEILING="+kind, "VEIL_TEST_CEILING_TOKEN="+token)
 	return cmd, nil
 }
 
@@ -196,12 +196,21 @@ func TestRunTimeout(t *testing.T) {
 // The end-to-end watch matches what became queryable to what was accepted.
 // The fake ClickHouse answers the count as the collector's producer has it,
 // over a baseline of rows from before the run.
+//
+// The endpoints file is `veil dev`'s, with its project.json beside it: the
+// events carry the project's token, which the collector requires.
 func TestRunEndToEnd(t *testing.T) {
-	c, p := newTestCollector(t, "loadgen")
+	c, p := newTestCollector(t, "tok-dev-5e1f")
 	collector := httptest.NewServer(c.Handler())
 	defer collector.Close()
 	var queries atomic.Int64
 	ch := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As ClickHouse under veil dev: nobody without the credentials
+		// endpoints.json names.
+		if u, pw, ok := r.BasicAuth(); !ok || u != "analyst" || pw != "analyst-secret" {
+			http.Error(w, "Code: 516. Authentication failed", http.StatusUnauthorized)
+			return
+		}
 		q, _ := io.ReadAll(r.Body)
 		if string(q) != "SELECT count() FROM veil.events" {
 			http.Error(w, "unexpected query", http.StatusBadRequest)
@@ -213,12 +222,21 @@ func TestRunEndToEnd(t *testing.T) {
 	defer ch.Close()
 
 	dir := t.TempDir()
+	pw := filepath.Join(dir, "analyst.password")
+	if err := os.WriteFile(pw, []byte("analyst-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ep := filepath.Join(dir, "endpoints.json")
-	if err := os.WriteFile(ep, fmt.Appendf(nil, `{"collector":%q,"clickhouse_http":%q,"kafka":"127.0.0.1:1"}`, collector.URL, ch.URL), 0o644); err != nil {
+	if err := os.WriteFile(ep, fmt.Appendf(nil, `{"collector":%q,"clickhouse_http":%q,"kafka":"127.0.0.1:1","clickhouse_user":"analyst","clickhouse_password_file":%q}`, collector.URL, ch.URL, pw), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	project := `{"token":"tok-dev-5e1f","api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`
+	if err := os.WriteFile(filepath.Join(dir, "project.json"), []byte(project), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := quickConfig("")
 	cfg.Endpoints = ep
+	cfg.Token = ""
 	cfg.Events = 1000
 	cfg.Rate = 20000
 	cfg.WatchInterval = 10 * time.Millisecond
@@ -275,6 +293,30 @@ func TestRunHTTPCeiling(t *testing.T) {
 	}
 }
 
+// The collector's ceiling, in the load generator's process and in one of
+// its own, takes the events of the token the load generator sends, and
+// only those: every request is answered 1.
+func TestRunCollectorCeiling(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		t.Run(fmt.Sprintf("own_process=%v", own), func(t *testing.T) {
+			cfg := quickConfig("")
+			cfg.Ceiling = CeilingCollector
+			cfg.CeilingOwnProcess = own
+			cfg.Token = "tok-ceiling-91a"
+			cfg.Events = 100
+			cfg.Batch = 10
+			var out, errOut bytes.Buffer
+			rep, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut, CeilingCommand: ceilingHelper})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut.String())
+			}
+			if rep.Requests != 10 || rep.Events != 100 || rep.Errors != 0 || rep.Ceiling != CeilingCollector {
+				t.Fatalf("report %+v\n%s", rep, errOut.String())
+			}
+		})
+	}
+}
+
 // The Kafka ceiling is driven like the others: an events-bounded run
 // writes exactly the requests asked for, the last one carrying the
 // remainder, and the broker acknowledges every write.
@@ -302,7 +344,7 @@ func TestRunKafkaCeiling(t *testing.T) {
 // came from (`veil dev` trusts no proxy's X-Forwarded-For).
 func TestCollectorMessages(t *testing.T) {
 	gen := newGenerator(1, 3, 10, 5, "loadgen", time.Now())
-	cfg := devstack.Config("127.0.0.1:9092", "127.0.0.1:9000", t.TempDir())
+	cfg := devstack.Config("127.0.0.1:9092", "127.0.0.1:9000", t.TempDir(), devstack.Project{Token: "loadgen"})
 	msgs, err := collectorMessages(cfg, gen)
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +396,7 @@ func TestCeilingProcessFails(t *testing.T) {
 	cfg.CeilingOwnProcess = true
 	cfg.Events = 10
 	var out, errOut bytes.Buffer
-	_, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut, CeilingCommand: func(string) (*exec.Cmd, error) {
+	_, err := Run(context.Background(), cfg, Deps{Stdout: &out, Stderr: &errOut, CeilingCommand: func(string, string) (*exec.Cmd, error) {
 		return exec.Command(os.Args[0], "-test.run=^$"), nil // not a ceiling: runs no test and exits
 	}})
 	if err == nil || !strings.Contains(err.Error(), "the http ceiling did not start") {
@@ -444,6 +486,46 @@ func TestEndpointsFile(t *testing.T) {
 			_, err := Run(context.Background(), cfg, Deps{Stdout: io.Discard, Stderr: io.Discard})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// With --endpoints and no --token, the token is the project's beside the
+// endpoints file; without that file the run says so instead of sending
+// events `veil dev` would refuse.
+func TestEndpointsToken(t *testing.T) {
+	dir := t.TempDir()
+	ep := filepath.Join(dir, "endpoints.json")
+	if err := os.WriteFile(ep, []byte(`{"collector":"http://127.0.0.1:1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, project, token, want, wantErr string
+	}{
+		{"from the project file", `{"token":"tok-file","api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`, "", "tok-file", ""},
+		{"given, over the project file", `{"token":"tok-file","api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`, "tok-flag", "tok-flag", ""},
+		{"no project file", "", "", "", "loadgen.token: not given, and not read beside loadgen.endpoints"},
+		{"project file without a token", `{"api_secret":"s","project_id":"1","service_account":{"username":"u","secret":"s2"}}`, "", "", "project.json: token must be set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pf := filepath.Join(dir, "project.json")
+			_ = os.Remove(pf)
+			if tc.project != "" {
+				if err := os.WriteFile(pf, []byte(tc.project), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := quickConfig("")
+			cfg.Endpoints, cfg.Token = ep, tc.token
+			got, err := cfg.resolveEndpoints()
+			switch {
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("err %v, want one saying %q", err, tc.wantErr)
+			case tc.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case got.Token != tc.want:
+				t.Fatalf("token %q, want %q", got.Token, tc.want)
 			}
 		})
 	}

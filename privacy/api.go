@@ -1,6 +1,7 @@
 package privacy
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -76,9 +77,9 @@ func fail(w http.ResponseWriter, code int, msg string) {
 
 // authorize checks the bearer token and resolves the project.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request) (string, bool) {
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if a.token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
-		fail(w, http.StatusUnauthorized, "a valid admin bearer token is required")
+	if !a.validToken(r.Header.Values("Authorization")) {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		fail(w, http.StatusUnauthorized, "a valid admin bearer token is required (Authorization: Bearer TOKEN)")
 		return "", false
 	}
 	project, ok := a.project(r.URL.Query().Get("token"))
@@ -87,6 +88,28 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request) (string, bool) {
 		return "", false
 	}
 	return project, true
+}
+
+// validToken reports whether the request's one Authorization header is
+// the Bearer scheme (RFC 6750) with the admin token. The scheme's name is
+// case-insensitive (RFC 7235) and required: a bare token is refused, so a
+// token sent by mistake under another scheme (Basic) never counts. The
+// tokens are compared by their SHA-256 digests in constant time, which
+// hides their length as well as their bytes.
+func (a *API) validToken(header []string) bool {
+	if a.token == "" || len(header) != 1 {
+		return false
+	}
+	scheme, cred, ok := strings.Cut(header[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	cred = strings.TrimLeft(cred, " ") // 1*SP between scheme and token
+	if cred == "" {
+		return false
+	}
+	got, want := sha256.Sum256([]byte(cred)), sha256.Sum256([]byte(a.token))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 type idsRequest struct {

@@ -17,7 +17,11 @@ import (
 // query is a Distributed table over replicated local tables (sink.Layout).
 type placement struct {
 	cluster string
-	shards  ShardRunner
+	// user and password are the credentials remote() passes to every node
+	// (the connection's own, sink.username and sink.password): ClickHouse
+	// has no user without a password for it to fall back on.
+	user, password string
+	shards         ShardRunner
 }
 
 // ShardRunner runs fn once on every shard of the data (on one replica of
@@ -96,5 +100,10 @@ func (p placement) everyNode(ctx context.Context, conn driver.Conn, sys string) 
 			return "", fmt.Errorf("cluster %s: an address ClickHouse cannot be sent", p.cluster)
 		}
 	}
-	return fmt.Sprintf("remote('%s', system, %s)", strings.Join(addrs, ","), sys), nil
+	return fmt.Sprintf("remote('%s', system, %s, %s, %s)", strings.Join(addrs, ","), sys, quote(p.user), quote(p.password)), nil
+}
+
+// quote is s as a ClickHouse string literal.
+func quote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }

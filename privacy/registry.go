@@ -49,6 +49,11 @@ type Config struct {
 	// from this section: on a cluster the privacy tables are replicated to
 	// every node, and deletions and retention run ON CLUSTER.
 	Cluster string `yaml:"-"`
+	// ClusterUser and ClusterPassword are sink.username and sink.password,
+	// set by the application too: on a cluster, what every node is asked
+	// (its parts, its mutations) is read with them.
+	ClusterUser     string `yaml:"-"`
+	ClusterPassword string `yaml:"-"`
 }
 
 // DefaultConfig returns the privacy defaults.

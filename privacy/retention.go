@@ -37,10 +37,11 @@ func NewRetention(conn driver.Conn, db string, days map[string]int, every time.D
 }
 
 // OnCluster makes r apply retention on every shard of cluster (sink.cluster):
-// partitions are listed on every node and dropped on every shard, through
-// shards (sink.Sink.EachShard) or, when it is nil, ON CLUSTER.
-func (r *Retention) OnCluster(cluster string, shards ShardRunner) *Retention {
-	r.place = placement{cluster, shards}
+// partitions are listed on every node, as user with password (sink.username
+// and sink.password), and dropped on every shard, through shards
+// (sink.Sink.EachShard) or, when it is nil, ON CLUSTER.
+func (r *Retention) OnCluster(cluster, user, password string, shards ShardRunner) *Retention {
+	r.place = placement{cluster: cluster, user: user, password: password, shards: shards}
 	return r
 }
 

@@ -66,7 +66,7 @@ func NewTasks(cfg Config, conn driver.Conn, dataDB string, keys *pseudonym.Keyri
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Tasks{conn: conn, db: cfg.Database, dataDB: dataDB, keys: keys, cfg: cfg, log: log, now: time.Now, place: placement{cluster: cfg.Cluster}}, nil
+	return &Tasks{conn: conn, db: cfg.Database, dataDB: dataDB, keys: keys, cfg: cfg, log: log, now: time.Now, place: placement{cluster: cfg.Cluster, user: cfg.ClusterUser, password: cfg.ClusterPassword}}, nil
 }
 
 func newTaskID() string {

@@ -1,10 +1,7 @@
 package sdktest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,35 +29,11 @@ var nodeOps = []string{
 	"import with a wrong secret", "service account with a wrong secret",
 }
 
-// nodeRefused are the calls that must fail: Veil must refuse them as
-// Mixpanel does.
-var nodeRefused = map[string]bool{"import with a wrong secret": true, "service account with a wrong secret": true}
-
-// nodeLine is one line of node/run.js's output.
-type nodeLine struct {
-	Kind  string  `json:"kind"`
-	Op    string  `json:"op"`
-	Error *string `json:"error"`
-
-	Method      string   `json:"method"`
-	Path        string   `json:"path"`
-	Query       []string `json:"query"`
-	ContentType string   `json:"content_type"`
-	Auth        string   `json:"auth"`
-	Status      int      `json:"status"`
-	Body        string   `json:"body"`
-}
-
-func (l nodeLine) request() string {
-	ct, auth := l.ContentType, l.Auth
-	if ct == "" {
-		ct = "-"
-	}
-	if auth == "" {
-		auth = "-"
-	}
-	return fmt.Sprintf("%s %s?%s  Content-Type: %s  Authorization: %s  → %d %q",
-		l.Method, l.Path, strings.Join(l.Query, "&"), ct, auth, l.Status, l.Body)
+// nodeRefused are the calls that must fail, and how the library reports
+// the failure: Veil must refuse them as Mixpanel does.
+var nodeRefused = map[string]string{
+	"import with a wrong secret":          "Mixpanel Server Error: ",
+	"service account with a wrong secret": "Mixpanel Server Error: ",
 }
 
 // TestNodeSDK runs the official Node library (track, track_batch, import,
@@ -85,56 +58,17 @@ func TestNodeSDK(t *testing.T) {
 		"VEIL_NOW_MS="+strconv.FormatInt(nowMs, 10),
 		"VEIL_SA_USER="+saUser,
 		"VEIL_SA_SECRET="+saSecret,
-		"VEIL_PROJECT_ID="+project,
+		"VEIL_PROJECT_ID="+projectID,
 		// Trust the throwaway certificate rather than turning checks off.
 		"NODE_EXTRA_CA_CERTS="+s.cert,
 		"HTTPS_PROXY=", "HTTP_PROXY=", "https_proxy=", "http_proxy=",
 	)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("node node/run.js: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-
-	results := map[string]*string{}
-	var order []string
-	var requests []nodeLine
-	sc := bufio.NewScanner(&stdout)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var l nodeLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("run.js printed a line that is not JSON: %q", sc.Text())
-		}
-		switch l.Kind {
-		case "result":
-			if _, dup := results[l.Op]; dup {
-				t.Errorf("%s reported twice", l.Op)
-			}
-			results[l.Op] = l.Error
-			order = append(order, l.Op)
-		case "request":
-			requests = append(requests, l)
-		}
-	}
-	t.Logf("requests the Node library %s made:", nodeVersion)
-	for _, r := range requests {
-		t.Logf("  %s", r.request())
-	}
+	run := runDriver(t, cmd)
+	requests := run.requests
+	run.logRequests(t, "the Node library "+nodeVersion)
 
 	t.Run("calls", func(t *testing.T) {
-		if strings.Join(order, ",") != strings.Join(nodeOps, ",") {
-			t.Fatalf("calls reported:\n  %s\nwant:\n  %s", strings.Join(order, ", "), strings.Join(nodeOps, ", "))
-		}
-		for _, op := range nodeOps {
-			err := results[op]
-			switch {
-			case nodeRefused[op] && err == nil:
-				t.Errorf("%s: succeeded, want the library to report Veil's refusal", op)
-			case !nodeRefused[op] && err != nil:
-				t.Errorf("%s: %s", op, *err)
-			}
-		}
+		run.checkCalls(t, nodeOps, nodeRefused)
 	})
 
 	t.Run("requests", func(t *testing.T) {
@@ -159,10 +93,7 @@ func TestNodeSDK(t *testing.T) {
 	})
 
 	t.Run("collector metrics", func(t *testing.T) {
-		want := map[string]float64{}
-		for _, r := range requests {
-			want[endpointOf(r.Path)]++
-		}
+		want := endpoints(requests, func(r driverLine) string { return r.Path })
 		s.checkCounters(t, want, map[string]float64{"unauthorized": float64(len(nodeRefused))})
 	})
 
@@ -190,14 +121,7 @@ func checkNodeEvents(t *testing.T, s *stack, now time.Time) {
 		"node verbose import":         1,
 		"node service account import": 1,
 	}
-	total := 0
-	for _, n := range want {
-		total += n
-	}
-	rows := s.waitEvents(t, total)
-	if got := countByEvent(rows); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("rows per event:\n  got  %v\n  want %v", got, want)
-	}
+	rows := s.waitRowsPerEvent(t, want)
 	// The library names itself (mp_lib, $lib_version) in single calls but
 	// not in track_batch and import_batch.
 	batched := map[string]bool{"node batch": true, "node import batch": true}
@@ -213,14 +137,6 @@ func checkNodeEvents(t *testing.T, s *stack, now time.Time) {
 			t.Errorf("%s: the project token is stored in properties", r.Event)
 		}
 	}
-	// at checks a row's time to the millisecond.
-	at := func(r eventRow, ms int64) {
-		t.Helper()
-		if r.Time.Unix() != ms/1000 || int64(r.TimeMs) != ms%1000 {
-			t.Errorf("%s %s: time %d.%03d, want %d.%03d", r.Event, r.InsertID, r.Time.Unix(), r.TimeMs, ms/1000, ms%1000)
-		}
-	}
-
 	single := byEvent(rows, "node single")[0]
 	if single.Properties["label"] != "party 🎉" || single.Properties["plan"] != "pro" {
 		t.Errorf("node single: properties %s, want label %q and plan %q", single.RawProps, "party 🎉", "pro")
@@ -230,7 +146,7 @@ func checkNodeEvents(t *testing.T, s *stack, now time.Time) {
 	}
 
 	timed := byEvent(rows, "node timed")[0]
-	at(timed, nowMs-60_000)
+	checkTime(t, timed, nowMs-60_000)
 	if timed.InsertID != "node-timed-1" {
 		t.Errorf("node timed: insert_id %q, want node-timed-1", timed.InsertID)
 	}
@@ -258,7 +174,7 @@ func checkNodeEvents(t *testing.T, s *stack, now time.Time) {
 		if i%2 == 1 {
 			ms -= ms % 1000
 		}
-		at(r, ms)
+		checkTime(t, r, ms)
 		if prev, ok := ids[i%3]; ok && prev != r.DistinctID {
 			t.Errorf("node batch i=%d: events of one user have different distinct_ids", i)
 		}
@@ -272,7 +188,7 @@ func checkNodeEvents(t *testing.T, s *stack, now time.Time) {
 	}
 
 	imported := byEvent(rows, "node imported")[0]
-	at(imported, nowMs-10*24*3600*1000)
+	checkTime(t, imported, nowMs-10*24*3600*1000)
 	if imported.InsertID != "node-import-1" {
 		t.Errorf("node imported: insert_id %q, want node-import-1", imported.InsertID)
 	}
@@ -289,6 +205,6 @@ func checkNodeEvents(t *testing.T, s *stack, now time.Time) {
 	if strings.Join(batchTimes, " ") != strings.Join(wantTimes, " ") {
 		t.Errorf("node import batch:\n  got  %v\n  want %v", batchTimes, wantTimes)
 	}
-	at(byEvent(rows, "node verbose import")[0], nowMs-7*24*3600*1000)
-	at(byEvent(rows, "node service account import")[0], nowMs-3*24*3600*1000)
+	checkTime(t, byEvent(rows, "node verbose import")[0], nowMs-7*24*3600*1000)
+	checkTime(t, byEvent(rows, "node service account import")[0], nowMs-3*24*3600*1000)
 }

@@ -153,14 +153,7 @@ func copyWithout(e entityState, key string) entityState {
 // stored distinct_id of each user's events.
 func checkNodeProfiles(t *testing.T, s *stack) {
 	rows := s.events(t)
-	idOf := func(event string) string {
-		t.Helper()
-		r := byEvent(rows, event)
-		if len(r) == 0 {
-			t.Fatalf("no %q event to find its user's stored distinct_id by", event)
-		}
-		return r[0].DistinctID
-	}
+	idOf := func(event string) string { t.Helper(); return storedID(t, rows, event) }
 	user1, user2, user3, user4 := idOf("node single"), idOf("node imported"), idOf("node import batch"), idOf("node verbose")
 	_ = user2 // deleted: it must not be in the view, which the exact comparison checks
 	s.waitStates(t, "profiles", "", map[string]entityState{
@@ -177,14 +170,20 @@ func checkNodeProfiles(t *testing.T, s *stack) {
 	})
 }
 
-// checkNodeGroups checks the groups node/run.js built. Group ids are
-// stored as pseudonyms, so the groups are told apart by their properties:
-// company "acme", company "verbose", and company "gone", deleted.
+// checkNodeGroups checks the groups node/run.js built: company "acme",
+// company "verbose", and company "gone", deleted.
 func checkNodeGroups(t *testing.T, s *stack) {
-	want := []entityState{
+	s.waitGroups(t, "company", []entityState{
 		{"industry": `"widgets"`, "founded": `1999`, "products": `["anvil"]`},
 		{"industry": `"json"`},
-	}
+	})
+}
+
+// waitGroups polls the groups of one group key until their states are
+// exactly want, in any order, or fails after 20 s. Group ids are stored as
+// pseudonyms, so groups are told apart by their properties.
+func (s *stack) waitGroups(t *testing.T, groupKey string, want []entityState) {
+	t.Helper()
 	for _, w := range want {
 		for k, v := range w {
 			w[k] = canonicalJSON(t, v)
@@ -195,7 +194,7 @@ func checkNodeGroups(t *testing.T, s *stack) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var got []entityState
-		for _, st := range s.states(t, "groups", "company") {
+		for _, st := range s.states(t, "groups", groupKey) {
 			got = append(got, st)
 		}
 		gotS = fmt.Sprint(sortedStates(got))
@@ -205,7 +204,7 @@ func checkNodeGroups(t *testing.T, s *stack) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if gotS != wantS {
-		t.Errorf("groups of key company:\n  got  %s\n  want %s", gotS, wantS)
+		t.Errorf("groups of key %s:\n  got  %s\n  want %s", groupKey, gotS, wantS)
 	}
 }
 

@@ -362,23 +362,6 @@ func recordMigration(ctx context.Context, conn driver.Conn, db string, m Migrati
 	return b.Send()
 }
 
-// AnalystUserStatements renders the SQL that creates (or updates) the
-// read-only analyst user on a server with SQL-driven access control: the
-// user gets the analyst role and nothing else, and readonly = 1 forbids any
-// write or DDL even if a grant were added by mistake. The password travels
-// as a SHA-256 hash, so it never appears in clear in the server's query log.
-func AnalystUserStatements(user, passwordSHA256Hex string) []string {
-	u := quoteIdent(user)
-	auth := fmt.Sprintf("IDENTIFIED WITH sha256_hash BY '%s'", passwordSHA256Hex)
-	// The role is granted before it is made the default: a default role
-	// must already be granted.
-	return []string{
-		fmt.Sprintf("CREATE USER IF NOT EXISTS %s %s SETTINGS readonly = 1", u, auth),
-		fmt.Sprintf("GRANT %s TO %s", AnalystRole, u),
-		fmt.Sprintf("ALTER USER %s %s DEFAULT ROLE %s SETTINGS readonly = 1", u, auth, AnalystRole),
-	}
-}
-
 // quoteIdent quotes a ClickHouse identifier with backticks.
 func quoteIdent(s string) string {
 	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`").Replace(s) + "`"

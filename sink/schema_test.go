@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/veilhq/veil/sink"
 )
@@ -89,11 +90,16 @@ func TestInsertSettings(t *testing.T) {
 func TestAnalystUserStatements(t *testing.T) {
 	sum := sha256.Sum256([]byte("pw"))
 	h := hex.EncodeToString(sum[:])
-	got := sink.AnalystUserStatements("analyst", h)
+	got := sink.AnalystUserStatements("analyst", h, sink.DefaultAnalystLimits())
 	want := []string{
-		"CREATE USER IF NOT EXISTS `analyst` IDENTIFIED WITH sha256_hash BY '" + h + "' SETTINGS readonly = 1",
+		"CREATE SETTINGS PROFILE IF NOT EXISTS veil_analyst_limits",
+		"ALTER SETTINGS PROFILE veil_analyst_limits SETTINGS readonly = 1, max_execution_time = 60 READONLY, " +
+			"max_memory_usage = 4294967296 READONLY, max_rows_to_read = 10000000000 READONLY, " +
+			"max_bytes_to_read = 1099511627776 READONLY, max_concurrent_queries_for_user = 16 READONLY",
+		"ALTER ROLE veil_analyst SETTINGS PROFILE 'veil_analyst_limits'",
+		"CREATE USER IF NOT EXISTS `analyst` IDENTIFIED WITH sha256_hash BY '" + h + "' SETTINGS PROFILE 'veil_analyst_limits', readonly = 1",
 		"GRANT veil_analyst TO `analyst`",
-		"ALTER USER `analyst` IDENTIFIED WITH sha256_hash BY '" + h + "' DEFAULT ROLE veil_analyst SETTINGS readonly = 1",
+		"ALTER USER `analyst` IDENTIFIED WITH sha256_hash BY '" + h + "' DEFAULT ROLE veil_analyst SETTINGS PROFILE 'veil_analyst_limits', readonly = 1",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -102,5 +108,28 @@ func TestAnalystUserStatements(t *testing.T) {
 		if strings.Contains(s, "'pw'") {
 			t.Fatalf("clear password in %s", s)
 		}
+	}
+}
+
+// TestAnalystLimitsRendered: configured limits reach the statements a
+// modern server runs, each one a READONLY constraint.
+func TestAnalystLimitsRendered(t *testing.T) {
+	l := sink.AnalystLimits{
+		MaxExecutionTime:     1500 * time.Millisecond, // whole seconds, rounded up
+		MaxMemoryUsage:       123,
+		MaxRowsToRead:        456,
+		MaxBytesToRead:       789,
+		MaxConcurrentQueries: 3,
+	}
+	sql := strings.Join(sink.AnalystProfileStatements(l), "\n")
+	for _, want := range []string{"readonly = 1", "max_execution_time = 2 READONLY", "max_memory_usage = 123 READONLY",
+		"max_rows_to_read = 456 READONLY", "max_bytes_to_read = 789 READONLY", "max_concurrent_queries_for_user = 3 READONLY"} {
+		if !strings.Contains(sql, want) {
+			t.Errorf("profile statements lack %q:\n%s", want, sql)
+		}
+	}
+	// users.xml (18.16) and the profile render one list.
+	if got := len(sink.AnalystSettings(l)); got != 6 {
+		t.Errorf("%d analyst settings, want 6", got)
 	}
 }

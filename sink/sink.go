@@ -51,6 +51,12 @@ type Config struct {
 	// servers the user is configured in users.xml (see docs/schema.md).
 	AnalystUser     string `yaml:"analyst_user"`
 	AnalystPassword string `yaml:"analyst_password"`
+	// AnalystLimits bound each analyst query (time, memory, rows and bytes
+	// read, concurrent queries); see AnalystLimits for the defaults and
+	// why. `veil migrate` puts them in the analyst settings profile on
+	// servers with SQL-driven access control; on 18.16 they belong in the
+	// analyst profile of users.xml (see docs/schema.md).
+	AnalystLimits AnalystLimits `yaml:"analyst_limits"`
 }
 
 // DefaultConfig returns the sink defaults.
@@ -69,8 +75,9 @@ func DefaultConfig() Config {
 		DialTimeout: 5 * time.Second,
 		// An insert of max_bytes takes well under a second on a healthy
 		// server; a minute leaves room for a busy one.
-		WriteTimeout: time.Minute,
-		AnalystUser:  "analyst",
+		WriteTimeout:  time.Minute,
+		AnalystUser:   "analyst",
+		AnalystLimits: DefaultAnalystLimits(),
 	}
 }
 
@@ -98,7 +105,7 @@ func (c Config) Validate() error {
 	case c.AnalystPassword != "" && (c.AnalystUser == "" || strings.ContainsAny(c.AnalystUser, "`. \"'\\")):
 		return errors.New("sink.analyst_user must be a plain identifier when sink.analyst_password is set")
 	}
-	return nil
+	return c.AnalystLimits.Validate()
 }
 
 // Deps are the sink's collaborators.
@@ -175,9 +182,37 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Sink, error) {
 		conn.Close()
 		return nil, fmt.Errorf("sink: ClickHouse at %v unreachable: %w", cfg.Addr, err)
 	}
-	v, err := conn.ServerVersion()
+	c := cfg
+	c.Cluster = "" // New checks the server; the shards are read here
+	s, err := New(c, conn, deps)
 	if err != nil {
 		conn.Close()
+		return nil, err
+	}
+	s.cfg = cfg
+	if cfg.Cluster != "" {
+		if s.shards, err = openShards(ctx, cfg); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		s.log.Info("writing to a ClickHouse cluster", zap.String("cluster", cfg.Cluster), zap.Int("shards", len(s.shards)))
+	}
+	return s, nil
+}
+
+// New builds a sink on a connection already open, learning the server's
+// capabilities from it; the sink owns conn from then on. Open is Connect,
+// Ping and New; the tests that run Veil's statements on an embedded
+// ClickHouse engine (internal/chdbtest) bring their own connection.
+func New(cfg Config, conn driver.Conn, deps Deps) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = zap.NewNop()
+	}
+	v, err := conn.ServerVersion()
+	if err != nil {
 		return nil, fmt.Errorf("sink: server version: %w", err)
 	}
 	s := &Sink{
@@ -189,11 +224,9 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Sink, error) {
 	}
 	s.log.Info("connected to ClickHouse", zap.String("version", fmt.Sprintf("%d.%d.%d", v.Version.Major, v.Version.Minor, v.Version.Patch)))
 	if cfg.Cluster != "" {
-		if s.shards, err = openShards(ctx, cfg); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		s.log.Info("writing to a ClickHouse cluster", zap.String("cluster", cfg.Cluster), zap.Int("shards", len(s.shards)))
+		// The shards are learnt by Open, which has a context to read
+		// them with.
+		return nil, errors.New("sink: on a cluster (sink.cluster) the sink is built by Open")
 	}
 	return s, nil
 }
@@ -217,26 +250,32 @@ func (s *Sink) Conn() driver.Conn { return s.conn }
 // Capabilities are what the connected server supports.
 func (s *Sink) Capabilities() Capabilities { return s.caps }
 
-// Migrate applies the schema and, where configured and supported, creates
-// the read-only analyst user.
+// Migrate applies the schema and, where the server has SQL-driven access
+// control, the analyst limits profile on the analyst role and, when
+// configured, the read-only analyst user.
 func (s *Sink) Migrate(ctx context.Context) error {
 	if err := MigrateLayout(ctx, s.conn, s.cfg.Database, s.caps, s.Layout(), s.log); err != nil {
 		return err
 	}
-	if s.cfg.AnalystPassword == "" || !s.caps.RBAC {
+	if !s.caps.RBAC {
 		return nil
 	}
-	sum := sha256.Sum256([]byte(s.cfg.AnalystPassword))
-	for _, stmt := range AnalystUserStatements(s.cfg.AnalystUser, hex.EncodeToString(sum[:])) {
+	stmts := AnalystProfileStatements(s.cfg.AnalystLimits)
+	if s.cfg.AnalystPassword != "" {
+		sum := sha256.Sum256([]byte(s.cfg.AnalystPassword))
+		stmts = AnalystUserStatements(s.cfg.AnalystUser, hex.EncodeToString(sum[:]), s.cfg.AnalystLimits)
+	}
+	for _, stmt := range stmts {
 		if err := s.conn.Exec(ctx, stmt); err != nil {
 			var ex *clickhouse.Exception
 			if errors.As(err, &ex) {
 				// The migrating user may lack access management; Veil runs
-				// without the analyst user rather than not at all.
-				s.log.Warn("analyst user not created: the server refused", zap.Error(err))
+				// without the analyst user and limits rather than not at
+				// all, and says so.
+				s.log.Warn("analyst profile or user not created: the server refused", zap.Error(err))
 				return nil
 			}
-			return fmt.Errorf("sink: create analyst user: %w", err)
+			return fmt.Errorf("sink: create analyst profile and user: %w", err)
 		}
 	}
 	return nil

@@ -124,6 +124,12 @@ func TestConfigValidate(t *testing.T) {
 		{"write timeout", func(c *sink.Config) { c.WriteTimeout = 0 }, "sink.write_timeout"},
 		{"analyst user", func(c *sink.Config) { c.AnalystPassword = "x"; c.AnalystUser = "a`b" }, "sink.analyst_user"},
 		{"retry", func(c *sink.Config) { c.RetryMax = c.RetryMin / 2 }, "sink.retry_min"},
+		{"analyst time", func(c *sink.Config) { c.AnalystLimits.MaxExecutionTime = 0 }, "sink.analyst_limits.max_execution_time"},
+		{"analyst time below a second", func(c *sink.Config) { c.AnalystLimits.MaxExecutionTime = time.Millisecond }, "sink.analyst_limits.max_execution_time"},
+		{"analyst memory", func(c *sink.Config) { c.AnalystLimits.MaxMemoryUsage = 0 }, "sink.analyst_limits.max_memory_usage"},
+		{"analyst rows", func(c *sink.Config) { c.AnalystLimits.MaxRowsToRead = -1 }, "sink.analyst_limits.max_rows_to_read"},
+		{"analyst bytes", func(c *sink.Config) { c.AnalystLimits.MaxBytesToRead = 0 }, "sink.analyst_limits.max_bytes_to_read"},
+		{"analyst concurrency", func(c *sink.Config) { c.AnalystLimits.MaxConcurrentQueries = 0 }, "sink.analyst_limits.max_concurrent_queries"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

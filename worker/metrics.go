@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 )
 
 type metrics struct {
@@ -48,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range event.DropReasons {
 		m.dropped.WithLabelValues(string(r))
 	}
-	for _, r := range []string{dlqDecode, dlqEncode} {
+	for _, r := range append([]string{dlqDecode, dlqEncode}, rules.Reasons...) {
 		m.deadLettered.WithLabelValues(r)
 	}
 	if reg != nil {

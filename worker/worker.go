@@ -1,5 +1,7 @@
-// Package worker consumes raw events from Kafka, passes each through the
-// privacy and enrichment stages, and writes the survivors to ClickHouse.
+// Package worker consumes raw events from Kafka, holds each to the rules
+// the collector held it to (event/rules: the raw topic is a boundary too),
+// passes it through the privacy and enrichment stages, and writes the
+// survivors to ClickHouse.
 //
 // Delivery: a Kafka offset is committed only after every message up to it has
 // been written to ClickHouse, written to the dead-letter topic, or dropped by
@@ -24,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/sink"
 )
@@ -122,6 +125,10 @@ type Deps struct {
 	Logger  *zap.Logger
 	Metrics prometheus.Registerer
 	Sink    *sink.Sink
+	// Rules are the limits every message is held to before the stages:
+	// the collector's (collector.limits), so that the raw topic takes
+	// nothing the collector would refuse. Nil means rules.DefaultLimits.
+	Rules *rules.Limits
 	// Stages run in order: policy, enrichment, de-identification.
 	Stages []Stage
 }
@@ -131,6 +138,7 @@ type Worker struct {
 	cfg    Config
 	kcfg   kafkax.Config
 	sink   *sink.Sink
+	rules  rules.Limits
 	stages []Stage
 	log    *zap.Logger
 	m      *metrics
@@ -150,10 +158,18 @@ func New(cfg Config, kcfg kafkax.Config, deps Deps) (*Worker, error) {
 	if deps.Logger == nil {
 		deps.Logger = zap.NewNop()
 	}
+	lim := rules.DefaultLimits()
+	if deps.Rules != nil {
+		lim = *deps.Rules
+		if err := lim.Validate("collector.limits"); err != nil {
+			return nil, err
+		}
+	}
 	return &Worker{
 		cfg:    cfg,
 		kcfg:   kcfg,
 		sink:   deps.Sink,
+		rules:  lim,
 		stages: deps.Stages,
 		log:    deps.Logger,
 		m:      newMetrics(deps.Metrics),
@@ -243,7 +259,7 @@ func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Me
 type processor struct {
 	w      *Worker
 	reader *kafka.Reader
-	dlq    *kafka.Writer
+	dlq    *kafkax.Writer
 	hard   context.Context
 	batch  *sink.Batch
 	// last holds, per partition, the newest message handled since the last
@@ -357,6 +373,11 @@ func (p *processor) handle(m kafka.Message) error {
 	if err != nil {
 		return p.deadLetter(m, dlqDecode, err.Error())
 	}
+	// The raw topic is a boundary too: a message no collector would have
+	// written is never stored.
+	if v := w.rules.Event(ev); v != nil {
+		return p.deadLetter(m, v.Reason, v.Error())
+	}
 	for _, st := range w.stages {
 		if reason := st.Apply(ev); reason != event.Keep {
 			w.m.dropped.WithLabelValues(string(reason)).Inc()
@@ -369,7 +390,8 @@ func (p *processor) handle(m kafka.Message) error {
 	return nil
 }
 
-// Dead-letter reasons: a fixed set, used as a metric label.
+// Dead-letter reasons: a fixed set, used as a metric label: these two,
+// and the reasons of the rules (rules.Reasons) a message broke.
 const (
 	dlqDecode = "decode"
 	dlqEncode = "encode"
@@ -391,7 +413,15 @@ func (p *processor) deadLetter(m kafka.Message, class, reason string) error {
 		err := p.dlq.WriteMessages(p.hard, dm)
 		if err == nil {
 			p.w.m.deadLettered.WithLabelValues(class).Inc()
-			p.w.log.Warn("event dead-lettered", zap.String("reason", reason), zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset))
+			// A rule's detail names the field, which may be a property
+			// name chosen by the client: it goes to the dead-letter
+			// header, next to the message itself, and the log gets the
+			// rule's reason only.
+			detail := reason
+			if class != dlqDecode && class != dlqEncode {
+				detail = class
+			}
+			p.w.log.Warn("event dead-lettered", zap.String("reason", detail), zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset))
 			return nil
 		}
 		if p.hard.Err() != nil {

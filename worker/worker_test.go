@@ -44,12 +44,10 @@ type fixture struct {
 }
 
 func setup(t *testing.T) fixture {
-	kcfg := kafkax.DefaultConfig()
-	kcfg.Brokers = testsvc.Kafka(t)
+	kcfg := testsvc.KafkaConfig(t)
 	kcfg.RawTopic = testsvc.Unique(t, "raw")
 	kcfg.DLQTopic = testsvc.Unique(t, "dlq")
 	kcfg.Partitions = 2
-	kcfg.ReplicationFactor = 1
 	if err := kafkax.EnsureTopics(context.Background(), kcfg); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +139,7 @@ func TestDroppedEventsAreCommitted(t *testing.T) {
 	f := setup(t)
 	var msgs []kafka.Message
 	for i := 0; i < 10; i++ {
-		msgs = append(msgs, kafka.Message{Key: event.Key("shop", fmt.Sprint(i)), Value: envelope(t, "e", fmt.Sprint(i), fmt.Sprintf("i-%d", i))})
+		msgs = append(msgs, kafka.Message{Key: event.Key("shop", fmt.Sprint("u-", i)), Value: envelope(t, "e", fmt.Sprint("u-", i), fmt.Sprintf("i-%d", i))})
 	}
 	produce(t, f.kcfg, msgs...)
 	dropOdd := worker.StageFunc(func(ev *event.Event) event.DropReason {
@@ -291,4 +289,134 @@ func TestConfigValidate(t *testing.T) {
 	if err := worker.DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
+}
+
+// rawEnvelope is an envelope as anything producing to the raw topic may
+// write it, around the event object obj.
+func rawEnvelope(endpoint string, obj string) []byte {
+	return []byte(`{"v":1,"kind":1,"project":"shop","endpoint":"` + endpoint + `","received_at":` + fmt.Sprint(time.Now().UnixMilli()) +
+		`,"signals":{},"event":` + obj + `}`)
+}
+
+// TestRawTopicIsHeldToTheRules: the raw topic is a boundary too. Messages
+// produced straight to it, that no collector would have written, are
+// dead-lettered with the rule they break and counted by its reason; none
+// of them is stored, and the valid events beside them are.
+func TestRawTopicIsHeldToTheRules(t *testing.T) {
+	f := setup(t)
+	now := time.Now().UnixMilli()
+	obj := func(name, props string) string {
+		return `{"event":` + name + `,"properties":{"distinct_id":"u1","time":` + fmt.Sprint(now) + `,"$insert_id":"ok-1"` + props + `}}`
+	}
+	bad := []struct {
+		name, value, reason string
+	}{
+		{"time -1", `{"event":"e","properties":{"distinct_id":"u1","time":-1,"$insert_id":"t-1"}}`, "malformed: properties.time: time is out of range"},
+		{"time 10 days ago on /track", `{"event":"e","properties":{"distinct_id":"u1","time":` + fmt.Sprint(now-10*86400000) + `,"$insert_id":"t-2"}}`, "too_old: properties.time: older than 5 days; send historical events to /import"},
+		{"time 2 hours ahead", `{"event":"e","properties":{"distinct_id":"u1","time":` + fmt.Sprint(now+2*3600000) + `,"$insert_id":"t-3"}}`, "too_new: properties.time: more than 1h0m0s in the future"},
+		{"malformed $insert_id", `{"event":"e","properties":{"distinct_id":"u1","time":` + fmt.Sprint(now) + `,"$insert_id":"has space"}}`, "invalid_insert_id: properties.$insert_id: $insert_id must be 1 to 36 characters of A-Z, a-z, 0-9 and -"},
+		{"placeholder $insert_id", `{"event":"e","properties":{"distinct_id":"u1","time":` + fmt.Sprint(now) + `,"$insert_id":"null"}}`, "invalid_insert_id: properties.$insert_id: $insert_id is a placeholder value Mixpanel refuses (such as null, undefined or 0)"},
+		{"no $insert_id", `{"event":"e","properties":{"distinct_id":"u1","time":` + fmt.Sprint(now) + `}}`, "invalid_insert_id: properties.$insert_id: $insert_id is missing"},
+		{"placeholder distinct_id", `{"event":"e","properties":{"distinct_id":"undefined","time":` + fmt.Sprint(now) + `,"$insert_id":"d-1"}}`, `invalid_distinct_id: properties.distinct_id: distinct_id is a placeholder value Mixpanel refuses (such as null, undefined or 0); use "" for events of no user`},
+		{"NUL in the event name", obj(`"Sign\u0000up"`, ``), "invalid_name: event: event name holds a control character"},
+		{"NUL in a property name", obj(`"e"`, `,"a\u0000":1`), "invalid_name: properties: a property name holds a control character"},
+		{"1e999", obj(`"e"`, `,"n":1e999`), "invalid_number: properties.n: a number is too large for a float64"},
+		{"nested too deep", obj(`"e"`, `,"a":{"b":{"c":{"d":{"e":1}}}}`), "too_deep: properties.a: nested more than 3 levels deep"},
+		{"event name of 256 bytes", obj(`"`+strings.Repeat("x", 256)+`"`, ``), "malformed: event: event name exceeds 255 bytes"},
+	}
+	key := event.Key("shop", "u1")
+	msgs := []kafka.Message{{Key: key, Value: rawEnvelope("/track", obj(`"before"`, ``))}}
+	for _, b := range bad {
+		msgs = append(msgs, kafka.Message{Key: key, Value: rawEnvelope("/track", b.value)})
+	}
+	msgs = append(msgs,
+		kafka.Message{Key: key, Value: rawEnvelope("/engage", obj(`"track event from /engage"`, ``))},
+		kafka.Message{Key: key, Value: rawEnvelope("/import", `{"event":"imported","properties":{"distinct_id":"u1","time":86400000,"$insert_id":"imp-1"}}`)},
+	)
+	produce(t, f.kcfg, msgs...)
+	stop := f.run(t)
+	defer stop()
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: f.kcfg.Brokers, Topic: f.kcfg.DLQTopic, Partition: partitionOf(t, f.kcfg, key), MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	var reasons []string
+	for range len(bad) + 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		m, err := r.ReadMessage(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("dead-letter message %d: %v; so far %q", len(reasons), err, reasons)
+		}
+		for _, h := range m.Headers {
+			if h.Key == "veil-reason" {
+				reasons = append(reasons, string(h.Value))
+			}
+		}
+	}
+	for i, b := range bad {
+		if reasons[i] != b.reason {
+			t.Errorf("%s: dead-lettered as %q, want %q", b.name, reasons[i], b.reason)
+		}
+	}
+	if got, want := reasons[len(bad)], "malformed: endpoint: a track event must come from /track or /import"; got != want {
+		t.Errorf("track event from /engage: dead-lettered as %q, want %q", got, want)
+	}
+	if got, want := reasons[len(bad)+1], "too_old: properties.time: before 1971-01-01"; got != want {
+		t.Errorf("import from 1970: dead-lettered as %q, want %q", got, want)
+	}
+
+	conn := testsvc.Conn(t, f.scfg)
+	db := f.scfg.Database
+	testsvc.Eventually(t, 20*time.Second, "the valid event stored", func() bool {
+		return testsvc.Count(t, conn, "SELECT count() FROM "+db+".events WHERE event = 'before'") == 1
+	})
+	time.Sleep(1500 * time.Millisecond) // past one flush
+	if n := testsvc.Count(t, conn, "SELECT count() FROM "+db+".events"); n != 1 {
+		t.Fatalf("%d rows stored, want only the valid one", n)
+	}
+	for reason, want := range map[string]float64{"malformed": 3, "too_old": 2, "too_new": 1, "invalid_insert_id": 3, "invalid_distinct_id": 1, "invalid_name": 2, "invalid_number": 1, "too_deep": 1} {
+		if got := deadLetteredBy(t, f.reg, reason); got != want {
+			t.Errorf("dead-lettered %s: %v, want %v", reason, got, want)
+		}
+	}
+}
+
+// TestReplayFolds: the same message read twice (a replay after a crash)
+// is one row: its $insert_id, generated or not, travels in the message.
+// Two messages of identical events with ids of their own are two rows.
+func TestReplayFolds(t *testing.T) {
+	f := setup(t)
+	now := fmt.Sprint(time.Now().UnixMilli())
+	one := rawEnvelope("/track", `{"event":"Tapped","properties":{"distinct_id":"u1","time":`+now+`,"$insert_id":"5e2a0c7d1f3b4a6e9c8d7b6a00000000"}}`)
+	other := rawEnvelope("/track", `{"event":"Tapped","properties":{"distinct_id":"u1","time":`+now+`,"$insert_id":"5e2a0c7d1f3b4a6e9c8d7b6a00000008"}}`)
+	key := event.Key("shop", "u1")
+	produce(t, f.kcfg, kafka.Message{Key: key, Value: one}, kafka.Message{Key: key, Value: other}, kafka.Message{Key: key, Value: one})
+	stop := f.run(t)
+	defer stop()
+	conn := testsvc.Conn(t, f.scfg)
+	db := f.scfg.Database
+	testsvc.Eventually(t, 20*time.Second, "all three messages written", func() bool {
+		return testsvc.Count(t, conn, "SELECT count() FROM "+db+".events") == 3
+	})
+	if n := testsvc.Count(t, conn, "SELECT count() FROM "+db+".events FINAL"); n != 2 {
+		t.Fatalf("%d rows after FINAL, want 2: the replay folds, the other event does not", n)
+	}
+}
+
+func deadLetteredBy(t *testing.T, reg *prometheus.Registry, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "veil_worker_events_dead_lettered_total" {
+			for _, m := range mf.Metric {
+				if m.Label[0].GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/veilhq/veil/internal/devstack"
 	"github.com/veilhq/veil/loadgen"
 )
 
@@ -356,6 +357,8 @@ type devStack struct {
 	done      chan error
 	collector string
 	endpoints string
+	// token is its project's: the collector refuses any other.
+	token string
 }
 
 // startDev runs `veil dev` in a fresh data directory on a free port and
@@ -398,6 +401,12 @@ func startDev(ctx context.Context, o options, tmp string) (*devStack, error) {
 			}
 			if json.Unmarshal(b, &ep) == nil && ep.Collector != "" {
 				d.collector = ep.Collector
+				p, err := devstack.ReadProject(dir)
+				if err != nil {
+					d.stop()
+					return nil, err
+				}
+				d.token = p.Token
 				return d, nil
 			}
 		}
@@ -518,18 +527,18 @@ func loadTests(ctx context.Context, o options, tmp string, res *Results) error {
 			dev.stop()
 		}
 	}()
-	batch, err := add("dev_batch50", "veil dev collector, batches of 50, flat out", "--target", dev.collector,
+	batch, err := add("dev_batch50", "veil dev collector, batches of 50, flat out", "--target", dev.collector, "--token", dev.token,
 		"--batch", "50", "--concurrency", batchConns, "--duration", phase, "--warmup", warm)
 	if err != nil {
 		return err
 	}
-	if _, err := add("dev_single", "veil dev collector, single-event requests, flat out", "--target", dev.collector,
+	if _, err := add("dev_single", "veil dev collector, single-event requests, flat out", "--target", dev.collector, "--token", dev.token,
 		"--batch", "1", "--concurrency", singleConns, "--duration", phase, "--warmup", warm); err != nil {
 		return err
 	}
 	rate := 0.7 * batch.EventsPerSec
 	if _, err := add("dev_batch50_rate70", fmt.Sprintf("veil dev collector, batches of 50 at 70%% of the flat-out rate (%.0f events/s)", rate),
-		"--target", dev.collector, "--batch", "50", "--rate", fmt.Sprintf("%.0f", rate), "--concurrency", rateConns,
+		"--target", dev.collector, "--token", dev.token, "--batch", "50", "--rate", fmt.Sprintf("%.0f", rate), "--concurrency", rateConns,
 		"--duration", phase, "--warmup", warm); err != nil {
 		return err
 	}

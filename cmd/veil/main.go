@@ -24,19 +24,27 @@ type roleFlags struct {
 }
 
 type cli struct {
-	Dev struct {
-		Listen  string `default:"127.0.0.1:8080" help:"Collector address."`
-		DataDir string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
+	Version kong.VersionFlag `help:"Print the version and exit."`
+	Dev     struct {
+		Listen       string `default:"127.0.0.1:8080" help:"Collector address."`
+		DataDir      string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
+		Kafka        string `default:"embedded" enum:"embedded,apache" help:"embedded: one Kafka-protocol broker inside veil (kfake); apache: Apache Kafka brokers as child processes (needs Java and the jars of make deps)."`
+		KafkaBrokers int    `default:"3" help:"With --kafka apache: how many brokers."`
 		// A replicated, sharded ClickHouse instead of one server.
 		ClickhouseShards   int `placeholder:"N" help:"Run a ClickHouse cluster of N shards (with ZooKeeper) instead of one server."`
 		ClickhouseReplicas int `placeholder:"M" help:"Replicas of each shard of the ClickHouse cluster."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
-	Collector roleFlags    `cmd:"" help:"Run the HTTP collector."`
-	Worker    roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
-	Migrate   roleFlags    `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
-	Loadgen   loadgenFlags `cmd:"" help:"Drive a collector on this machine with mixpanel-browser's requests and report throughput, latency and end-to-end lag."`
-	Ceiling   struct {
-		Kind string `arg:"" enum:"http,collector" help:"http or collector."`
+	Collector   roleFlags    `cmd:"" help:"Run the HTTP collector."`
+	Worker      roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
+	Migrate     roleFlags    `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
+	Loadgen     loadgenFlags `cmd:"" help:"Drive a collector on this machine with mixpanel-browser's requests and report throughput, latency and end-to-end lag."`
+	Healthcheck struct {
+		URL     string        `arg:"" help:"URL to GET, e.g. http://127.0.0.1:8080/readyz."`
+		Timeout time.Duration `default:"3s" help:"How long to wait for the answer."`
+	} `cmd:"" help:"Exit 0 when URL answers 200: a container health check for an image without a shell."`
+	Ceiling struct {
+		Kind  string `arg:"" enum:"http,collector" help:"http or collector."`
+		Token string `default:"loadgen" help:"Project token of the load generator's events, the collector's one project."`
 	} `cmd:"" hidden:"" help:"Serve a load generator's ceiling for veil loadgen in another process."`
 }
 
@@ -54,11 +62,11 @@ type loadgenFlags struct {
 	Events            int64         `placeholder:"N" help:"Stop after this many events."`
 	Warmup            time.Duration `help:"Leave the first part of the run out of the figures."`
 	Timeout           time.Duration `default:"30s" help:"Timeout of one request."`
-	ClickhouseHTTP    string        `name:"clickhouse-http" placeholder:"URL" help:"ClickHouse HTTP address: watch the events table grow and report end-to-end throughput and lag."`
+	ClickhouseHTTP    string        `name:"clickhouse-http" placeholder:"URL" help:"ClickHouse HTTP address, with user:password@ when it needs them: watch the events table grow and report end-to-end throughput and lag."`
 	Table             string        `default:"veil.events" help:"Table whose count() is watched."`
 	WatchInterval     time.Duration `default:"100ms" help:"How often the table's count is sampled."`
 	Drain             time.Duration `default:"60s" help:"How long to wait after the last request for the table to catch up."`
-	Token             string        `default:"loadgen" help:"Project token the events carry."`
+	Token             string        `placeholder:"TOKEN" help:"Project token the events carry (default: with --endpoints, the token in project.json beside it; otherwise loadgen, which the ceilings' collectors take)."`
 	Seed              uint64        `default:"1" help:"Seed of the generated events."`
 	Templates         int           `default:"64" help:"Distinct request bodies generated up front."`
 	Progress          time.Duration `default:"1s" help:"Interval of the progress line on stderr; 0 for none."`
@@ -79,20 +87,25 @@ func (f loadgenFlags) config() loadgen.Config {
 	if c.Duration == 0 && c.Events == 0 {
 		c.Duration = loadgen.DefaultConfig().Duration
 	}
+	if c.Token == "" && c.Endpoints == "" {
+		c.Token = loadgen.DefaultConfig().Token
+	}
 	return c
 }
 
 func main() {
 	var c cli
-	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError())
+	kctx := kong.Parse(&c, kong.Name("veil"), kong.Description("Privacy-first event ingestion: Mixpanel's API in, de-identified ClickHouse tables out."), kong.UsageOnError(), kong.Vars{"version": versionLine()})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
 	switch kctx.Command() {
 	case "loadgen":
 		_, err = loadgen.Run(ctx, c.Loadgen.config(), loadgen.Deps{Stdout: os.Stdout, Stderr: os.Stderr})
+	case "healthcheck <url>":
+		err = app.Healthcheck(ctx, c.Healthcheck.URL, c.Healthcheck.Timeout)
 	case "ceiling <kind>":
-		err = loadgen.ServeCeiling(ctx, c.Ceiling.Kind, os.Stdin, os.Stdout)
+		err = loadgen.ServeCeiling(ctx, c.Ceiling.Kind, c.Ceiling.Token, os.Stdin, os.Stdout)
 	default:
 		err = run(ctx, kctx.Command(), &c)
 	}
@@ -122,9 +135,10 @@ func run(ctx context.Context, cmd string, c *cli) error {
 	switch cmd {
 	case "dev":
 		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout,
+			Kafka: c.Dev.Kafka, KafkaBrokers: c.Dev.KafkaBrokers,
 			ClickHouseShards: c.Dev.ClickhouseShards, ClickHouseReplicas: c.Dev.ClickhouseReplicas}, log, deps.Registry)
 	case "collector":
-		return app.RunCollector(ctx, cfg, deps, nil)
+		return app.CollectorRole(ctx, cfg, deps)
 	case "worker":
 		return app.WorkerRole(ctx, cfg, deps)
 	case "migrate":

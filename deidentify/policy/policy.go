@@ -69,10 +69,17 @@ type Policy struct {
 	Geo     GeoPrecision `yaml:"geo"`
 	Bots    BotMode      `yaml:"bots"`
 	Rotate  Rotation     `yaml:"rotate"`
-	// PIIDeny adds property names to the built-in list of PII properties
-	// that are always dropped; PIIAllow takes names off it.
+	// PIIDeny adds property names to the built-in lists of PII properties
+	// that are always dropped, of events, people and group profiles alike;
+	// PIIAllow takes names off them.
 	PIIDeny  []string `yaml:"pii_deny"`
 	PIIAllow []string `yaml:"pii_allow"`
+	// GroupPIIDeny and GroupPIIAllow then do the same for the properties
+	// of group profiles (/groups) only. A group is a company or an
+	// account, so their built-in list is the people list without $name
+	// and name (docs/privacy.md).
+	GroupPIIDeny  []string `yaml:"group_pii_deny"`
+	GroupPIIAllow []string `yaml:"group_pii_allow"`
 	// AllowOnly, when set, keeps only these properties and drops every other:
 	// a new property is dropped until someone allows it (fails closed).
 	AllowOnly []string `yaml:"allow_only"`
@@ -269,6 +276,12 @@ func (s *Set) Inherit() {
 		}
 		if p.PIIAllow == nil {
 			p.PIIAllow = d.PIIAllow
+		}
+		if p.GroupPIIDeny == nil {
+			p.GroupPIIDeny = d.GroupPIIDeny
+		}
+		if p.GroupPIIAllow == nil {
+			p.GroupPIIAllow = d.GroupPIIAllow
 		}
 		if p.AllowOnly == nil {
 			p.AllowOnly = d.AllowOnly

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +207,65 @@ func dumpTable(t *testing.T, conn driver.Conn, table string) (string, int) {
 		n++
 	}
 	return b.String(), n
+}
+
+// TestGroupProfilesKeepTheirName: a group profile is a company's, and its
+// name is what analysts group by. /groups keeps $name and name, scrubbed
+// like any free text, and drops what is a person's; a people profile
+// still loses its $name.
+func TestGroupProfilesKeepTheirName(t *testing.T) {
+	s := startStack(t)
+	postRaw(t, s, "/groups", []map[string]any{
+		{"$token": "tok-shop", "$group_key": "company", "$group_id": "acme-1", "$set": map[string]any{
+			"$name": "Acme Corp", "name": "Acme", "industry": "retail", "$email": "ceo@acme.example", "$first_name": "Alice",
+		}},
+		{"$token": "tok-shop", "$group_key": "company", "$group_id": "acme-2", "$set": map[string]any{
+			"$name": "Acme billing@acme.example",
+		}},
+	}, nil)
+	postRaw(t, s, "/engage", []map[string]any{
+		{"$token": "tok-shop", "$distinct_id": "user-1", "$set": map[string]any{"$name": "Alice Liddell", "name": "Alice", "tier": "gold"}},
+	}, nil)
+
+	conn := testsvc.Conn(t, s.cfg.Sink)
+	db := s.cfg.Sink.Database
+	// profiles lists each profile's live properties, one profile a line,
+	// sorted: ids are pseudonyms, so the profiles are told apart by content.
+	// $last_seen is the time of the update, which Veil sets on people.
+	profiles := func(view, id string) string {
+		rows, err := conn.Query(context.Background(), "SELECT "+id+", property, value FROM "+db+"."+view+" WHERE project = 'shop' AND property != '$last_seen' ORDER BY "+id+", property")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		props := map[string][]string{}
+		for rows.Next() {
+			var who, p, v string
+			if err := rows.Scan(&who, &p, &v); err != nil {
+				t.Fatal(err)
+			}
+			props[who] = append(props[who], p+"="+v)
+		}
+		var lines []string
+		for _, l := range props {
+			lines = append(lines, strings.Join(l, " "))
+		}
+		slices.Sort(lines)
+		return strings.Join(lines, "\n")
+	}
+	testsvc.Eventually(t, 30*time.Second, "the group and people state stored", func() bool {
+		return testsvc.Count(t, conn, "SELECT count() FROM "+db+".groups WHERE property = 'industry'") == 1 &&
+			testsvc.Count(t, conn, "SELECT count() FROM "+db+".profiles WHERE property = 'tier'") == 1
+	})
+	time.Sleep(500 * time.Millisecond)
+	for _, tt := range []struct{ name, view, id, want string }{
+		{"groups keep $name and name, scrubbed", "groups", "group_id", "$name=Acme Corp industry=retail name=Acme\n$name=Acme [email]"},
+		{"people lose $name and name", "profiles", "distinct_id", "tier=gold"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := profiles(tt.view, tt.id); got != tt.want {
+				t.Fatalf("%s holds\n%s\nwant\n%s", tt.view, got, tt.want)
+			}
+		})
+	}
 }

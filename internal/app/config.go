@@ -17,6 +17,7 @@ import (
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/enrich"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
@@ -57,10 +58,18 @@ func (d DeidentifyConfig) KeySource() pseudonym.Source {
 	return pseudonym.Source{File: d.PseudonymKeyFile, Env: d.PseudonymKeyEnv}
 }
 
-// AdminConfig is the worker's operations listener: /metrics, /healthz,
-// /readyz. The collector serves them on its own listener.
+// AdminConfig is the operations listeners: /metrics, /healthz and /readyz
+// with the reason when not ready; the worker's also serves the privacy API.
 type AdminConfig struct {
+	// Listen is `veil worker`'s admin listener.
 	Listen string `yaml:"listen"`
+	// CollectorListen is `veil collector`'s; empty serves none. The
+	// collector's own listener serves /metrics, /healthz and a /readyz
+	// that says only whether it is ready: why not is for operators.
+	CollectorListen string `yaml:"collector_listen"`
+	// Server holds the admin listeners' timeouts, header limit and
+	// connection cap, the same settings as collector.server.
+	Server httpserve.Config `yaml:"server"`
 }
 
 // DefaultConfig returns every section's defaults.
@@ -77,7 +86,11 @@ func DefaultConfig() Config {
 		},
 		Privacy: privacy.DefaultConfig(),
 		Sink:    sink.DefaultConfig(),
-		Admin:   AdminConfig{Listen: "127.0.0.1:9464"},
+		Admin: AdminConfig{
+			Listen:          "127.0.0.1:9464",
+			CollectorListen: "127.0.0.1:9465",
+			Server:          httpserve.DefaultConfig(),
+		},
 	}
 }
 
@@ -92,7 +105,8 @@ func (c Config) Validate() error {
 		return errors.New("log.level must be debug, info, warn or error")
 	}
 	for _, err := range []error{c.Kafka.Validate(), c.Collector.Validate(), c.Worker.Validate(), c.Enrich.Validate(),
-		c.Deidentify.KeySource().Validate(), c.Deidentify.Policies.Validate(), c.Privacy.Validate(), c.Sink.Validate()} {
+		c.Deidentify.KeySource().Validate(), c.Deidentify.Policies.Validate(), c.Privacy.Validate(), c.Sink.Validate(),
+		c.Admin.Server.Validate("admin.server")} {
 		if err != nil {
 			return err
 		}
@@ -101,7 +115,8 @@ func (c Config) Validate() error {
 }
 
 // Load reads a YAML configuration file over the defaults. Unknown keys are
-// errors, so a typo cannot silently fall back to a default.
+// errors, so a typo cannot silently fall back to a default. Secrets may be
+// given as ${file:PATH} or ${env:NAME} in any value (secretref.go).
 func Load(path string) (Config, error) {
 	cfg := DefaultConfig()
 	b, err := os.ReadFile(path)
@@ -118,6 +133,9 @@ func Load(path string) (Config, error) {
 	if cfg.Deidentify.PseudonymKeyFile != "" && cfg.Deidentify.PseudonymKeyEnv == DefaultConfig().Deidentify.PseudonymKeyEnv {
 		cfg.Deidentify.PseudonymKeyEnv = ""
 	}
+	if err := resolveSecretRefs(&cfg, osSecrets()); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
 	cfg.Deidentify.Policies.Inherit()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
@@ -125,11 +143,30 @@ func Load(path string) (Config, error) {
 	return cfg, nil
 }
 
+// logSampling is how every Veil process samples its log, console or JSON:
+// of the entries with the same level and message within a second, the
+// first logSampleInitial are written and then one in logSampleThereafter.
+// A flood of bad requests then writes a few hundred lines a second, not
+// one per request; the rejected requests are counted in the metrics.
+const (
+	logSampleInitial    = 100
+	logSampleThereafter = 1000
+)
+
 // NewLogger builds the process logger.
 func NewLogger(c LogConfig) (*zap.Logger, error) {
+	zc, err := loggerConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return zc.Build()
+}
+
+// loggerConfig is the zap configuration NewLogger builds from.
+func loggerConfig(c LogConfig) (zap.Config, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
-		return nil, errors.New("log.level must be debug, info, warn or error")
+		return zap.Config{}, errors.New("log.level must be debug, info, warn or error")
 	}
 	var zc zap.Config
 	if c.Format == "console" {
@@ -139,6 +176,8 @@ func NewLogger(c LogConfig) (*zap.Logger, error) {
 	} else {
 		zc = zap.NewProductionConfig()
 	}
+	// zap's development configuration does not sample at all.
+	zc.Sampling = &zap.SamplingConfig{Initial: logSampleInitial, Thereafter: logSampleThereafter}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
-	return zc.Build()
+	return zc, nil
 }

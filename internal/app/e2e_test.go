@@ -38,11 +38,10 @@ type stack struct {
 func newStack(t *testing.T, mutate func(*app.Config)) *stack {
 	t.Helper()
 	cfg := app.DefaultConfig()
-	cfg.Kafka.Brokers = testsvc.Kafka(t)
+	cfg.Kafka = testsvc.KafkaConfig(t)
 	cfg.Kafka.RawTopic = testsvc.Unique(t, "raw")
 	cfg.Kafka.DLQTopic = testsvc.Unique(t, "dlq")
 	cfg.Kafka.Partitions = 4
-	cfg.Kafka.ReplicationFactor = 1
 	cfg.Worker.GroupID = testsvc.Unique(t, "group")
 	cfg.Sink = testsvc.SinkConfig(t)
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
@@ -233,5 +232,27 @@ func TestValidEventsBesideInvalidOnesAreKept(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if n := testsvc.Count(t, conn, q); n != 2 {
 		t.Fatalf("%d rows, want 2", n)
+	}
+}
+
+// TestIdenticalEventsWithoutInsertIDAreTwo: Mixpanel deduplicates only on
+// a $insert_id the client sent. Two identical events without one, sent in
+// one request, with or without a time, are two rows, even after FINAL.
+func TestIdenticalEventsWithoutInsertIDAreTwo(t *testing.T) {
+	s := startStack(t)
+	tap := map[string]any{"event": "Tapped", "properties": map[string]any{"token": "tok-shop", "distinct_id": "u-1"}}
+	timed := map[string]any{"event": "Scrolled", "properties": map[string]any{"token": "tok-shop", "distinct_id": "u-1", "time": time.Now().Unix()}}
+	if e := post(t, s.collector, []map[string]any{tap, tap, timed, timed}); e != "" {
+		t.Fatalf("rejected: %s", e)
+	}
+	conn := testsvc.Conn(t, s.cfg.Sink)
+	db := s.cfg.Sink.Database
+	testsvc.Eventually(t, 30*time.Second, "rows stored", func() bool {
+		return testsvc.Count(t, conn, "SELECT count() FROM "+db+".events") >= 4
+	})
+	for _, name := range []string{"Tapped", "Scrolled"} {
+		if n := testsvc.Count(t, conn, "SELECT count() FROM "+db+".events FINAL WHERE event = '"+name+"'"); n != 2 {
+			t.Errorf("%s: %d rows after FINAL, want 2", name, n)
+		}
 	}
 }

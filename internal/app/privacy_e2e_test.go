@@ -85,6 +85,24 @@ func TestConsentSignals(t *testing.T) {
 	s.startCollector()
 	_, wreg := s.startWorker(true)
 
+	// The admin token counts only under the Bearer scheme, spelt in any case.
+	for h, want := range map[string]int{
+		"Bearer " + s.adminToken: http.StatusMethodNotAllowed, "bearer " + s.adminToken: http.StatusMethodNotAllowed,
+		"BEARER " + s.adminToken: http.StatusMethodNotAllowed, s.adminToken: http.StatusUnauthorized,
+		"Basic " + s.adminToken: http.StatusUnauthorized, "Bearer  wrong": http.StatusUnauthorized, "": http.StatusUnauthorized,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, s.admin+"/api/veil/optouts?token=tok-shop", nil)
+		req.Header.Set("Authorization", h)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == http.StatusUnauthorized) != (resp.Header.Get("WWW-Authenticate") == "Bearer") {
+			t.Errorf("Authorization of %d bytes: %d (WWW-Authenticate %q), want %d", len(h), resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
+		}
+	}
+
 	// The registry: opted out through the API, in force within 5 s.
 	if code, v := s.adminCall(t, http.MethodPost, "/api/veil/optouts?token=tok-shop", map[string]any{"distinct_ids": []string{"reg-user"}}); code != 200 {
 		t.Fatalf("opt-out registry: %d %v", code, v)

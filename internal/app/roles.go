@@ -17,6 +17,8 @@ import (
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/forwarded"
+	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
@@ -37,8 +39,32 @@ func NewRegistry() *prometheus.Registry {
 }
 
 // RunCollector serves the collector until ctx ends. The listener, when
-// given, is used instead of cfg.Collector.Listen.
+// given, is used instead of cfg.Collector.Listen. It serves no admin
+// listener: ServeCollector does.
 func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) error {
+	return ServeCollector(ctx, cfg, deps, l, nil)
+}
+
+// CollectorRole is `veil collector`: the collector on collector.listen and
+// its admin endpoints on admin.collector_listen, when set.
+func CollectorRole(ctx context.Context, cfg Config, deps Deps) error {
+	var admin net.Listener
+	if cfg.Admin.CollectorListen != "" {
+		var err error
+		if admin, err = net.Listen("tcp", cfg.Admin.CollectorListen); err != nil {
+			return fmt.Errorf("admin.collector_listen: %w", err)
+		}
+	}
+	return ServeCollector(ctx, cfg, deps, nil, admin)
+}
+
+// ServeCollector is RunCollector with the collector's admin endpoints
+// (/metrics, /healthz, and /readyz with the reason) on admin, when it is
+// not nil.
+func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Listener) error {
+	if admin != nil {
+		defer admin.Close() // when the collector fails before serving it
+	}
 	log := deps.Logger.Named("collector")
 	w := kafkax.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
 	defer w.Close()
@@ -62,6 +88,14 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 	}
 	cancelFirst()
 	defer func() { <-topicsDone }()
+	proxies, err := forwarded.New(cfg.Collector.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("collector.trusted_proxies: %w", err)
+	}
+	pages, err := privacy.NewPages(cfg.Collector.OptOutCookie, privacy.PagesDeps{Logger: log.Named("optout"), Metrics: deps.Registry, Proxies: proxies})
+	if err != nil {
+		return err
+	}
 	c, err := ingest.New(cfg.Collector, cfg.Kafka.RawTopic, ingest.Deps{
 		Logger:   log,
 		Metrics:  deps.Registry,
@@ -73,7 +107,7 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 			}
 			return kafkaReachable(ctx, cfg.Kafka.Brokers)
 		},
-		Routes: privacy.Pages{Cookie: cfg.Collector.OptOutCookie}.Routes,
+		Routes: pages.Routes,
 	})
 	if err != nil {
 		return err
@@ -84,7 +118,21 @@ func RunCollector(ctx context.Context, cfg Config, deps Deps, l net.Listener) er
 		}
 	}
 	log.Info("collector listening", zap.String("addr", l.Addr().String()))
-	return c.Serve(ctx, l)
+	if admin == nil {
+		return c.Serve(ctx, l)
+	}
+	srv, err := newAdminServer("collector_admin", cfg.Admin.Server, deps.Registry, c.Ready, func(*http.ServeMux) {}, log)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.Serve(gctx, l) })
+	g.Go(func() error {
+		log.Info("admin endpoints listening", zap.String("addr", admin.Addr().String()))
+		return srv.Serve(gctx, admin)
+	})
+	return g.Wait()
 }
 
 // RunWorker consumes until ctx ends. It waits for ClickHouse to be
@@ -105,17 +153,20 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 	defer stopAdmin()
 	adminDone := make(chan error, 1)
 	if admin != nil {
-		go func() {
-			adminDone <- serveAdminHTTP(adminCtx, admin, deps.Registry, func(rctx context.Context) error {
-				if w := st.waiting.Load().(string); w != "" {
-					return errors.New(w)
-				}
-				if err := kafkaReachable(rctx, cfg.Kafka.Brokers); err != nil {
-					return err
-				}
-				return st.sink.Load().Ping(rctx)
-			}, st.routes, log)
-		}()
+		srv, err := newAdminServer("admin", cfg.Admin.Server, deps.Registry, func(rctx context.Context) error {
+			if w := st.waiting.Load().(string); w != "" {
+				return errors.New(w)
+			}
+			if err := kafkaReachable(rctx, cfg.Kafka.Brokers); err != nil {
+				return err
+			}
+			return st.sink.Load().Ping(rctx)
+		}, st.routes, log)
+		if err != nil {
+			return err
+		}
+		log.Info("admin endpoints listening", zap.String("addr", admin.Addr().String()))
+		go func() { adminDone <- srv.Serve(adminCtx, admin) }()
 	} else {
 		adminDone <- nil
 	}
@@ -157,7 +208,10 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 		return err
 	}
 	defer p.Close()
-	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Stages: p.Stages})
+	// The worker holds every message to the collector's own limits: one
+	// set of rules at both ends of the raw topic.
+	limits := cfg.Collector.Limits.Limits
+	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Rules: &limits, Stages: p.Stages})
 	if err != nil {
 		return err
 	}
@@ -180,10 +234,45 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 	g.Go(func() error { return registry.Run(helpers) })
 	g.Go(func() error { return p.Run(helpers) })
 	if tasks != nil {
-		g.Go(func() error { return tasks.Run(helpers) })
-		g.Go(func() error { return retention(cfg, s, log).Run(helpers) })
+		g.Go(func() error { return runPrivacyTasks(helpers, cfg, deps, tasks, retention(cfg, s, log), log) })
 	}
 	return g.Wait()
+}
+
+// runPrivacyTasks runs the privacy task runner and retention while this
+// process is the one elected among the workers (and RunPrivacy processes) of the
+// deployment: the member of the group worker.group_id + ".privacy" that
+// Kafka gives the one partition of kafka.privacy_topic. A runner that dies
+// mid-task is replaced after worker.session_timeout, and the next one
+// carries on from the task's last status.
+func runPrivacyTasks(ctx context.Context, cfg Config, deps Deps, tasks *privacy.Tasks, ret *privacy.Retention, log *zap.Logger) error {
+	elected := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "veil_privacy_task_runner",
+		Help: "1 while this process is the elected runner of privacy tasks and retention, 0 otherwise.",
+	})
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(elected)
+	}
+	e := kafkax.Election{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.PrivacyTopic, Group: cfg.Worker.GroupID + ".privacy",
+		SessionTimeout: cfg.Worker.SessionTimeout, RebalanceTimeout: cfg.Worker.RebalanceTimeout, Heartbeat: cfg.Worker.Heartbeat,
+		OnChange: func(on bool) {
+			if on {
+				elected.Set(1)
+			} else {
+				elected.Set(0)
+			}
+		},
+		Logger: log.Named("privacy.election"),
+	}
+	return e.Run(ctx, func(ctx context.Context) {
+		var g errgroup.Group
+		g.Go(func() error { return tasks.Run(ctx) })
+		g.Go(func() error { return ret.Run(ctx) })
+		if err := g.Wait(); err != nil {
+			log.Warn("privacy tasks stopped", zap.Error(err))
+		}
+	})
 }
 
 // adminState is what the admin endpoints know of a starting worker.
@@ -224,13 +313,14 @@ func privacyAPI(cfg Config, s *sink.Sink, keys *pseudonym.Keyring, registry *pri
 
 func retention(cfg Config, s *sink.Sink, log *zap.Logger) *privacy.Retention {
 	return privacy.NewRetention(s.Conn(), cfg.Sink.Database, cfg.Privacy.RetentionDays, cfg.Privacy.RetentionEvery, log.Named("retention")).
-		OnCluster(cfg.Sink.Cluster, s.EachShard)
+		OnCluster(cfg.Sink.Cluster, cfg.Sink.Username, cfg.Sink.Password, s.EachShard)
 }
 
 // privacyConfig is the privacy section with the cluster the data lives on.
 func privacyConfig(cfg Config) privacy.Config {
 	p := cfg.Privacy
 	p.Cluster = cfg.Sink.Cluster
+	p.ClusterUser, p.ClusterPassword = cfg.Sink.Username, cfg.Sink.Password
 	return p
 }
 
@@ -259,11 +349,15 @@ func RunPrivacy(ctx context.Context, cfg Config, deps Deps, l net.Listener) erro
 	if err != nil {
 		return err
 	}
+	srv, err := newAdminServer("admin", cfg.Admin.Server, deps.Registry, s.Ping, func(mux *http.ServeMux) { mux.Handle("/api/", api) }, log)
+	if err != nil {
+		return err
+	}
 	var g errgroup.Group
-	g.Go(func() error { return tasks.Run(ctx) })
-	g.Go(func() error { return retention(cfg, s, log).Run(ctx) })
+	g.Go(func() error { return runPrivacyTasks(ctx, cfg, deps, tasks, retention(cfg, s, log), log) })
 	g.Go(func() error {
-		return serveAdminHTTP(ctx, l, deps.Registry, s.Ping, func(mux *http.ServeMux) { mux.Handle("/api/", api) }, log)
+		log.Info("admin endpoints listening", zap.String("addr", l.Addr().String()))
+		return srv.Serve(ctx, l)
 	})
 	return g.Wait()
 }
@@ -358,7 +452,11 @@ func kafkaReachable(ctx context.Context, brokers []string) error {
 	return fmt.Errorf("no Kafka broker reachable: %w", last)
 }
 
-func serveAdminHTTP(ctx context.Context, l net.Listener, reg *prometheus.Registry, ready func(context.Context) error, routes func(*http.ServeMux), log *zap.Logger) error {
+// newAdminServer builds an operations listener: /metrics, /healthz, and
+// /readyz with the reason when not ready, and what routes adds, served
+// with the admin.server settings. name tells its metrics apart from the
+// other listeners' of the process (veil dev runs them all in one).
+func newAdminServer(name string, cfg httpserve.Config, reg *prometheus.Registry, ready func(context.Context) error, routes func(*http.ServeMux), log *zap.Logger) (*httpserve.Server, error) {
 	mux := http.NewServeMux()
 	routes(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -372,18 +470,13 @@ func serveAdminHTTP(ctx context.Context, l net.Listener, reg *prometheus.Registr
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	log.Info("admin endpoints listening", zap.String("addr", l.Addr().String()))
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return httpserve.New(httpserve.Options{
+		Name:            name,
+		Key:             "admin.server",
+		Config:          cfg,
+		Handler:         mux,
+		ShutdownTimeout: 5 * time.Second,
+	}, httpserve.Deps{Logger: log, Metrics: reg})
 }
 
 // WorkerRole is `veil worker`: RunWorker with the admin endpoints on

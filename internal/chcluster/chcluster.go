@@ -14,6 +14,9 @@ package chcluster
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +47,11 @@ type Config struct {
 	Name     string // the cluster's name; DefaultName when empty
 	Shards   int
 	Replicas int
+	// Password is the password of Veil's own user (chserver.User), the
+	// same on every node, and the one the nodes use for one another
+	// (<remote_servers>: Distributed tables, cluster(), ON CLUSTER).
+	// Empty: a random one, chosen at Start (Cluster.Password tells it).
+	Password string
 	// AnalystPassword, when set, creates the read-only `analyst` user on
 	// every node (users.xml: 18.16 has no SQL-driven access control).
 	AnalystPassword string
@@ -98,6 +106,13 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (c *Cluster, err er
 		return nil, err
 	}
 	cfg.Dir = dir
+	if cfg.Password == "" {
+		var b [24]byte
+		if _, err := crand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		cfg.Password = hex.EncodeToString(b[:])
+	}
 	c = &Cluster{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -110,7 +125,7 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (c *Cluster, err er
 	for s := 1; s <= cfg.Shards; s++ {
 		for r := 1; r <= cfg.Replicas; r++ {
 			n := &Node{Shard: s, Replica: r, Name: fmt.Sprintf("s%dr%d", s, r), log: log.Named(fmt.Sprintf("clickhouse-s%dr%d", s, r))}
-			n.cfg = chserver.Config{Dir: filepath.Join(dir, n.Name), AnalystPassword: cfg.AnalystPassword, StartTimeout: cfg.StartTimeout}
+			n.cfg = chserver.Config{Dir: filepath.Join(dir, n.Name), Password: cfg.Password, AnalystPassword: cfg.AnalystPassword, StartTimeout: cfg.StartTimeout}
 			c.Nodes = append(c.Nodes, n)
 		}
 	}
@@ -207,7 +222,7 @@ var clusterTmpl = template.Must(template.New("cluster").Parse(`<?xml version="1.
       <shard>
         <internal_replication>true</internal_replication>
 {{- range .}}
-        <replica><host>127.0.0.1</host><port>{{.}}</port></replica>
+        <replica><host>127.0.0.1</host><port>{{.}}</port><user>{{$.User}}</user><password>{{$.Password}}</password></replica>
 {{- end}}
       </shard>
 {{- end}}
@@ -234,11 +249,13 @@ func (c *Cluster) writeClusterConfig(n *Node) error {
 	}
 	var b bytes.Buffer
 	if err := clusterTmpl.Execute(&b, struct {
-		Name   string
-		ZKPort int
-		Node   *Node
-		Shards [][]int
-	}{c.cfg.Name, c.ZK.Port(), n, shards}); err != nil {
+		Name     string
+		ZKPort   int
+		Node     *Node
+		Shards   [][]int
+		User     string
+		Password string
+	}{c.cfg.Name, c.ZK.Port(), n, shards, chserver.User, xmlText(c.cfg.Password)}); err != nil {
 		return err
 	}
 	d := filepath.Join(n.cfg.Dir, "config.d")
@@ -247,6 +264,18 @@ func (c *Cluster) writeClusterConfig(n *Node) error {
 	}
 	return os.WriteFile(filepath.Join(d, "cluster.xml"), b.Bytes(), 0o600)
 }
+
+// xmlText escapes s for an XML text node.
+func xmlText(s string) string {
+	var b bytes.Buffer
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
+
+// User is the user Veil connects to every node as; Password is its
+// password, the same on every node.
+func (c *Cluster) User() string     { return chserver.User }
+func (c *Cluster) Password() string { return c.cfg.Password }
 
 // Name is the cluster's name, for `sink.cluster`.
 func (c *Cluster) Name() string { return c.cfg.Name }
@@ -315,6 +344,7 @@ func (n *Node) waitZooKeeper(ctx context.Context) error {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		req.SetBasicAuth(chserver.User, n.cfg.Password)
 		if resp, err := client.Do(req); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -358,6 +388,13 @@ func (n *Node) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.srv != nil
+}
+
+// Server is the node's running server, or nil while it is stopped.
+func (n *Node) Server() *chserver.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.srv
 }
 
 // Pid is the node's process id, or 0 while it is stopped.

@@ -27,9 +27,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func open(t *testing.T, addr string) driver.Conn {
+// open connects to addr as Veil's own user with password.
+func open(t *testing.T, addr, password string) driver.Conn {
 	t.Helper()
-	c, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 2 * time.Second})
+	c, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 2 * time.Second,
+		Auth: clickhouse.Auth{Database: "default", Username: chserver.User, Password: password}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +74,7 @@ func TestCluster(t *testing.T) {
 	if len(c.Nodes) != 2 || len(c.Shard(1)) != 2 || c.Nodes[1].Name != "s1r2" {
 		t.Fatalf("nodes %+v", c.Nodes)
 	}
-	a, b := open(t, c.Nodes[0].NativeAddr()), open(t, c.Nodes[1].NativeAddr())
+	a, b := open(t, c.Nodes[0].NativeAddr(), c.Password()), open(t, c.Nodes[1].NativeAddr(), c.Password())
 	if n := count(t, a, "SELECT count() FROM system.clusters WHERE cluster = '"+c.Name()+"'"); n != 2 {
 		t.Fatalf("system.clusters lists %d replicas, want 2", n)
 	}
@@ -110,6 +112,13 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually("the other replica has the 100 rows", func() bool { return count(t, b, "SELECT count() FROM t.x") == 100 })
+	// The nodes query one another as Veil's user with the password every
+	// node shares (<remote_servers>): there is no passwordless default.
+	for _, conn := range []driver.Conn{a, b} {
+		if n := count(t, conn, "SELECT count() FROM cluster('"+c.Name()+"', t, x) SETTINGS prefer_localhost_replica = 0"); n != 100 {
+			t.Fatalf("through the cluster: %d rows, want 100", n)
+		}
+	}
 
 	t.Run("replica killed and restarted", func(t *testing.T) {
 		pid := c.Nodes[1].Pid()
@@ -124,7 +133,7 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		pids = append(pids, c.Nodes[1].Pid())
-		b := open(t, c.Nodes[1].NativeAddr())
+		b := open(t, c.Nodes[1].NativeAddr(), c.Password())
 		eventually("the restarted replica caught up", func() bool { return count(t, b, "SELECT count() FROM t.x") == 150 })
 	})
 

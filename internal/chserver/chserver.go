@@ -8,8 +8,11 @@ package chserver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +24,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/veilhq/veil/sink"
 )
 
 // InstallHint tells a person how to get the server binary.
@@ -43,6 +48,11 @@ func Find() (string, error) {
 	return "", ErrNotInstalled
 }
 
+// User is the ClickHouse user Veil itself connects as (schema, writes,
+// privacy requests). The server has no `default` user: nothing reaches it
+// without a password.
+const User = "veil"
+
 // Config says where the server keeps its data and which ports it takes.
 // A zero port means "pick a free one".
 type Config struct {
@@ -51,9 +61,20 @@ type Config struct {
 	TCPPort         int
 	HTTPPort        int
 	InterserverPort int
+	// Password is User's password; empty: a random one, chosen at Start
+	// (Server.Password tells it, and Restart keeps it).
+	Password string
 	// AnalystPassword, when set, creates the read-only `analyst` user.
 	AnalystPassword string
-	StartTimeout    time.Duration
+	// AnalystLimits bound each of the analyst's queries; zero: sink's
+	// defaults.
+	AnalystLimits sink.AnalystLimits
+	StartTimeout  time.Duration
+	// StopTimeout is how long Stop waits after SIGTERM before it kills
+	// the server (default 10 s). Running queries are cancelled first, so
+	// a clean shutdown takes a second or two; past that, the server is
+	// stuck and SIGKILL loses nothing a MergeTree has acknowledged.
+	StopTimeout time.Duration
 }
 
 // Server is a running clickhouse-server child process.
@@ -78,6 +99,22 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Server, error)
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 30 * time.Second
 	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.AnalystLimits == (sink.AnalystLimits{}) {
+		cfg.AnalystLimits = sink.DefaultAnalystLimits()
+	}
+	if err := cfg.AnalystLimits.Validate(); err != nil {
+		return nil, fmt.Errorf("chserver: %w", err)
+	}
+	if cfg.Password == "" {
+		var b [24]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		cfg.Password = hex.EncodeToString(b[:])
+	}
 	if cfg.Binary == "" {
 		bin, err := Find()
 		if err != nil {
@@ -97,7 +134,11 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Server, error)
 			}
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "data", "tmp"), 0o755); err != nil {
+	// The directory is the server's alone, whoever made it.
+	if err := os.MkdirAll(filepath.Join(dir, "data", "tmp"), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
 	killStale(filepath.Join(dir, "clickhouse.pid"), logger)
@@ -107,7 +148,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Server, error)
 
 	cmd := exec.Command(cfg.Binary, "--config-file="+filepath.Join(dir, "config.xml"))
 	cmd.Dir = dir
-	out, err := os.OpenFile(filepath.Join(dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	out, err := os.OpenFile(filepath.Join(dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +161,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Server, error)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("chserver: start %s: %w", cfg.Binary, err)
 	}
-	_ = os.WriteFile(filepath.Join(dir, "clickhouse.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, "clickhouse.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
 	s := &Server{cfg: cfg, cmd: cmd, done: make(chan struct{}), log: logger}
 	go func() { s.waitEr = cmd.Wait(); close(s.done) }()
 
@@ -173,28 +214,59 @@ func (s *Server) Dir() string { return s.cfg.Dir }
 // Pid is the child's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
-// Stop asks the server to shut down and waits for it; past ctx's deadline
-// (or 20 s without one) it is killed.
+// User is the user Veil connects as; Password is its password.
+func (s *Server) User() string     { return User }
+func (s *Server) Password() string { return s.cfg.Password }
+
+// Stop cancels the queries still running, asks the server to shut down and
+// waits for it; past StopTimeout (or ctx's deadline, if sooner) it is
+// killed. A running query would otherwise hold the shutdown up: 18.16
+// waits for it before it exits.
 func (s *Server) Stop(ctx context.Context) error {
 	select {
 	case <-s.done:
 		return nil
 	default:
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
+	start := time.Now()
+	if err := s.killQueries(ctx); err != nil {
+		s.log.Warn("could not cancel the running queries before stopping clickhouse-server", zap.Error(err))
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StopTimeout)
+	defer cancel()
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		s.log.Warn("clickhouse-server did not stop in time; killing it")
+		s.log.Warn("clickhouse-server did not stop in time; killing it", zap.Duration("waited", time.Since(start).Round(time.Millisecond)))
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
 	_ = os.Remove(filepath.Join(s.cfg.Dir, "clickhouse.pid"))
+	return nil
+}
+
+// killQueries asks the server to cancel every running query and waits,
+// briefly, until they have stopped. A server that does not answer (stopped,
+// overloaded) is left to SIGTERM and the timeout.
+func (s *Server) killQueries(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.HTTPAddr()+"/", strings.NewReader("KILL QUERY WHERE 1 SYNC"))
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(User, s.cfg.Password)
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("KILL QUERY: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
 	return nil
 }
 

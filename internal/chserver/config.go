@@ -2,15 +2,21 @@ package chserver
 
 import (
 	"bytes"
-	"encoding/xml"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"text/template"
+
+	"github.com/veilhq/veil/sink"
 )
 
 // The configuration keeps to what ClickHouse 18.16 (Debian) and current
 // releases both accept. Caches are sized for a laptop, not a server: the
 // defaults (8 GiB uncompressed, 5 GiB marks) are meant for dedicated hosts.
+// umask 077: the server's data, logs and temporary files are its owner's
+// alone (raw data never reaches ClickHouse, but the de-identified tables
+// are still nobody else's to read on a shared machine).
 var configTmpl = template.Must(template.New("config").Parse(`<?xml version="1.0"?>
 <yandex>
   <logger>
@@ -32,6 +38,7 @@ var configTmpl = template.Must(template.New("config").Parse(`<?xml version="1.0"
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <timezone>UTC</timezone>
+  <umask>077</umask>
   <mark_cache_size>268435456</mark_cache_size>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
@@ -39,6 +46,12 @@ var configTmpl = template.Must(template.New("config").Parse(`<?xml version="1.0"
 </yandex>
 `))
 
+// users.xml has no `default` user: a connection that names no user, or
+// names `default`, is refused, on the native protocol and over HTTP alike.
+// Veil connects as User with its password; analysts as `analyst`, whose
+// profile holds readonly = 1 and the analyst limits (sink.AnalystSettings)
+// and who may read the `veil` database only. Passwords are stored as
+// SHA-256 hashes.
 var usersTmpl = template.Must(template.New("users").Parse(`<?xml version="1.0"?>
 <yandex>
   <profiles>
@@ -47,20 +60,21 @@ var usersTmpl = template.Must(template.New("users").Parse(`<?xml version="1.0"?>
       <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
     </default>
     <analyst>
-      <readonly>1</readonly>
-      <max_memory_usage>2000000000</max_memory_usage>
+{{- range .AnalystSettings}}
+      <{{.Name}}>{{.Value}}</{{.Name}}>
+{{- end}}
     </analyst>
   </profiles>
   <users>
-    <default>
-      <password></password>
+    <{{.User}}>
+      <password_sha256_hex>{{.PasswordSHA256}}</password_sha256_hex>
       <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
       <profile>default</profile>
       <quota>default</quota>
-    </default>
+    </{{.User}}>
 {{- if .AnalystPassword}}
     <analyst>
-      <password>{{.AnalystPasswordXML}}</password>
+      <password_sha256_hex>{{.AnalystPasswordSHA256}}</password_sha256_hex>
       <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
       <profile>analyst</profile>
       <quota>default</quota>
@@ -80,12 +94,17 @@ var usersTmpl = template.Must(template.New("users").Parse(`<?xml version="1.0"?>
 `))
 
 func writeConfig(cfg Config) error {
-	var esc bytes.Buffer
-	_ = xml.EscapeText(&esc, []byte(cfg.AnalystPassword))
+	hash := func(pw string) string {
+		sum := sha256.Sum256([]byte(pw))
+		return hex.EncodeToString(sum[:])
+	}
 	data := struct {
 		Config
-		AnalystPasswordXML string
-	}{cfg, esc.String()}
+		User                  string
+		PasswordSHA256        string
+		AnalystPasswordSHA256 string
+		AnalystSettings       []sink.Setting
+	}{cfg, User, hash(cfg.Password), hash(cfg.AnalystPassword), sink.AnalystSettings(cfg.AnalystLimits)}
 	for name, tmpl := range map[string]*template.Template{"config.xml": configTmpl, "users.xml": usersTmpl} {
 		var b bytes.Buffer
 		if err := tmpl.Execute(&b, data); err != nil {

@@ -53,7 +53,7 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	})
 	testsvc.Eventually(t, 60*time.Second, "two thirds stored with the replica down", func() bool { return stored() >= uint64(2*len(l.Kept)/3) })
 	m := w.Metrics()
-	t.Logf("with %s down: %d events stored, %.0f failed writes retried", victim.Name, stored(), m["veil_sink_insert_errors_total"])
+	t.Logf("figures: with %s down: %d events stored, %.0f failed writes retried", victim.Name, stored(), m["veil_sink_insert_errors_total"])
 	if err := victim.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	wait()
 	faulttest.Account(t, cfg, l, 90*time.Second)
 	st := replicasAgree(t, db, "events_local", "distinct_id, insert_id")
-	t.Logf("event rows per shard (both replicas alike): %d, %d", st[0].rows, st[1].rows)
+	t.Logf("figures: event rows per shard (both replicas alike): %d, %d", st[0].rows, st[1].rows)
 	w.Stop(15 * time.Second)
 	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
 }
@@ -108,7 +108,7 @@ func TestZooKeeperStoppedUnderLoad(t *testing.T) {
 	}
 	time.Sleep(time.Until(stopped.Add(20 * time.Second)))
 	m := w.Metrics()
-	t.Logf("ZooKeeper down 20 s: lag %d, %.0f failed writes, %d events stored before (%d now)", lag, m["veil_sink_insert_errors_total"], held, stored())
+	t.Logf("figures: ZooKeeper down 20 s: lag %d, %.0f failed writes, %d events stored before (%d now)", lag, m["veil_sink_insert_errors_total"], held, stored())
 	if m["veil_sink_insert_errors_total"] == 0 {
 		t.Error("no write failed while ZooKeeper was down")
 	}
@@ -140,7 +140,7 @@ func TestWorkerKilledMidBatchOnCluster(t *testing.T) {
 	})
 	before := w1.Metrics()
 	w1.Kill()
-	t.Logf("killed worker-1 after it consumed %.0f and stored %.0f messages (%.0f uncommitted)",
+	t.Logf("figures: killed worker-1 after it consumed %.0f and stored %.0f messages (%.0f uncommitted)",
 		before["veil_worker_events_consumed_total"], before["veil_worker_events_stored_total"], before["veil_worker_uncommitted_messages"])
 	if before["veil_worker_events_consumed_total"] >= float64(l.Total()) {
 		t.Fatalf("worker-1 consumed the whole load before it was killed; the test proves nothing")

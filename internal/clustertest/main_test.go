@@ -70,8 +70,9 @@ func TestMain(m *testing.M) {
 // own (faulttest.Config: short timings, its own topics and group).
 func config(t *testing.T) app.Config {
 	t.Helper()
-	cfg := faulttest.Config(t, cluster.Nodes[0].NativeAddr())
+	cfg := faulttest.Config(t, cluster.Nodes[0].Server())
 	cfg.Sink.Addr = cluster.Addrs()
+	cfg.Sink.Username, cfg.Sink.Password = cluster.User(), cluster.Password()
 	cfg.Sink.Cluster = cluster.Name()
 	// A deletion settles for twice this; the registry is re-read as often.
 	cfg.Privacy.Refresh = 500 * time.Millisecond
@@ -79,11 +80,11 @@ func config(t *testing.T) app.Config {
 	return cfg
 }
 
-// nodeConn opens a connection to one node (as default, or as user, whose
-// session starts in the database veil: the analyst may use no other).
+// nodeConn opens a connection to one node (as Veil's own user, or as user,
+// whose session starts in the database veil: the analyst may use no other).
 func nodeConn(t *testing.T, n *chcluster.Node, user, password string) driver.Conn {
 	t.Helper()
-	auth := clickhouse.Auth{Database: "default", Username: "default"}
+	auth := clickhouse.Auth{Database: "default", Username: cluster.User(), Password: cluster.Password()}
 	if user != "" {
 		auth.Database, auth.Username, auth.Password = "veil", user, password
 	}

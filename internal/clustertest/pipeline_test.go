@@ -319,7 +319,7 @@ func TestRetentionPerShard(t *testing.T) {
 	if before[0].rows == 0 || before[1].rows == 0 {
 		t.Fatalf("rows per shard %v: the test needs both shards", before)
 	}
-	r := privacy.NewRetention(s.Conn(), cfg.Sink.Database, map[string]int{"events": 90}, time.Hour, nil).OnCluster(cluster.Name(), s.EachShard)
+	r := privacy.NewRetention(s.Conn(), cfg.Sink.Database, map[string]int{"events": 90}, time.Hour, nil).OnCluster(cluster.Name(), cfg.Sink.Username, cfg.Sink.Password, s.EachShard)
 	if err := r.ApplyAt(ctx, now); err != nil {
 		t.Fatal(err)
 	}

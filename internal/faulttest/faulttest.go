@@ -78,11 +78,12 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// Config returns a worker configuration for the test services, with a
-// topic, group and database of its own and timings short enough for a test:
-// a 3 s session timeout so that a killed member's partitions move quickly,
-// and backoff capped at 1 s so that a recovered ClickHouse is retried soon.
-func Config(t *testing.T, chNative string) app.Config {
+// Config returns a worker configuration for the test services, writing to
+// ch as Veil's own user, with a topic, group and database of its own and
+// timings short enough for a test: a 3 s session timeout so that a killed
+// member's partitions move quickly, and backoff capped at 1 s so that a
+// recovered ClickHouse is retried soon.
+func Config(t *testing.T, ch *chserver.Server) app.Config {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Log.Level = "info"
@@ -99,7 +100,8 @@ func Config(t *testing.T, chNative string) app.Config {
 	cfg.Worker.Heartbeat = 300 * time.Millisecond
 	cfg.Worker.DrainTimeout = 5 * time.Second
 	cfg.Worker.LagInterval = time.Second
-	cfg.Sink.Addr = []string{chNative}
+	cfg.Sink.Addr = []string{ch.NativeAddr()}
+	cfg.Sink.Username, cfg.Sink.Password = ch.User(), ch.Password()
 	cfg.Sink.Database = strings.ToLower(testsvc.Unique(t, "veil"))
 	cfg.Sink.MaxRows = 500
 	cfg.Sink.MaxAge = 200 * time.Millisecond
@@ -160,15 +162,17 @@ func Migrate(t *testing.T, bin string, cfg app.Config) {
 	}
 }
 
-// Proc is a running `veil worker` process.
+// Proc is a running `veil worker` or `veil collector` process.
 type Proc struct {
 	t     *testing.T
 	name  string
 	cmd   *exec.Cmd
-	admin string
-	log   string
-	done  chan struct{}
-	err   error
+	admin string // the address of its /metrics
+	// URL is a collector's base URL (http://host:port); empty for a worker.
+	URL  string
+	log  string
+	done chan struct{}
+	err  error
 }
 
 // StartWorker runs `veil worker --config cfgPath` with its admin endpoints
@@ -181,9 +185,50 @@ func StartWorker(t *testing.T, bin string, cfg app.Config, name string) *Proc {
 		t.Fatal(err)
 	}
 	cfg.Admin.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return start(t, bin, cfg, "worker", name, cfg.Admin.Listen)
+}
+
+// StartCollector runs `veil collector --config cfgPath` on a free port and
+// waits until its /readyz answers 200 (the topics exist). Its /metrics is
+// on the same listener.
+func StartCollector(t *testing.T, bin string, cfg app.Config, name string) *Proc {
+	t.Helper()
+	port, err := chserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Collector.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// Its admin listener (the reasons behind /readyz) gets a port of its
+	// own too, so that several collectors run side by side.
+	adminPort, err := chserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Admin.CollectorListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
+	p := start(t, bin, cfg, "collector", name, cfg.Collector.Listen)
+	p.URL = "http://" + cfg.Collector.Listen
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(p.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("%s not ready within 30 s (exited: %v)", name, p.Exited())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// start runs `veil role --config FILE` for cfg.
+func start(t *testing.T, bin string, cfg app.Config, role, name, admin string) *Proc {
+	t.Helper()
 	cfgPath := WriteConfig(t, cfg)
-	// VEIL_FAULTTEST_LOGS keeps the workers' logs in a directory of one's
-	// choice for a closer look.
+	// VEIL_FAULTTEST_LOGS keeps the processes' logs in a directory of
+	// one's choice for a closer look.
 	logDir := os.Getenv("VEIL_FAULTTEST_LOGS")
 	if logDir == "" {
 		logDir = t.TempDir()
@@ -193,14 +238,14 @@ func StartWorker(t *testing.T, bin string, cfg app.Config, name string) *Proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "worker", "--config", cfgPath)
+	cmd := exec.Command(bin, role, "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	// Pdeathsig: a worker never outlives a test binary that dies.
+	// Pdeathsig: a process never outlives a test binary that dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &Proc{t: t, name: name, cmd: cmd, admin: cfg.Admin.Listen, log: logPath, done: make(chan struct{})}
+	p := &Proc{t: t, name: name, cmd: cmd, admin: admin, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		out.Close()
@@ -215,6 +260,13 @@ func StartWorker(t *testing.T, bin string, cfg app.Config, name string) *Proc {
 	})
 	return p
 }
+
+// Admin is the address of the process's admin endpoints (a collector's
+// listener).
+func (p *Proc) Admin() string { return p.admin }
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // withoutNoise drops kafka-go's routine "no messages received" lines.
 func withoutNoise(b []byte) []byte {
@@ -605,7 +657,7 @@ func Account(t *testing.T, cfg app.Config, l *Load, timeout time.Duration) Store
 	dlq, otherDLQ := DeadLettered(t, cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions)
 	stored := int(st.RowsFinal) + int(st.Ops) + int(st.GroupOps)
 	dropped := l.Total() - stored - len(dlq)
-	t.Logf("accounting: sent %d = stored %d (%d events, %d profile ops, %d group ops) + dropped by policy %d + dead-lettered %d; "+
+	t.Logf("figures: accounting: sent %d = stored %d (%d events, %d profile ops, %d group ops) + dropped by policy %d + dead-lettered %d; "+
 		"%d event rows and %d profile-op rows before deduplication (replays not yet merged away)",
 		l.Total(), stored, st.RowsFinal, st.Ops, st.GroupOps, dropped, len(dlq), st.Rows, st.OpsRowsRaw)
 	if lost != 0 || extra != 0 {

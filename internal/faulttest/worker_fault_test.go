@@ -31,7 +31,7 @@ func produce(t *testing.T, brokers []string, topic string, l *faulttest.Load, ch
 func TestWorkerKilledMidBatch(t *testing.T) {
 	start := time.Now()
 	bin := faulttest.Veil(t)
-	cfg := faulttest.Config(t, testsvc.ClickHouse(t).NativeAddr())
+	cfg := faulttest.Config(t, testsvc.ClickHouse(t))
 	faulttest.Migrate(t, bin, cfg)
 	l := faulttest.NewLoad(t, 4000, 60)
 
@@ -65,7 +65,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 func TestMemberLeavesGroup(t *testing.T) {
 	start := time.Now()
 	bin := faulttest.Veil(t)
-	cfg := faulttest.Config(t, testsvc.ClickHouse(t).NativeAddr())
+	cfg := faulttest.Config(t, testsvc.ClickHouse(t))
 	faulttest.Migrate(t, bin, cfg)
 	l := faulttest.NewLoad(t, 4000, 60)
 

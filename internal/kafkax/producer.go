@@ -18,8 +18,11 @@ import (
 // ProducerConfig tunes the collector's producer.
 type ProducerConfig struct {
 	// MaxBatch is the most messages one produce request carries, and
-	// MaxBatchBytes the most bytes of keys and values (before
-	// compression); a single write larger than either is sent in parts.
+	// MaxBatchBytes the most bytes its record batch may take before
+	// compression: keys, values and headers with each record's framing
+	// (at most recordOverhead bytes) and the batch's header, as the
+	// broker measures it against its message.max.bytes. A single write
+	// larger than either is sent in parts.
 	// Requests are not held back to fill a batch: a batch is what arrived
 	// while the partition's previous request was in flight.
 	MaxBatch      int `yaml:"max_batch"`
@@ -36,8 +39,10 @@ type ProducerConfig struct {
 }
 
 // DefaultProducerConfig returns the collector's producer defaults. One
-// MiB before compression stays under a broker's default message.max.bytes
-// (1 MiB after compression) even with compression off.
+// MiB of record batch stays under a broker's default message.max.bytes
+// (1 MiB and 12 bytes, after compression) even with compression off. A
+// broker or topic configured lower answers MESSAGE_TOO_LARGE, and the
+// batch is sent again in halves.
 func DefaultProducerConfig() ProducerConfig {
 	return ProducerConfig{MaxBatch: 1000, MaxBatchBytes: 1 << 20, WriteTimeout: 5 * time.Second, MaxAttempts: 3, Compression: "lz4"}
 }
@@ -88,7 +93,6 @@ func (c ProducerConfig) Validate() error {
 // (ReleasesMessages); after an error, a message may still be referenced,
 // and sent, as with kafka-go's Writer.
 type Producer struct {
-	client   *kafka.Client
 	dialer   *kafka.Dialer
 	brokers  []string
 	topic    string
@@ -102,6 +106,9 @@ type Producer struct {
 	partIDs    []int
 	refreshed  time.Time
 	refreshing bool
+	// answered is the index in brokers of the broker that last answered
+	// a metadata request: the first one asked next time.
+	answered atomic.Int32
 	// closed is set by Close; a sender that finds it set closes its
 	// partition's connection once the partition is idle.
 	closed atomic.Bool
@@ -118,6 +125,10 @@ type partQueue struct {
 	// dialled and after an error. Only the caller whose turn it is uses it;
 	// Close takes it under mu from a partition that is not busy.
 	conn *kafka.Conn
+	// lastErr is the error of the partition's last failed attempt, nil
+	// once an attempt succeeds; under mu. A caller whose deadline passes
+	// while its write is retried gives it as the cause.
+	lastErr error
 }
 
 // pendingWrite is one WriteMessages call's messages for one partition.
@@ -155,7 +166,6 @@ func NewProducer(brokers []string, topic string, cfg ProducerConfig, log *zap.Lo
 		log = zap.NewNop()
 	}
 	return &Producer{
-		client:  &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: cfg.WriteTimeout, Transport: &kafka.Transport{ClientID: "veil-collector"}},
 		dialer:  &kafka.Dialer{ClientID: "veil-collector"},
 		brokers: brokers,
 		topic:   topic,
@@ -183,7 +193,6 @@ func (p *Producer) Close() error {
 		}
 		q.mu.Unlock()
 	}
-	p.client.Transport.(*kafka.Transport).CloseIdleConnections()
 	return nil
 }
 
@@ -233,9 +242,21 @@ func (p *Producer) partitions(ctx context.Context) ([]*partQueue, []int, error) 
 	return p.parts, p.partIDs, nil
 }
 
-// partitionCount reads the number of the topic's partitions.
+// partitionCount reads the number of the topic's partitions from the
+// cluster. The transport is new each time and closed after: kafka-go's
+// transport answers metadata from a cache refreshed every six seconds,
+// which would go on saying that a topic created meanwhile (by `veil
+// migrate`, or the collector's own start) does not exist.
 func (p *Producer) partitionCount(ctx context.Context) (int, error) {
-	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	var md *kafka.MetadataResponse
+	err := p.askBrokers(ctx, func(ctx context.Context, addr string) error {
+		transport := &kafka.Transport{ClientID: "veil-collector", MetadataTopics: []string{p.topic}}
+		defer transport.CloseIdleConnections()
+		client := &kafka.Client{Addr: kafka.TCP(addr), Transport: transport}
+		var err error
+		md, err = client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -321,7 +342,7 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 			// are not sent yet never will be; one in flight may still
 			// be stored.
 			go p.finish(call, left)
-			return ctx.Err()
+			return p.deadlineError(ctx.Err(), parts, writes)
 		}
 		if r.lead {
 			p.send(r.p)
@@ -333,6 +354,44 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 		}
 	}
 	return firstErr
+}
+
+// DeadlineError is WriteMessages' error when the caller's context ended
+// first: the context's error, and the last failure of a partition the
+// call was writing to (nil when none failed), which is why the write
+// took too long. errors.Is and errors.As see both.
+type DeadlineError struct {
+	Err   error
+	Cause error
+}
+
+func (e *DeadlineError) Error() string {
+	if e.Cause == nil {
+		return e.Err.Error()
+	}
+	return e.Err.Error() + " (last produce error: " + e.Cause.Error() + ")"
+}
+
+// Unwrap gives both errors.
+func (e *DeadlineError) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Cause, e.Err}
+}
+
+// deadlineError names err with the last failure of writes' partitions.
+func (p *Producer) deadlineError(err error, parts []*partQueue, writes []*pendingWrite) error {
+	var cause error
+	for _, w := range writes {
+		q := parts[w.part]
+		q.mu.Lock()
+		if q.lastErr != nil {
+			cause = q.lastErr
+		}
+		q.mu.Unlock()
+	}
+	return &DeadlineError{Err: err, Cause: cause}
 }
 
 // finish takes the turns of a call whose caller has gone, until each of
@@ -402,11 +461,11 @@ func (p *Producer) send(q *partQueue) {
 // rest: whole writes up to MaxBatch messages and MaxBatchBytes, at least
 // one (a write larger than that alone is split by produce).
 func (p *Producer) take(pending []*pendingWrite) (batch, rest []*pendingWrite) {
-	n, size := 0, 0
+	n, size := 0, batchOverhead
 	for i, w := range pending {
 		wsize := 0
 		for j := range w.msgs {
-			wsize += len(w.msgs[j].Key) + len(w.msgs[j].Value)
+			wsize += recordSize(&w.msgs[j])
 		}
 		if i > 0 && (n+len(w.msgs) > p.cfg.MaxBatch || size+wsize > p.cfg.MaxBatchBytes) {
 			return pending[:i:i], append([]*pendingWrite(nil), pending[i:]...)
@@ -430,21 +489,56 @@ func (p *Producer) produce(q *partQueue, msgs []kafka.Message, waiting func() bo
 		}
 	}
 	for len(msgs) > 0 {
-		n, size := 0, 0
+		n, size := 0, batchOverhead
 		for n < len(msgs) && n < p.cfg.MaxBatch {
-			s := len(msgs[n].Key) + len(msgs[n].Value)
+			s := recordSize(&msgs[n])
 			if n > 0 && (size+s > p.cfg.MaxBatchBytes || !closeInTime(msgs[0].Time, msgs[n].Time)) {
 				break
 			}
 			size += s
 			n++
 		}
-		if err := p.produceOnce(q, msgs[:n], waiting); err != nil {
+		if err := p.produceFitting(q, msgs[:n], waiting); err != nil {
 			return err
 		}
 		msgs = msgs[n:]
 	}
 	return nil
+}
+
+// produceFitting sends msgs in one request, or, when the broker finds the
+// record batch larger than the topic's max.message.bytes (set lower than
+// MaxBatchBytes), in two halves, each split again as needed. A single
+// message too large fails: no retry can help it.
+func (p *Producer) produceFitting(q *partQueue, msgs []kafka.Message, waiting func() bool) error {
+	err := p.produceOnce(q, msgs, waiting)
+	if len(msgs) < 2 || !errors.Is(err, kafka.MessageSizeTooLarge) {
+		return err
+	}
+	half := len(msgs) / 2
+	if err := p.produceFitting(q, msgs[:half], waiting); err != nil {
+		return err
+	}
+	return p.produceFitting(q, msgs[half:], waiting)
+}
+
+// batchOverhead is the size of a record batch's header (magic v2), and
+// recordOverhead the most a record's framing adds to its key, value and
+// headers: its length, attributes, time and offset deltas and the key,
+// value and header-count lengths, each a varint of at most five bytes
+// (the time delta is bounded by maxTimeDelta).
+const (
+	batchOverhead  = 61
+	recordOverhead = 1 + 6*5
+)
+
+// recordSize bounds the bytes m takes in an uncompressed record batch.
+func recordSize(m *kafka.Message) int {
+	n := recordOverhead + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += 2*5 + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // maxTimeDelta is the furthest a record's time may be from the first
@@ -480,10 +574,12 @@ func (p *Producer) produceOnce(q *partQueue, msgs []kafka.Message, waiting func(
 			// gives the broker the time left as the request's timeout.
 			_ = q.conn.SetDeadline(time.Now().Add(p.cfg.WriteTimeout))
 			if _, err = q.conn.WriteCompressedMessages(p.codec, msgs...); err == nil {
+				q.setLastErr(nil)
 				return nil
 			}
 			q.closeConn()
 		}
+		q.setLastErr(err)
 		p.forget()
 		// kafka-go's messages name brokers, topics and partitions,
 		// never message contents.
@@ -495,22 +591,53 @@ func (p *Producer) produceOnce(q *partQueue, msgs []kafka.Message, waiting func(
 	return err
 }
 
-// dialLeader connects to partition's leader, asking each broker in turn
-// which one it is, within WriteTimeout.
+func (q *partQueue) setLastErr(err error) {
+	q.mu.Lock()
+	q.lastErr = err
+	q.mu.Unlock()
+}
+
+// dialLeader connects to partition's leader, asking the brokers in turn
+// which one it is (askBrokers).
 func (p *Producer) dialLeader(partition int) (*kafka.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+	var c *kafka.Conn
+	err := p.askBrokers(context.Background(), func(ctx context.Context, addr string) error {
+		var err error
+		c, err = p.dialer.DialLeader(ctx, "tcp", addr, p.topic, partition)
+		return err
+	})
+	return c, err
+}
+
+// askBrokers calls ask with each bootstrap broker in turn until one
+// succeeds, within WriteTimeout, starting with the broker that answered
+// last. Each broker has a share of the time of its own: a broker that
+// takes the connection and answers nothing (stopped, or its host cut
+// off, while the kernel still accepts) must not use all of it, or the
+// brokers after it are never asked, and every write fails until the
+// cluster drops that broker. The share is WriteTimeout divided among the
+// brokers: 1.7 s each for three brokers with the default 5 s.
+func (p *Producer) askBrokers(ctx context.Context, ask func(ctx context.Context, addr string) error) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
+	n := len(p.brokers)
+	share := p.cfg.WriteTimeout / time.Duration(n)
+	first := int(p.answered.Load())
 	var err error
-	for _, b := range p.brokers {
-		var c *kafka.Conn
-		if c, err = p.dialer.DialLeader(ctx, "tcp", b, p.topic, partition); err == nil {
-			return c, nil
+	for i := 0; i < n; i++ {
+		b := (first + i) % n
+		bctx, bcancel := context.WithTimeout(ctx, share)
+		err = ask(bctx, p.brokers[b])
+		bcancel()
+		if err == nil {
+			p.answered.Store(int32(b))
+			return nil
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, err
+	return err
 }
 
 // retriable reports whether a produce error may pass on its own: a

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -604,5 +607,149 @@ func TestProducerCloseClosesConnections(t *testing.T) {
 	}
 	if got := readAll(t, topic, 1); strings.Join(got, ",") != "held" {
 		t.Fatalf("partition 1 holds %v", got)
+	}
+}
+
+// muteBroker is a broker that takes connections and answers nothing, as a
+// stopped (SIGSTOP) broker's kernel does; it is closed at cleanup.
+func muteBroker(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// TestProducerPassesMuteBootstrapBroker: the first bootstrap broker takes
+// connections and answers nothing (stopped, or its host cut off). The
+// producer asks the next one within the same write: each broker has a
+// share of producer.write_timeout, and the first broker that answered is
+// asked first from then on. Before, the first broker used the whole
+// timeout of every attempt, and every write failed until the cluster
+// dropped it.
+func TestProducerPassesMuteBootstrapBroker(t *testing.T) {
+	topic := newTopic(t, 2)
+	cfg := DefaultProducerConfig()
+	cfg.WriteTimeout, cfg.MaxAttempts = 2*time.Second, 3
+	p := NewProducer(append([]string{muteBroker(t)}, cluster.ListenAddrs()...), topic, cfg, nil)
+	defer p.Close()
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := p.WriteMessages(ctx, messages("k"+strconv.Itoa(i), "v")...)
+		cancel()
+		if err != nil {
+			t.Fatalf("write %d with a mute first broker: %v", i, err)
+		}
+	}
+}
+
+func TestErrorReason(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"not enough replicas", kafka.NotEnoughReplicas, ReasonNotEnoughReplicas},
+		{"not enough replicas after append", kafka.NotEnoughReplicasAfterAppend, ReasonNotEnoughReplicas},
+		{"not leader", fmt.Errorf("produce: %w", kafka.NotLeaderForPartition), ReasonNotLeader},
+		{"leader not available", kafka.LeaderNotAvailable, ReasonNotLeader},
+		{"broker's request timeout", kafka.RequestTimedOut, ReasonReplicationTimeout},
+		{"too large", kafka.MessageSizeTooLarge, ReasonTooLarge},
+		{"connection refused", refused, ReasonUnreachable},
+		{"connection lost", io.EOF, ReasonUnreachable},
+		{"deadline, nothing failed", &DeadlineError{Err: context.DeadlineExceeded}, ReasonTimeout},
+		{"deadline while not enough replicas", &DeadlineError{Err: context.DeadlineExceeded, Cause: kafka.NotEnoughReplicas}, ReasonNotEnoughReplicas},
+		{"deadline while unreachable", &DeadlineError{Err: context.DeadlineExceeded, Cause: refused}, ReasonUnreachable},
+		{"other kafka error", kafka.InvalidTopic, ReasonOther},
+		{"other", errors.New("boom"), ReasonOther},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ErrorReason(tt.err)
+			if got != tt.want {
+				t.Errorf("ErrorReason(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+			if !slices.Contains(Reasons, got) {
+				t.Errorf("%q is not among Reasons", got)
+			}
+		})
+	}
+}
+
+// TestProducerDeadlineNamesCause: a write whose caller's deadline passes
+// while the broker refuses it says why, for the collector's
+// veil_collector_produce_errors_total{reason}.
+func TestProducerDeadlineNamesCause(t *testing.T) {
+	topic := newTopic(t, 1)
+	cfg := DefaultProducerConfig()
+	cfg.MaxAttempts = 1000
+	p := testProducer(t, topic, cfg)
+	var stop atomic.Bool
+	defer stop.Store(true)
+	cluster.ControlKey(kmsg.Produce.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if stop.Load() {
+			cluster.DropControl()
+			return nil, nil, false
+		}
+		r := req.(*kmsg.ProduceRequest)
+		if len(r.Topics) != 1 || r.Topics[0].Topic != topic {
+			return nil, nil, false
+		}
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic = topic
+		rp := kmsg.NewProduceResponseTopicPartition()
+		rp.ErrorCode = int16(kafka.NotEnoughReplicas)
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	// Two callers: the one sending, and one queued behind it, whose
+	// deadline passes while the first is retried.
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+			defer cancel()
+			errs[i] = p.WriteMessages(ctx, messages("k", "v"+strconv.Itoa(i))...)
+		}()
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if got := ErrorReason(err); got != ReasonNotEnoughReplicas {
+			t.Errorf("caller %d: reason %q (%v), want %q", i, got, err, ReasonNotEnoughReplicas)
+		}
+	}
+	var de *DeadlineError
+	if !errors.As(errs[1], &de) || !errors.Is(errs[1], context.DeadlineExceeded) {
+		t.Errorf("the queued caller's error %v is not its deadline", errs[1])
 	}
 }

@@ -12,15 +12,16 @@ import (
 	"time"
 )
 
-// TestCollectorHealth: a load balancer's probes of the collector listener
-// answer 200 while the stack is up.
+// TestCollectorHealth: a load balancer's probes of the collector listener,
+// and an operator's of the collector's admin listener, answer 200 while
+// the stack is up.
 func TestCollectorHealth(t *testing.T) {
 	s := sharedStack(t)
-	for _, path := range []string{"/healthz", "/readyz"} {
-		t.Run(path, func(t *testing.T) {
-			a := get(t, s.ep.Collector+path)
+	for _, url := range []string{s.ep.Collector + "/healthz", s.ep.Collector + "/readyz", s.ep.CollectorAdmin + "/healthz", s.ep.CollectorAdmin + "/readyz"} {
+		t.Run(url, func(t *testing.T) {
+			a := get(t, url)
 			if a.status != http.StatusOK || a.body != "ok\n" {
-				t.Fatalf("GET %s: %d %q, want 200 \"ok\\n\"", path, a.status, a.body)
+				t.Fatalf("GET %s: %d %q, want 200 \"ok\\n\"", url, a.status, a.body)
 			}
 		})
 	}

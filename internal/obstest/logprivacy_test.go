@@ -19,7 +19,6 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/veilhq/veil/event"
-	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/devstack"
 	"github.com/veilhq/veil/internal/kafkax"
@@ -37,7 +36,7 @@ const (
 	cEmail       = "canary.user@example.com"
 	cPhone       = "+16505550199"
 	cPhoneText   = "+1 650-555-0199"
-	cToken       = "canarytoken5bd1e0"
+	cToken       = "canarytoken5bd1e0" // no project's: refused
 	cCookie      = "canary-cookie-v4l9"
 	cUserAgent   = "CanaryAgent/9.9 (canary-ua-3f1)"
 	cGroupID     = "canary-group-Qz93"
@@ -130,15 +129,17 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// startStrictCollector runs a second collector on the stack's Kafka that
-// knows its projects, so that unknown tokens and wrong credentials are
-// refused as in production.
+// startStrictCollector runs a second collector on the stack's Kafka,
+// configured as `veil dev` configures its own but with a project whose
+// credentials are canaries: a configured secret that reached a log would
+// be found by its value even where the dev project's random ones, which
+// are searched for too, might be missed in some encoding.
 func startStrictCollector(t *testing.T, s *stack) string {
 	t.Helper()
-	cfg := devstack.Config(s.ep.Kafka, s.ep.ClickHouseNative, t.TempDir())
-	cfg.Collector.AcceptAnyToken = false
-	cfg.Collector.Projects = []ingest.Project{{Name: "shop", ID: "1001", Token: cKnownToken, Secret: cKnownSecret}}
-	cfg.Collector.ServiceAccounts = []ingest.ServiceAccount{{Username: cSAUser, Secret: cSASecret, Projects: []string{"1001"}}}
+	cfg := devstack.Config(s.ep.Kafka, s.ep.ClickHouseNative, t.TempDir(), devstack.Project{
+		Token: cKnownToken, APISecret: cKnownSecret, ProjectID: "1001",
+		ServiceAccount: devstack.ServiceAccount{Username: cSAUser, Secret: cSASecret},
+	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +204,24 @@ func gzipped(s string) []byte {
 	return buf.Bytes()
 }
 
+// optOutPageToken loads the collector's opt-out page and returns the
+// token its form and token cookie carry.
+func optOutPageToken(t *testing.T, collector string) string {
+	t.Helper()
+	resp, err := http.Get(collector + "/optout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "veil_optout_csrf" {
+			return ck.Value
+		}
+	}
+	t.Fatalf("the opt-out page set no token cookie")
+	return ""
+}
+
 // TestLogsCarryNoPersonalData sends personal data and secrets through every
 // endpoint, well-formed and malformed, and straight into the raw topic, with
 // the whole pipeline logging at debug level; none of it may reach the log.
@@ -213,17 +232,27 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dev admin token: %v", err)
 	}
-	secrets := append([]string{strings.TrimSpace(string(adminToken))}, canaries...)
+	dev := s.project
+	secrets := append([]string{strings.TrimSpace(string(adminToken)),
+		dev.Token, dev.APISecret, dev.ServiceAccount.Username, dev.ServiceAccount.Secret}, canaries...)
 
 	now := time.Now().UnixMilli()
-	props := fmt.Sprintf(`{"token":%q,"distinct_id":%q,"time":%d,%q:%q,"$email":%q,"$phone":%q,"ip":%q,"$ip":%q,"note":%q,"$current_url":%q}`,
-		cToken, cDistinctID, now, cPropName, cPropValue, cEmail, cPhone, cIPv4, cIPv6,
-		"call "+cPhoneText+" or mail "+cEmail, "https://shop.example/account?email="+url.QueryEscape(cEmail)+"&phone="+url.QueryEscape(cPhone))
-	track := fmt.Sprintf(`{"event":"signup","properties":%s}`, props)
-	engage := fmt.Sprintf(`{"$token":%q,"$distinct_id":%q,"$ip":%q,"$set":{%q:%q,"$email":%q,"$phone":%q}}`,
-		cToken, cDistinctID, cIPv4, cPropName, cPropValue, cEmail, cPhone)
+	propsOf := func(token string) string {
+		return fmt.Sprintf(`{"token":%q,"distinct_id":%q,"time":%d,%q:%q,"$email":%q,"$phone":%q,"ip":%q,"$ip":%q,"note":%q,"$current_url":%q}`,
+			token, cDistinctID, now, cPropName, cPropValue, cEmail, cPhone, cIPv4, cIPv6,
+			"call "+cPhoneText+" or mail "+cEmail, "https://shop.example/account?email="+url.QueryEscape(cEmail)+"&phone="+url.QueryEscape(cPhone))
+	}
+	trackOf := func(token string) string { return fmt.Sprintf(`{"event":"signup","properties":%s}`, propsOf(token)) }
+	engageOf := func(token string) string {
+		return fmt.Sprintf(`{"$token":%q,"$distinct_id":%q,"$ip":%q,"$set":{%q:%q,"$email":%q,"$phone":%q}}`,
+			token, cDistinctID, cIPv4, cPropName, cPropValue, cEmail, cPhone)
+	}
+	// The dev collector's requests carry its project's token; those with
+	// cToken, no project's, are refused.
+	props, track, engage := propsOf(dev.Token), trackOf(dev.Token), engageOf(dev.Token)
+	unknownTrack, unknownEngage := trackOf(cToken), engageOf(cToken)
 	groups := fmt.Sprintf(`{"$token":%q,"$group_key":"company","$group_id":%q,"$set":{%q:%q,"contact":%q}}`,
-		cToken, cGroupID, cPropName, cPropValue, cEmail)
+		dev.Token, cGroupID, cPropName, cPropValue, cEmail)
 	browser := map[string]string{
 		"X-Forwarded-For": cIPv4 + ", " + cIPv6,
 		"User-Agent":      cUserAgent,
@@ -247,6 +276,13 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 	pii := "?email=" + url.QueryEscape(cEmail) + "&phone=" + url.QueryEscape(cPhone) + "&distinct_id=" + cDistinctID
 	c, adm := s.ep.Collector, s.ep.Admin
 	bearer := "Bearer " + strings.TrimSpace(string(adminToken))
+	// The opt-out page's token, as a browser holds it after loading the page.
+	pageToken := optOutPageToken(t, c)
+	optOutForm := func(extra map[string]string) map[string]string {
+		h := formHdr(extra)
+		h["Cookie"] = browser["Cookie"] + "; veil_optout_csrf=" + pageToken
+		return h
+	}
 
 	reqs := []request{
 		// /track, accepted.
@@ -257,11 +293,12 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 		{name: "track bad base64", method: "POST", url: c + "/track", body: form("data", "%%"+cEmail+cDistinctID), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
 		{name: "track bad JSON", method: "POST", url: c + "/track", body: form("data", b64(track[:len(track)-20])), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
 		{name: "track bad JSON verbose", method: "POST", url: c + "/track?verbose=1", body: form("data", `{"event":"x","properties":{"distinct_id":"`+cDistinctID+`",}}`), header: formHdr(nil), logged: true, wantStatus: 200},
-		{name: "track object distinct_id", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":{"email":%q}}}`, cToken, cEmail))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
-		{name: "track too deep", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":%q,"a":{"b":{"c":{"d":{"e":%q}}}}}}`, cToken, cDistinctID, cPropValue))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
-		{name: "track too old", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":%q,"time":1000,%q:%q}}`, cToken, cDistinctID, cPropName, cPropValue))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
+		{name: "track object distinct_id", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":{"email":%q}}}`, dev.Token, cEmail))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
+		{name: "track too deep", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":%q,"a":{"b":{"c":{"d":{"e":%q}}}}}}`, dev.Token, cDistinctID, cPropValue))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
+		{name: "track too old", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":%q,"time":1000,%q:%q}}`, dev.Token, cDistinctID, cPropName, cPropValue))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
+		{name: "track unknown token", method: "POST", url: c + "/track", body: form("data", b64(unknownTrack)), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
 		{name: "track missing event", method: "POST", url: c + "/track", body: form("data", b64(`{"properties":`+props+`}`)), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
-		{name: "track bad insert_id", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":%q,"$insert_id":%q}}`, cToken, cDistinctID, cInsertID))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
+		{name: "track bad insert_id", method: "POST", url: c + "/track", body: form("data", b64(fmt.Sprintf(`{"event":"x","properties":{"token":%q,"distinct_id":%q,"$insert_id":%q}}`, dev.Token, cDistinctID, cInsertID))), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
 		{name: "track oversized body", method: "POST", url: c + "/track", body: oversized, header: formHdr(map[string]string{"Expect": "100-continue"}), logged: true, wantStatus: 413},
 		{name: "track bad gzip", method: "POST", url: c + "/track", body: []byte("data=" + cEmail), header: formHdr(map[string]string{"Content-Encoding": "gzip"}), logged: true},
 		{name: "track bad callback", method: "GET", url: c + "/track?callback=" + url.QueryEscape(cCallback) + "&data=" + url.QueryEscape(b64(track)), header: browser},
@@ -271,28 +308,33 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 		{name: "engage base64", method: "POST", url: c + "/engage", body: form("data", b64("["+engage+"]")), header: formHdr(nil)},
 		{name: "engage JSON", method: "GET", url: c + "/engage?data=" + url.QueryEscape(engage), header: browser},
 		{name: "engage bad base64", method: "POST", url: c + "/engage", body: form("data", "%%"+cDistinctID), header: formHdr(nil), logged: true},
-		{name: "engage unknown operation", method: "POST", url: c + "/engage", body: form("data", b64(fmt.Sprintf(`{"$token":%q,"$distinct_id":%q,"$explode":{%q:%q}}`, cToken, cDistinctID, cPropName, cPropValue))), header: formHdr(nil), logged: true},
+		{name: "engage unknown operation", method: "POST", url: c + "/engage", body: form("data", b64(fmt.Sprintf(`{"$token":%q,"$distinct_id":%q,"$explode":{%q:%q}}`, dev.Token, cDistinctID, cPropName, cPropValue))), header: formHdr(nil), logged: true},
+		{name: "engage unknown token", method: "POST", url: c + "/engage", body: form("data", b64(unknownEngage)), header: formHdr(nil), logged: true},
 		{name: "groups", method: "POST", url: c + "/groups", body: form("data", b64(groups)), header: formHdr(nil)},
 		{name: "groups bad JSON", method: "POST", url: c + "/groups", body: form("data", b64(groups[:len(groups)-8])), header: formHdr(nil), logged: true},
 		// /import.
-		{name: "import JSON", method: "POST", url: c + "/import?strict=1", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cToken, "")}},
-		{name: "import NDJSON gzip", method: "POST", url: c + "/import", body: gzipped(track + "\n" + track + "\n"), header: map[string]string{"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip", "Authorization": basic(cBasicUser, cBasicPass)}},
-		{name: "import bad JSON", method: "POST", url: c + "/import", body: []byte("[" + track[:len(track)-10]), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cToken, "")}, logged: true},
-		// The strict collector: tokens and credentials are checked.
-		{name: "strict track unknown token", method: "POST", url: strict + "/track", body: form("data", b64(track)), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
-		{name: "strict engage unknown token", method: "POST", url: strict + "/engage", body: form("data", b64(engage)), header: formHdr(nil), logged: true},
+		{name: "import JSON", method: "POST", url: c + "/import?strict=1", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(dev.APISecret, "")}, wantStatus: 200},
+		{name: "import NDJSON gzip", method: "POST", url: c + "/import?project_id=" + dev.ProjectID, body: gzipped(track + "\n" + track + "\n"), header: map[string]string{"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip", "Authorization": basic(dev.ServiceAccount.Username, dev.ServiceAccount.Secret)}, wantStatus: 200},
+		{name: "import bad JSON", method: "POST", url: c + "/import", body: []byte("[" + track[:len(track)-10]), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(dev.APISecret, "")}, logged: true},
+		{name: "import wrong credentials", method: "POST", url: c + "/import?project_id=" + dev.ProjectID, body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cBasicUser, cBasicPass)}, logged: true, wantStatus: 401},
+		{name: "import service account, wrong secret", method: "POST", url: c + "/import?project_id=" + dev.ProjectID, body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(dev.ServiceAccount.Username, dev.Token)}, logged: true, wantStatus: 401},
+		// The collector with canary credentials.
+		{name: "strict track unknown token", method: "POST", url: strict + "/track", body: form("data", b64(unknownTrack)), header: formHdr(nil), logged: true, wantStatus: 200, wantBody: "0"},
+		{name: "strict engage unknown token", method: "POST", url: strict + "/engage", body: form("data", b64(unknownEngage)), header: formHdr(nil), logged: true},
 		{name: "strict import no credentials", method: "POST", url: strict + "/import", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json"}, logged: true, wantStatus: 401},
 		{name: "strict import wrong secret", method: "POST", url: strict + "/import", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cBasicUser, "")}, logged: true, wantStatus: 401},
 		{name: "strict import wrong service account", method: "POST", url: strict + "/import?project_id=1001", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cSAUser, cBasicPass)}, logged: true, wantStatus: 401},
 		{name: "strict import project secret", method: "POST", url: strict + "/import", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cKnownSecret, "")}, wantStatus: 200},
 		{name: "strict import service account", method: "POST", url: strict + "/import?project_id=1001", body: []byte("[" + track + "]"), header: map[string]string{"Content-Type": "application/json", "Authorization": basic(cSAUser, cSASecret)}, wantStatus: 200},
 		// The opt-out pages and the privacy API.
-		{name: "optout page", method: "POST", url: c + "/optout" + pii, header: browser, wantStatus: 200},
-		{name: "privacy API wrong token", method: "POST", url: adm + "/api/veil/optouts?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID + `"]}`), header: map[string]string{"Authorization": "Bearer " + cAdminWrong}, wantStatus: 401},
-		{name: "privacy API opt-out", method: "POST", url: adm + "/api/veil/optouts?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"]}`), header: map[string]string{"Authorization": bearer, "Content-Type": "application/json"}, wantStatus: 200},
-		{name: "privacy API bad JSON", method: "POST", url: adm + "/api/veil/optouts?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"`), header: map[string]string{"Authorization": bearer}, wantStatus: 400},
-		{name: "privacy API deletion", method: "POST", url: adm + "/api/app/data-deletions/v3.0/?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"],"compliance_type":"GDPR"}`), header: map[string]string{"Authorization": bearer, "Content-Type": "application/json"}, wantStatus: 200},
-		{name: "privacy API retrieval", method: "POST", url: adm + "/api/app/data-retrievals/v3.0/?token=" + cToken, body: []byte(`{"distinct_ids":["` + cDistinctID + `"]}`), header: map[string]string{"Authorization": bearer, "Content-Type": "application/json"}, wantStatus: 200},
+		{name: "optout page", method: "POST", url: c + "/optout" + pii, body: form("veil_csrf", pageToken), header: optOutForm(map[string]string{"Origin": c}), wantStatus: 200},
+		{name: "optout page from another site", method: "POST", url: c + "/optin" + pii, body: form("veil_csrf", pageToken), header: optOutForm(map[string]string{"Origin": "https://shop.example", "Sec-Fetch-Site": "cross-site"}), wantStatus: 403},
+		{name: "optout page without its token", method: "POST", url: c + "/optin" + pii, body: form("veil_csrf", cCookie), header: optOutForm(map[string]string{"Origin": c}), wantStatus: 403},
+		{name: "privacy API wrong token", method: "POST", url: adm + "/api/veil/optouts?token=" + dev.Token, body: []byte(`{"distinct_ids":["` + cDistinctID + `"]}`), header: map[string]string{"Authorization": "Bearer " + cAdminWrong}, wantStatus: 401},
+		{name: "privacy API opt-out", method: "POST", url: adm + "/api/veil/optouts?token=" + dev.Token, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"]}`), header: map[string]string{"Authorization": bearer, "Content-Type": "application/json"}, wantStatus: 200},
+		{name: "privacy API bad JSON", method: "POST", url: adm + "/api/veil/optouts?token=" + dev.Token, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"`), header: map[string]string{"Authorization": bearer}, wantStatus: 400},
+		{name: "privacy API deletion", method: "POST", url: adm + "/api/app/data-deletions/v3.0/?token=" + dev.Token, body: []byte(`{"distinct_ids":["` + cDistinctID2 + `"],"compliance_type":"GDPR"}`), header: map[string]string{"Authorization": bearer, "Content-Type": "application/json"}, wantStatus: 200},
+		{name: "privacy API retrieval", method: "POST", url: adm + "/api/app/data-retrievals/v3.0/?token=" + dev.Token, body: []byte(`{"distinct_ids":["` + cDistinctID + `"]}`), header: map[string]string{"Authorization": bearer, "Content-Type": "application/json"}, wantStatus: 200},
 	}
 
 	before := scrape(t, s.ep.Metrics)
@@ -332,7 +374,7 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 	defer w.Close()
 	envelope := func(v int, ip string) []byte {
 		b, err := event.MarshalEnvelope(&event.Envelope{
-			Version: v, Kind: event.KindTrack, Project: "dev", Endpoint: "/track",
+			Version: v, Kind: event.KindTrack, Project: devstack.ProjectName, Endpoint: "/track",
 			ReceivedAt: time.Now().UnixMilli(), IP: ip, UserAgent: cUserAgent, RequestID: cDistinctID,
 			Event: json.RawMessage(track),
 		})
@@ -341,7 +383,7 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 		}
 		return b
 	}
-	key := event.Key("dev", cDistinctID)
+	key := event.Key(devstack.ProjectName, cDistinctID)
 	msgs := []kafka.Message{
 		{Key: key, Value: envelope(event.EnvelopeVersion, cIPv4)},
 		{Key: key, Value: envelope(event.EnvelopeVersion, cIPv4+".999")}, // malformed address: dead-lettered

@@ -174,7 +174,7 @@ func TestPrometheusQueries(t *testing.T) {
 	runTool(t, dir, promtool, "check", "config", cfgPath)
 
 	before := scrape(t, s.ep.Metrics)
-	tr := startTraffic(t, s.ep.Collector)
+	tr := startTraffic(t, s.ep.Collector, s.project.Token)
 	p := startPrometheus(t, prom, dir, cfgPath)
 
 	// Rates need two samples with traffic between them; five scrapes of
@@ -574,7 +574,7 @@ type traffic struct {
 // a name; data that is neither JSON nor base64. Every answer is
 // checked. A round is never cut short, so that what was sent is exactly
 // what the collector saw.
-func startTraffic(t *testing.T, collector string) *traffic {
+func startTraffic(t *testing.T, collector, token string) *traffic {
 	t.Helper()
 	tr := &traffic{stopc: make(chan struct{})}
 	var once sync.Once
@@ -587,10 +587,10 @@ func startTraffic(t *testing.T, collector string) *traffic {
 		defer tick.Stop()
 		for i := 0; ; i++ {
 			now := time.Now().UnixMilli()
-			valid := fmt.Sprintf(`[{"event":"page_view","properties":{"token":"t","distinct_id":"u%d","time":%d}},`+
-				`{"event":"signup","properties":{"token":"t","distinct_id":"u%d","time":%d,"plan":"pro","note":"reach me at jane.doe@example.com"}},`+
-				`{"event":"purchase","properties":{"token":"t","distinct_id":"u%d","time":%d,"amount":3}}]`, i, now, i, now, i, now)
-			mixed := fmt.Sprintf(`[{"event":"page_view","properties":{"token":"t","distinct_id":"v%d"}},{"properties":{"token":"t","distinct_id":"v%d"}}]`, i, i)
+			valid := fmt.Sprintf(`[{"event":"page_view","properties":{"token":%[3]q,"distinct_id":"u%[1]d","time":%[2]d}},`+
+				`{"event":"signup","properties":{"token":%[3]q,"distinct_id":"u%[1]d","time":%[2]d,"plan":"pro","note":"reach me at jane.doe@example.com"}},`+
+				`{"event":"purchase","properties":{"token":%[3]q,"distinct_id":"u%[1]d","time":%[2]d,"amount":3}}]`, i, now, token)
+			mixed := fmt.Sprintf(`[{"event":"page_view","properties":{"token":%[2]q,"distinct_id":"v%[1]d"}},{"properties":{"token":%[2]q,"distinct_id":"v%[1]d"}}]`, i, token)
 			for _, r := range []struct {
 				form, want string
 				count      func(*sentCounts)

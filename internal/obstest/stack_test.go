@@ -56,11 +56,14 @@ func newCaptureLogger(buf *logBuffer) *zap.Logger {
 
 // stack is a running `veil dev` pipeline whose log is captured.
 type stack struct {
-	ep   devstack.Endpoints
-	logs *logBuffer
-	log  *zap.Logger
-	dir  string
-	stop func() error
+	ep devstack.Endpoints
+	// project holds the credentials of the dev project, the only ones the
+	// collector takes.
+	project devstack.Project
+	logs    *logBuffer
+	log     *zap.Logger
+	dir     string
+	stop    func() error
 }
 
 // The tests of this package share one pipeline: starting one costs a
@@ -126,7 +129,13 @@ func startStack() (*stack, error) {
 		var ep devstack.Endpoints
 		b, err := os.ReadFile(filepath.Join(dir, "endpoints.json"))
 		if err == nil && json.Unmarshal(b, &ep) == nil {
-			return &stack{ep: ep, logs: logs, log: log, dir: dir, stop: func() error { cancel(); return <-done }}, nil
+			s := &stack{ep: ep, logs: logs, log: log, dir: dir, stop: func() error { cancel(); return <-done }}
+			if s.project, err = devstack.ReadProject(dir); err != nil {
+				_ = s.stop()
+				_ = os.RemoveAll(dir)
+				return nil, err
+			}
+			return s, nil
 		}
 		select {
 		case err := <-done:

@@ -1,6 +1,14 @@
 // Package testsvc starts the real services Veil's integration tests run
-// against: an embedded Kafka broker (kfake, spoken to over TCP exactly like a
-// real cluster) and a private clickhouse-server child process on free ports.
+// against: Kafka and a private clickhouse-server child process on free
+// ports.
+//
+// Kafka is chosen by VEIL_TEST_KAFKA: "embedded" (the default) is one kfake
+// broker in the test binary, spoken to over TCP exactly like a real
+// cluster; "apache" is a cluster of three Apache Kafka brokers
+// (internal/kafkacluster), so any integration package can be run against
+// real Kafka:
+//
+//	VEIL_TEST_KAFKA=apache go test ./worker/
 //
 // Each service starts at most once per test binary, on first use, and is
 // stopped by Main after the package's tests. Tests isolate themselves with
@@ -24,21 +32,48 @@ import (
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/chserver"
+	"github.com/veilhq/veil/internal/kafkacluster"
+	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/sink"
 )
 
+// KafkaEnv names the environment variable that chooses the Kafka of the
+// integration tests: KafkaEmbedded (the default) or KafkaApache.
+const KafkaEnv = "VEIL_TEST_KAFKA"
+
+// The values of KafkaEnv.
+const (
+	KafkaEmbedded = "embedded"
+	KafkaApache   = "apache"
+)
+
+// ApacheNodes is the size of the Apache Kafka cluster: enough for three
+// copies of each partition with two in sync while one broker is down.
+const ApacheNodes = 3
+
 var (
-	mu      sync.Mutex
-	broker  *kfake.Cluster
-	chs     *chserver.Server
-	chDir   string
-	counter atomic.Int64
+	mu        sync.Mutex
+	broker    *kfake.Cluster
+	apache    *kafkacluster.Cluster
+	apacheDir string
+	chs       *chserver.Server
+	chDir     string
+	counter   atomic.Int64
 )
 
 // Main runs a package's tests and then stops the services they started.
-// Call it from TestMain: os.Exit(testsvc.Main(m)).
+// Call it from TestMain: os.Exit(testsvc.Main(m)). When a test failed, the
+// end of each Apache Kafka node's log is printed (the logs themselves are
+// files, kept out of the test output).
 func Main(m *testing.M) int {
 	code := m.Run()
+	if code != 0 {
+		mu.Lock()
+		if apache != nil {
+			fmt.Fprint(os.Stderr, apache.LogTail(40))
+		}
+		mu.Unlock()
+	}
 	Stop()
 	return code
 }
@@ -64,6 +99,13 @@ func Stop() {
 		broker.Close()
 		broker = nil
 	}
+	if apache != nil {
+		// Killed rather than shut down: the data is thrown away, and
+		// a controlled shutdown of three nodes takes seconds.
+		apache.Close()
+		apache = nil
+		_ = os.RemoveAll(apacheDir)
+	}
 	if chs != nil {
 		_ = chs.Stop(context.Background())
 		chs = nil
@@ -71,8 +113,80 @@ func Stop() {
 	}
 }
 
-// Kafka returns the bootstrap addresses of the shared embedded broker.
+// KafkaKind returns the Kafka VEIL_TEST_KAFKA selects, failing the test
+// on an unknown value.
+func KafkaKind(t testing.TB) string {
+	t.Helper()
+	switch k := os.Getenv(KafkaEnv); k {
+	case "", KafkaEmbedded:
+		return KafkaEmbedded
+	case KafkaApache:
+		return KafkaApache
+	default:
+		t.Fatalf("testsvc: %s=%q: want %q or %q", KafkaEnv, k, KafkaEmbedded, KafkaApache)
+		return ""
+	}
+}
+
+// Kafka returns the bootstrap addresses of the shared Kafka that
+// VEIL_TEST_KAFKA selects.
 func Kafka(t testing.TB) []string {
+	t.Helper()
+	if KafkaKind(t) == KafkaApache {
+		return Apache(t).Brokers()
+	}
+	return embedded(t)
+}
+
+// KafkaConfig returns Veil's Kafka configuration for the shared Kafka:
+// its brokers, and the replication it allows: one copy on the embedded
+// broker; three, two of them in sync, on the Apache cluster, as in
+// production. The topic names are the defaults: a test sets its own.
+func KafkaConfig(t testing.TB) kafkax.Config {
+	t.Helper()
+	cfg := kafkax.DefaultConfig()
+	cfg.Brokers = Kafka(t)
+	cfg.ReplicationFactor, cfg.MinInsyncReplicas = 1, 1
+	if KafkaKind(t) == KafkaApache {
+		cfg.ReplicationFactor, cfg.MinInsyncReplicas = ApacheNodes, 2
+	}
+	return cfg
+}
+
+// Apache returns the shared cluster of ApacheNodes Apache Kafka brokers,
+// whatever VEIL_TEST_KAFKA says: the packages that prove Veil on real
+// Kafka use it directly. Where the broker's jars or Java are missing the
+// test fails under CI and is skipped elsewhere, with what to install.
+func Apache(t testing.TB) *kafkacluster.Cluster {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if apache != nil {
+		return apache
+	}
+	if _, err := kafkacluster.FindLibs(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("testsvc: %v", err)
+		}
+		t.Skipf("testsvc: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "veil-kafka-")
+	if err != nil {
+		t.Fatalf("testsvc: %v", err)
+	}
+	cfg := kafkacluster.DefaultConfig()
+	cfg.Dir, cfg.Nodes = dir, ApacheNodes
+	c, err := kafkacluster.Start(context.Background(), cfg, nil)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatalf("testsvc: %v", err)
+	}
+	apache, apacheDir = c, dir
+	return apache
+}
+
+// embedded returns the bootstrap addresses of the shared kfake broker.
+func embedded(t testing.TB) []string {
 	t.Helper()
 	mu.Lock()
 	defer mu.Unlock()
@@ -92,9 +206,10 @@ func Kafka(t testing.TB) []string {
 	return broker.ListenAddrs()
 }
 
-// KafkaCluster returns the shared broker itself, for fault injection.
+// KafkaCluster returns the shared embedded broker itself, for fault
+// injection.
 func KafkaCluster(t testing.TB) *kfake.Cluster {
-	Kafka(t)
+	embedded(t)
 	mu.Lock()
 	defer mu.Unlock()
 	return broker
@@ -156,6 +271,7 @@ func SinkConfig(t testing.TB) sink.Config {
 	s := ClickHouse(t)
 	cfg := sink.DefaultConfig()
 	cfg.Addr = []string{s.NativeAddr()}
+	cfg.Username, cfg.Password = s.User(), s.Password()
 	cfg.Database = strings.ToLower(Unique(t, "veil"))
 	cfg.MaxAge = 200 * time.Millisecond
 	t.Cleanup(func() {

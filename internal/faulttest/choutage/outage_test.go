@@ -59,7 +59,7 @@ func TestClickHouseOutage(t *testing.T) {
 	start := time.Now()
 	current, restart := startClickHouse(t)
 	bin := faulttest.Veil(t)
-	cfg := faulttest.Config(t, current().NativeAddr())
+	cfg := faulttest.Config(t, current())
 	// A small queue, so that the fetch pause is visible within the outage.
 	cfg.Worker.QueueCapacity = 500
 	faulttest.Migrate(t, bin, cfg)

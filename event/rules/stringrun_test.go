@@ -1,4 +1,4 @@
-package ingest
+package rules
 
 import (
 	"math/rand/v2"
@@ -20,8 +20,8 @@ func TestStringRun(t *testing.T) {
 		t.Helper()
 		for i := 0; i <= len(b)+2; i++ {
 			for _, ctl := range []bool{false, true} {
-				if got, want := stringRun(b, i, ctl), ref(b, i, ctl); got != want {
-					t.Fatalf("stringRun(%q, %d, %v) = %d, want %d", b, i, ctl, got, want)
+				if got, want := StringRun(b, i, ctl), ref(b, i, ctl); got != want {
+					t.Fatalf("StringRun(%q, %d, %v) = %d, want %d", b, i, ctl, got, want)
 				}
 			}
 		}
