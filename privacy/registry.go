@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/sink"
 )
 
 // Config is the privacy section of Veil's configuration.
@@ -44,6 +45,15 @@ type Config struct {
 	// it every RetentionEvery.
 	RetentionDays  map[string]int `yaml:"retention_days"`
 	RetentionEvery time.Duration  `yaml:"retention_every"`
+	// Cluster is sink.cluster, set by the application rather than read
+	// from this section: on a cluster the privacy tables are replicated to
+	// every node, and deletions and retention run ON CLUSTER.
+	Cluster string `yaml:"-"`
+	// ClusterUser and ClusterPassword are sink.username and sink.password,
+	// set by the application too: on a cluster, what every node is asked
+	// (its parts, its mutations) is read with them.
+	ClusterUser     string `yaml:"-"`
+	ClusterPassword string `yaml:"-"`
 }
 
 // DefaultConfig returns the privacy defaults.
@@ -84,6 +94,14 @@ func (c Config) Validate() error {
 
 // Migrate creates the privacy database and tables.
 func Migrate(ctx context.Context, conn driver.Conn, db string) error {
+	return MigrateCluster(ctx, conn, db, "")
+}
+
+// MigrateCluster creates the privacy database and tables on every node of
+// cluster (one server when it is empty). Each node holds every table in
+// full, replicated through ZooKeeper, so that every worker reads the whole
+// registry and every tombstone from whichever node it asks.
+func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string) error {
 	stmts := []string{
 		"CREATE DATABASE IF NOT EXISTS " + db,
 		// version orders the entries of one pseudonym: the newest wins.
@@ -114,6 +132,21 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) error {
     error           String,
     version         UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY task_id`,
+	}
+	if cluster != "" {
+		// DDL on a cluster goes through ZooKeeper: a worker that starts
+		// while ZooKeeper is down, with the tables in place, must not need it.
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name IN ('optout_registry', 'deleted_users', 'tasks')", db).Scan(&n); err != nil {
+			return fmt.Errorf("privacy: migrate: %w", err)
+		}
+		if n == 3 {
+			return nil
+		}
+	}
+	stmts, err := sink.Layout{Cluster: cluster}.Everywhere(stmts, 1)
+	if err != nil {
+		return fmt.Errorf("privacy: migrate: %w", err)
 	}
 	for _, s := range stmts {
 		if err := conn.Exec(ctx, s); err != nil {

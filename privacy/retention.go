@@ -21,6 +21,7 @@ type Retention struct {
 	every time.Duration
 	log   *zap.Logger
 	now   func() time.Time
+	place placement
 }
 
 // NewRetention builds the retention job for the data database. days maps a
@@ -33,6 +34,15 @@ func NewRetention(conn driver.Conn, db string, days map[string]int, every time.D
 		every = time.Hour
 	}
 	return &Retention{conn: conn, db: db, days: days, every: every, log: log, now: time.Now}
+}
+
+// OnCluster makes r apply retention on every shard of cluster (sink.cluster):
+// partitions are listed on every node, as user with password (sink.username
+// and sink.password), and dropped on every shard, through shards
+// (sink.Sink.EachShard) or, when it is nil, ON CLUSTER.
+func (r *Retention) OnCluster(cluster, user, password string, shards ShardRunner) *Retention {
+	r.place = placement{cluster: cluster, user: user, password: password, shards: shards}
+	return r
 }
 
 // Run applies retention now and then every interval until ctx ends.
@@ -54,7 +64,10 @@ func (r *Retention) Run(ctx context.Context) error {
 }
 
 // Apply removes what is past retention in every configured table.
-func (r *Retention) Apply(ctx context.Context) error {
+func (r *Retention) Apply(ctx context.Context) error { return r.ApplyAt(ctx, r.now()) }
+
+// ApplyAt is Apply with retention measured back from now.
+func (r *Retention) ApplyAt(ctx context.Context, now time.Time) error {
 	tables := make([]string, 0, len(r.days))
 	for t := range r.days {
 		tables = append(tables, t)
@@ -65,7 +78,7 @@ func (r *Retention) Apply(ctx context.Context) error {
 		if days <= 0 {
 			continue
 		}
-		cutoff := r.now().UTC().Add(-time.Duration(days) * 24 * time.Hour)
+		cutoff := now.UTC().Add(-time.Duration(days) * 24 * time.Hour)
 		if err := r.applyTable(ctx, table, cutoff); err != nil {
 			return fmt.Errorf("retention of %s: %w", table, err)
 		}
@@ -76,7 +89,12 @@ func (r *Retention) Apply(ctx context.Context) error {
 func (r *Retention) applyTable(ctx context.Context, table string, cutoff time.Time) error {
 	// Veil's tables are partitioned by toYYYYMM(time): a partition whose
 	// month ended before the cutoff holds nothing newer, and goes whole.
-	rows, err := r.conn.Query(ctx, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", r.db, table)
+	parts, err := r.place.everyNode(ctx, r.conn, "parts")
+	if err != nil {
+		return err
+	}
+	local := r.place.local(table)
+	rows, err := r.conn.Query(ctx, "SELECT DISTINCT partition FROM "+parts+" WHERE database = ? AND table = ? AND active", r.db, local)
 	if err != nil {
 		return err
 	}
@@ -100,7 +118,7 @@ func (r *Retention) applyTable(ctx context.Context, table string, cutoff time.Ti
 		return err
 	}
 	for _, p := range old {
-		if err := r.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %s", r.db, table, p)); err != nil {
+		if err := r.place.alterEachShard(ctx, r.conn, r.db+"."+local, "DROP PARTITION "+p); err != nil {
 			return err
 		}
 		r.log.Info("retention: partition dropped", zap.String("table", table), zap.String("partition", p))
@@ -113,7 +131,7 @@ func (r *Retention) applyTable(ctx context.Context, table string, cutoff time.Ti
 	if n == 0 {
 		return nil
 	}
-	if err := r.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE time < ?", r.db, table), cutoff); err != nil {
+	if err := r.place.alterEachShard(ctx, r.conn, r.db+"."+local, "DELETE WHERE time < ?", cutoff); err != nil {
 		return err
 	}
 	r.log.Info("retention: expired rows deleted", zap.String("table", table), zap.Uint64("rows", n))

@@ -55,6 +55,7 @@ type Tasks struct {
 	cfg    Config
 	log    *zap.Logger
 	now    func() time.Time
+	place  placement
 }
 
 // NewTasks builds the task store and runner.
@@ -65,7 +66,7 @@ func NewTasks(cfg Config, conn driver.Conn, dataDB string, keys *pseudonym.Keyri
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Tasks{conn: conn, db: cfg.Database, dataDB: dataDB, keys: keys, cfg: cfg, log: log, now: time.Now}, nil
+	return &Tasks{conn: conn, db: cfg.Database, dataDB: dataDB, keys: keys, cfg: cfg, log: log, now: time.Now, place: placement{cluster: cfg.Cluster, user: cfg.ClusterUser, password: cfg.ClusterPassword}}, nil
 }
 
 func newTaskID() string {
@@ -111,6 +112,13 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// OnShards makes t run its deletions on every shard through shards
+// (sink.Sink.EachShard) instead of ON CLUSTER.
+func (t *Tasks) OnShards(shards ShardRunner) *Tasks {
+	t.place.shards = shards
+	return t
 }
 
 // ErrNotFound is returned for an unknown task id.
@@ -294,7 +302,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // userTables lists the data database's tables and the column that holds
 // the user's pseudonym in each: every table with distinct_id, and group
-// tables by group_id.
+// tables by group_id. On a cluster these are the local tables, which hold
+// the rows (the Distributed tables are not MergeTree).
 func (t *Tasks) userTables(ctx context.Context) (map[string]string, error) {
 	rows, err := t.conn.Query(ctx, `SELECT table, name FROM system.columns
 WHERE database = ? AND name IN ('distinct_id', 'group_id')
@@ -325,21 +334,47 @@ func (t *Tasks) deleteRows(ctx context.Context, task Task) error {
 		return err
 	}
 	for table, col := range tables {
-		q := fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE project = ? AND %s IN %s", t.dataDB, table, col, inList(task.Pseudonyms))
-		if err := t.conn.Exec(ctx, q, task.Project); err != nil {
-			return fmt.Errorf("delete from %s: %w", table, err)
+		// On a cluster the mutation goes to one replica of every shard;
+		// the shard's replicas share it through ZooKeeper.
+		action := fmt.Sprintf("DELETE WHERE project = ? AND %s IN %s", col, inList(task.Pseudonyms))
+		for {
+			err := t.place.alterEachShard(ctx, t.conn, t.dataDB+"."+table, action, task.Project)
+			if err == nil {
+				break
+			}
+			// On a cluster the statement fails while ZooKeeper or every
+			// replica of a shard is unreachable; a deletion repeated
+			// deletes nothing more, so it is tried again until every
+			// shard has it.
+			if t.place.cluster == "" || ctx.Err() != nil {
+				return fmt.Errorf("delete from %s: %w", table, err)
+			}
+			t.log.Warn("deletion not yet taken by every shard; retrying", zap.String("table", table), zap.Error(err))
+			if err := sleep(ctx, 5*time.Second); err != nil {
+				return err
+			}
 		}
 	}
 	return t.waitMutations(ctx)
 }
 
 // waitMutations waits until ClickHouse has finished every mutation of the
-// data database.
+// data database: on a cluster, on every replica of every shard. A node that
+// does not answer is waited for (a deletion is not done while a replica
+// still holds the rows), and the wait is logged.
 func (t *Tasks) waitMutations(ctx context.Context) error {
 	for {
+		from, err := t.place.everyNode(ctx, t.conn, "mutations")
 		var n uint64
-		if err := t.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0", t.dataDB).Scan(&n); err != nil {
-			return err
+		if err == nil {
+			err = t.conn.QueryRow(ctx, "SELECT count() FROM "+from+" WHERE database = ? AND is_done = 0", t.dataDB).Scan(&n)
+		}
+		if err != nil {
+			if t.place.cluster == "" || ctx.Err() != nil {
+				return err
+			}
+			t.log.Warn("waiting for every replica to report its mutations", zap.Error(err))
+			n = 1
 		}
 		if n == 0 {
 			return nil
@@ -363,7 +398,9 @@ func (t *Tasks) retrieve(ctx context.Context, task Task) (string, error) {
 		GeneratedAt time.Time                   `json:"generated_at"`
 		Tables      map[string][]map[string]any `json:"tables"`
 	}{task.ID, task.Project, t.now().UTC(), map[string][]map[string]any{}}
-	for table, col := range tables {
+	for local, col := range tables {
+		// On a cluster the Distributed table reads every shard.
+		table := t.place.public(local)
 		rows := []map[string]any{}
 		if len(task.Pseudonyms) > 0 {
 			if rows, err = t.selectRows(ctx, fmt.Sprintf("SELECT * FROM %s.%s WHERE project = ? AND %s IN %s", t.dataDB, table, col, inList(task.Pseudonyms)), task.Project); err != nil {

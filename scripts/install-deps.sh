@@ -31,6 +31,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt_install "${missing[@]}"
 fi
 
+# --- ClickHouse cluster (internal/chcluster, veil dev --clickhouse-shards) ---
+# A replicated, sharded ClickHouse needs ZooKeeper: Debian's `zookeeper`
+# (3.8, Java) is run by Veil itself from /usr/share/java/zookeeper.jar, never
+# as the packaged service.
+if [ ! -f /usr/share/java/zookeeper.jar ] || ! have java; then
+	apt_install zookeeper
+fi
+# --- end ClickHouse cluster --------------------------------------------------
+
 # --- Prometheus (observability tests) ---------------------------------------
 # internal/obstest scrapes a running stack with a real Prometheus and checks
 # deploy/prometheus and deploy/grafana against it: Debian's `prometheus`

@@ -156,6 +156,9 @@ type Batch struct {
 	// done marks the steps of a flush already written, so that a retry
 	// resumes where the failure happened.
 	done map[string]bool
+	// parts are the batch's rows split by shard, made at the first flush
+	// on a cluster and kept for its retries (see shardParts).
+	parts []*Batch
 
 	// propsBuf is reused by appendEvent to encode a property map, which
 	// is then copied into text (a raw event's properties are written into
@@ -232,6 +235,7 @@ func (b *Batch) Reset() {
 	clear(b.ranges)
 	b.cur.partition, b.cur.offset = 0, 0
 	clear(b.done)
+	b.parts = nil
 	b.text, b.used = nil, 0
 }
 

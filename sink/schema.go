@@ -256,18 +256,42 @@ ORDER BY (project, toDate(time), event, distinct_id, time, insert_id)%[6]s`,
 // Migrate creates the database and applies every migration not yet recorded
 // in db.schema_migrations. It is safe to run concurrently and repeatedly.
 func Migrate(ctx context.Context, conn driver.Conn, db string, caps Capabilities, log *zap.Logger) error {
+	return MigrateLayout(ctx, conn, db, caps, Layout{}, log)
+}
+
+// MigrateLayout is Migrate for layout l: on a cluster every statement runs
+// ON CLUSTER (see cluster.go).
+func MigrateLayout(ctx context.Context, conn driver.Conn, db string, caps Capabilities, l Layout, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
-		return fmt.Errorf("sink: create database %s: %w", db, err)
-	}
-	if err := conn.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.schema_migrations (
+	// schema_migrations is held in full by every node of a cluster; its
+	// ZooKeeper path carries migration number 0.
+	base, err := l.Everywhere([]string{"CREATE DATABASE IF NOT EXISTS " + db, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.schema_migrations (
     version    UInt32,
     name       String,
     applied_at DateTime
-) ENGINE = ReplacingMergeTree() ORDER BY version`, db)); err != nil {
-		return fmt.Errorf("sink: create schema_migrations: %w", err)
+) ENGINE = ReplacingMergeTree() ORDER BY version`, db)}, 0)
+	if err != nil {
+		return fmt.Errorf("sink: %w", err)
+	}
+	// On a cluster DDL goes through ZooKeeper: a worker that starts while
+	// ZooKeeper is down, with the schema in place, must not need it.
+	exists := false
+	if l.Cluster != "" {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'", db).Scan(&n); err != nil {
+			return fmt.Errorf("sink: read system.tables: %w", err)
+		}
+		exists = n > 0
+	}
+	if !exists {
+		if err := conn.Exec(ctx, base[0]); err != nil {
+			return fmt.Errorf("sink: create database %s: %w", db, err)
+		}
+		if err := conn.Exec(ctx, base[1]); err != nil {
+			return fmt.Errorf("sink: create schema_migrations: %w", err)
+		}
 	}
 	applied := map[uint32]bool{}
 	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
@@ -294,7 +318,7 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, caps Capabilities
 			log.Info("migration skipped: the server lacks the feature", zap.Uint32("version", m.Version), zap.String("name", m.Name))
 			continue
 		}
-		if err := applyMigration(ctx, conn, db, caps, m); err != nil {
+		if err := applyMigration(ctx, conn, db, caps, l, m); err != nil {
 			var ex *clickhouse.Exception
 			if m.Optional && errors.As(err, &ex) {
 				log.Warn("optional migration refused by the server; it will be retried at the next start",
@@ -308,8 +332,12 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, caps Capabilities
 	return nil
 }
 
-func applyMigration(ctx context.Context, conn driver.Conn, db string, caps Capabilities, m Migration) error {
-	for _, stmt := range m.Statements(db, caps) {
+func applyMigration(ctx context.Context, conn driver.Conn, db string, caps Capabilities, l Layout, m Migration) error {
+	stmts, err := Render(m, db, caps, l)
+	if err != nil {
+		return err
+	}
+	for _, stmt := range stmts {
 		if err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("sink: migration %d (%s): %w", m.Version, m.Name, err)
 		}

@@ -19,10 +19,17 @@ import (
 
 // Config is the sink section of Veil's configuration.
 type Config struct {
-	Addr     []string `yaml:"addr"`
-	Database string   `yaml:"database"`
-	Username string   `yaml:"username"`
-	Password string   `yaml:"password"`
+	// Addr lists ClickHouse's native addresses: the server, or every node
+	// of the cluster when Cluster is set.
+	Addr []string `yaml:"addr"`
+	// Cluster, when set, names the cluster (in the servers' remote_servers)
+	// that Veil's schema is created on: replicated local tables on every
+	// node behind Distributed tables, sharded by the pseudonymous user (see
+	// docs/schema.md). Empty: one server.
+	Cluster  string `yaml:"cluster"`
+	Database string `yaml:"database"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
 	// MaxRows, MaxBytes and MaxAge bound a batch; it is flushed at whichever
 	// comes first. ClickHouse wants few large inserts (about one a second per
 	// table): each insert makes a part that must later be merged.
@@ -81,6 +88,8 @@ func (c Config) Validate() error {
 		return errors.New("sink.addr must list at least one ClickHouse native address")
 	case c.Database == "" || strings.ContainsAny(c.Database, "`. \"'"):
 		return errors.New("sink.database must be a plain identifier")
+	case c.Cluster != "" && !plainIdent.MatchString(c.Cluster):
+		return errors.New("sink.cluster must be a plain identifier (letters, digits, underscores)")
 	case c.MaxRows <= 0:
 		return errors.New("sink.max_rows must be positive")
 	case c.MaxBytes <= 0:
@@ -152,6 +161,9 @@ type Sink struct {
 	caps Capabilities
 	log  *zap.Logger
 	m    *metrics
+	// shards are the cluster's shards with a pool per replica; nil on one
+	// server.
+	shards []*shard
 }
 
 // Open connects to ClickHouse and learns the server's capabilities.
@@ -170,10 +182,20 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Sink, error) {
 		conn.Close()
 		return nil, fmt.Errorf("sink: ClickHouse at %v unreachable: %w", cfg.Addr, err)
 	}
-	s, err := New(cfg, conn, deps)
+	c := cfg
+	c.Cluster = "" // New checks the server; the shards are read here
+	s, err := New(c, conn, deps)
 	if err != nil {
 		conn.Close()
 		return nil, err
+	}
+	s.cfg = cfg
+	if cfg.Cluster != "" {
+		if s.shards, err = openShards(ctx, cfg); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		s.log.Info("writing to a ClickHouse cluster", zap.String("cluster", cfg.Cluster), zap.Int("shards", len(s.shards)))
 	}
 	return s, nil
 }
@@ -201,6 +223,11 @@ func New(cfg Config, conn driver.Conn, deps Deps) (*Sink, error) {
 		m:    newMetrics(deps.Metrics),
 	}
 	s.log.Info("connected to ClickHouse", zap.String("version", fmt.Sprintf("%d.%d.%d", v.Version.Major, v.Version.Minor, v.Version.Patch)))
+	if cfg.Cluster != "" {
+		// The shards are learnt by Open, which has a context to read
+		// them with.
+		return nil, errors.New("sink: on a cluster (sink.cluster) the sink is built by Open")
+	}
 	return s, nil
 }
 
@@ -227,7 +254,7 @@ func (s *Sink) Capabilities() Capabilities { return s.caps }
 // control, the analyst limits profile on the analyst role and, when
 // configured, the read-only analyst user.
 func (s *Sink) Migrate(ctx context.Context) error {
-	if err := Migrate(ctx, s.conn, s.cfg.Database, s.caps, s.log); err != nil {
+	if err := MigrateLayout(ctx, s.conn, s.cfg.Database, s.caps, s.Layout(), s.log); err != nil {
 		return err
 	}
 	if !s.caps.RBAC {
@@ -257,5 +284,15 @@ func (s *Sink) Migrate(ctx context.Context) error {
 // Ping checks that ClickHouse answers.
 func (s *Sink) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 
-// Close closes the connection pool.
-func (s *Sink) Close() error { return s.conn.Close() }
+// Close closes the connection pools.
+func (s *Sink) Close() error {
+	for _, sh := range s.shards {
+		for _, c := range sh.conns {
+			c.Close()
+		}
+	}
+	return s.conn.Close()
+}
+
+// Layout is where the schema lives: the server, or sink.cluster.
+func (s *Sink) Layout() Layout { return Layout{Cluster: s.cfg.Cluster} }

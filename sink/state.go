@@ -295,7 +295,7 @@ const maxLookupBytes = 64 << 10
 
 // computeState reads back the full log of every entity r touched and
 // returns the state rows of the properties r's operations named.
-func (s *Sink) computeState(ctx context.Context, r *opRows) (*stateRows, error) {
+func (s *Sink) computeState(ctx context.Context, t target, r *opRows) (*stateRows, error) {
 	// Entities grouped by project and group key: one query per chunk.
 	type scope struct{ project, key string }
 	byScope := map[scope][]entity{}
@@ -319,10 +319,13 @@ func (s *Sink) computeState(ctx context.Context, r *opRows) (*stateRows, error) 
 			}
 			chunk := ents[:n]
 			ents = ents[n:]
-			logs, err := s.readOps(ctx, r.groups, sc.project, sc.key, list.String())
+			logs, err := s.readOps(ctx, t, r.groups, sc.project, sc.key, list.String())
 			if err != nil {
 				return nil, err
 			}
+			// On a cluster, with what was written through this shard's
+			// other replicas and may not be here yet (see recentOps).
+			s.addRecent(t, logs, chunk)
 			for _, e := range chunk {
 				t := r.touched[e]
 				f := fold(logs[e.id], !r.groups)
@@ -348,19 +351,37 @@ func (s *Sink) computeState(ctx context.Context, r *opRows) (*stateRows, error) 
 	return out, nil
 }
 
+// entityAt is the profile or group of r's row i.
+func (r *opRows) entityAt(i int) entity {
+	if r.groups {
+		return entity{project: r.project[i], key: r.groupKey[i], id: r.group[i]}
+	}
+	return entity{project: r.project[i], id: r.distinctID[i]}
+}
+
+// storedAt is r's row i as readOps reads it back.
+func (r *opRows) storedAt(i int) storedOp {
+	return storedOp{
+		ms:        r.time[i].Truncate(time.Second).UnixMilli() + int64(r.timeMs[i]),
+		partition: r.partition[i], offset: r.offset[i], insertID: r.insertID[i],
+		op: r.op[i], operand: r.operand[i], modifiers: r.modifiers[i],
+		policyVersion: r.policyVersion[i], keyEpoch: r.keyEpoch[i],
+	}
+}
+
 // readOps reads the operations of the entities in idList (quoted, comma
 // separated) of one project (and group key), by entity id.
-func (s *Sink) readOps(ctx context.Context, groups bool, project, key, idList string) (map[string][]storedOp, error) {
+func (s *Sink) readOps(ctx context.Context, t target, groups bool, project, key, idList string) (map[string][]storedOp, error) {
 	db := s.cfg.Database
 	var q string
 	if groups {
 		q = fmt.Sprintf(`SELECT group_id, toUInt64(time) * 1000 + time_ms, kafka_partition, kafka_offset, insert_id, op, operand, modifiers, policy_version, key_epoch
-FROM %s.%s WHERE project = %s AND group_key = %s AND group_id IN (%s)`, db, tableGroupOps, quoteString(project), quoteString(key), idList)
+FROM %s.%s WHERE project = %s AND group_key = %s AND group_id IN (%s)`, db, tableGroupOps+t.suffix, quoteString(project), quoteString(key), idList)
 	} else {
 		q = fmt.Sprintf(`SELECT distinct_id, toUInt64(time) * 1000 + time_ms, kafka_partition, kafka_offset, insert_id, op, operand, modifiers, policy_version, key_epoch
-FROM %s.%s WHERE project = %s AND distinct_id IN (%s)`, db, tableProfileOps, quoteString(project), idList)
+FROM %s.%s WHERE project = %s AND distinct_id IN (%s)`, db, tableProfileOps+t.suffix, quoteString(project), idList)
 	}
-	rows, err := s.conn.Query(ctx, q)
+	rows, err := t.conn.Query(ctx, q)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,9 @@ type cli struct {
 		DataDir      string `default:"./.veil" help:"Where Kafka and ClickHouse keep their data between runs."`
 		Kafka        string `default:"embedded" enum:"embedded,apache" help:"embedded: one Kafka-protocol broker inside veil (kfake); apache: Apache Kafka brokers as child processes (needs Java and the jars of make deps)."`
 		KafkaBrokers int    `default:"3" help:"With --kafka apache: how many brokers."`
+		// A replicated, sharded ClickHouse instead of one server.
+		ClickhouseShards   int `placeholder:"N" help:"Run a ClickHouse cluster of N shards (with ZooKeeper) instead of one server."`
+		ClickhouseReplicas int `placeholder:"M" help:"Replicas of each shard of the ClickHouse cluster."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
 	Collector   roleFlags    `cmd:"" help:"Run the HTTP collector."`
 	Worker      roleFlags    `cmd:"" help:"Run a worker of the consumer group."`
@@ -131,7 +134,9 @@ func run(ctx context.Context, cmd string, c *cli) error {
 	deps := app.Deps{Logger: log, Registry: app.NewRegistry()}
 	switch cmd {
 	case "dev":
-		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout, Kafka: c.Dev.Kafka, KafkaBrokers: c.Dev.KafkaBrokers}, log, deps.Registry)
+		return devstack.Run(ctx, devstack.Options{Listen: c.Dev.Listen, DataDir: c.Dev.DataDir, Out: os.Stdout,
+			Kafka: c.Dev.Kafka, KafkaBrokers: c.Dev.KafkaBrokers,
+			ClickHouseShards: c.Dev.ClickhouseShards, ClickHouseReplicas: c.Dev.ClickhouseReplicas}, log, deps.Registry)
 	case "collector":
 		return app.CollectorRole(ctx, cfg, deps)
 	case "worker":

@@ -191,10 +191,10 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 	if err := s.Migrate(ctx); err != nil {
 		return err
 	}
-	if err := privacy.Migrate(ctx, s.Conn(), cfg.Privacy.Database); err != nil {
+	if err := privacy.MigrateCluster(ctx, s.Conn(), cfg.Privacy.Database, cfg.Sink.Cluster); err != nil {
 		return err
 	}
-	registry, err := privacy.NewRegistry(cfg.Privacy, s.Conn(), keys, log.Named("privacy"))
+	registry, err := privacy.NewRegistry(privacyConfig(cfg), s.Conn(), keys, log.Named("privacy"))
 	if err != nil {
 		return err
 	}
@@ -296,10 +296,11 @@ func (st *adminState) routes(mux *http.ServeMux) {
 }
 
 func privacyAPI(cfg Config, s *sink.Sink, keys *pseudonym.Keyring, registry *privacy.Registry, log *zap.Logger) (*privacy.Tasks, *privacy.API, error) {
-	tasks, err := privacy.NewTasks(cfg.Privacy, s.Conn(), cfg.Sink.Database, keys, log.Named("privacy"))
+	tasks, err := privacy.NewTasks(privacyConfig(cfg), s.Conn(), cfg.Sink.Database, keys, log.Named("privacy"))
 	if err != nil {
 		return nil, nil, err
 	}
+	tasks.OnShards(s.EachShard)
 	token, err := privacy.LoadAdminToken(cfg.Privacy)
 	if err != nil {
 		return nil, nil, err
@@ -311,7 +312,16 @@ func privacyAPI(cfg Config, s *sink.Sink, keys *pseudonym.Keyring, registry *pri
 }
 
 func retention(cfg Config, s *sink.Sink, log *zap.Logger) *privacy.Retention {
-	return privacy.NewRetention(s.Conn(), cfg.Sink.Database, cfg.Privacy.RetentionDays, cfg.Privacy.RetentionEvery, log.Named("retention"))
+	return privacy.NewRetention(s.Conn(), cfg.Sink.Database, cfg.Privacy.RetentionDays, cfg.Privacy.RetentionEvery, log.Named("retention")).
+		OnCluster(cfg.Sink.Cluster, cfg.Sink.Username, cfg.Sink.Password, s.EachShard)
+}
+
+// privacyConfig is the privacy section with the cluster the data lives on.
+func privacyConfig(cfg Config) privacy.Config {
+	p := cfg.Privacy
+	p.Cluster = cfg.Sink.Cluster
+	p.ClusterUser, p.ClusterPassword = cfg.Sink.Username, cfg.Sink.Password
+	return p
 }
 
 // RunPrivacy serves the privacy API and carries out privacy tasks on l
@@ -328,10 +338,10 @@ func RunPrivacy(ctx context.Context, cfg Config, deps Deps, l net.Listener) erro
 		return err
 	}
 	defer s.Close()
-	if err := privacy.Migrate(ctx, s.Conn(), cfg.Privacy.Database); err != nil {
+	if err := privacy.MigrateCluster(ctx, s.Conn(), cfg.Privacy.Database, cfg.Sink.Cluster); err != nil {
 		return err
 	}
-	registry, err := privacy.NewRegistry(cfg.Privacy, s.Conn(), keys, log)
+	registry, err := privacy.NewRegistry(privacyConfig(cfg), s.Conn(), keys, log)
 	if err != nil {
 		return err
 	}
@@ -384,7 +394,7 @@ func Migrate(ctx context.Context, cfg Config, deps Deps) error {
 	if err := s.Migrate(ctx); err != nil {
 		return err
 	}
-	return privacy.Migrate(ctx, s.Conn(), cfg.Privacy.Database)
+	return privacy.MigrateCluster(ctx, s.Conn(), cfg.Privacy.Database, cfg.Sink.Cluster)
 }
 
 // openSink connects to ClickHouse, waiting with backoff while it is down so

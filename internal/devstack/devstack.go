@@ -28,6 +28,7 @@ import (
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/chcluster"
 	"github.com/veilhq/veil/internal/chserver"
 	"github.com/veilhq/veil/internal/kafkacluster"
 )
@@ -47,6 +48,12 @@ type Options struct {
 	// KafkaBrokers the number of Apache Kafka brokers.
 	Kafka        string
 	KafkaBrokers int
+	// ClickHouseShards and ClickHouseReplicas, when either is set, run a
+	// replicated, sharded ClickHouse instead of one server: ZooKeeper and
+	// shards × replicas clickhouse-servers (a missing one counts as 1),
+	// with Veil's schema on the cluster (sink.cluster).
+	ClickHouseShards   int
+	ClickHouseReplicas int
 }
 
 // Endpoints is what endpoints.json holds: where each part of the stack
@@ -73,6 +80,20 @@ type Endpoints struct {
 	// counting rows). ClickHouse has no user without a password.
 	ClickHouseUser         string `json:"clickhouse_user"`
 	ClickHousePasswordFile string `json:"clickhouse_password_file"`
+	// On a cluster: every node, and ZooKeeper. clickhouse_native and
+	// clickhouse_http are then the first node, whose Distributed tables
+	// read every shard.
+	ClickHouseNodes []ClickHouseNode `json:"clickhouse_nodes,omitempty"`
+	ZooKeeper       string           `json:"zookeeper,omitempty"`
+}
+
+// ClickHouseNode is one clickhouse-server of a cluster in endpoints.json.
+type ClickHouseNode struct {
+	Shard   int    `json:"shard"`
+	Replica int    `json:"replica"`
+	Native  string `json:"native"`
+	HTTP    string `json:"http"`
+	Pid     int    `json:"pid"`
 }
 
 // The files veil dev keeps in its data directory besides kafka/,
@@ -216,20 +237,11 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 	if err != nil {
 		return err
 	}
-	ch, err := chserver.Start(ctx, chserver.Config{
-		Dir:             filepath.Join(dir, "clickhouse"),
-		Password:        strings.TrimSpace(string(own)),
-		AnalystPassword: strings.TrimSpace(string(analyst)),
-	}, log.Named("clickhouse"))
+	ch, err := startClickHouse(ctx, opts, dir, strings.TrimSpace(string(own)), strings.TrimSpace(string(analyst)), log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// Stop cancels running queries first and is bounded by its own
-		// timeout: an analyst's query cannot hold the shutdown up.
-		_ = ch.Stop(context.Background())
-		log.Info("clickhouse-server stopped")
-	}()
+	defer ch.stop()
 
 	admin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -241,7 +253,10 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return err
 	}
 	defer collectorAdmin.Close()
-	cfg := Config(brokers[0], ch.NativeAddr(), dir, project)
+	cfg := Config(brokers[0], ch.native, dir, project)
+	if ch.cluster != nil {
+		cfg.Sink.Addr, cfg.Sink.Cluster = ch.cluster.Addrs(), ch.cluster.Name()
+	}
 	cfg.Kafka.Brokers = brokers
 	// As many copies as there are brokers, up to three; one less must be
 	// in sync (kafka.min_insync_replicas' default).
@@ -252,14 +267,20 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		CollectorAdmin:   "http://" + collectorAdmin.Addr().String(),
 		Metrics:          "http://" + l.Addr().String() + "/metrics",
 		Kafka:            brokers[0],
-		ClickHouseNative: ch.NativeAddr(),
-		ClickHouseHTTP:   "http://" + ch.HTTPAddr(),
+		ClickHouseNative: ch.native,
+		ClickHouseHTTP:   "http://" + ch.http,
 
 		ClickHouseUser:         "analyst",
 		ClickHousePasswordFile: filepath.Join(dir, fileAnalystPassword),
 	}
 	if kafkaNodes != nil {
 		ep.KafkaNodes = kafkaNodes()
+	}
+	if c := ch.cluster; c != nil {
+		ep.ZooKeeper = c.ZK.Addr()
+		for _, n := range c.Nodes {
+			ep.ClickHouseNodes = append(ep.ClickHouseNodes, ClickHouseNode{Shard: n.Shard, Replica: n.Replica, Native: n.NativeAddr(), HTTP: "http://" + n.HTTPAddr(), Pid: n.Pid()})
+		}
 	}
 	deps := app.Deps{Logger: log, Registry: reg}
 	// Topics and schema first, so that the stack is whole once the
@@ -299,6 +320,13 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		fmt.Fprintf(opts.Out, "Project %q (credentials in %s):\n  token              %s\n  project_id         %s\n  api_secret         %s\n  service account    %s\n  its secret         %s\n",
 			ProjectName, filepath.Join(dir, ProjectFile), project.Token, project.ProjectID, project.APISecret, project.ServiceAccount.Username, project.ServiceAccount.Secret)
 	}
+	if opts.Out != nil && ch.cluster != nil {
+		fmt.Fprintf(opts.Out, "  zookeeper          %s\n  clickhouse cluster %s: %d shards × %d replicas\n", ep.ZooKeeper, ch.cluster.Name(),
+			max(1, opts.ClickHouseShards), max(1, opts.ClickHouseReplicas))
+		for _, n := range ep.ClickHouseNodes {
+			fmt.Fprintf(opts.Out, "    shard %d replica %d  native %s  http %s  pid %d\n", n.Shard, n.Replica, n.Native, n.HTTP, n.Pid)
+		}
+	}
 
 	cerr := <-collectorDone
 	log.Info("collector stopped; draining the worker")
@@ -309,6 +337,51 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		return fmt.Errorf("collector: %w", cerr)
 	}
 	return werr
+}
+
+// clickHouse is the ClickHouse `veil dev` runs: one server, or a cluster.
+type clickHouse struct {
+	native, http string // the server, or the cluster's first node
+	cluster      *chcluster.Cluster
+	stop         func()
+}
+
+// startClickHouse starts one clickhouse-server under dir/clickhouse, or,
+// with --clickhouse-shards or --clickhouse-replicas, ZooKeeper and the
+// cluster's servers under dir/clickhouse-cluster. Every child is started
+// with Pdeathsig, and stop stops them all (SIGTERM, SIGKILL after 20 s).
+func startClickHouse(ctx context.Context, opts Options, dir, password, analyst string, log *zap.Logger) (*clickHouse, error) {
+	if opts.ClickHouseShards == 0 && opts.ClickHouseReplicas == 0 {
+		ch, err := chserver.Start(ctx, chserver.Config{
+			Dir:             filepath.Join(dir, "clickhouse"),
+			Password:        password,
+			AnalystPassword: analyst,
+		}, log.Named("clickhouse"))
+		if err != nil {
+			return nil, err
+		}
+		return &clickHouse{native: ch.NativeAddr(), http: ch.HTTPAddr(), stop: func() {
+			// Stop cancels running queries first and is bounded by its own
+			// timeout: an analyst's query cannot hold the shutdown up.
+			_ = ch.Stop(context.Background())
+			log.Info("clickhouse-server stopped")
+		}}, nil
+	}
+	if opts.ClickHouseShards < 0 || opts.ClickHouseReplicas < 0 {
+		return nil, errors.New("--clickhouse-shards and --clickhouse-replicas must be positive")
+	}
+	c, err := chcluster.Start(ctx, chcluster.Config{Dir: filepath.Join(dir, "clickhouse-cluster"),
+		Shards: max(1, opts.ClickHouseShards), Replicas: max(1, opts.ClickHouseReplicas), Password: password, AnalystPassword: analyst}, log.Named("clickhouse"))
+	if err != nil {
+		return nil, fmt.Errorf("veil dev needs ZooKeeper for a ClickHouse cluster: %w", err)
+	}
+	first := c.Nodes[0]
+	return &clickHouse{native: first.NativeAddr(), http: first.HTTPAddr(), cluster: c, stop: func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c.Stop(stopCtx)
+		log.Info("ClickHouse cluster and ZooKeeper stopped")
+	}}, nil
 }
 
 func writeEndpoints(dir string, ep Endpoints) error {
@@ -335,7 +408,7 @@ func privatize(dir string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	for _, name := range []string{"kafka", "clickhouse", "geoip", fileEndpoints, filePseudonymKeys, fileAdminToken, fileAnalystPassword, fileClickHousePassword, ProjectFile} {
+	for _, name := range []string{"kafka", "clickhouse", "clickhouse-cluster", "geoip", fileEndpoints, filePseudonymKeys, fileAdminToken, fileAnalystPassword, fileClickHousePassword, ProjectFile} {
 		err := filepath.WalkDir(filepath.Join(dir, name), func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				// Gone meanwhile (a server left by a crashed run is still

@@ -45,6 +45,8 @@ func start(t *testing.T, dir string) *running {
 	return startWith(t, Options{Listen: "127.0.0.1:0", DataDir: dir}, 30*time.Second)
 }
 
+// startWith runs `veil dev` with opts and waits up to within for its
+// endpoints.json.
 func startWith(t *testing.T, opts Options, within time.Duration) *running {
 	t.Helper()
 	dir := opts.DataDir
@@ -434,5 +436,87 @@ func checkClickHouseAccess(t *testing.T, dir string, ep Endpoints) {
 				t.Errorf("HTTP: answered %q", body)
 			}
 		})
+	}
+}
+
+// TestDevCluster: `veil dev --clickhouse-shards 2 --clickhouse-replicas 2`
+// runs ZooKeeper and four clickhouse-servers, lists them in endpoints.json,
+// stores an event on both replicas of one shard, answers a Distributed
+// query on clickhouse_http, and leaves no process behind when it stops.
+func TestDevCluster(t *testing.T) {
+	dir := t.TempDir()
+	r := startWith(t, Options{Listen: "127.0.0.1:0", DataDir: dir, ClickHouseShards: 2, ClickHouseReplicas: 2}, 90*time.Second)
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = r.stop()
+		}
+	}()
+	if len(r.ep.ClickHouseNodes) != 4 || r.ep.ZooKeeper == "" {
+		t.Fatalf("endpoints.json: %+v", r.ep)
+	}
+	pids := map[int]bool{}
+	places := map[string]bool{}
+	for _, n := range r.ep.ClickHouseNodes {
+		if n.Pid <= 0 || n.Native == "" || n.HTTP == "" {
+			t.Fatalf("node %+v", n)
+		}
+		pids[n.Pid] = true
+		places[fmt.Sprintf("%d/%d", n.Shard, n.Replica)] = true
+	}
+	if len(pids) != 4 || len(places) != 4 || !places["1/1"] || !places["2/2"] {
+		t.Fatalf("nodes %+v", r.ep.ClickHouseNodes)
+	}
+	zk, err := os.ReadFile(filepath.Join(dir, "clickhouse-cluster", "zookeeper", "zookeeper.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zkPid, _ := strconv.Atoi(strings.TrimSpace(string(zk)))
+	pids[zkPid] = true
+
+	project := readProject(t, dir)
+	data := base64.StdEncoding.EncodeToString([]byte(`{"event":"dev_check","properties":{"token":"` + project.Token + `","distinct_id":"d1","$insert_id":"dev-1"}}`))
+	resp, err := http.Get(r.ep.Collector + "/track?data=" + url.QueryEscape(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "1" {
+		t.Fatalf("track answered %q", body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for query(t, r.ep, "SELECT count() FROM veil.events WHERE event = 'dev_check'") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("row not queryable through the Distributed table within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// One shard holds the row, on both of its replicas.
+	perShard := map[int]int{}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		clear(perShard)
+		for _, n := range r.ep.ClickHouseNodes {
+			got, _ := strconv.Atoi(query(t, Endpoints{ClickHouseHTTP: n.HTTP, ClickHouseUser: r.ep.ClickHouseUser, ClickHousePasswordFile: r.ep.ClickHousePasswordFile}, "SELECT count() FROM veil.events_local"))
+			perShard[n.Shard] += got
+		}
+		if perShard[1]+perShard[2] == 2 && (perShard[1] == 2 || perShard[2] == 2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rows per shard (both replicas summed): %v, want 2 on one shard", perShard)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	if err := r.stop(); err != nil {
+		t.Fatalf("dev stopped with error: %v", err)
+	}
+	stopped = true
+	for pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("process %d still runs after dev stopped", pid)
+		}
 	}
 }
