@@ -630,18 +630,7 @@ func Account(t *testing.T, cfg app.Config, l *Load, timeout time.Duration) Store
 	t.Helper()
 	conn := testsvc.Conn(t, cfg.Sink)
 	db := cfg.Sink.Database
-	deadline := time.Now().Add(timeout)
-	for {
-		lag := Lag(cfg.Kafka.Brokers, cfg.Worker.GroupID, cfg.Kafka.RawTopic, cfg.Kafka.Partitions)
-		n := testsvc.Count(t, conn, "SELECT uniqExact(insert_id) FROM "+db+".events")
-		if lag == 0 && n >= uint64(len(l.Kept)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: lag %d, %d of %d events stored", timeout, lag, n, len(l.Kept))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitDrained(t, cfg, conn, len(l.Kept), timeout)
 	st := ReadStored(t, conn, db)
 	lost, extra := 0, 0
 	for id := range l.Kept {
@@ -682,4 +671,23 @@ func Account(t *testing.T, cfg app.Config, l *Load, timeout time.Duration) Store
 		t.Errorf("dropped by policy: %d, want %d", dropped, l.Dropped)
 	}
 	return st
+}
+
+// waitDrained waits until the group has committed the whole raw topic
+// (lag 0) and ClickHouse holds at least kept distinct events, failing the
+// test after timeout.
+func waitDrained(t *testing.T, cfg app.Config, conn driver.Conn, kept int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		lag := Lag(cfg.Kafka.Brokers, cfg.Worker.GroupID, cfg.Kafka.RawTopic, cfg.Kafka.Partitions)
+		n := testsvc.Count(t, conn, "SELECT uniqExact(insert_id) FROM "+cfg.Sink.Database+".events")
+		if lag == 0 && n >= uint64(kept) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: lag %d, %d of %d events stored", timeout, lag, n, kept)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -231,18 +231,7 @@ func AccountHTTP(t *testing.T, cfg app.Config, r HTTPResult, timeout time.Durati
 	t.Helper()
 	conn := testsvc.Conn(t, cfg.Sink)
 	db := cfg.Sink.Database
-	deadline := time.Now().Add(timeout)
-	for {
-		lag := Lag(cfg.Kafka.Brokers, cfg.Worker.GroupID, cfg.Kafka.RawTopic, cfg.Kafka.Partitions)
-		n := testsvc.Count(t, conn, "SELECT uniqExact(insert_id) FROM "+db+".events")
-		if lag == 0 && n >= uint64(len(r.Kept)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: lag %d, %d of %d events stored", timeout, lag, n, len(r.Kept))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitDrained(t, cfg, conn, len(r.Kept), timeout)
 	st := ReadStored(t, conn, db)
 	lost, extra := 0, 0
 	for id := range r.Kept {
