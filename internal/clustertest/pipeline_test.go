@@ -286,14 +286,8 @@ func TestPipelineOnCluster(t *testing.T) {
 func TestRetentionPerShard(t *testing.T) {
 	cfg := config(t)
 	ctx := context.Background()
-	s, err := sink.Open(ctx, cfg.Sink, sink.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := migratedSink(t, cfg)
 	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	b := sink.NewBatch()
 	days := []time.Time{
@@ -346,14 +340,8 @@ func TestRecreateAfterDrop(t *testing.T) {
 	cfg := config(t)
 	ctx := context.Background()
 	write := func(first int) {
-		s, err := sink.Open(ctx, cfg.Sink, sink.Deps{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := migratedSink(t, cfg)
 		defer s.Close()
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
 		b := sink.NewBatch()
 		for i := first; i < first+20; i++ {
 			ev := event.Event{Kind: event.KindTrack, Project: "p", Name: "e", DistinctID: fmt.Sprintf("d%d", i),
@@ -395,14 +383,8 @@ func TestRecreateAfterDrop(t *testing.T) {
 func TestRetriedFlushIsANoOp(t *testing.T) {
 	cfg := config(t)
 	ctx := context.Background()
-	s, err := sink.Open(ctx, cfg.Sink, sink.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := migratedSink(t, cfg)
 	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	ts := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 	flush := func() {
 		b := sink.NewBatch()
@@ -432,14 +414,8 @@ func TestRetriedFlushIsANoOp(t *testing.T) {
 func TestDistributedInsertPlacesRowsLikeTheWorker(t *testing.T) {
 	cfg := config(t)
 	ctx := context.Background()
-	s, err := sink.Open(ctx, cfg.Sink, sink.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := migratedSink(t, cfg)
 	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	sctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
 	b, err := s.Conn().PrepareBatch(sctx, "INSERT INTO "+cfg.Sink.Database+".events (project, distinct_id, insert_id)")
 	if err != nil {
@@ -479,4 +455,20 @@ func TestDistributedInsertPlacesRowsLikeTheWorker(t *testing.T) {
 	if found != n {
 		t.Fatalf("%d rows on the shards, want %d", found, n)
 	}
+}
+
+// migratedSink opens a sink on the cluster, as a worker does, and runs the
+// migrations; the caller closes it.
+func migratedSink(t *testing.T, cfg app.Config) *sink.Sink {
+	t.Helper()
+	ctx := context.Background()
+	s, err := sink.Open(ctx, cfg.Sink, sink.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	return s
 }
