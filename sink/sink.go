@@ -265,6 +265,10 @@ func (s *Sink) Migrate(ctx context.Context) error {
 		sum := sha256.Sum256([]byte(s.cfg.AnalystPassword))
 		stmts = AnalystUserStatements(s.cfg.AnalystUser, hex.EncodeToString(sum[:]), s.cfg.AnalystLimits)
 	}
+	stmts, err := s.Layout().Access(stmts)
+	if err != nil {
+		return err
+	}
 	for _, stmt := range stmts {
 		if err := s.conn.Exec(ctx, stmt); err != nil {
 			var ex *clickhouse.Exception
