@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/internal/testsvc"
@@ -149,4 +150,111 @@ func BenchmarkWritePaths(b *testing.B) {
 			return batch.Send()
 		})
 	})
+}
+
+// settle waits until no server of conns merges a part or has a replication
+// task queued, for two polls in a row, so that the CPU read after it
+// includes the background work the inserts caused.
+func settle(b *testing.B, conns []driver.Conn) {
+	b.Helper()
+	ctx := context.Background()
+	quiet := 0
+	for deadline := time.Now().Add(2 * time.Minute); quiet < 2; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			b.Fatal("merges and replication did not settle within 2 minutes")
+		}
+		busy := uint64(0)
+		for _, c := range conns {
+			var m, q uint64
+			if err := c.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&m); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.QueryRow(ctx, "SELECT count() FROM system.replication_queue").Scan(&q); err != nil {
+				b.Fatal(err)
+			}
+			busy += m + q
+		}
+		if busy == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+}
+
+// BenchmarkBatchSize writes the same 400 000 events in batches of
+// different sizes and reports the CPU all clickhouse-server processes
+// spent per stored row, the background merges and replica fetches the
+// inserts caused included (the run waits for them to settle). It is what
+// sink.max_rows and sink.max_age trade against the time to query: each
+// flush makes one part per table and shard, which ClickHouse merges later.
+// Run: go test -run '^$' -bench BatchSize -benchtime 1x ./internal/clustertest/
+func BenchmarkBatchSize(b *testing.B) {
+	const total = 400_000
+	ctx := context.Background()
+	type target struct {
+		name string
+		cfg  func() sink.Config
+		pids func() []int
+	}
+	targets := []target{
+		{"single-server", func() sink.Config { return testsvc.SinkConfig(b) }, func() []int { return []int{testsvc.ClickHouse(b).Pid()} }},
+		{"cluster", func() sink.Config {
+			cfg := sink.DefaultConfig()
+			cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
+			cfg.Username, cfg.Password = cluster.User(), cluster.Password()
+			return cfg
+		}, func() []int {
+			var p []int
+			for _, n := range cluster.Nodes {
+				p = append(p, n.Pid())
+			}
+			return p
+		}},
+	}
+	for _, tg := range targets {
+		for _, rows := range []int{1000, 4000, 10000, 40000, 100000} {
+			b.Run(fmt.Sprintf("%s/rows=%d", tg.name, rows), func(b *testing.B) {
+				cfg := tg.cfg()
+				cfg.Database = strings.ToLower(testsvc.Unique(b, "batch"))
+				s, err := sink.Open(ctx, cfg, sink.Deps{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				if err := s.Migrate(ctx); err != nil {
+					b.Fatal(err)
+				}
+				var conns []driver.Conn
+				if cfg.Cluster == "" {
+					conns = []driver.Conn{s.Conn()}
+				} else {
+					for _, n := range cluster.Nodes {
+						conns = append(conns, nodeConn(b, n, "", ""))
+					}
+				}
+				settle(b, conns)
+				pids := tg.pids()
+				batch := sink.NewBatch()
+				b.ResetTimer()
+				for range b.N {
+					before, start := cpuTicks(b, pids), time.Now()
+					for i := 0; i < total; i += rows {
+						batch.Reset()
+						benchBatch(b, batch, i, rows)
+						if err := s.Write(ctx, batch); err != nil {
+							b.Fatal(err)
+						}
+					}
+					written := time.Since(start)
+					settle(b, conns)
+					used := float64(cpuTicks(b, pids)-before) / 100
+					b.Logf("figures: %s: %d rows in batches of %d, ClickHouse CPU %.2f µs per stored row, merges and replication included (%d servers), written in %.1f s",
+						b.Name(), total, rows, used/total*1e6, len(pids), written.Seconds())
+					b.ReportMetric(used/total*1e6, "ch-cpu-µs/row")
+				}
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
 }
