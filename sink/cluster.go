@@ -81,7 +81,7 @@ var (
 	reGrant       = regexp.MustCompile(`^GRANT (.*)$`)
 	// An access entity's statement: the name, then what is set.
 	reAccess = regexp.MustCompile("^((?:CREATE|ALTER) (?:SETTINGS PROFILE|ROLE|USER)(?: IF NOT EXISTS)? (?:\\w+|`[^`]+`))(.*)$")
-	reColumn      = regexp.MustCompile(`(?m)^\s*(\w+)\s`)
+	reColumn = regexp.MustCompile(`(?m)^\s*(\w+)\s`)
 )
 
 // Render gives the statements of m for layout l. On one server they are

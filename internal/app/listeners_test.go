@@ -35,6 +35,7 @@ func TestAdminListenerIsHardened(t *testing.T) {
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)
+	cfg.Seal.KeyFile = testsvc.SealKeyFile(t)
 	port, err := chserver.FreePort()
 	if err != nil {
 		t.Fatal(err)

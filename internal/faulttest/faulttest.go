@@ -110,6 +110,7 @@ func Config(t *testing.T, ch *chserver.Server) app.Config {
 	cfg.Sink.WriteTimeout = 10 * time.Second
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)
+	cfg.Seal.KeyFile = testsvc.SealKeyFile(t)
 	cfg.Privacy.Database = cfg.Sink.Database + "_privacy"
 	cfg.Privacy.AdminTokenEnv = ""
 	cfg.Privacy.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
