@@ -18,6 +18,7 @@ import (
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/devstack"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 )
 
 // startBroker starts the embedded broker `veil dev` runs, persisted to a
@@ -40,6 +41,11 @@ func startBroker(ctx context.Context, token string) (app.Config, func(), error) 
 		_ = os.RemoveAll(dir)
 	}
 	cfg := devstack.Config(broker.ListenAddrs()[0], "127.0.0.1:9000", dir, devstack.Project{Token: token})
+	// The collector seals what it produces, as under veil dev.
+	if err := seal.GenerateKeyFile(cfg.Seal.KeyFile); err != nil {
+		stop()
+		return app.Config{}, nil, err
+	}
 	if err := kafkax.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		stop()
 		return app.Config{}, nil, err
