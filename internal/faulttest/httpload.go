@@ -244,7 +244,7 @@ func AccountHTTP(t *testing.T, cfg app.Config, r HTTPResult, timeout time.Durati
 			extra++
 		}
 	}
-	dlq, otherDLQ := DeadLettered(t, cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions)
+	dlq, otherDLQ := DeadLettered(t, cfg)
 	dead := len(dlq) + otherDLQ
 	dropped := r.Events - int(st.RowsFinal) - dead
 	t.Logf("figures: accounting: accepted %d (answered 1) = stored %d + dropped by policy %d + dead-lettered %d; "+
