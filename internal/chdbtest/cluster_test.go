@@ -3,13 +3,9 @@
 package chdbtest_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"testing"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
@@ -72,19 +68,7 @@ func TestClusterRenderings(t *testing.T) {
 	}
 	for _, stmt := range stmts {
 		t.Run(stmt, func(t *testing.T) {
-			if _, err := engine.Query("SELECT formatQuery(" + quote(stmt) + ")"); err != nil {
-				t.Fatalf("does not parse: %v", err)
-			}
-			err := conn.Exec(context.Background(), stmt)
-			var ex *clickhouse.Exception
-			switch {
-			case err == nil:
-				t.Fatal("accepted by an engine that is no node of a cluster")
-			case !errors.As(err, &ex):
-				t.Fatalf("not a server exception: %v", err)
-			case clusterRefusals[int(ex.Code)] == "":
-				t.Fatalf("refused with code %d, not for want of a cluster: %v", ex.Code, err)
-			}
+			parsesAndIsRefused(t, conn, stmt, clusterRefusals, "no node of a cluster")
 		})
 	}
 }

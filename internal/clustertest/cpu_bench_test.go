@@ -53,6 +53,40 @@ func benchBatch(b *testing.B, batch *sink.Batch, first, n int) {
 	}
 }
 
+// benchSink opens a sink of cfg on a database of its own, with the schema,
+// closed when the benchmark ends.
+func benchSink(b *testing.B, cfg sink.Config, prefix string) (*sink.Sink, sink.Config) {
+	b.Helper()
+	ctx := context.Background()
+	cfg.Database = strings.ToLower(testsvc.Unique(b, prefix))
+	s, err := sink.Open(ctx, cfg, sink.Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if err := s.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return s, cfg
+}
+
+// clusterSinkConfig is a sink on the package's cluster, as Veil's own user.
+func clusterSinkConfig() sink.Config {
+	cfg := sink.DefaultConfig()
+	cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
+	cfg.Username, cfg.Password = cluster.User(), cluster.Password()
+	return cfg
+}
+
+// clusterPids are the pids of the cluster's clickhouse-servers.
+func clusterPids() []int {
+	var p []int
+	for _, n := range cluster.Nodes {
+		p = append(p, n.Pid())
+	}
+	return p
+}
+
 // BenchmarkWritePaths writes batches of 10 000 events (b.N batches) and
 // reports, besides the time per row, the CPU all clickhouse-server
 // processes spent per stored row: on one server; on the 2×2 cluster the
@@ -63,13 +97,6 @@ func benchBatch(b *testing.B, batch *sink.Batch, first, n int) {
 func BenchmarkWritePaths(b *testing.B) {
 	const rows = 10000
 	ctx := context.Background()
-	clusterPids := func() []int {
-		var p []int
-		for _, n := range cluster.Nodes {
-			p = append(p, n.Pid())
-		}
-		return p
-	}
 	run := func(b *testing.B, pids []int, write func(i int) error) {
 		b.Helper()
 		before, start := cpuTicks(b, pids), time.Now()
@@ -92,15 +119,7 @@ func BenchmarkWritePaths(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 	}
 	sinkWrite := func(b *testing.B, cfg sink.Config, pids []int) {
-		cfg.Database = strings.ToLower(testsvc.Unique(b, "bench"))
-		s, err := sink.Open(ctx, cfg, sink.Deps{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		if err := s.Migrate(ctx); err != nil {
-			b.Fatal(err)
-		}
+		s, _ := benchSink(b, cfg, "bench")
 		batch := sink.NewBatch()
 		run(b, pids, func(i int) error {
 			batch.Reset()
@@ -113,24 +132,10 @@ func BenchmarkWritePaths(b *testing.B) {
 		sinkWrite(b, cfg, []int{testsvc.ClickHouse(b).Pid()})
 	})
 	b.Run("cluster-local-tables", func(b *testing.B) {
-		cfg := sink.DefaultConfig()
-		cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
-		cfg.Username, cfg.Password = cluster.User(), cluster.Password()
-		sinkWrite(b, cfg, clusterPids())
+		sinkWrite(b, clusterSinkConfig(), clusterPids())
 	})
 	b.Run("cluster-distributed-sync", func(b *testing.B) {
-		cfg := sink.DefaultConfig()
-		cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
-		cfg.Username, cfg.Password = cluster.User(), cluster.Password()
-		cfg.Database = strings.ToLower(testsvc.Unique(b, "bench"))
-		s, err := sink.Open(ctx, cfg, sink.Deps{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		if err := s.Migrate(ctx); err != nil {
-			b.Fatal(err)
-		}
+		s, cfg := benchSink(b, clusterSinkConfig(), "bench")
 		// The same rows, inserted through veil.events as an analyst's tool
 		// would: the receiving node splits them by the sharding key and
 		// forwards each shard's part before it answers.
@@ -199,32 +204,12 @@ func BenchmarkBatchSize(b *testing.B) {
 	}
 	targets := []target{
 		{"single-server", func() sink.Config { return testsvc.SinkConfig(b) }, func() []int { return []int{testsvc.ClickHouse(b).Pid()} }},
-		{"cluster", func() sink.Config {
-			cfg := sink.DefaultConfig()
-			cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
-			cfg.Username, cfg.Password = cluster.User(), cluster.Password()
-			return cfg
-		}, func() []int {
-			var p []int
-			for _, n := range cluster.Nodes {
-				p = append(p, n.Pid())
-			}
-			return p
-		}},
+		{"cluster", clusterSinkConfig, clusterPids},
 	}
 	for _, tg := range targets {
 		for _, rows := range []int{1000, 4000, 10000, 40000, 100000} {
 			b.Run(fmt.Sprintf("%s/rows=%d", tg.name, rows), func(b *testing.B) {
-				cfg := tg.cfg()
-				cfg.Database = strings.ToLower(testsvc.Unique(b, "batch"))
-				s, err := sink.Open(ctx, cfg, sink.Deps{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
-				if err := s.Migrate(ctx); err != nil {
-					b.Fatal(err)
-				}
+				s, cfg := benchSink(b, tg.cfg(), "batch")
 				var conns []driver.Conn
 				if cfg.Cluster == "" {
 					conns = []driver.Conn{s.Conn()}

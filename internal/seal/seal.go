@@ -164,6 +164,16 @@ type Keys struct {
 
 // Load reads the keys src names. delay is Config.ActivationDelay.
 func Load(src keyfile.Source, delay time.Duration) (*Keys, error) {
+	r, err := readRing(src)
+	if err != nil {
+		return nil, err
+	}
+	return newKeys(src, r, delay)
+}
+
+// readRing reads src into a ring; the secrets read are cleared once the
+// ring's keys are derived from them.
+func readRing(src keyfile.Source) (*Ring, error) {
 	ks, err := src.Load(MinKeyLen)
 	if err != nil {
 		return nil, err
@@ -172,10 +182,7 @@ func Load(src keyfile.Source, delay time.Duration) (*Keys, error) {
 	for _, k := range ks {
 		clear(k.Secret)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return newKeys(src, r, delay)
+	return r, err
 }
 
 // FromRing makes Keys over a ring, for tests and tools; Reload is a no-op.
@@ -206,14 +213,7 @@ func (k *Keys) Reload() (bool, error) {
 	if k.src.File == "" && k.src.Env == "" {
 		return false, nil
 	}
-	ks, err := k.src.Load(MinKeyLen)
-	if err != nil {
-		return false, err
-	}
-	r, err := NewRing(ks)
-	for _, kk := range ks {
-		clear(kk.Secret)
-	}
+	r, err := readRing(k.src)
 	if err != nil {
 		return false, err
 	}
