@@ -23,7 +23,7 @@ import (
 
 // The pipeline benchmarks run on the load generator's payloads
 // (mixpanel-browser batches of 14 to 30 properties, see loadgen), so that
-// the per-stage costs here and the throughput `veil loadgen` measures
+// the per-stage costs here and the throughput `veil-loadgen` measures
 // describe the same events.
 
 const benchToken = "tok-shop"

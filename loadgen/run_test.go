@@ -24,7 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The test binary stands for `veil ceiling KIND` when run as a
+	// The test binary stands for `veil-loadgen ceiling KIND` when run as a
 	// ceiling's process (ceilingHelper).
 	if kind := os.Getenv("VEIL_TEST_CEILING"); kind != "" {
 		if err := ServeCeiling(context.Background(), kind, os.Getenv("VEIL_TEST_CEILING_TOKEN"), os.Stdin, os.Stdout); err != nil {
