@@ -9,9 +9,10 @@ import (
 )
 
 // TestBinaryShipsOnlyTheRoles: the veil binary users deploy links no load
-// generator, ceiling, benchmark runner or latency histogram; those are
-// tools with a command of their own (cmd/veil-loadgen, bench/run), and
-// no package written for tests (the fake producer, the test services).
+// generator, ceiling, benchmark runner, latency histogram or image
+// builder; those are tools with a command of their own (cmd/veil-loadgen,
+// bench/run, tools/imagebuild), and no package written for tests (the fake
+// producer, the test services).
 func TestBinaryShipsOnlyTheRoles(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
 	if err != nil {
@@ -32,6 +33,10 @@ func TestBinaryShipsOnlyTheRoles(t *testing.T) {
 		{"load generator", func(p string) bool { return !strings.Contains(p, "loadgen") }},
 		{"benchmarks and their runner", func(p string) bool { return !strings.HasPrefix(p, "github.com/veilhq/veil/bench") }},
 		{"histograms", func(p string) bool { return !strings.Contains(strings.ToLower(p), "histogram") }},
+		// tools/imagebuild: go-containerregistry and the roots it embeds.
+		{"image builder", func(p string) bool {
+			return !strings.HasPrefix(p, "github.com/google/go-containerregistry") && !strings.HasPrefix(p, "golang.org/x/crypto/x509roots") && !strings.HasPrefix(p, "github.com/veilhq/veil/tools/")
+		}},
 		// Fakes and test services: kafkatest, testsvc, obstest, ...
 		{"test helpers", func(p string) bool {
 			last := path.Base(p)
