@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +16,7 @@ import (
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/devstack"
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/internal/kafkax"
 	"github.com/veilhq/veil/internal/seal"
 )
@@ -112,7 +112,9 @@ func (k *kafkaCeiling) produce(ctx context.Context, t *template) error {
 // the collector configured by cfg produces for one request of it sent as
 // the load generator sends it.
 func collectorMessages(cfg app.Config, gen *generator) (map[*template][]kafka.Message, error) {
-	capture := &captureProducer{}
+	// A fake producer that keeps the messages as given: the collector,
+	// told nothing of their release, reuses none of their memory.
+	capture := &kafkatest.Producer{}
 	c, err := ingest.New(cfg.Collector, cfg.Kafka.RawTopic, ingest.Deps{Producer: capture, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		return nil, err
@@ -132,25 +134,13 @@ func collectorMessages(cfg app.Config, gen *generator) (map[*template][]kafka.Me
 		req.Header.Set("X-Forwarded-For", t.xff)
 		req.Header.Set("Origin", "https://shop.example.com")
 		w := httptest.NewRecorder()
-		before := len(capture.msgs)
+		before := capture.Len()
 		h.ServeHTTP(w, req)
 		if w.Code != http.StatusOK || !responseOK(w.Code, w.Body.Bytes()) {
 			return nil, fmt.Errorf("loadgen: the collector answered %d to a generated request", w.Code)
 		}
-		out[t] = capture.msgs[before:len(capture.msgs):len(capture.msgs)]
+		msgs := capture.Messages()
+		out[t] = msgs[before:len(msgs):len(msgs)]
 	}
 	return out, nil
-}
-
-// captureProducer keeps what the collector produces.
-type captureProducer struct {
-	mu   sync.Mutex
-	msgs []kafka.Message
-}
-
-func (c *captureProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.msgs = append(c.msgs, msgs...)
-	return nil
 }

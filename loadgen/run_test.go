@@ -24,7 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The test binary stands for `veil ceiling KIND` when run as a
+	// The test binary stands for `veil-loadgen ceiling KIND` when run as a
 	// ceiling's process (ceilingHelper).
 	if kind := os.Getenv("VEIL_TEST_CEILING"); kind != "" {
 		if err := ServeCeiling(context.Background(), kind, os.Getenv("VEIL_TEST_CEILING_TOKEN"), os.Stdin, os.Stdout); err != nil {
@@ -91,8 +91,8 @@ func TestRunAgainstCollector(t *testing.T) {
 	cfg := quickConfig(srv.URL)
 	cfg.Events = 120
 	rep, out := run(t, cfg)
-	if rep.Requests != 3 || rep.Events != 120 || rep.Errors != 0 || p.count() != 120 {
-		t.Fatalf("requests %d events %d errors %d produced %d; want 3, 120, 0, 120", rep.Requests, rep.Events, rep.Errors, p.count())
+	if rep.Requests != 3 || rep.Events != 120 || rep.Errors != 0 || p.Len() != 120 {
+		t.Fatalf("requests %d events %d errors %d produced %d; want 3, 120, 0, 120", rep.Requests, rep.Events, rep.Errors, p.Len())
 	}
 	if rep.EventsPerSec <= 0 || rep.LatencyMs.P50 <= 0 || rep.LatencyMs.P99 < rep.LatencyMs.P50 {
 		t.Fatalf("figures missing: %+v", rep)
@@ -217,7 +217,7 @@ func TestRunEndToEnd(t *testing.T) {
 			return
 		}
 		queries.Add(1)
-		fmt.Fprintf(w, "%d\n", 1000+p.count())
+		fmt.Fprintf(w, "%d\n", 1000+p.Len())
 	}))
 	defer ch.Close()
 

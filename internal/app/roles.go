@@ -82,8 +82,10 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 	// /readyz says so and events are answered 503, which SDKs retry.
 	// A reachable Kafka is checked before serving, so a healthy start is
 	// ready at once; an unreachable one is waited for in the background.
+	// The wait ends with the collector, also when it fails to start.
 	var topicsReady atomic.Bool
 	topicsDone := make(chan struct{})
+	topicsCtx, stopTopics := context.WithCancel(ctx)
 	first, cancelFirst := context.WithTimeout(ctx, 2*time.Second)
 	if err := kafkax.EnsureTopics(first, cfg.Kafka); err == nil {
 		topicsReady.Store(true)
@@ -91,13 +93,16 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 	} else {
 		go func() {
 			defer close(topicsDone)
-			if err := ensureTopics(ctx, cfg.Kafka, log); err == nil {
+			if err := ensureTopics(topicsCtx, cfg.Kafka, log); err == nil {
 				topicsReady.Store(true)
 			}
 		}()
 	}
 	cancelFirst()
-	defer func() { <-topicsDone }()
+	defer func() {
+		stopTopics()
+		<-topicsDone
+	}()
 	proxies, err := forwarded.New(cfg.Collector.TrustedProxies)
 	if err != nil {
 		return fmt.Errorf("collector.trusted_proxies: %w", err)

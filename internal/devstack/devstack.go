@@ -304,10 +304,15 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		}
 		return nil
 	})
+	// The collector stops with ctx, or when the stack fails to come up.
+	collectorCtx, stopCollector := context.WithCancel(ctx)
+	defer stopCollector()
 	collectorDone := make(chan error, 1)
-	go func() { collectorDone <- app.ServeCollector(ctx, cfg, deps, l, collectorAdmin) }()
+	go func() { collectorDone <- app.ServeCollector(collectorCtx, cfg, deps, l, collectorAdmin) }()
 
 	if err := writeEndpoints(dir, ep); err != nil {
+		stopCollector()
+		<-collectorDone
 		stopWorker()
 		_ = g.Wait()
 		return err

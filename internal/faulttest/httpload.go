@@ -80,7 +80,11 @@ func (l *HTTPLoad) Start(t *testing.T) {
 	l.res = HTTPResult{Kept: map[string]bool{}, Statuses: map[string]int{}}
 	l.done = make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	// A test that ends before Wait stops the senders and waits for them.
+	t.Cleanup(func() {
+		cancel()
+		<-l.done
+	})
 	client := &http.Client{Timeout: 30 * time.Second}
 	var wg sync.WaitGroup
 	var next atomic.Int64
