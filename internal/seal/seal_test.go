@@ -14,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/internal/keyfile"
 	"github.com/veilhq/veil/internal/seal"
 )
@@ -232,21 +233,11 @@ func TestRoute(t *testing.T) {
 	}
 }
 
-type capture struct{ msgs []kafka.Message }
-
-func (c *capture) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	for _, m := range msgs {
-		c.msgs = append(c.msgs, kafka.Message{Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)})
-	}
-	return nil
-}
-func (c *capture) ReleasesMessages() bool { return true }
-
 // TestProducer: what reaches Kafka is sealed and routed by hash, in order,
 // one routing key per user; the caller's messages are left as they were.
 func TestProducer(t *testing.T) {
 	k := keys(t, 0, keyfile.Key{Epoch: 1, Secret: secret(1)})
-	next := &capture{}
+	next := &kafkatest.Producer{Copy: true, Releases: true}
 	p := &seal.Producer{Keys: k, Next: next}
 	in := []kafka.Message{
 		{Key: []byte("shop\x00canary-7f3a@example.com"), Value: []byte(canary)},
@@ -254,14 +245,15 @@ func TestProducer(t *testing.T) {
 		{Key: []byte("shop\x00u2"), Value: []byte(`{"event":"c"}`)},
 	}
 	for round := range 3 { // the pooled buffers are reused
-		next.msgs = nil
+		next.Reset()
 		if err := p.WriteMessages(context.Background(), in...); err != nil {
 			t.Fatal(err)
 		}
-		if len(next.msgs) != 3 || string(in[0].Value) != canary {
-			t.Fatalf("round %d: %d messages written", round, len(next.msgs))
+		got := next.Messages()
+		if len(got) != 3 || string(in[0].Value) != canary {
+			t.Fatalf("round %d: %d messages written", round, len(got))
 		}
-		for i, m := range next.msgs {
+		for i, m := range got {
 			got, err := k.Open(nil, m.Value)
 			if err != nil || string(got) != string(in[i].Value) {
 				t.Fatalf("message %d opens to %q, %v", i, got, err)
@@ -273,7 +265,7 @@ func TestProducer(t *testing.T) {
 				t.Fatalf("message %d holds the canary", i)
 			}
 		}
-		if !bytes.Equal(next.msgs[0].Key, next.msgs[1].Key) || bytes.Equal(next.msgs[0].Key, next.msgs[2].Key) {
+		if !bytes.Equal(got[0].Key, got[1].Key) || bytes.Equal(got[0].Key, got[2].Key) {
 			t.Fatal("routing keys do not follow users")
 		}
 	}
@@ -330,17 +322,12 @@ func BenchmarkSeal(b *testing.B) {
 	})
 }
 
-type discard struct{}
-
-func (discard) WriteMessages(context.Context, ...kafka.Message) error { return nil }
-func (discard) ReleasesMessages() bool                                { return true }
-
 // BenchmarkProducer seals one mixpanel-browser request of 50 events of one
 // user (1.1 KB envelopes): what sealing adds to the collector per event
 // (ns/event), the produce itself excluded.
 func BenchmarkProducer(b *testing.B) {
 	k := keys(b, 0, keyfile.Key{Epoch: 1, Secret: secret(1)})
-	p := &seal.Producer{Keys: k, Next: discard{}}
+	p := &seal.Producer{Keys: k, Next: &kafkatest.Producer{Discard: true, Releases: true}}
 	msgs := make([]kafka.Message, 50)
 	for i := range msgs {
 		v := fmt.Sprintf(`{"project":"shop","endpoint":"track","ip":"203.0.113.77","event":{"event":"page_view","properties":{"distinct_id":"u-%d","n":%d,"pad":"%s"}}}`, 7, i, strings.Repeat("x", 950))
