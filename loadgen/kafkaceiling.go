@@ -26,7 +26,7 @@ import (
 // configuration `veil dev` gives the roles for it, with a project whose
 // token is token, and a function that stops the broker and removes the
 // directory.
-func startBroker(ctx context.Context, token string) (app.Config, func(), error) {
+func startBroker(ctx context.Context, token string, sealed bool) (app.Config, func(), error) {
 	dir, err := os.MkdirTemp("", "veil-loadgen-")
 	if err != nil {
 		return app.Config{}, nil, err
@@ -41,8 +41,10 @@ func startBroker(ctx context.Context, token string) (app.Config, func(), error) 
 		_ = os.RemoveAll(dir)
 	}
 	cfg := devstack.Config(broker.ListenAddrs()[0], "127.0.0.1:9000", dir, devstack.Project{Token: token})
-	// The collector seals what it produces, as under veil dev.
-	if err := seal.GenerateKeyFile(cfg.Seal.KeyFile); err != nil {
+	// Sealed, the collector seals what it produces, as under veil dev.
+	if !sealed {
+		cfg.Seal.KeyFile = ""
+	} else if err := seal.GenerateKeyFile(cfg.Seal.KeyFile); err != nil {
 		stop()
 		return app.Config{}, nil, err
 	}
@@ -69,7 +71,7 @@ type kafkaCeiling struct {
 // collector's handler turn one request of each of gen's templates into
 // the messages it would produce.
 func startKafkaCeiling(ctx context.Context, token string, gen *generator) (_ *server, err error) {
-	cfg, stopBroker, err := startBroker(ctx, token)
+	cfg, stopBroker, err := startBroker(ctx, token, false)
 	if err != nil {
 		return nil, err
 	}

@@ -297,10 +297,14 @@ func TestRunHTTPCeiling(t *testing.T) {
 // its own, takes the events of the token the load generator sends, and
 // only those: every request is answered 1.
 func TestRunCollectorCeiling(t *testing.T) {
-	for _, own := range []bool{false, true} {
-		t.Run(fmt.Sprintf("own_process=%v", own), func(t *testing.T) {
+	for _, tc := range []struct {
+		kind string
+		own  bool
+	}{{CeilingCollector, false}, {CeilingCollector, true}, {CeilingCollectorSealed, false}} {
+		kind, own := tc.kind, tc.own
+		t.Run(fmt.Sprintf("%s/own_process=%v", kind, own), func(t *testing.T) {
 			cfg := quickConfig("")
-			cfg.Ceiling = CeilingCollector
+			cfg.Ceiling = kind
 			cfg.CeilingOwnProcess = own
 			cfg.Token = "tok-ceiling-91a"
 			cfg.Events = 100
@@ -310,7 +314,7 @@ func TestRunCollectorCeiling(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, errOut.String())
 			}
-			if rep.Requests != 10 || rep.Events != 100 || rep.Errors != 0 || rep.Ceiling != CeilingCollector {
+			if rep.Requests != 10 || rep.Events != 100 || rep.Errors != 0 || rep.Ceiling != kind {
 				t.Fatalf("report %+v\n%s", rep, errOut.String())
 			}
 		})

@@ -33,7 +33,7 @@ type cli struct {
 type loadgenFlags struct {
 	Target            string        `default:"http://127.0.0.1:8080" help:"Collector base URL; loopback addresses only."`
 	Endpoints         string        `placeholder:"FILE" help:"endpoints.json of a running veil dev (e.g. .veil/endpoints.json): the collector and clickhouse_http come from it."`
-	Ceiling           string        `placeholder:"KIND" help:"Start a server in this process and drive it instead: http (a trivial handler answering 1), collector (the collector and an embedded broker, no worker) or kafka (the collector's producer alone, writing the collector's messages for each request into an embedded broker, no HTTP)."`
+	Ceiling           string        `placeholder:"KIND" help:"Start a server in this process and drive it instead: http (a trivial handler answering 1), collector (the collector and an embedded broker, no worker), collector-sealed (the same, sealing its envelopes as veil dev does) or kafka (the collector's producer alone, writing the collector's messages for each request into an embedded broker, no HTTP)."`
 	CeilingOwnProcess bool          `help:"Run the ceiling in a process of its own, at a lower priority than the load generator, instead of sharing this process's Go scheduler."`
 	CeilingNice       int           `default:"10" help:"With --ceiling-own-process: how much lower the ceiling's priority is (niceness added, 0-19)."`
 	Batch             int           `default:"50" help:"Events per request (1 for single-event requests)."`
