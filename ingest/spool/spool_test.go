@@ -445,10 +445,11 @@ func TestSpoolUnderFlappingKafka(t *testing.T) {
 	if len(seen) != clients*each {
 		t.Errorf("Kafka holds %d distinct requests, want %d", len(seen), clients*each)
 	}
-	for _, r := range []string{ReasonDeadline, ReasonKafkaError, ReasonBehind} {
-		if testutil.ToFloat64(s.m.spooled.WithLabelValues(r)) == 0 {
-			t.Errorf("nothing spooled for %s: the test did not exercise it", r)
-		}
+	// Which of Kafka's failures a request met depends on the machine's
+	// pace; that some requests met one and others queued behind does not.
+	if testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonDeadline))+testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonKafkaError)) == 0 ||
+		testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)) == 0 {
+		t.Error("no request was spooled after a failure, or none behind one: the test did not exercise the spool")
 	}
 	t.Logf("spooled %v (deadline %v, kafka_error %v, behind %v), replayed %v, %d writes to Kafka",
 		testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonDeadline))+testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonKafkaError))+testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)),
