@@ -119,7 +119,14 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		now:      time.Now,
 	}
 	c.reqLog = c.log.WithOptions(zap.AddCallerSkip(1))
-	c.deadlines = newProduceDeadlines(cfg.ProduceTimeout)
+	// With a spool, a write gets the spool's deadline (it is spooled
+	// after that), and the contexts that carry it are shared as the
+	// produce timeout's are; the spool's replays keep the produce timeout.
+	writeTimeout := cfg.ProduceTimeout
+	if cfg.Spool.Enabled() {
+		writeTimeout = cfg.Spool.Deadline
+	}
+	c.deadlines = newProduceDeadlines(writeTimeout)
 	// One byte over the largest body: a body is read until it is seen to
 	// end or to exceed max_body_bytes.
 	c.budget = &bodyBudget{max: max(cfg.Limits.MaxInflightBytes, cfg.Limits.MaxBodyBytes+1)}

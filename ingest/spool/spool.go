@@ -313,9 +313,15 @@ func (s *Spool) WriteMessages(ctx context.Context, msgs ...kafka.Message) error 
 	if s.held.Load() > 0 {
 		return s.spool(msgs, ReasonBehind, nil)
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.Deadline)
-	err := s.next.WriteMessages(wctx, msgs...)
-	cancel()
+	// The write gets the deadline. The collector's context has it already
+	// (DeadlineContexts: one timer shared by the writes of a window);
+	// another caller's gets a timer of its own.
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.cfg.Deadline+s.cfg.Deadline/50 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Deadline)
+		defer cancel()
+	}
+	err := s.next.WriteMessages(ctx, msgs...)
 	if err == nil {
 		return nil
 	}
