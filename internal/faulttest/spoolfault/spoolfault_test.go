@@ -69,7 +69,9 @@ func (b *broker) stop() {
 	}
 }
 
-func (b *broker) addrs() []string { return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))} }
+func (b *broker) addrs() []string {
+	return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))}
+}
 
 // setup starts a broker, migrates, and returns a configuration with the
 // spool on, a worker running, and the veil binary.
