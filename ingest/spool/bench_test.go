@@ -63,3 +63,34 @@ func BenchmarkHealthyWriteSharedDeadline(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSpooled is the spool taking requests while Kafka is away: each
+// 50-event request appended behind the spooled ones and fsync'd, from 16
+// concurrent callers that share fsyncs.
+func BenchmarkSpooled(b *testing.B) {
+	msgs := request("a", 50)
+	for i := range msgs {
+		msgs[i].Value = append(msgs[i].Value, make([]byte, 300)...) // an envelope's size
+	}
+	f := &kafkaFake{}
+	f.set(true, false)
+	cfg := DefaultConfig()
+	cfg.Dir = filepath.Join(b.TempDir(), "spool")
+	cfg.MaxBytes = 1 << 40
+	s, err := Open(cfg, f, 10*cfg.Deadline, Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	_ = s.WriteMessages(context.Background(), msgs...) // Kafka refuses: spooled, the rest queue behind
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.WriteMessages(context.Background(), msgs...); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
