@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -209,8 +210,8 @@ func Open(cfg Config, next Producer, replayTimeout time.Duration, deps Deps) (*S
 		return nil, fmt.Errorf("collector.spool.dir: %w", err)
 	}
 	// The spool holds what the raw topic holds: its owner's alone, even
-	// in a directory made by someone else.
-	if err := os.Chmod(cfg.Dir, 0o700); err != nil {
+	// in a directory made, or files left, with wider rights.
+	if err := private(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("collector.spool.dir: %w", err)
 	}
 	s := &Spool{cfg: cfg, next: next, replayTimeout: replayTimeout, log: deps.Logger.Named("spool"),
@@ -229,6 +230,26 @@ func Open(cfg Config, next Producer, replayTimeout time.Duration, deps Deps) (*S
 			zap.Int64("requests", n), zap.Int64("events", s.heldEvents), zap.Int64("bytes", s.heldBytes))
 	}
 	return s, nil
+}
+
+// private takes the group's and others' rights off dir and what it holds.
+func private(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&os.ModeSymlink != 0 {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			return os.Chmod(p, perm&^0o077)
+		}
+		return nil
+	})
 }
 
 func openLog(cfg Config, log *zap.Logger) (*wal.Log, error) {

@@ -338,17 +338,31 @@ func TestSpoolRepairsTornTail(t *testing.T) {
 	}
 }
 
+// The spool's directory and files are its owner's alone, also when an
+// earlier run (or someone else) left them readable by others.
 func TestSpoolFilesAreTheOwnersAlone(t *testing.T) {
 	f := &kafkaFake{}
 	f.set(true, false)
 	cfg := testConfig(t)
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	s := open(t, cfg, f, nil)
+	_ = s.WriteMessages(context.Background(), request("a", 1)...)
+	s.Close()
+	err := filepath.Walk(cfg.Dir, func(path string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			return os.Chmod(path, 0o755)
+		}
+		return os.Chmod(path, 0o644)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	s := open(t, cfg, f, nil)
+	s = open(t, cfg, f, nil)
 	defer s.Close()
-	_ = s.WriteMessages(context.Background(), request("a", 1)...)
-	err := filepath.Walk(cfg.Dir, func(path string, fi os.FileInfo, err error) error {
+	_ = s.WriteMessages(context.Background(), request("b", 1)...)
+	err = filepath.Walk(cfg.Dir, func(path string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
