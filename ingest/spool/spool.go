@@ -291,16 +291,15 @@ func (s *Spool) load() error {
 		if err != nil {
 			return err
 		}
+		s.heldBytes += int64(len(b))
 		ms, count, _, err := entryHead(b)
 		if err != nil {
-			// Counted and skipped by the replayer.
-			continue
+			continue // counted and skipped by the replayer
 		}
 		if s.oldest.IsZero() {
 			s.oldest = time.UnixMilli(ms)
 		}
 		s.heldEvents += int64(count)
-		s.heldBytes += int64(len(b))
 	}
 	if last >= first {
 		s.held.Store(int64(last - first + 1))
@@ -529,6 +528,8 @@ func (s *Spool) replayOnce(ctx context.Context, buf *[]kafka.Message) (int, erro
 		return 0, err
 	}
 	msgs := (*buf)[:0]
+	// bytes and events are what the entries count for in the figures
+	// (load's way: a corrupt entry's head, when it can be read).
 	var bytes, events int64
 	i := s.cursor
 	for ; i <= last && len(msgs) < replayMaxMessages && bytes < replayMaxBytes; i++ {
@@ -536,15 +537,19 @@ func (s *Spool) replayOnce(ctx context.Context, buf *[]kafka.Message) (int, erro
 		if err != nil {
 			return 0, err
 		}
+		bytes += int64(len(b))
 		before := len(msgs)
 		var derr error
 		if msgs, _, derr = decodeEntry(msgs, b); derr != nil {
 			msgs = msgs[:before]
+			if _, count, _, err := entryHead(b); err == nil {
+				events += int64(count)
+			}
 			s.m.replayErrors.WithLabelValues(ReasonCorrupt).Inc()
 			s.log.Error("a spooled entry cannot be read; skipping it", zap.Uint64("index", i), zap.Int("bytes", len(b)))
+			continue
 		}
 		events += int64(len(msgs) - before)
-		bytes += int64(len(b))
 	}
 	entries := int(i - s.cursor)
 	if entries == 0 {
@@ -561,7 +566,7 @@ func (s *Spool) replayOnce(ctx context.Context, buf *[]kafka.Message) (int, erro
 		}
 	}
 	s.cursor = i
-	s.m.replayed.Add(float64(events))
+	s.m.replayed.Add(float64(len(msgs)))
 	// The next entry's time is the new oldest, read before the lock.
 	var next time.Time
 	if i <= last {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -511,5 +512,52 @@ func TestEntryRoundTrip(t *testing.T) {
 		if _, _, err := decodeEntry(nil, b[:cut]); err == nil {
 			t.Errorf("an entry cut at %d of %d bytes decodes", cut, len(b))
 		}
+	}
+}
+
+// An entry that cannot be read back (a damaged disk) is skipped and
+// counted; the entries around it are replayed and the figures return to
+// zero.
+func TestSpoolSkipsCorruptEntry(t *testing.T) {
+	f := &kafkaFake{}
+	f.set(true, false)
+	cfg := testConfig(t)
+	s := open(t, cfg, f, nil)
+	_ = s.WriteMessages(context.Background(), request("a", 1)...)
+	s.Close()
+	l, err := openLog(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := appendEntry(nil, time.Now().UnixMilli(), request("bad", 3))
+	bad = bad[:len(bad)-2] // its head says 3 messages; its body is cut
+	last, _ := l.LastIndex()
+	if err := l.Write(last+1, bad); err != nil {
+		t.Fatal(err)
+	}
+	good := appendEntry(nil, time.Now().UnixMilli(), request("c", 1))
+	if err := l.Write(last+2, good); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	f2 := &kafkaFake{}
+	s2 := open(t, cfg, f2, prometheus.NewRegistry())
+	defer s2.Close()
+	if r, e, _ := s2.Held(); r != 3 || e != 5 {
+		t.Fatalf("held %d requests, %d events; want 3, 5", r, e)
+	}
+	run(t, s2)
+	waitEmpty(t, s2)
+	if got := fmt.Sprint(f2.values()); got != "[a-0 c-0]" {
+		t.Errorf("replayed %s", got)
+	}
+	if r, e, b := s2.Held(); r != 0 || e != 0 || b != 0 {
+		t.Errorf("after the replay: %d requests, %d events, %d bytes held", r, e, b)
+	}
+	if got := testutil.ToFloat64(s2.m.replayErrors.WithLabelValues(ReasonCorrupt)); got != 1 {
+		t.Errorf("replay errors{corrupt} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(s2.m.replayed); got != 2 {
+		t.Errorf("replayed = %v, want 2", got)
 	}
 }
