@@ -7,15 +7,20 @@
 package spoolfault_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/veilhq/veil/ingest/spool"
 	"github.com/veilhq/veil/internal/app"
@@ -216,4 +221,64 @@ func TestSpoolFull(t *testing.T) {
 	if full["veil_collector_spool_bytes"] > 64<<10 {
 		t.Errorf("the spool held %v bytes, more than its max_bytes", full["veil_collector_spool_bytes"])
 	}
+}
+
+// A produce request the broker answers only after the spool's deadline
+// (2 s) but stores all the same: the collector gave up on it and spooled
+// its events, and the replay stores them a second time in Kafka. The
+// duplicates are the same envelopes, and every event answered success is
+// stored exactly once after FINAL.
+func TestLateAcknowledgementIsFolded(t *testing.T) {
+	cfg, b, bin := setup(t, nil)
+	c := faulttest.StartCollector(t, bin, cfg, "collector")
+	warm := &faulttest.MixedLoad{Token: "tok-shop", Requests: 30, PerRequest: 1, Senders: 3, Every: 10 * time.Millisecond, Users: 50, Prefix: "warm-"}
+	warm.SetCollector(c.URL)
+	warm.Start(t)
+	r := warm.Wait(t)
+	// The next two produce requests are answered 3 s late, then stored.
+	// (kfake runs the control function again on a request it woke, hence
+	// the memory of those already slowed.)
+	var slowed atomic.Int32
+	var seen sync.Map
+	b.c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		if _, again := seen.LoadOrStore(req, true); !again && slowed.Add(1) <= 2 {
+			b.c.SleepControl(func() { time.Sleep(3 * time.Second) })
+		}
+		return nil, nil, false
+	})
+	load := &faulttest.MixedLoad{Token: "tok-shop", Requests: 300, PerRequest: 1, Senders: 6, Every: 20 * time.Millisecond, Users: 50, Prefix: "late-"}
+	load.SetCollector(c.URL)
+	load.Start(t)
+	r = r.Merge(load.Wait(t))
+	m := waitSpoolEmpty(t, c, 2*time.Minute)
+	inKafka := topicMessages(t, cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Kafka.Partitions)
+	t.Logf("figures: %d events answered success, %d messages in the raw topic; %s", len(r.Accepted), inKafka, spoolFigures(m))
+	if m["veil_collector_spool_spooled_events_total{reason=deadline}"] == 0 {
+		t.Fatal("no write passed the spool's deadline: the test proves nothing")
+	}
+	if inKafka <= int64(len(r.Accepted)) {
+		t.Errorf("the raw topic holds %d messages for %d events: the late write was not stored twice, the test proves nothing", inKafka, len(r.Accepted))
+	}
+	faulttest.AccountMixed(t, cfg, r, 3*time.Minute)
+}
+
+// topicMessages is the number of messages in topic: the sum of its
+// partitions' last offsets.
+func topicMessages(t *testing.T, brokers []string, topic string, partitions int) int64 {
+	t.Helper()
+	var n int64
+	for p := range partitions {
+		conn, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := conn.ReadLastOffset()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += last
+	}
+	return n
 }
