@@ -167,6 +167,7 @@ type Spool struct {
 	heldEvents int64
 	heldBytes  int64
 	oldest     time.Time // when the oldest held entry was spooled; zero when none
+	since      time.Time // when the spool last went from empty to holding
 	closed     bool
 
 	// The group commit of appends: the first caller writes the queue's
@@ -392,7 +393,11 @@ func (s *Spool) reserve(now time.Time, events, bytes int64) (refused string) {
 		return RefusedTooOld
 	}
 	if s.held.Load() == 0 {
-		s.oldest = now
+		s.oldest, s.since = now, now
+		// Once per outage: from here on requests queue in the spool
+		// until the replayer has emptied it.
+		s.log.Warn("kafka did not take a write in time; spooling requests until it takes them again",
+			zap.Duration("deadline", s.cfg.Deadline))
 	}
 	s.held.Add(1)
 	s.heldEvents += events
@@ -578,6 +583,7 @@ func (s *Spool) replayOnce(ctx context.Context, buf *[]kafka.Message) (int, erro
 	}
 	s.mu.Lock()
 	if s.held.Add(-int64(entries)) == 0 {
+		s.log.Info("spool drained; requests go to kafka again", zap.Duration("spooling_for", s.now().Sub(s.since).Round(time.Millisecond)))
 		s.oldest = time.Time{}
 	} else if !next.IsZero() {
 		s.oldest = next
