@@ -299,6 +299,7 @@ func (s *Spool) load() error {
 		}
 		if s.oldest.IsZero() {
 			s.oldest = time.UnixMilli(ms)
+			s.since = s.oldest
 		}
 		s.heldEvents += int64(count)
 	}
