@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/ingest/spool"
@@ -69,17 +67,7 @@ func BenchmarkCollectorTrackSpool(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer sp.Close()
-			// The collector configured with the spool, as `veil collector`
-			// is: its writes carry the spool's deadline.
-			ccfg := ingest.DefaultConfig()
-			ccfg.Projects = []ingest.Project{{Name: "shop", Token: benchToken}}
-			ccfg.TrustedProxies = []string{"127.0.0.0/8"}
-			ccfg.Spool = cfg
-			c, err := ingest.New(ccfg, "veil.events.raw", ingest.Deps{Producer: sp, Metrics: prometheus.NewRegistry()})
-			if err != nil {
-				b.Fatal(err)
-			}
-			h := c.Handler()
+			h := newCollector(b, sp)
 			b.SetBytes(int64(size / len(reqs)))
 			i := 0
 			pe := startPerEvent(b, n)

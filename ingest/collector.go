@@ -119,12 +119,13 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		now:      time.Now,
 	}
 	c.reqLog = c.log.WithOptions(zap.AddCallerSkip(1))
-	// With a spool, a write gets the spool's deadline (it is spooled
-	// after that), and the contexts that carry it are shared as the
-	// produce timeout's are; the spool's replays keep the produce timeout.
+	// In front of a spool, a write gets the spool's deadline (it is
+	// spooled after that), and the contexts that carry it are shared as
+	// the produce timeout's are; the spool's replays keep the produce
+	// timeout.
 	writeTimeout := cfg.ProduceTimeout
-	if cfg.Spool.Enabled() {
-		writeTimeout = cfg.Spool.Deadline
+	if sp, ok := deps.Producer.(*spool.Spool); ok {
+		writeTimeout = min(writeTimeout, sp.Deadline())
 	}
 	c.deadlines = newProduceDeadlines(writeTimeout)
 	// One byte over the largest body: a body is read until it is seen to

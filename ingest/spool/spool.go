@@ -336,8 +336,8 @@ func (s *Spool) WriteMessages(ctx context.Context, msgs ...kafka.Message) error 
 		return s.spool(msgs, ReasonBehind, nil)
 	}
 	// The write gets the deadline. The collector's context has it already
-	// (DeadlineContexts: one timer shared by the writes of a window);
-	// another caller's gets a timer of its own.
+	// (one timer shared by the writes of a window, see Deadline); another
+	// caller's gets a timer of its own.
 	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.cfg.Deadline+s.cfg.Deadline/50 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.Deadline)
@@ -416,6 +416,11 @@ func (s *Spool) release(events, bytes int64) {
 	s.heldEvents -= events
 	s.heldBytes -= bytes
 }
+
+// Deadline is how long a write waits for Kafka before it is spooled
+// (collector.spool.deadline). A caller that passes contexts with this
+// deadline already spares the spool a timer per write.
+func (s *Spool) Deadline() time.Duration { return s.cfg.Deadline }
 
 // Room says whether the spool would take a request now, and if not why:
 // the collector is ready while it would.
