@@ -177,6 +177,9 @@ type Spool struct {
 	queue   []*appendReq
 	writing bool
 	last    uint64 // the last index written; only the writing caller uses it
+	// dirSynced is the directory's modification time when it was last
+	// fsync'd; the writing caller's.
+	dirSynced time.Time
 
 	// cursor is the index of the next entry to replay, and trimmed the
 	// bytes replayed since the files were last trimmed; the replayer's.
@@ -470,6 +473,13 @@ func (s *Spool) append(data []byte) error {
 	err := s.wal.WriteBatch(&b)
 	if err == nil {
 		s.last += uint64(len(batch))
+		if derr := s.syncDir(); derr != nil {
+			// The entries are written and fsync'd, and will be
+			// replayed: refusing their requests now would have them
+			// stored and answered 503. Only a power loss could still
+			// lose a new segment's name.
+			s.log.Warn("spool directory could not be synced", zap.Error(derr))
+		}
 	} else if last, lerr := s.wal.LastIndex(); lerr == nil {
 		s.last = last // a batch may be cut short between segments
 	}
@@ -488,6 +498,31 @@ func (s *Spool) append(data []byte) error {
 	}
 	s.qmu.Unlock()
 	return err
+}
+
+// syncDir makes the directory's entries durable when they changed since
+// it last did: the log fsyncs a segment's data but not the directory, so
+// a segment created just before a power loss could vanish with the
+// requests it answered. Stat is cheap; a directory's fsync (about 0.1 ms)
+// is paid only after a new segment or a trim. The writing caller's.
+func (s *Spool) syncDir() error {
+	fi, err := os.Stat(s.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	if fi.ModTime().Equal(s.dirSynced) {
+		return nil
+	}
+	d, err := os.Open(s.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	s.dirSynced = fi.ModTime()
+	return nil
 }
 
 // Run replays the spool to Kafka until ctx ends: whatever the directory
