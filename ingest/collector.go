@@ -6,7 +6,10 @@
 // A request is answered with success only after Kafka has acknowledged every
 // valid record in it (acks=all). Invalid records are rejected with a reason
 // and never hold back the valid ones beside them. When Kafka cannot take the
-// write the answer is 503, which the SDKs retry.
+// write the answer is 503, which the SDKs retry; with a spool
+// (collector.spool, the spool package) the messages Kafka cannot take
+// within the spool's deadline are kept on disk and replayed, and the
+// answer is success.
 package ingest
 
 import (
@@ -28,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/ingest/spool"
 	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
@@ -115,7 +119,15 @@ func New(cfg Config, topic string, deps Deps) (*Collector, error) {
 		now:      time.Now,
 	}
 	c.reqLog = c.log.WithOptions(zap.AddCallerSkip(1))
-	c.deadlines = newProduceDeadlines(cfg.ProduceTimeout)
+	// In front of a spool, a write gets the spool's deadline (it is
+	// spooled after that), and the contexts that carry it are shared as
+	// the produce timeout's are; the spool's replays keep the produce
+	// timeout.
+	writeTimeout := cfg.ProduceTimeout
+	if sp, ok := deps.Producer.(*spool.Spool); ok {
+		writeTimeout = min(writeTimeout, sp.Deadline())
+	}
+	c.deadlines = newProduceDeadlines(writeTimeout)
 	// One byte over the largest body: a body is read until it is seen to
 	// end or to exceed max_body_bytes.
 	c.budget = &bodyBudget{max: max(cfg.Limits.MaxInflightBytes, cfg.Limits.MaxBodyBytes+1)}
@@ -418,10 +430,19 @@ func (c *Collector) serveIngest(w http.ResponseWriter, r *http.Request, ep *endp
 			msgs = append(msgs, kafka.Message{Key: norm[i].key, Value: values[from:len(values):len(values)]})
 		}
 		s.values, s.msgs = values, msgs
-		if err := c.produce(msgs); err != nil {
+		err := c.produce(msgs)
+		if err != nil {
 			// The producer may still hold the messages (kafka-go does
 			// when the write timed out): their memory is not reused.
 			keep = false
+		}
+		if errors.Is(err, spool.ErrSpooled) {
+			// Kafka did not take them in time; the spool has them on
+			// disk and will replay them: the request is answered as if
+			// Kafka had.
+			err = nil
+		}
+		if err != nil {
 			// Nothing reaches the log but the error class: kafka-go's
 			// errors name brokers and partitions, not message contents.
 			log.Warn("produce failed; answering 503", zap.Int("messages", len(msgs)), zap.Error(err))
@@ -559,7 +580,11 @@ func (c *Collector) produce(msgs []kafka.Message) error {
 	start := time.Now()
 	err := c.producer.WriteMessages(ctx, msgs...)
 	c.m.produceDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
+	// A refusal of the spool's that did not try Kafka (it held messages
+	// the request must not overtake) is no Kafka error; the spool counts
+	// it.
+	var refused *spool.RefusedError
+	if err != nil && (!errors.As(err, &refused) || refused.Cause != nil) {
 		c.m.produceErrors.WithLabelValues(kafkax.ErrorReason(err)).Inc()
 	}
 	return err

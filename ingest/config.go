@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/veilhq/veil/event/rules"
+	"github.com/veilhq/veil/ingest/spool"
 	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
@@ -97,6 +98,10 @@ type Config struct {
 	Limits         Limits                `yaml:"limits"`
 	Producer       kafkax.ProducerConfig `yaml:"producer"`
 	ProduceTimeout time.Duration         `yaml:"produce_timeout"`
+	// Spool keeps the messages Kafka cannot take within
+	// collector.spool.deadline on a local disk and answers success; off
+	// without a directory (see the spool package).
+	Spool spool.Config `yaml:"spool"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once the collector is asked to stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -128,6 +133,7 @@ func DefaultConfig() Config {
 		},
 		Producer:        kafkax.DefaultProducerConfig(),
 		ProduceTimeout:  10 * time.Second,
+		Spool:           spool.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
 		Server:          httpserve.DefaultConfig(),
 	}
@@ -184,6 +190,9 @@ func (c Config) Validate() error {
 		return errors.New("collector.tls_cert and collector.tls_key must be set together")
 	}
 	if err := c.Server.Validate("collector.server"); err != nil {
+		return err
+	}
+	if err := c.Spool.Validate(c.ProduceTimeout); err != nil {
 		return err
 	}
 	return c.Producer.Validate()

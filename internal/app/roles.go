@@ -17,6 +17,7 @@ import (
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/ingest/spool"
 	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
@@ -69,15 +70,6 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 	log := deps.Logger.Named("collector")
 	w := kafkax.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
 	defer w.Close()
-	var producer ingest.Producer = w
-	keys, stopKeys, err := sealKeys(ctx, cfg.Seal, log)
-	if err != nil {
-		return err
-	}
-	defer stopKeys()
-	if keys != nil {
-		producer = &seal.Producer{Keys: keys, Next: w}
-	}
 	// The collector serves from the start; until Kafka has the topics,
 	// /readyz says so and events are answered 503, which SDKs retry.
 	// A reachable Kafka is checked before serving, so a healthy start is
@@ -111,18 +103,44 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 	if err != nil {
 		return err
 	}
+	var producer ingest.Producer = w
+	ready := func(ctx context.Context) error {
+		if !topicsReady.Load() {
+			return errors.New("starting: waiting for Kafka")
+		}
+		return kafkaReachable(ctx, cfg.Kafka.Brokers)
+	}
+	var sp *spool.Spool
+	if cfg.Collector.Spool.Enabled() {
+		if sp, err = spool.Open(cfg.Collector.Spool, w, cfg.Collector.ProduceTimeout, spool.Deps{Logger: log, Metrics: deps.Registry}); err != nil {
+			return err
+		}
+		// Closed once the collector has answered its last request and
+		// the replayer has stopped; what is left is replayed at the
+		// next start.
+		defer sp.Close()
+		producer = sp
+		// With a spool the collector takes events while Kafka is away:
+		// it is ready while the spool has room, so that a load balancer
+		// keeps sending pixels and beacons here rather than nowhere.
+		ready = func(ctx context.Context) error { return sp.Room() }
+	}
+	// Sealing comes first: the spool, like Kafka, holds sealed envelopes.
+	keys, stopKeys, err := sealKeys(ctx, cfg.Seal, log)
+	if err != nil {
+		return err
+	}
+	defer stopKeys()
+	if keys != nil {
+		producer = &seal.Producer{Keys: keys, Next: producer}
+	}
 	c, err := ingest.New(cfg.Collector, cfg.Kafka.RawTopic, ingest.Deps{
 		Logger:   log,
 		Metrics:  deps.Registry,
 		Gatherer: deps.Registry,
 		Producer: producer,
-		Ready: func(ctx context.Context) error {
-			if !topicsReady.Load() {
-				return errors.New("starting: waiting for Kafka")
-			}
-			return kafkaReachable(ctx, cfg.Kafka.Brokers)
-		},
-		Routes: pages.Routes,
+		Ready:    ready,
+		Routes:   pages.Routes,
 	})
 	if err != nil {
 		return err
@@ -133,16 +151,21 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 		}
 	}
 	log.Info("collector listening", zap.String("addr", l.Addr().String()))
-	if admin == nil {
-		return c.Serve(ctx, l)
-	}
-	srv, err := newAdminServer("collector_admin", cfg.Admin.Server, deps.Registry, c.Ready, func(*http.ServeMux) {}, log)
-	if err != nil {
-		l.Close()
-		return err
+	var srv *httpserve.Server
+	if admin != nil {
+		if srv, err = newAdminServer("collector_admin", cfg.Admin.Server, deps.Registry, c.Ready, func(*http.ServeMux) {}, log); err != nil {
+			l.Close()
+			return err
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	if sp != nil {
+		g.Go(func() error { return sp.Run(gctx) })
+	}
 	g.Go(func() error { return c.Serve(gctx, l) })
+	if admin == nil {
+		return g.Wait()
+	}
 	g.Go(func() error {
 		log.Info("admin endpoints listening", zap.String("addr", admin.Addr().String()))
 		return srv.Serve(gctx, admin)

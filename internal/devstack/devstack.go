@@ -130,6 +130,10 @@ func Config(kafkaAddr, chNative, dir string, p Project) app.Config {
 	cfg.Kafka.Partitions = 4
 	cfg.Kafka.ReplicationFactor = 1
 	cfg.Collector.Projects, cfg.Collector.ServiceAccounts = p.collector()
+	// The spool is on in development, under the data directory, as a
+	// production collector's is on its own volume: what it does when the
+	// broker is away is seen before production.
+	cfg.Collector.Spool.Dir = filepath.Join(dir, "spool")
 	cfg.Sink.Addr = []string{chNative}
 	// Veil writes as its own ClickHouse user, whose password Run keeps in
 	// the data directory; the server has no passwordless user.
