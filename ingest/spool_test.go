@@ -15,26 +15,18 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/veilhq/veil/ingest/spool"
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/internal/kafkax"
 )
 
-// failingProducer fails its first failures writes with Kafka's err and
-// keeps the messages of the failed writes uncopied, as a producer whose
-// write timed out may; the later writes it copies.
-type failingProducer struct {
-	copyingProducer
-	err error
-}
-
-func (p *failingProducer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
-	p.mu.Lock()
-	fail := p.failures > 0
-	p.mu.Unlock()
-	err := p.copyingProducer.WriteMessages(ctx, msgs...)
-	if fail {
-		return p.err
-	}
-	return err
+// failing is the fake producer failing its first n writes with Kafka's
+// err and keeping the messages of the failed writes uncopied, as a
+// producer whose write timed out may (kafkatest.Producer.Held); the later
+// writes it copies.
+func failing(n int, err error) *kafkatest.Producer {
+	p := &kafkatest.Producer{Copy: true, Releases: true}
+	p.FailNext(n, err)
+	return p
 }
 
 // spooledCollector is a collector whose producer sits behind a spool.
@@ -92,8 +84,7 @@ func TestSpooledRequestsAreAnsweredSuccess(t *testing.T) {
 		{"verbose", form("/track?verbose=1", "data="+url.QueryEscape(b64(ev("d")))), 200, "", `{"status":1,"error":null}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &failingProducer{err: fmt.Errorf("produce: %w", kafka.NotEnoughReplicas)}
-			p.failures = 1
+			p := failing(1, fmt.Errorf("produce: %w", kafka.NotEnoughReplicas))
 			c, sp, reg := spooledCollector(t, p, nil)
 			resp := do(t, c, tc.req)
 			if resp.status != tc.status {
@@ -122,8 +113,7 @@ func TestSpooledRequestsAreAnsweredSuccess(t *testing.T) {
 // The messages of a write Kafka failed may still be held by the producer
 // when the spool answers: their memory is not reused for later requests.
 func TestSpoolDoesNotReuseHeldMessages(t *testing.T) {
-	p := &failingProducer{err: kafka.RequestTimedOut}
-	p.failures = 1
+	p := failing(1, kafka.RequestTimedOut)
 	c, sp, _ := spooledCollector(t, p, nil)
 	if !c.reuseMessages {
 		t.Fatal("the spool in front of a producer that releases its messages does not say it does")
@@ -134,12 +124,13 @@ func TestSpoolDoesNotReuseHeldMessages(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, resp.status, resp.body)
 		}
 	}
-	if len(p.held) == 0 {
+	held, copies := p.Held()
+	if len(held) == 0 {
 		t.Fatal("no write failed: the test proves nothing")
 	}
-	for i := range p.held {
-		if !bytes.Equal(p.held[i].Key, p.heldCopy[i].Key) || !bytes.Equal(p.held[i].Value, p.heldCopy[i].Value) {
-			t.Fatalf("message %d of a failed, spooled write was overwritten:\n got %s\nwant %s", i, p.held[i].Value, p.heldCopy[i].Value)
+	for i := range held {
+		if !bytes.Equal(held[i].Key, copies[i].Key) || !bytes.Equal(held[i].Value, copies[i].Value) {
+			t.Fatalf("message %d of a failed, spooled write was overwritten:\n got %s\nwant %s", i, held[i].Value, copies[i].Value)
 		}
 	}
 	if r, _, _ := sp.Held(); r == 0 {
@@ -150,8 +141,7 @@ func TestSpoolDoesNotReuseHeldMessages(t *testing.T) {
 // A full spool answers 503 as the collector without one does; a refusal
 // that never tried Kafka is not counted as Kafka's error.
 func TestSpoolFullAnswers503(t *testing.T) {
-	p := &failingProducer{err: kafka.NotEnoughReplicas}
-	p.failures = 1000
+	p := failing(1000, kafka.NotEnoughReplicas)
 	c, sp, reg := spooledCollector(t, p, func(c *spool.Config) { c.MaxBytes = 700; c.SegmentBytes = 700 })
 	ev := `{"event":"e","properties":{"token":"tok-shop","distinct_id":"u1","time":1795348800,"$insert_id":"x"}}`
 	var statuses []int
