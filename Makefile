@@ -85,7 +85,10 @@ test: deps geoip vet
 
 
 # `make bench`: Go benchmarks, profiles and load tests of a `veil dev`
-# started in a temporary directory; figures in bench/results/latest.json
+# started in a temporary directory, then each role's CPU per event with
+# `veil collector`, `veil worker`, three Apache Kafka brokers and
+# ClickHouse each in processes of their own (bench/run/roles.go; alone:
+# go run ./bench/run -roles-only); figures in bench/results/latest.json
 # and latest.md. Not part of `make test`. The end-to-end target is
 # measured with BENCH_SUSTAIN=300s (about 15 minutes in all).
 BENCH_SUSTAIN ?= 60s
