@@ -69,16 +69,32 @@ vet:
 	$(GO) vet -tags chdb ./internal/chdbtest/
 	cd deploy && $(GO) vet ./...
 
+# The integration suites: every package whose tests use the shared test
+# services (internal/testsvc, or the pipelines internal/faulttest and
+# internal/devstack start on them), found by go list rather than listed by
+# hand. They run on three Apache Kafka brokers (VEIL_TEST_KAFKA=apache,
+# see internal/testsvc), one package at a time so that no two clusters of
+# three JVMs share the two cores. The other packages, kfake's own fast
+# unit tests among them, run first and in parallel.
+SERVICE_IMPORTS := github.com/veilhq/veil/internal/(testsvc|faulttest|devstack)
+LIST_PKGS       := $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./...
+INTEGRATION_PKGS = $(LIST_PKGS) | grep -E ' $(SERVICE_IMPORTS)( |$$)' | cut -d' ' -f1
+UNIT_PKGS        = $(LIST_PKGS) | grep -vE ' $(SERVICE_IMPORTS)( |$$)' | cut -d' ' -f1 | grep -v '/tools/'
+
 test: deps geoip vet
 	@test -f $(CHDB_LIB) || { echo "make test: $(CHDB_LIB) is missing; scripts/install-deps.sh installs it" >&2; exit 1; }
 	$(GO) build -o bin/testfigures ./tools/testfigures
-	VEIL_GEOIP_DIR=$(GEOIP_CACHE) CHDB_LIB_PATH=$(CHDB_LIB) $(GO) test -json -tags chdb -race -count=1 -timeout 25m $$($(GO) list ./... | grep -v '/tools/') | bin/testfigures
+	VEIL_GEOIP_DIR=$(GEOIP_CACHE) CHDB_LIB_PATH=$(CHDB_LIB) $(GO) test -json -tags chdb -race -count=1 -timeout 25m $$($(UNIT_PKGS)) | bin/testfigures
+	VEIL_TEST_KAFKA=apache VEIL_GEOIP_DIR=$(GEOIP_CACHE) CHDB_LIB_PATH=$(CHDB_LIB) $(GO) test -json -tags chdb -race -count=1 -p 1 -timeout 25m $$($(INTEGRATION_PKGS)) | bin/testfigures
 	$(GO) test -json -count=1 -timeout 10m $(NORACE_PKGS) | bin/testfigures
 	cd deploy && $(GO) test -json -count=1 -timeout 10m ./... | ../bin/testfigures
 
 
 # `make bench`: Go benchmarks, profiles and load tests of a `veil dev`
-# started in a temporary directory; figures in bench/results/latest.json
+# started in a temporary directory, then each role's CPU per event with
+# `veil collector`, `veil worker`, three Apache Kafka brokers and
+# ClickHouse each in processes of their own (bench/run/roles.go; alone:
+# go run ./bench/run -roles-only); figures in bench/results/latest.json
 # and latest.md. Not part of `make test`. The end-to-end target is
 # measured with BENCH_SUSTAIN=300s (about 15 minutes in all).
 BENCH_SUSTAIN ?= 60s

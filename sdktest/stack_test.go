@@ -142,11 +142,12 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Log.Format = "console"
-	cfg.Kafka.Brokers = testsvc.Kafka(t)
+	// The brokers and the replication they allow: three copies, two in
+	// sync, on the Apache Kafka brokers of `make test`.
+	cfg.Kafka = testsvc.KafkaConfig(t)
 	cfg.Kafka.RawTopic = testsvc.Unique(t, "raw")
 	cfg.Kafka.DLQTopic = testsvc.Unique(t, "dlq")
 	cfg.Kafka.Partitions = 4
-	cfg.Kafka.ReplicationFactor = 1
 	cfg.Worker.GroupID = testsvc.Unique(t, "group")
 	cfg.Sink = testsvc.SinkConfig(t)
 	cfg.Collector.Projects = []ingest.Project{{Name: project, ID: projectID, Token: token, Secret: secret}}

@@ -43,6 +43,9 @@ type options struct {
 	e2eRate   float64
 	skipGo    bool
 	skipLoad  bool
+	skipRoles bool
+	rolesOnly bool
+	rolesRate float64
 }
 
 // Results is latest.json.
@@ -56,6 +59,7 @@ type Results struct {
 	Ratios   map[string]float64 `json:"ratios,omitempty"`
 	Targets  []Target           `json:"targets"`
 	Profiles map[string]string  `json:"profiles,omitempty"` // name → file with the top of the profile
+	Roles    *Roles             `json:"roles,omitempty"`    // roles.go
 }
 
 // Machine says where the figures were taken.
@@ -171,6 +175,9 @@ func main() {
 	flag.Float64Var(&o.e2eRate, "e2e-rate", 52000, "events/s offered in the end-to-end run")
 	flag.BoolVar(&o.skipGo, "skip-go", false, "skip the Go benchmarks and profiles")
 	flag.BoolVar(&o.skipLoad, "skip-load", false, "skip the load tests")
+	flag.BoolVar(&o.skipRoles, "skip-roles", false, "skip the CPU per event by role on Apache Kafka")
+	flag.BoolVar(&o.rolesOnly, "roles-only", false, "run only the CPU per event by role, and replace that section of the existing latest.json and latest.md")
+	flag.Float64Var(&o.rolesRate, "roles-rate", 0, "events/s offered in the roles run; 0: half of what the collector and the worker each take flat out")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -190,6 +197,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	if o.rolesOnly {
+		return rolesOnly(ctx, o, tmp)
+	}
 	res := &Results{
 		Started: time.Now().UTC(),
 		Machine: machine(),
@@ -210,6 +220,11 @@ func run(ctx context.Context, o options) error {
 	}
 	if !o.skipLoad {
 		if err := loadTests(ctx, o, tmp, res); err != nil {
+			return err
+		}
+	}
+	if !o.skipRoles {
+		if err := rolesRun(ctx, o, tmp, res); err != nil {
 			return err
 		}
 	}
@@ -795,6 +810,7 @@ func markdown(res *Results) string {
 				x.Queryable, x.Accepted, x.CaughtUp, x.DrainSeconds, x.EventsPerSec, x.DuringSendPerSec, x.LagMs.P50, x.LagMs.P90, x.LagMs.P99, x.LagMs.Max)
 		}
 	}
+	rolesMarkdown(&b, res.Roles)
 	if len(res.Ratios) > 0 {
 		b.WriteString("\n## Ratios\n\n| ratio | value |\n|---|---|\n")
 		keys := make([]string, 0, len(res.Ratios))

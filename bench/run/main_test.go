@@ -1,8 +1,10 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseBench(t *testing.T) {
@@ -26,5 +28,45 @@ PASS
 	}
 	if p := got["Policy/keep"]; p["ns/op"] != 11.31 || p["allocs/op"] != 0 || len(p) != 3 {
 		t.Fatalf("policy %v", p)
+	}
+}
+
+func TestBoundingRole(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		roles []Role
+		want  string
+	}{
+		{"none", nil, ""},
+		{"brokers", []Role{{Role: roleCollector, CoreMicros: 25}, {Role: roleBrokers, CoreMicros: 162}, {Role: roleWorker, CoreMicros: 27}}, roleBrokers},
+		{"worker", []Role{{Role: roleCollector, CoreMicros: 3}, {Role: roleBrokers, CoreMicros: 9}, {Role: roleWorker, CoreMicros: 9.5}, {Role: roleClickHouse, CoreMicros: 4}}, roleWorker},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := boundingRole(tc.roles); got != tc.want {
+				t.Fatalf("boundingRole = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestProcCPU: a process's own CPU time grows with the work it does, and
+// a process that does not exist has none.
+func TestProcCPU(t *testing.T) {
+	pid := os.Getpid()
+	before := procCPU(pid)
+	// Work until the kernel has counted 50 ms more; on a busy machine that
+	// takes longer, and only a count that never grows fails.
+	deadline := time.Now().Add(time.Minute)
+	x := 0
+	for procCPU(pid) < before+0.05 {
+		for i := 0; i < 1e6; i++ {
+			x += i
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU still %.2f s after a minute of work (%d)", procCPU(pid), x)
+		}
+	}
+	if got := procCPU(1 << 30); got != 0 {
+		t.Fatalf("procCPU of no process = %v", got)
 	}
 }

@@ -27,11 +27,12 @@ import (
 // over admin.server.max_header_bytes with 431.
 func TestAdminListenerIsHardened(t *testing.T) {
 	cfg := app.DefaultConfig()
-	cfg.Kafka.Brokers = testsvc.Kafka(t)
+	// The brokers and the replication they allow: three copies, two in
+	// sync, on the Apache Kafka brokers of `make test`.
+	cfg.Kafka = testsvc.KafkaConfig(t)
 	cfg.Kafka.RawTopic = testsvc.Unique(t, "raw")
 	cfg.Kafka.DLQTopic = testsvc.Unique(t, "dlq")
 	cfg.Kafka.Partitions = 1
-	cfg.Kafka.ReplicationFactor = 1
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)

@@ -88,11 +88,12 @@ func Config(t *testing.T, ch *chserver.Server) app.Config {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Log.Level = "info"
-	cfg.Kafka.Brokers = testsvc.Kafka(t)
+	// The brokers and the replication they allow: three copies, two in
+	// sync, on the Apache Kafka brokers of `make test`.
+	cfg.Kafka = testsvc.KafkaConfig(t)
 	cfg.Kafka.RawTopic = testsvc.Unique(t, "raw")
 	cfg.Kafka.DLQTopic = testsvc.Unique(t, "dlq")
 	cfg.Kafka.Partitions = 4
-	cfg.Kafka.ReplicationFactor = 1
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
 	cfg.Worker.GroupID = testsvc.Unique(t, "group")
 	cfg.Worker.FetchMaxWait = 100 * time.Millisecond

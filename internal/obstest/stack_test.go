@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,6 +24,7 @@ import (
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/chserver"
 	"github.com/veilhq/veil/internal/devstack"
+	"github.com/veilhq/veil/internal/testsvc"
 )
 
 // logBuffer is the sink of a logger whose output the tests read back.
@@ -76,9 +76,10 @@ var shared struct {
 	err error
 }
 
-// sharedStack returns the package's pipeline, started on first use. Where
-// clickhouse-server is missing the test fails with install instructions
-// under CI, and is skipped elsewhere.
+// sharedStack returns the package's pipeline, started on first use, on the
+// Kafka VEIL_TEST_KAFKA selects (three Apache Kafka brokers under `make
+// test`). Where clickhouse-server is missing the test fails with install
+// instructions under CI, and is skipped elsewhere.
 func sharedStack(t *testing.T) *stack {
 	t.Helper()
 	if _, err := chserver.Find(); err != nil {
@@ -87,10 +88,11 @@ func sharedStack(t *testing.T) *stack {
 		}
 		t.Skip(err)
 	}
+	kafka := testsvc.KafkaKind(t)
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.s == nil && shared.err == nil {
-		shared.s, shared.err = startStack()
+		shared.s, shared.err = startStack(kafka)
 	}
 	if shared.err != nil {
 		t.Fatalf("starting the pipeline: %v", shared.err)
@@ -111,20 +113,30 @@ func stopSharedStack() error {
 }
 
 // startStack runs devstack.Run on loopback with a fresh data directory and
-// waits for endpoints.json.
-func startStack() (*stack, error) {
+// waits for endpoints.json. kafka is testsvc.KafkaEmbedded or
+// testsvc.KafkaApache: `veil dev` itself, or `veil dev --kafka apache
+// --kafka-brokers 3`.
+func startStack(kafka string) (*stack, error) {
 	dir, err := os.MkdirTemp("", "veil-obstest-")
 	if err != nil {
 		return nil, err
+	}
+	opts := devstack.Options{Listen: "127.0.0.1:0", DataDir: dir}
+	// Three brokers on a busy two-core machine take up to a minute to
+	// start (docs/performance.md), on top of ClickHouse.
+	wait := 60 * time.Second
+	if kafka == testsvc.KafkaApache {
+		opts.Kafka, opts.KafkaBrokers = devstack.KafkaApache, testsvc.ApacheNodes
+		wait = 4 * time.Minute
 	}
 	logs := &logBuffer{}
 	log := newCaptureLogger(logs)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- devstack.Run(ctx, devstack.Options{Listen: "127.0.0.1:0", DataDir: dir}, log, app.NewRegistry())
+		done <- devstack.Run(ctx, opts, log, app.NewRegistry())
 	}()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		var ep devstack.Endpoints
 		b, err := os.ReadFile(filepath.Join(dir, "endpoints.json"))
@@ -148,7 +160,7 @@ func startStack() (*stack, error) {
 			cancel()
 			<-done
 			_ = os.RemoveAll(dir)
-			return nil, errors.New("endpoints.json not written within 60 s")
+			return nil, fmt.Errorf("endpoints.json not written within %s", wait)
 		}
 	}
 }
