@@ -22,6 +22,8 @@ import (
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/devstack"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/keyfile"
+	"github.com/veilhq/veil/internal/seal"
 )
 
 // Canaries: personal data and secrets, each distinct enough that finding it
@@ -393,23 +395,37 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 		{Key: key, Value: []byte("not an envelope: " + cDistinctID + " " + cEmail + " " + cPropValue)},
 		{Key: key, Value: envelope(99, cIPv6)}, // unknown version: dead-lettered
 	}
+	// Sealed with the stack's key, as its collector seals, so that they
+	// reach the decoder; and one more in the clear, which the worker
+	// refuses before decoding.
+	keys, err := seal.Load(keyfile.Source{File: filepath.Join(s.dir, "seal.keys"), Setting: "seal.key"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range msgs {
+		msgs[i].Value = keys.Seal(nil, msgs[i].Value, time.Now())
+	}
+	msgs = append(msgs, kafka.Message{Key: key, Value: envelope(event.EnvelopeVersion, cIPv4)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatalf("writing to the raw topic: %v", err)
 	}
-	const wantDead = 3
-	series := `veil_worker_events_dead_lettered_total{reason="decode"}`
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got := scrape(t, s.ep.Metrics)[series] - before[series]
-		if got == wantDead {
-			break
+	for series, want := range map[string]float64{
+		`veil_worker_events_dead_lettered_total{reason="decode"}`:   3,
+		`veil_worker_events_dead_lettered_total{reason="unsealed"}`: 1,
+	} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			got := scrape(t, s.ep.Metrics)[series] - before[series]
+			if got == want {
+				break
+			}
+			if got > want || time.Now().After(deadline) {
+				t.Fatalf("%s grew by %v, want %v", series, got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if got > wantDead || time.Now().After(deadline) {
-			t.Fatalf("%s grew by %v, want %d", series, got, wantDead)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	// Let the worker's batch (sink.max_age) and the privacy tasks run.
 	time.Sleep(3 * time.Second)
@@ -420,8 +436,8 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 			t.Errorf("no log line for rejected request %s: the test would not see a leak there", id)
 		}
 	}
-	if n := strings.Count(log, `"msg":"event dead-lettered"`); n < wantDead {
-		t.Errorf("%d dead-letter log lines, want at least %d", n, wantDead)
+	if n := strings.Count(log, `"msg":"event dead-lettered"`); n < 4 {
+		t.Errorf("%d dead-letter log lines, want at least 4", n)
 	}
 	// VEIL_OBSTEST_LOG=FILE keeps the captured log for reading.
 	if path := os.Getenv("VEIL_OBSTEST_LOG"); path != "" {
