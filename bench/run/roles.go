@@ -39,6 +39,7 @@ import (
 	"github.com/veilhq/veil/internal/chserver"
 	"github.com/veilhq/veil/internal/kafkacluster"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/loadgen"
 	"github.com/veilhq/veil/sink"
 )
@@ -65,6 +66,9 @@ type Roles struct {
 	// of thread (threadKind): where the largest role's time goes.
 	BrokerThreads map[string]float64 `json:"broker_threads_cpu_seconds"`
 	Bound         string             `json:"bound"`
+	// Sealed: the collector sealed every envelope and the worker opened
+	// it (seal.key_file).
+	Sealed bool `json:"sealed"`
 	Report        *loadgen.Report    `json:"report"`
 	// The ceilings, on the same brokers: the collector flat out (batches
 	// of 50, 16 connections, no worker running), kafka-go's Writer writing
@@ -247,6 +251,7 @@ func rolesRun(ctx context.Context, o options, tmp string, res *Results) error {
 			IdleCores: idle, MarginalCoreMicros: max(0, cpu-idle*span) / float64(r.Stored) * 1e6})
 	}
 	r.Bound = boundingRole(r.PerRole)
+	r.Sealed = o.rolesSealed
 	res.Roles = r
 	return nil
 }
@@ -313,6 +318,12 @@ func startRoles(ctx context.Context, o options, dir string) (_ *rolesStack, err 
 	cfg.Deidentify.PseudonymKeyFile = filepath.Join(dir, "pseudonym.keys")
 	if err := pseudonym.GenerateKeyFile(cfg.Deidentify.PseudonymKeyFile); err != nil {
 		return nil, err
+	}
+	if o.rolesSealed {
+		cfg.Seal.KeyFile = filepath.Join(dir, "seal.keys")
+		if err := seal.GenerateKeyFile(cfg.Seal.KeyFile); err != nil {
+			return nil, err
+		}
 	}
 	cfg.Privacy.AdminTokenEnv = ""
 	cfg.Privacy.AdminTokenFile = filepath.Join(dir, "admin.token")
@@ -658,6 +669,9 @@ func rolesMarkdown(w io.Writer, r *Roles) {
 		fmt.Fprintf(b, "| %s | %d | %.2f | %.2f | %.3f | %.2f |\n", x.Role, x.Processes, x.CPU, x.CoreMicros, x.IdleCores, x.MarginalCoreMicros)
 	}
 	io.WriteString(w, b.String())
+	if r.Sealed {
+		fmt.Fprintf(w, "\nThe envelopes were sealed (seal.key_file): the collector sealed each, the worker opened each.\n")
+	}
 	fmt.Fprintf(w, "\nThe role that needs the most CPU per event, and so bounds what a core buys: %s.\n", r.Bound)
 	if len(r.BrokerThreads) > 0 {
 		kinds := make([]string, 0, len(r.BrokerThreads))
