@@ -68,8 +68,8 @@ type Roles struct {
 	Bound         string             `json:"bound"`
 	// Sealed: the collector sealed every envelope and the worker opened
 	// it (seal.key_file).
-	Sealed bool `json:"sealed"`
-	Report        *loadgen.Report    `json:"report"`
+	Sealed bool            `json:"sealed"`
+	Report *loadgen.Report `json:"report"`
 	// The ceilings, on the same brokers: the collector flat out (batches
 	// of 50, 16 connections, no worker running), kafka-go's Writer writing
 	// the collector's own messages from 16 callers, 50 at a time, and the
