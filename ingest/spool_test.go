@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -171,26 +170,17 @@ func TestSpoolFullAnswers503(t *testing.T) {
 	}
 }
 
-// deadlineProducer records how long each write was given.
-type deadlineProducer struct{ left []time.Duration }
-
-func (p *deadlineProducer) WriteMessages(ctx context.Context, _ ...kafka.Message) error {
-	dl, _ := ctx.Deadline()
-	p.left = append(p.left, time.Until(dl))
-	return nil
-}
-
 // In front of a spool, the collector's writes get the spool's deadline,
 // not the produce timeout: a write Kafka has not taken by then is
 // spooled.
 func TestSpoolDeadlineBoundsWrites(t *testing.T) {
-	p := &deadlineProducer{}
+	p := &kafkatest.Producer{} // keeps how long each write was given
 	c, _, _ := spooledCollector(t, p, func(c *spool.Config) { c.Deadline = 3 * time.Second })
 	ev := `{"event":"e","properties":{"token":"tok-shop","distinct_id":"u1","time":1795348800}}`
 	if resp := do(t, c, form("/track", "data="+url.QueryEscape(b64(ev)))); resp.status != 200 {
 		t.Fatalf("status %d", resp.status)
 	}
-	if len(p.left) != 1 || p.left[0] > 3*time.Second+3*time.Second/100 || p.left[0] < 2*time.Second {
-		t.Errorf("the write was given %v, want the spool's 3 s deadline (collector.produce_timeout is %v)", p.left, c.cfg.ProduceTimeout)
+	if left := p.Deadlines(); len(left) != 1 || left[0] > 3*time.Second+3*time.Second/100 || left[0] < 2*time.Second {
+		t.Errorf("the write was given %v, want the spool's 3 s deadline (collector.produce_timeout is %v)", left, c.cfg.ProduceTimeout)
 	}
 }

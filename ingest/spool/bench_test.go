@@ -5,12 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/veilhq/veil/internal/kafkatest"
 )
-
-type nopProducer struct{}
-
-func (nopProducer) WriteMessages(context.Context, ...kafka.Message) error { return nil }
 
 // BenchmarkHealthyWrite is the spool's cost on a request's way to a Kafka
 // that takes every write: the spool empty, the write passed through with
@@ -19,7 +15,7 @@ func BenchmarkHealthyWrite(b *testing.B) {
 	msgs := request("a", 50)
 	ctx := context.Background()
 	b.Run("without spool", func(b *testing.B) {
-		var p Producer = nopProducer{}
+		var p Producer = &kafkatest.Producer{Discard: true}
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = p.WriteMessages(ctx, msgs...)
@@ -28,7 +24,7 @@ func BenchmarkHealthyWrite(b *testing.B) {
 	b.Run("with spool", func(b *testing.B) {
 		cfg := DefaultConfig()
 		cfg.Dir = filepath.Join(b.TempDir(), "spool")
-		s, err := Open(cfg, nopProducer{}, 10*cfg.Deadline, Deps{})
+		s, err := Open(cfg, &kafkatest.Producer{Discard: true}, 10*cfg.Deadline, Deps{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -49,7 +45,7 @@ func BenchmarkHealthyWriteSharedDeadline(b *testing.B) {
 	msgs := request("a", 50)
 	cfg := DefaultConfig()
 	cfg.Dir = filepath.Join(b.TempDir(), "spool")
-	s, err := Open(cfg, nopProducer{}, 10*cfg.Deadline, Deps{})
+	s, err := Open(cfg, &kafkatest.Producer{Discard: true}, 10*cfg.Deadline, Deps{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,8 +68,8 @@ func BenchmarkSpooled(b *testing.B) {
 	for i := range msgs {
 		msgs[i].Value = append(msgs[i].Value, make([]byte, 300)...) // an envelope's size
 	}
-	f := &kafkaFake{}
-	f.set(true, false)
+	f := newKafka()
+	setKafka(f, true, false)
 	cfg := DefaultConfig()
 	cfg.Dir = filepath.Join(b.TempDir(), "spool")
 	cfg.MaxBytes = 1 << 40

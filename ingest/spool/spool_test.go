@@ -16,55 +16,42 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+
+	"github.com/veilhq/veil/internal/kafkatest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// kafkaFake is a producer that fails on demand: while down it answers
-// every write with an error, or (hang) waits until the write's deadline.
-type kafkaFake struct {
-	mu     sync.Mutex
-	down   bool
-	hang   bool
-	stored []kafka.Message
-	writes int
-}
-
 var errBroker = kafka.NotEnoughReplicas
 
-func (f *kafkaFake) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
-	f.mu.Lock()
-	f.writes++
-	down, hang := f.down, f.hang
+// newKafka is Kafka as the spool sees it: it stores copies of what it
+// takes (the spool reuses nothing it was told is released).
+func newKafka() *kafkatest.Producer {
+	return &kafkatest.Producer{Copy: true, Releases: true}
+}
+
+// setKafka makes Kafka take writes, refuse them (down) with errBroker, or
+// fall silent (down and hang) until each write's deadline, from the next
+// write on.
+func setKafka(k *kafkatest.Producer, down, hang bool) {
 	if !down {
-		for _, m := range msgs {
-			f.stored = append(f.stored, kafka.Message{Key: append([]byte(nil), m.Key...), Value: append([]byte(nil), m.Value...)})
-		}
+		k.SetStall(false)
+		k.Fail(nil)
+		return
 	}
-	f.mu.Unlock()
-	if down && hang {
-		<-ctx.Done()
-		return ctx.Err()
+	if hang {
+		k.Fail(nil)
+		k.SetStall(true)
+		return
 	}
-	if down {
-		return errBroker
-	}
-	return nil
+	k.SetStall(false)
+	k.Fail(errBroker)
 }
 
-func (f *kafkaFake) ReleasesMessages() bool { return true }
-
-func (f *kafkaFake) set(down, hang bool) {
-	f.mu.Lock()
-	f.down, f.hang = down, hang
-	f.mu.Unlock()
-}
-
-func (f *kafkaFake) values() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+// values are the values Kafka stored, in order.
+func values(k *kafkatest.Producer) []string {
 	var out []string
-	for _, m := range f.stored {
+	for _, m := range k.Messages() {
 		out = append(out, string(m.Value))
 	}
 	return out
@@ -132,8 +119,8 @@ func TestSpoolAnswers(t *testing.T) {
 		{"kafka silent past the deadline: spooled", true, true, ErrSpooled, ReasonDeadline},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &kafkaFake{}
-			f.set(tc.down, tc.hang)
+			f := newKafka()
+			setKafka(f, tc.down, tc.hang)
 			reg := prometheus.NewRegistry()
 			s := open(t, testConfig(t), f, reg)
 			defer s.Close()
@@ -162,10 +149,10 @@ func TestSpoolAnswers(t *testing.T) {
 				}
 			}
 			// Kafka back: the replayer sends them once, in order.
-			f.set(false, false)
+			setKafka(f, false, false)
 			run(t, s)
 			waitEmpty(t, s)
-			if got := f.values(); fmt.Sprint(got) != "[a-0 a-1 a-2]" {
+			if got := values(f); fmt.Sprint(got) != "[a-0 a-1 a-2]" {
 				t.Errorf("Kafka holds %v", got)
 			}
 			if got := testutil.ToFloat64(s.m.replayed); got != float64(wantHeld) {
@@ -179,8 +166,8 @@ func TestSpoolAnswers(t *testing.T) {
 // with Kafka back, and reach Kafka after them; once it is empty, requests
 // go straight to Kafka again.
 func TestSpoolKeepsOrderBehindHeldMessages(t *testing.T) {
-	f := &kafkaFake{}
-	f.set(true, false)
+	f := newKafka()
+	setKafka(f, true, false)
 	reg := prometheus.NewRegistry()
 	s := open(t, testConfig(t), f, reg)
 	defer s.Close()
@@ -188,12 +175,12 @@ func TestSpoolKeepsOrderBehindHeldMessages(t *testing.T) {
 	if err := s.WriteMessages(ctx, request("first", 2)...); !errors.Is(err, ErrSpooled) {
 		t.Fatalf("first: %v", err)
 	}
-	f.set(false, false)
-	writesBefore := f.writes
+	setKafka(f, false, false)
+	writesBefore := f.Writes()
 	if err := s.WriteMessages(ctx, request("second", 2)...); err != nil {
 		t.Fatalf("second: %v", err)
 	}
-	if f.writes != writesBefore {
+	if f.Writes() != writesBefore {
 		t.Errorf("the second request went to Kafka past the spooled first one")
 	}
 	if got := testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)); got != 2 {
@@ -204,7 +191,7 @@ func TestSpoolKeepsOrderBehindHeldMessages(t *testing.T) {
 	if err := s.WriteMessages(ctx, request("third", 1)...); err != nil {
 		t.Fatalf("third: %v", err)
 	}
-	if got := fmt.Sprint(f.values()); got != "[first-0 first-1 second-0 second-1 third-0]" {
+	if got := fmt.Sprint(values(f)); got != "[first-0 first-1 second-0 second-1 third-0]" {
 		t.Errorf("Kafka holds %s", got)
 	}
 	if got := testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)); got != 2 {
@@ -214,8 +201,8 @@ func TestSpoolKeepsOrderBehindHeldMessages(t *testing.T) {
 
 func TestSpoolBounds(t *testing.T) {
 	t.Run("max_bytes: refused with 503's error, nothing spooled dropped", func(t *testing.T) {
-		f := &kafkaFake{}
-		f.set(true, false)
+		f := newKafka()
+		setKafka(f, true, false)
 		cfg := testConfig(t)
 		one := int64(len(appendEntry(nil, time.Now().UnixMilli(), request("a", 10))))
 		cfg.MaxBytes = 2*one + one/2
@@ -236,16 +223,16 @@ func TestSpoolBounds(t *testing.T) {
 		if got := testutil.ToFloat64(s.m.refused.WithLabelValues(RefusedFull)); got != 10 {
 			t.Errorf("refused{reason=full} = %v, want 10", got)
 		}
-		f.set(false, false)
+		setKafka(f, false, false)
 		run(t, s)
 		waitEmpty(t, s)
-		if got := len(f.values()); got != 20 {
+		if got := len(values(f)); got != 20 {
 			t.Errorf("Kafka holds %d events, want the 20 spooled", got)
 		}
 	})
 	t.Run("max_age: refused once the oldest is too old", func(t *testing.T) {
-		f := &kafkaFake{}
-		f.set(true, false)
+		f := newKafka()
+		setKafka(f, true, false)
 		cfg := testConfig(t)
 		cfg.MaxAge = time.Minute
 		now := time.Unix(1_800_000_000, 0)
@@ -279,8 +266,8 @@ func TestSpoolBounds(t *testing.T) {
 // A collector that dies with messages spooled replays them when it
 // starts again, and only those.
 func TestSpoolSurvivesRestart(t *testing.T) {
-	f := &kafkaFake{}
-	f.set(true, false)
+	f := newKafka()
+	setKafka(f, true, false)
 	cfg := testConfig(t)
 	s := open(t, cfg, f, nil)
 	for i := range 5 {
@@ -289,7 +276,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 		}
 	}
 	// No Close: a crash. The log's files are what the next run sees.
-	f2 := &kafkaFake{}
+	f2 := newKafka()
 	s2 := open(t, cfg, f2, nil)
 	defer s2.Close()
 	if r, e, _ := s2.Held(); r != 5 || e != 10 {
@@ -299,12 +286,12 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 	waitEmpty(t, s2)
 	stop() // its last trim done
 	want := "[0-0 0-1 1-0 1-1 2-0 2-1 3-0 3-1 4-0 4-1]"
-	if got := fmt.Sprint(f2.values()); got != want {
+	if got := fmt.Sprint(values(f2)); got != want {
 		t.Errorf("replayed %s, want %s", got, want)
 	}
 	s.Close()
 	// Replayed and trimmed: a third run finds nothing.
-	s3 := open(t, cfg, &kafkaFake{}, nil)
+	s3 := open(t, cfg, newKafka(), nil)
 	defer s3.Close()
 	if r, _, _ := s3.Held(); r != 0 {
 		t.Errorf("after the replay, %d requests left on disk", r)
@@ -314,8 +301,8 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 // An entry cut short by a power loss (its fsync never returned, so its
 // request was never answered) is cut off; the entries before it are kept.
 func TestSpoolRepairsTornTail(t *testing.T) {
-	f := &kafkaFake{}
-	f.set(true, false)
+	f := newKafka()
+	setKafka(f, true, false)
 	cfg := testConfig(t)
 	s := open(t, cfg, f, nil)
 	for _, name := range []string{"a", "b"} {
@@ -329,12 +316,12 @@ func TestSpoolRepairsTornTail(t *testing.T) {
 	}
 	_, _ = fh.Write([]byte{200, 1, entryVersion, 7}) // a length of 200, 2 bytes of it
 	fh.Close()
-	f2 := &kafkaFake{}
+	f2 := newKafka()
 	s2 := open(t, cfg, f2, nil)
 	defer s2.Close()
 	run(t, s2)
 	waitEmpty(t, s2)
-	if got := fmt.Sprint(f2.values()); got != "[a-0 b-0]" {
+	if got := fmt.Sprint(values(f2)); got != "[a-0 b-0]" {
 		t.Errorf("replayed %s", got)
 	}
 }
@@ -342,8 +329,8 @@ func TestSpoolRepairsTornTail(t *testing.T) {
 // The spool's directory and files are its owner's alone, also when an
 // earlier run (or someone else) left them readable by others.
 func TestSpoolFilesAreTheOwnersAlone(t *testing.T) {
-	f := &kafkaFake{}
-	f.set(true, false)
+	f := newKafka()
+	setKafka(f, true, false)
 	cfg := testConfig(t)
 	s := open(t, cfg, f, nil)
 	_ = s.WriteMessages(context.Background(), request("a", 1)...)
@@ -386,7 +373,7 @@ func TestSpoolFilesAreTheOwnersAlone(t *testing.T) {
 // Kafka, and each client's requests reach it in the order it sent them
 // (a copy may come twice; the first copies are in order).
 func TestSpoolUnderFlappingKafka(t *testing.T) {
-	f := &kafkaFake{}
+	f := newKafka()
 	cfg := testConfig(t)
 	cfg.Deadline = 20 * time.Millisecond
 	cfg.SegmentBytes = 4 << 10 // many segments, trimmed as they are replayed
@@ -410,10 +397,10 @@ func TestSpoolUnderFlappingKafka(t *testing.T) {
 			{true, false, 60 * time.Millisecond}, {false, false, 300 * time.Millisecond}}
 		for i := 0; ; i++ {
 			p := phases[i%len(phases)]
-			f.set(p.down, p.hang)
+			setKafka(f, p.down, p.hang)
 			select {
 			case <-stopFlap:
-				f.set(false, false)
+				setKafka(f, false, false)
 				return
 			case <-time.After(p.d):
 			}
@@ -445,7 +432,7 @@ func TestSpoolUnderFlappingKafka(t *testing.T) {
 	waitEmpty(t, s)
 	seen := map[string]bool{}
 	next := make([]int, clients)
-	for _, v := range f.values() {
+	for _, v := range values(f) {
 		if seen[v] {
 			continue
 		}
@@ -469,7 +456,7 @@ func TestSpoolUnderFlappingKafka(t *testing.T) {
 	t.Logf("spooled %v (deadline %v, kafka_error %v, behind %v), replayed %v, %d writes to Kafka",
 		testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonDeadline))+testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonKafkaError))+testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)),
 		testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonDeadline)), testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonKafkaError)),
-		testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)), testutil.ToFloat64(s.m.replayed), f.writes)
+		testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)), testutil.ToFloat64(s.m.replayed), f.Writes())
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -519,8 +506,8 @@ func TestEntryRoundTrip(t *testing.T) {
 // counted; the entries around it are replayed and the figures return to
 // zero.
 func TestSpoolSkipsCorruptEntry(t *testing.T) {
-	f := &kafkaFake{}
-	f.set(true, false)
+	f := newKafka()
+	setKafka(f, true, false)
 	cfg := testConfig(t)
 	s := open(t, cfg, f, nil)
 	_ = s.WriteMessages(context.Background(), request("a", 1)...)
@@ -540,7 +527,7 @@ func TestSpoolSkipsCorruptEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	f2 := &kafkaFake{}
+	f2 := newKafka()
 	s2 := open(t, cfg, f2, prometheus.NewRegistry())
 	defer s2.Close()
 	if r, e, _ := s2.Held(); r != 3 || e != 5 {
@@ -548,7 +535,7 @@ func TestSpoolSkipsCorruptEntry(t *testing.T) {
 	}
 	run(t, s2)
 	waitEmpty(t, s2)
-	if got := fmt.Sprint(f2.values()); got != "[a-0 c-0]" {
+	if got := fmt.Sprint(values(f2)); got != "[a-0 c-0]" {
 		t.Errorf("replayed %s", got)
 	}
 	if r, e, b := s2.Held(); r != 0 || e != 0 || b != 0 {

@@ -2,7 +2,8 @@
 // benchmarks: one type, configured per test to keep what it is given, keep
 // copies, keep nothing, stall, fail with a given error, or say that it
 // releases the messages it was given (as kafka-go's synchronous Writer and
-// Veil's own producer do).
+// Veil's own producer do). Unless it keeps nothing, it counts its writes
+// and keeps how long each was given by its context's deadline.
 //
 // It is for tests and tools only: the veil binary does not link it
 // (cmd/veil/deps_test.go).
@@ -11,49 +12,70 @@ package kafkatest
 import (
 	"bytes"
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 )
 
+// NoDeadline is what Deadlines reports for a write whose context had no
+// deadline.
+const NoDeadline time.Duration = math.MinInt64
+
 // Producer takes writes as a test configures it; its zero value keeps
 // every message it is given, as given, and never fails. It is safe for
-// concurrent use.
+// concurrent use; its fields are set before the first write, and changed
+// while writes run only through its methods (SetStall, Fail, FailNext).
 type Producer struct {
 	// Copy keeps copies of each message's key and value (what a broker
 	// stores) instead of the messages themselves, whose memory a
 	// collector that is told they are released reuses.
 	Copy bool
-	// Discard keeps nothing: writes succeed at once (a collector without
-	// Kafka, for benchmarks).
+	// Discard keeps nothing (no message, no deadline, no count of
+	// writes): writes succeed at once (a collector without Kafka, for
+	// benchmarks).
 	Discard bool
 	// Releases is what ReleasesMessages reports: that the producer holds
 	// no reference to a write's messages once it has returned nil.
 	Releases bool
 	// Stall makes each write wait for its context to end and return the
-	// context's error: a broker that never answers.
+	// context's error: a broker that never answers. SetStall does the
+	// same while writes run.
 	Stall bool
 
-	// failing is non-zero while Fail or FailNext has set a failure: the
-	// one check a Discard write makes without the lock.
-	failing atomic.Int32
+	// failing is non-zero while Fail or FailNext has set a failure, and
+	// stalling is true while SetStall(true) holds: the checks a Discard
+	// write makes without the lock.
+	failing  atomic.Int32
+	stalling atomic.Bool
 
-	mu       sync.Mutex
-	msgs     []kafka.Message
-	err      error // every write fails with it (Fail)
-	failures int   // the next failures writes fail with failErr (FailNext)
-	failErr  error
-	held     []kafka.Message // the failed writes' messages, as given
-	heldCopy []kafka.Message // and copies of them made when given
+	mu        sync.Mutex
+	msgs      []kafka.Message
+	err       error // every write fails with it (Fail)
+	failures  int   // the next failures writes fail with failErr (FailNext)
+	failErr   error
+	held      []kafka.Message // the failed writes' messages, as given
+	heldCopy  []kafka.Message // and copies of them made when given
+	deadlines []time.Duration // how long each write was given
+	writes    int
 }
 
-// WriteMessages keeps msgs (or copies, or nothing) unless a failure is
-// set, in which case it keeps a reference to them and a copy (Held) and
-// returns the error, as kafka-go's Writer may still hold a failed write's
-// messages.
+// WriteMessages, unless Discard, counts the write (Writes) and keeps how
+// long its context's deadline gave it (Deadlines). Stalled (Stall, SetStall), it
+// then waits for the context to end and returns the context's error,
+// keeping nothing more. Otherwise it keeps msgs (or copies, or nothing)
+// unless a failure is set, in which case it keeps a reference to them and
+// a copy (Held) and returns the error, as kafka-go's Writer may still hold
+// a failed write's messages.
 func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
-	if p.Stall {
+	if p.Stall || p.stalling.Load() {
+		if !p.Discard {
+			p.mu.Lock()
+			p.count(ctx)
+			p.mu.Unlock()
+		}
 		<-ctx.Done()
 		return ctx.Err()
 	}
@@ -62,6 +84,9 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.Discard {
+		p.count(ctx)
+	}
 	err := p.err
 	if err == nil && p.failures > 0 {
 		p.failures--
@@ -94,6 +119,12 @@ func (p *Producer) ReleasesMessages() bool { return p.Releases }
 
 // Close does nothing: the fake holds no connection.
 func (p *Producer) Close() error { return nil }
+
+// SetStall makes the writes that start from now on stall (true) or not
+// (false), as Stall does; a write already stalled waits for its context
+// still. It may be called while writes run. Stall, if set, stalls every
+// write whatever SetStall says.
+func (p *Producer) SetStall(stall bool) { p.stalling.Store(stall) }
 
 // Fail makes every write fail with err from now on; Fail(nil) ends that.
 func (p *Producer) Fail(err error) {
@@ -144,12 +175,40 @@ func (p *Producer) Held() (given, copies []kafka.Message) {
 	return append([]kafka.Message(nil), p.held...), append([]kafka.Message(nil), p.heldCopy...)
 }
 
-// Reset forgets the messages kept and held; the configuration and any
-// failure set stay.
+// Writes is how many writes were made, kept, failed or stalled; Discard
+// counts none.
+func (p *Producer) Writes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.writes
+}
+
+// Deadlines returns how long each write was given by its context's
+// deadline when it was made (NoDeadline for a write whose context had
+// none), in the order written; Discard keeps none.
+func (p *Producer) Deadlines() []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Duration(nil), p.deadlines...)
+}
+
+// Reset forgets the messages kept and held, the deadlines and the count
+// of writes; the configuration, any stall set and any failure set stay.
 func (p *Producer) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.msgs, p.held, p.heldCopy = nil, nil, nil
+	p.msgs, p.held, p.heldCopy, p.deadlines, p.writes = nil, nil, nil, nil, 0
+}
+
+// count counts a write and keeps how long its context gave it; p.mu is
+// held.
+func (p *Producer) count(ctx context.Context) {
+	p.writes++
+	left := NoDeadline
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	p.deadlines = append(p.deadlines, left)
 }
 
 func clone(m kafka.Message) kafka.Message {
