@@ -49,6 +49,9 @@ type options struct {
 	// rolesSealed seals the roles run's envelopes (seal.key_file), as
 	// the example configuration and veil dev do.
 	rolesSealed bool
+	// rolesCompression, when set, is the collector's producer compression
+	// in the roles run (collector.producer.compression).
+	rolesCompression string
 }
 
 // Results is latest.json.
@@ -180,6 +183,7 @@ func main() {
 	flag.BoolVar(&o.skipLoad, "skip-load", false, "skip the load tests")
 	flag.BoolVar(&o.skipRoles, "skip-roles", false, "skip the CPU per event by role on Apache Kafka")
 	flag.BoolVar(&o.rolesOnly, "roles-only", false, "run only the CPU per event by role, and replace that section of the existing latest.json and latest.md")
+	flag.StringVar(&o.rolesCompression, "roles-compression", "", "the collector's producer compression in the roles run (collector.producer.compression); empty: the default")
 	flag.BoolVar(&o.rolesSealed, "roles-sealed", false, "seal the envelopes in the roles run (seal.key_file), to measure what sealing costs each role")
 	flag.Float64Var(&o.rolesRate, "roles-rate", 0, "events/s offered in the roles run; 0: half of what the collector and the worker each take flat out")
 	flag.Parse()

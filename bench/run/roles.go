@@ -319,6 +319,9 @@ func startRoles(ctx context.Context, o options, dir string) (_ *rolesStack, err 
 	if err := pseudonym.GenerateKeyFile(cfg.Deidentify.PseudonymKeyFile); err != nil {
 		return nil, err
 	}
+	if o.rolesCompression != "" {
+		cfg.Collector.Producer.Compression = o.rolesCompression
+	}
 	if o.rolesSealed {
 		cfg.Seal.KeyFile = filepath.Join(dir, "seal.keys")
 		if err := seal.GenerateKeyFile(cfg.Seal.KeyFile); err != nil {
