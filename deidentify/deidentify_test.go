@@ -65,7 +65,7 @@ func canaryEvent() *event.Event {
 		IP:        netip.MustParseAddr("203.0.113.77"),
 		UserAgent: "Mozilla/5.0 (contact alice@example.com)",
 		Geo:       event.Geo{CountryCode: "US", Region: "California", City: "San Francisco"},
-		Properties: map[string]any{
+		Properties: event.PropertiesOf(map[string]any{
 			"$email":            "alice@example.com",
 			"$name":             "Alice Liddell",
 			"Phone":             "+14155552671",
@@ -80,7 +80,7 @@ func canaryEvent() *event.Event {
 			"auth":              "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
 			"server":            "2001:db8::77",
 			"cookie":            "secret-session-cookie",
-		},
+		}),
 	}
 }
 
@@ -101,7 +101,7 @@ func TestNoCanarySurvives(t *testing.T) {
 	if r := e.PolicyStage(ev); r != event.Keep {
 		t.Fatalf("dropped: %s", r)
 	}
-	if r := e.Stage(ev); r != event.Keep {
+	if r := e.NewStage().Apply(ev); r != event.Keep {
 		t.Fatalf("dropped: %s", r)
 	}
 	b, err := json.Marshal(ev)
@@ -117,10 +117,10 @@ func TestNoCanarySurvives(t *testing.T) {
 		}
 	}
 	// The non-PII data is all there.
-	if ev.Properties["plan"] != "pro" || ev.Properties["amount"] != json.Number("12.5") {
+	if propOf(&ev.Properties, "plan") != "pro" || propOf(&ev.Properties, "amount") != json.Number("12.5") {
 		t.Errorf("non-PII properties lost: %v", ev.Properties)
 	}
-	if got := ev.Properties["$current_url"]; got != "https://shop.example/checkout?utm_source=news" {
+	if got := propOf(&ev.Properties, "$current_url"); got != "https://shop.example/checkout?utm_source=news" {
 		t.Errorf("$current_url = %v", got)
 	}
 	if len(ev.DistinctID) != pseudonym.Size || ev.Provenance.KeyEpoch != 2 {
@@ -146,7 +146,7 @@ func TestPseudonymsAreStable(t *testing.T) {
 	b.Project = "other"
 	c := canaryEvent()
 	for _, ev := range []*event.Event{a, b, c} {
-		e.Stage(ev)
+		e.NewStage().Apply(ev)
 	}
 	if a.DistinctID != c.DistinctID {
 		t.Error("the same user got two pseudonyms")
@@ -154,8 +154,8 @@ func TestPseudonymsAreStable(t *testing.T) {
 	if a.DistinctID == b.DistinctID {
 		t.Error("two projects share a pseudonym")
 	}
-	if a.Properties["$device_id"] == "device-canary-0042" || len(a.Properties["$device_id"].(string)) != pseudonym.Size {
-		t.Errorf("$device_id = %v", a.Properties["$device_id"])
+	if propOf(&a.Properties, "$device_id") == "device-canary-0042" || len(propOf(&a.Properties, "$device_id").(string)) != pseudonym.Size {
+		t.Errorf("$device_id = %v", propOf(&a.Properties, "$device_id"))
 	}
 }
 
@@ -178,9 +178,9 @@ func TestPolicies(t *testing.T) {
 		if r := e.PolicyStage(ev); r != event.Keep || !ev.Anonymized {
 			t.Fatalf("got %q anonymized=%v", r, ev.Anonymized)
 		}
-		e.Stage(ev)
-		if ev.DistinctID != "" || ev.Properties["$device_id"] != nil || ev.IPPrefix != "" {
-			t.Fatalf("identifiers kept: %q %v %q", ev.DistinctID, ev.Properties["$device_id"], ev.IPPrefix)
+		e.NewStage().Apply(ev)
+		if ev.DistinctID != "" || propOf(&ev.Properties, "$device_id") != nil || ev.IPPrefix != "" {
+			t.Fatalf("identifiers kept: %q %v %q", ev.DistinctID, propOf(&ev.Properties, "$device_id"), ev.IPPrefix)
 		}
 		if ev.Geo != (event.Geo{CountryCode: "US"}) {
 			t.Fatalf("geo %+v", ev.Geo)
@@ -192,13 +192,13 @@ func TestPolicies(t *testing.T) {
 	t.Run("truncate keeps the /24 and region", func(t *testing.T) {
 		e := newEngine(t, trunc, nil)
 		ev := canaryEvent()
-		e.Stage(ev)
+		e.NewStage().Apply(ev)
 		if ev.IPPrefix != "203.0.113.0/24" || ev.Geo != (event.Geo{CountryCode: "US", Region: "California"}) {
 			t.Fatalf("prefix %q geo %+v", ev.IPPrefix, ev.Geo)
 		}
 		ev6 := canaryEvent()
 		ev6.IP = netip.MustParseAddr("2001:db8:1234:5678::1")
-		e.Stage(ev6)
+		e.NewStage().Apply(ev6)
 		if ev6.IPPrefix != "2001:db8:1234::/48" {
 			t.Fatalf("v6 prefix %q", ev6.IPPrefix)
 		}
@@ -206,13 +206,15 @@ func TestPolicies(t *testing.T) {
 	t.Run("allow-list mode fails closed", func(t *testing.T) {
 		e := newEngine(t, allow, nil)
 		ev := canaryEvent()
-		ev.Properties["brand_new_property"] = "x"
-		e.Stage(ev)
+		m, _ := ev.Properties.Map()
+		m["brand_new_property"] = "x"
+		ev.Properties = event.PropertiesOf(m)
+		e.NewStage().Apply(ev)
 		keys := []string{}
-		for k := range ev.Properties {
-			keys = append(keys, k)
+		for _, pr := range ev.Properties.All() {
+			keys = append(keys, pr.Name())
 		}
-		if len(ev.Properties) != 2 || ev.Properties["plan"] != "pro" || ev.Properties["$device_id"] == nil {
+		if ev.Properties.Len() != 2 || propOf(&ev.Properties, "plan") != "pro" || propOf(&ev.Properties, "$device_id") == nil {
 			t.Fatalf("kept %v", keys)
 		}
 	})
@@ -220,8 +222,8 @@ func TestPolicies(t *testing.T) {
 		e := newEngine(t, daily, nil)
 		a, b := canaryEvent(), canaryEvent()
 		b.Time = b.Time.Add(24 * time.Hour)
-		e.Stage(a)
-		e.Stage(b)
+		e.NewStage().Apply(a)
+		e.NewStage().Apply(b)
 		if a.DistinctID == b.DistinctID {
 			t.Fatal("same pseudonym on two days")
 		}
@@ -283,7 +285,7 @@ func TestIsPIIMatchesNormKey(t *testing.T) {
 // are configurable, each on its own.
 func TestProfilePII(t *testing.T) {
 	update := func(kind event.Kind, op string, v any) *event.Event {
-		ev := &event.Event{Kind: kind, Project: "shop", Name: op, Value: v, Properties: map[string]any{},
+		ev := &event.Event{Kind: kind, Project: "shop", Name: op, Value: v, Properties: event.PropertiesOf(map[string]any{}),
 			Time: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), ReceivedAt: time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC)}
 		if kind == event.KindGroups {
 			ev.GroupKey, ev.GroupID = "company", "acme-1"
@@ -342,7 +344,7 @@ func TestProfilePII(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEngine(t, tt.set, nil)
-			if r := e.Stage(tt.ev); r != event.Keep {
+			if r := e.NewStage().Apply(tt.ev); r != event.Keep {
 				t.Fatalf("dropped: %s", r)
 			}
 			if !reflect.DeepEqual(tt.ev.Value, tt.want) {

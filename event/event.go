@@ -125,9 +125,11 @@ type Provenance struct {
 	Transforms    []string // transforms that fired, e.g. "ip_dropped", "pii_scrubbed"
 }
 
-// Event is one event inside the worker. Stages mutate it in place: policy
-// decides whether it is kept, enrichment fills Geo and Device,
-// de-identification replaces identifiers and scrubs Properties.
+// Event is one event inside the worker: data, which the stages transform
+// in place. Policy decides whether it is kept, enrichment fills Geo and
+// Device, de-identification replaces identifiers and scrubs Properties.
+// What it points into belongs to the Decoder that filled it (see
+// Properties), not to the Event.
 type Event struct {
 	Kind       Kind
 	Project    string
@@ -139,19 +141,17 @@ type Event struct {
 	GroupID  string
 	// Value is a profile operation's operand (KindEngage, KindGroups).
 	Value any
-	// InsertID is $insert_id. DecodeRaw leaves it pointing into the
-	// message, as it does Props: the sink copies it.
+	// InsertID is $insert_id; the Decoder's points into the message, and
+	// the sink copies it.
 	InsertID   string
 	Time       time.Time
 	ReceivedAt time.Time
 	// EventBytes is the size of the envelope's event object, the
 	// normalised Mixpanel object, in bytes (0 when not known).
 	EventBytes int
-	Properties map[string]any
-	// Props holds a track event's properties as JSON text when DecodeRaw
-	// read it (Properties is nil then); Materialize turns them into
-	// Properties.
-	Props []Prop
+	// Properties are the event's properties; for a profile update, its
+	// modifiers ($ignore_time, $ignore_alias).
+	Properties Properties
 
 	IP        netip.Addr // zero when unknown or dropped
 	UserAgent string
@@ -166,18 +166,6 @@ type Event struct {
 	Geo        Geo
 	Device     Device
 	Provenance Provenance
-
-	// Space reused from one DecodeRaw to the next: props, the values
-	// stages write for them (Prop.Out) and AppendJSON's key sorting.
-	propsBuf []Prop
-	scratch  []byte
-	keys     []string
-	// value is the message DecodeRaw read Props from, which their Key and
-	// Raw point into: AppendProperties copies runs of it.
-	value []byte
-	// memo is what DecodeRaw remembers of the previous message, for the
-	// next one from the same request (see rawMemo).
-	memo *rawMemo
 }
 
 // DropReason says why a stage dropped an event. The set is fixed so that it

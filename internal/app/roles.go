@@ -211,7 +211,7 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 	// The worker holds every message to the collector's own limits: one
 	// set of rules at both ends of the raw topic.
 	limits := cfg.Collector.Limits.Limits
-	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Rules: &limits, Stages: p.Stages})
+	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Rules: &limits, Stages: p.NewStages()})
 	if err != nil {
 		return err
 	}

@@ -9,10 +9,10 @@ import (
 	"github.com/veilhq/veil/worker"
 )
 
-// Pipeline is the worker's per-event stages, in the order the data flow
-// fixes: policy, enrichment, de-identification.
+// Pipeline builds the worker's per-event stages, in the order the data
+// flow fixes: policy, enrichment, de-identification.
 type Pipeline struct {
-	Stages   []worker.Stage
+	engine   *deidentify.Engine
 	enricher *enrich.Enricher
 }
 
@@ -29,14 +29,18 @@ func NewPipeline(cfg Config, keys *pseudonym.Keyring, registry deidentify.Regist
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{
-		Stages: []worker.Stage{
-			worker.StageFunc(engine.PolicyStage),
-			worker.StageFunc(enr.Stage),
-			worker.StageFunc(engine.Stage),
-		},
-		enricher: enr,
-	}, nil
+	return &Pipeline{engine: engine, enricher: enr}, nil
+}
+
+// NewStages returns the stages for one goroutine: a stage may keep memos
+// from one event to the next, so every goroutine that runs them has its
+// own, sharing the compiled policies, the databases and the caches.
+func (p *Pipeline) NewStages() []worker.Stage {
+	return []worker.Stage{
+		worker.StageFunc(p.engine.PolicyStage),
+		worker.StageFunc(p.enricher.Stage),
+		p.engine.NewStage(),
+	}
 }
 
 // Run keeps the stages' resources fresh (geo database reloads) until ctx

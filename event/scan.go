@@ -1,393 +1,17 @@
 package event
 
 import (
-	"bytes"
+	"github.com/veilhq/veil/internal/view"
 	"encoding/binary"
 	"encoding/json"
+	"hash/maphash"
 	"math/bits"
-	"net/netip"
 	"strings"
-	"time"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
-	"unsafe"
 )
-
-// DecodeFast reads a raw-topic message value into ev exactly as Decode
-// does, without reflection, and reuses ev.Properties (cleared) when it has
-// one. encoding/json took about 27 µs and 137 allocations per
-// mixpanel-browser event, most of the worker's per-event cost.
-//
-// The hand-written scanner covers the common case only: a well-formed
-// track envelope with the exact field names the collector writes. Anything
-// else (profile and group updates, unknown or repeated fields, nulls where
-// a value is expected, malformed JSON, any semantic error) is handed to
-// Decode, which decides, so the result and every error are Decode's by
-// construction. FuzzDecodeFast holds the two equal.
-//
-// Reusing the map is safe only when nothing still refers to the previous
-// event's properties: the worker's batch encodes them on Append.
-func DecodeFast(value []byte, ev *Event) error {
-	props := ev.Properties
-	if props == nil {
-		props = make(map[string]any, 32)
-	} else {
-		clear(props)
-	}
-	if decodeTrack(value, ev, props, nil, nil) {
-		return nil
-	}
-	return Decode(value, ev)
-}
-
-// Envelope fields, as bits of the set of fields seen.
-const (
-	fV = 1 << iota
-	fKind
-	fProject
-	fEndpoint
-	fReceivedAt
-	fIP
-	fUA
-	fSignals
-	fRequestID
-	fEvent
-)
-
-// decodeTrack decodes a track envelope into ev and reports whether it
-// could; when it could not, ev is left for Decode to overwrite. The
-// properties go to props or, when raw is not nil, to *raw (DecodeRaw),
-// which passes its memo of the previous message too.
-func decodeTrack(value []byte, ev *Event, props map[string]any, raw *[]Prop, memo *rawMemo) bool {
-	p := scanner{b: value, view: raw != nil, memo: memo}
-	var (
-		version, kind, received int64
-		project, endpoint, ip   string
-		ua                      string
-		signals                 Signals
-		name                    string
-		objLen                  int // the event object's bytes
-		seen                    uint
-		// addr is the address already parsed, and interned says project,
-		// ua and endpoint are already shared (both from the memo).
-		addr     netip.Addr
-		interned bool
-	)
-	// The collector writes every envelope with the same fields in the same
-	// order (event.Envelope's), without whitespace: collectorHead reads
-	// that layout up to the event with prefix compares instead of a
-	// key-by-key scan. On any other layout it has only read fields, and
-	// the general loop below starts over. A head that is the previous
-	// message's, byte for byte, is not read again.
-	var (
-		h      envHead
-		headOK bool
-	)
-	if memo != nil && len(memo.head) > 0 && bytes.HasPrefix(value, memo.head) {
-		p.i, h, headOK = len(memo.head), memo.h, true
-		addr, interned = memo.addr, true
-	}
-	p.ws()
-	if !headOK && !p.lit('{') {
-		return false
-	}
-	p.ws()
-	start := p.i
-	if !headOK {
-		h, headOK = p.collectorHead()
-		if headOK && memo != nil && raw != nil {
-			if h.ip != "" {
-				a, err := netip.ParseAddr(h.ip)
-				if err != nil {
-					return false
-				}
-				addr = a.Unmap()
-			}
-			h.project, h.ua, h.endpoint = Intern(h.project), Intern(h.ua), Intern(h.endpoint)
-			memo.remember(value[:p.i], h, addr)
-			interned = true
-		}
-	}
-	if headOK {
-		version, kind, received = EnvelopeVersion, int64(KindTrack), h.received
-		project, endpoint, ip, ua, signals = h.project, h.endpoint, h.ip, h.ua, h.signals
-		seen = h.seen | fEvent
-		var ok bool
-		objStart := p.i
-		if name, ok = p.trackObject(props, raw); !ok {
-			return false
-		}
-		objLen = p.i - objStart
-		p.ws()
-		if !p.lit('}') {
-			// More fields after the event: the general loop reads them,
-			// and gives up on any of the fields above named again.
-			if !p.lit(',') {
-				return false
-			}
-			p.ws()
-			goto fields
-		}
-		goto end
-	}
-	p.i = start
-	if p.lit('}') {
-		goto end
-	}
-fields:
-	{
-		for {
-			key, ok := p.rawKey()
-			if !ok {
-				return false
-			}
-			var bit uint
-			switch string(key) {
-			case "v":
-				bit = fV
-				version, ok = p.integer()
-			case "kind":
-				bit = fKind
-				kind, ok = p.integer()
-				ok = ok && kind >= 0 && kind <= 255
-			case "project":
-				bit = fProject
-				project, ok = p.str()
-			case "endpoint":
-				bit = fEndpoint
-				endpoint, ok = p.str()
-				endpoint = internEndpoint(endpoint)
-			case "received_at":
-				bit = fReceivedAt
-				received, ok = p.integer()
-			case "ip":
-				bit = fIP
-				ip, ok = p.transient()
-			case "ua":
-				bit = fUA
-				ua, ok = p.str()
-			case "signals":
-				bit = fSignals
-				ok = p.signals(&signals)
-			case "request_id":
-				bit = fRequestID
-				_, ok = p.transient()
-			case "event":
-				// Parsed in place: the collector writes it last, so a
-				// second pass over it would only repeat the work.
-				bit = fEvent
-				objStart := p.i
-				name, ok = p.trackObject(props, raw)
-				objLen = p.i - objStart
-			default:
-				return false
-			}
-			if !ok || seen&bit != 0 {
-				return false
-			}
-			seen |= bit
-			p.ws()
-			if p.lit(',') {
-				p.ws()
-				continue
-			}
-			if !p.lit('}') {
-				return false
-			}
-			break
-		}
-	}
-end:
-	p.ws()
-	if p.i != len(p.b) || version != EnvelopeVersion || Kind(kind) != KindTrack || project == "" || seen&fEvent == 0 || name == "" {
-		return false
-	}
-	// Cleared in place and then filled: a composite literal would be
-	// built in the frame (600 bytes, zeroed on every call) and copied.
-	*ev = Event{}
-	ev.Kind, ev.Project, ev.Endpoint = KindTrack, project, endpoint
-	ev.ReceivedAt, ev.UserAgent, ev.Signals = time.UnixMilli(received).UTC(), ua, signals
-	ev.EventBytes = objLen
-	switch {
-	case addr.IsValid():
-		ev.IP = addr
-	case ip != "":
-		a, err := netip.ParseAddr(ip)
-		if err != nil {
-			return false
-		}
-		ev.IP = a.Unmap()
-	}
-
-	if raw != nil {
-		// The strings read point into the message; what outlives it is
-		// shared instead of copied for every event.
-		if !interned {
-			ev.Project, ev.UserAgent, endpoint = Intern(project), Intern(ua), Intern(endpoint)
-		}
-		ev.memo = memo
-		ev.Name, ev.Endpoint = ev.InternField(0, name), endpoint
-		return finishRaw(ev, *raw, memo, &p.taken)
-	}
-	ev.Name = name
-	ev.Properties = props
-
-	// Property values that become columns or registry entries outlive
-	// the event: they get their own copy, out of the arena.
-	cloneRetained(props)
-	if id, ok := props[PropDistinctID]; ok {
-		switch x := id.(type) {
-		case string:
-			ev.DistinctID = strings.Clone(x)
-		case json.Number:
-			ev.DistinctID = x.String()
-		case nil:
-		default:
-			return false // Decode's stringify marshals it
-		}
-	}
-	if id, ok := props[PropInsertID].(string); ok {
-		ev.InsertID = id
-	}
-	ms, err := millis(props[PropTime])
-	if err != nil {
-		return false
-	}
-	ev.Time = time.UnixMilli(ms).UTC()
-	delete(props, PropDistinctID)
-	delete(props, PropInsertID)
-	delete(props, PropTime)
-	return true
-}
-
-// envHead is what collectorHead read.
-type envHead struct {
-	received              int64
-	project, endpoint, ip string
-	ua                    string
-	signals               Signals
-	seen                  uint
-}
-
-// collectorHead reads the envelope's fields before the event, just after
-// the opening brace, in the layout the collector writes (ingest's
-// envelopeWriter): v 1 and kind 1 (a track event), project, endpoint,
-// received_at, then ip and ua when there are, signals, request_id when
-// there is one, and `,"event":`. Each value is read by the reader the
-// general loop uses for it, so what it returns is what that loop would
-// have found. It reports false on anything else: the caller starts over.
-func (p *scanner) collectorHead() (h envHead, ok bool) {
-	if !p.word(`"v":1,"kind":1,"project":`) {
-		return h, false
-	}
-	if h.project, ok = p.str(); !ok || !p.word(`,"endpoint":`) {
-		return h, false
-	}
-	if h.endpoint, ok = p.str(); !ok || !p.word(`,"received_at":`) {
-		return h, false
-	}
-	h.endpoint = internEndpoint(h.endpoint)
-	if h.received, ok = p.integer(); !ok {
-		return h, false
-	}
-	h.seen = fV | fKind | fProject | fEndpoint | fReceivedAt
-	if p.word(`,"ip":`) {
-		if h.ip, ok = p.transient(); !ok {
-			return h, false
-		}
-		h.seen |= fIP
-	}
-	if p.word(`,"ua":`) {
-		if h.ua, ok = p.str(); !ok {
-			return h, false
-		}
-		h.seen |= fUA
-	}
-	if !p.word(`,"signals":`) {
-		return h, false
-	}
-	if !p.word(`{}`) && !p.signals(&h.signals) {
-		return h, false
-	}
-	h.seen |= fSignals
-	if p.word(`,"request_id":`) {
-		if _, ok = p.transient(); !ok {
-			return h, false
-		}
-		h.seen |= fRequestID
-	}
-	return h, p.word(`,"event":`)
-}
-
-// trackObject reads {"event": name, "properties": {...}} into props and
-// returns the name.
-func (p *scanner) trackObject(props map[string]any, raw *[]Prop) (string, bool) {
-	if !p.lit('{') {
-		return "", false
-	}
-	p.ws()
-	var name string
-	var gotName, gotProps bool
-	if p.lit('}') {
-		return "", true
-	}
-	for {
-		key, ok := p.rawKey()
-		if !ok {
-			return "", false
-		}
-		switch string(key) {
-		case "event":
-			if gotName {
-				return "", false
-			}
-			gotName = true
-			name, ok = p.str()
-		case "properties":
-			if gotProps {
-				return "", false
-			}
-			gotProps = true
-			p.inProps = true
-			if raw != nil {
-				ok = p.lit('{') && p.rawObject(raw)
-			} else {
-				ok = p.lit('{') && p.object(props, 1)
-			}
-			p.inProps = false
-		default:
-			return "", false
-		}
-		if !ok {
-			return "", false
-		}
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
-		}
-		return name, p.lit('}')
-	}
-}
-
-// retainedProps are the properties whose string values the worker keeps
-// beyond the event: $insert_id and what the enrichment stage promotes to
-// columns (enrich.Promote).
-var retainedProps = []string{
-	PropInsertID, "$browser", "$browser_version", "$os", "$device", "mp_lib", "$lib_version",
-	"$city", "$region", "mp_country_code",
-}
-
-// cloneRetained gives the string values of retainedProps in props their
-// own copy, out of the arena or the message they point into.
-func cloneRetained(props map[string]any) {
-	for _, k := range retainedProps {
-		if v, ok := props[k].(string); ok && v != "" {
-			props[k] = strings.Clone(v)
-		}
-	}
-}
 
 // maxDepth bounds nesting; deeper values go to Decode (encoding/json
 // allows 10000).
@@ -412,12 +36,6 @@ type scanner struct {
 	// unescaping or repair, so it is not b's bytes.
 	view bool
 	slow bool
-	// taken holds, for distinct_id, time and $insert_id (known ids 1 to
-	// 3), 1 + the index of their prop, as rawObject reads them (0: none),
-	// so that finishRaw goes to them.
-	taken [knownInsertID]int32
-	// memo is DecodeRaw's memo of the previous message, or nil.
-	memo *rawMemo
 }
 
 // bytesString returns b as a string that shares the scanner's arena.
@@ -429,7 +47,7 @@ func (p *scanner) bytesString(b []byte) string {
 		return ""
 	}
 	if p.view {
-		return unsafe.String(&b[0], len(b))
+		return view.String(b)
 	}
 	if !p.inProps {
 		return string(b)
@@ -439,7 +57,7 @@ func (p *scanner) bytesString(b []byte) string {
 	}
 	n := len(p.arena)
 	p.arena = append(p.arena, b...)
-	return unsafe.String(&p.arena[n], len(b))
+	return view.String(p.arena[n:])
 }
 
 // ws skips whitespace. The collector writes none, so the common case, a
@@ -578,16 +196,6 @@ func (p *scanner) signals(s *Signals) bool {
 	}
 }
 
-// internEndpoint shares the string of the collector's endpoint paths.
-func internEndpoint(s string) string {
-	for _, e := range [...]string{"/track", "/import", "/engage", "/groups"} {
-		if s == e {
-			return e
-		}
-	}
-	return s
-}
-
 // transient reads a string that is used only during decoding (the client
 // address, parsed at once, and the request id, unused): when it needs no
 // unescaping it points into the message instead of being copied. An
@@ -603,7 +211,7 @@ func (p *scanner) transient() (string, bool) {
 				if len(b) == 0 {
 					return "", true
 				}
-				return unsafe.String(&b[0], len(b)), true
+				return view.String(b), true
 			}
 			if c == '\\' || c < ' ' || c >= utf8.RuneSelf || c == '%' {
 				break
@@ -655,7 +263,7 @@ func (p *scanner) quickStr() (string, bool) {
 		j := skipPlain(p.b, i)
 		if j < len(p.b) && p.b[j] == '"' && j > i {
 			p.i, p.slow = j+1, false
-			return unsafe.String(&p.b[i], j-i), true
+			return view.String(p.b[i:j]), true
 		}
 		p.i = i - 1
 	}
@@ -870,7 +478,7 @@ func (p *scanner) key() (string, bool) {
 			if c == '"' {
 				if id := knownID(p.b[p.i+1 : j]); id != 0 {
 					p.i = j + 1
-					return knownNames[id-1], true
+					return knownProps[id-1].Name, true
 				}
 				break
 			}
@@ -933,3 +541,145 @@ func (p *scanner) array(depth int) ([]any, bool) {
 		return out, p.lit(']')
 	}
 }
+
+// DecodeJSONValue decodes one JSON value as encoding/json decodes it into
+// an any with UseNumber.
+func DecodeJSONValue(b []byte) (any, bool) {
+	p := scanner{b: b, inProps: true}
+	p.ws()
+	v, ok := p.value(1)
+	p.ws()
+	return v, ok && p.i == len(b)
+}
+
+// Cleaner says whether a string may be stored as it is.
+type Cleaner interface {
+	Clean(s string) bool
+}
+
+// CleanJSON reports whether the JSON text b of an object or array prop can
+// be stored as it is: every key and string in it is clean by c, none needs
+// unescaping, and no object names a key twice (or has more keys than a
+// cheap check covers). When it reports false the caller decodes the value
+// (DecodeJSONValue) and rewrites it.
+func CleanJSON(b []byte, c Cleaner) bool {
+	p := scanner{b: b, view: true}
+	p.ws()
+	if !p.clean(c) {
+		return false
+	}
+	p.ws()
+	return p.i == len(b)
+}
+
+// maxCleanKeys is the most keys an object may have for CleanJSON to look
+// for repeats by comparing each with the ones before it.
+const maxCleanKeys = 16
+
+// skip reads any JSON value that value accepts, without building it.
+func (p *scanner) skip(depth int) bool { return p.walk(depth, nil) }
+
+// clean reads a JSON value as skip does and reports whether CleanJSON's
+// promise holds for it.
+func (p *scanner) clean(c Cleaner) bool { return p.walk(1, c) }
+
+// walk reads a JSON value without building it. With a Cleaner it also
+// requires every key and string to be clean and plain, and the keys of
+// each object to be distinct and at most maxCleanKeys.
+func (p *scanner) walk(depth int, c Cleaner) bool {
+	if p.i >= len(p.b) {
+		return false
+	}
+	switch b := p.b[p.i]; b {
+	case '"':
+		s, ok := p.quickStr()
+		return ok && (c == nil || (!p.slow && c.Clean(s)))
+	case '{', '[':
+		if depth >= maxDepth {
+			return false
+		}
+		p.i++
+		p.ws()
+		end := byte('}')
+		if b == '[' {
+			end = ']'
+		}
+		if p.lit(end) {
+			return true
+		}
+		var keys [maxCleanKeys]string
+		n := 0
+		for {
+			if b == '{' {
+				k, ok := p.quickStr()
+				if !ok {
+					return false
+				}
+				if c != nil {
+					if p.slow || !c.Clean(k) || n == len(keys) {
+						return false
+					}
+					for _, seen := range keys[:n] {
+						if seen == k {
+							return false
+						}
+					}
+					keys[n] = k
+					n++
+				}
+				p.ws()
+				if !p.lit(':') {
+					return false
+				}
+				p.ws()
+			}
+			if !p.walk(depth+1, c) {
+				return false
+			}
+			p.ws()
+			if p.lit(',') {
+				p.ws()
+				continue
+			}
+			return p.lit(end)
+		}
+	case 't':
+		return p.word("true")
+	case 'f':
+		return p.word("false")
+	case 'n':
+		return p.word("null")
+	}
+	return p.numberSpan()
+}
+
+
+// Intern returns a copy of s that later calls with an equal string are
+// likely to share: the envelope fields and promoted properties of the
+// worker's events (project, event name, user agent, browser, library)
+// repeat from one event to the next, and sharing them saves an allocation
+// each. The table is a fixed array of recent strings indexed by hash, read
+// without a lock; a collision only costs a copy. It holds no identifiers
+// and no property values beyond those.
+func Intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	if len(s) > maxInternLen {
+		return strings.Clone(s)
+	}
+	slot := &interned[maphash.String(internSeed, s)%uint64(len(interned))]
+	if v := slot.Load(); v != nil && *v == s {
+		return *v
+	}
+	v := strings.Clone(s)
+	slot.Store(&v)
+	return v
+}
+
+const maxInternLen = 512
+
+var (
+	interned   [4096]atomic.Pointer[string]
+	internSeed = maphash.MakeSeed()
+)
