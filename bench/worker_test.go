@@ -9,8 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/veilhq/veil/deidentify"
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
@@ -172,7 +171,7 @@ func decodedBy(tb testing.TB, reader func() func([]byte, *event.Event) error, ms
 	return out
 }
 
-// BenchmarkPolicy measures the policy stage alone (Engine.PolicyStage with
+// BenchmarkPolicy measures the policy stage alone (policy.Stage with
 // the default policy and no opt-out registry), per event:
 //
 //   - keep: no privacy signal, the common case.
@@ -194,7 +193,7 @@ func BenchmarkPolicy(b *testing.B) {
 		{"gpc_anonymize", policy.Set{Default: anon}, event.Signals{GPC: true}, event.Keep},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			engine, err := deidentify.New(tc.set, deidentify.Deps{Keyring: benchKeyring(b), Metrics: prometheus.NewRegistry()})
+			stage, err := policy.NewStage(tc.set, policy.Deps{Keyring: benchKeyring(b)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -206,7 +205,7 @@ func BenchmarkPolicy(b *testing.B) {
 			for b.Loop() {
 				ev := &evs[i%len(evs)]
 				ev.Anonymized = false
-				if got := engine.PolicyStage(ev); got != tc.want {
+				if got := stage.Apply(ev); got != tc.want {
 					b.Fatalf("outcome %q, want %q", got, tc.want)
 				}
 				i++

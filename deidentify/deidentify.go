@@ -1,7 +1,7 @@
-// Package deidentify holds the worker's privacy stages. The policy stage
-// applies each project's policy to the end user's choices; the
-// de-identification stage, which runs after enrichment has used the IP,
-// removes what identifies a person before anything reaches ClickHouse:
+// Package deidentify is the worker's de-identification stage, the last:
+// after the policy stage (package policy) has decided the event is kept
+// and enrichment has used the IP, it removes what identifies a person
+// before anything reaches ClickHouse:
 //
 //   - the IP is dropped, or truncated to its /24 or /48 network;
 //   - distinct_id, $device_id, $user_id, $anon_distinct_id and group ids
@@ -31,7 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/deidentify/scrub"
 	"github.com/veilhq/veil/event"
@@ -81,19 +81,6 @@ type Deps struct {
 	Logger   *zap.Logger
 	Metrics  prometheus.Registerer
 	Keyring  *pseudonym.Keyring
-	Registry Registry // nil: no opt-out registry and no deletions
-}
-
-// Registry answers whether a user opted out or was deleted. Lookups take
-// the user's pseudonyms under every key held, so entries made under an older
-// key still match.
-type Registry interface {
-	OptedOut(project string, ids []pseudonym.Pseudonym) bool
-	// DeletedBefore returns the time of the user's deletion request, if any:
-	// events received up to then must not be stored.
-	DeletedBefore(project string, ids []pseudonym.Pseudonym) (time.Time, bool)
-	// OptIn records that the user opted back in.
-	OptIn(project, id string)
 }
 
 type projectRules struct {
@@ -140,8 +127,8 @@ func (r *projectRules) ruleOf(k string) nameRule {
 	return nr
 }
 
-// Engine holds the compiled per-project policies. Its PolicyStage and
-// Stage methods are the worker's stages.
+// Engine holds the compiled per-project rules and the pseudonym caches,
+// shared by every goroutine's Stage.
 type Engine struct {
 	set      policy.Set
 	rules    map[string]*projectRules
@@ -150,7 +137,6 @@ type Engine struct {
 	// memo and dailyMemo remember the pseudonyms of the keys, and of the
 	// same keys rotating daily.
 	memo, dailyMemo *pseudonym.Memo
-	registry        Registry
 	log             *zap.Logger
 	m               *metrics
 }
@@ -166,7 +152,7 @@ func New(set policy.Set, deps Deps) (*Engine, error) {
 	if deps.Logger == nil {
 		deps.Logger = zap.NewNop()
 	}
-	e := &Engine{set: set, rules: map[string]*projectRules{}, keys: deps.Keyring, registry: deps.Registry, log: deps.Logger, m: newMetrics(deps.Metrics, deps.Keyring)}
+	e := &Engine{set: set, rules: map[string]*projectRules{}, keys: deps.Keyring, log: deps.Logger, m: newMetrics(deps.Metrics, deps.Keyring)}
 	stable, err := deps.Keyring.WithConfig(pseudonym.Config{Rotate: pseudonym.RotateNone})
 	if err != nil {
 		return nil, err
@@ -226,48 +212,6 @@ func (e *Engine) rulesFor(project string) *projectRules {
 // do not matter ($Email, email and EMAIL are the same promise).
 func normKey(k string) string {
 	return strings.ToLower(strings.TrimPrefix(k, "$"))
-}
-
-// PolicyStage applies the project's policy to ev's privacy choices.
-func (e *Engine) PolicyStage(ev *event.Event) event.DropReason {
-	r := e.rulesFor(ev.Project)
-	c := policy.Choices{
-		DNT:          ev.Signals.DNT,
-		GPC:          ev.Signals.GPC,
-		OptOutCookie: ev.Signals.OptOut,
-		OptIn:        ev.Kind == event.KindTrack && ev.Name == "$opt_in",
-	}
-	if e.registry != nil && ev.DistinctID != "" {
-		ids := e.keys.All(ev.Project, ev.DistinctID)
-		c.Registered = e.registry.OptedOut(ev.Project, ids)
-		if at, ok := e.registry.DeletedBefore(ev.Project, ids); ok && !ev.ReceivedAt.After(at) {
-			c.Deleted = true
-		}
-	}
-	outcome, seen := r.policy.Decide(c)
-	ev.Provenance.PolicyVersion = r.policy.Version
-	ev.Provenance.Consent = seen
-	switch outcome {
-	case policy.DropOptOut:
-		return event.DropOptOut
-	case policy.DropDNT:
-		return event.DropDNT
-	case policy.DropGPC:
-		return event.DropGPC
-	case policy.DropDeleted:
-		return event.DropDeleted
-	case policy.KeepAnonymized:
-		ev.Anonymized = true
-	}
-	if c.OptIn && e.registry != nil && ev.DistinctID != "" {
-		e.registry.OptIn(ev.Project, ev.DistinctID)
-	}
-	return event.Keep
-}
-
-// BotsDropped reports whether the project drops bot traffic.
-func (e *Engine) BotsDropped(project string) bool {
-	return e.rulesFor(project).policy.Bots == policy.BotDrop
 }
 
 // Stage is the de-identification stage of one worker goroutine. It keeps

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
 )
@@ -24,31 +24,7 @@ func keyring(t testing.TB) *pseudonym.Keyring {
 	return kr
 }
 
-type fakeRegistry struct {
-	out     map[string]bool
-	deleted map[string]time.Time
-	optIns  []string
-}
 
-func (f *fakeRegistry) OptedOut(project string, ids []pseudonym.Pseudonym) bool {
-	for _, id := range ids {
-		if f.out[project+"/"+id.Value] {
-			return true
-		}
-	}
-	return false
-}
-
-func (f *fakeRegistry) DeletedBefore(project string, ids []pseudonym.Pseudonym) (time.Time, bool) {
-	for _, id := range ids {
-		if t, ok := f.deleted[project+"/"+id.Value]; ok {
-			return t, true
-		}
-	}
-	return time.Time{}, false
-}
-
-func (f *fakeRegistry) OptIn(project, id string) { f.optIns = append(f.optIns, project+"/"+id) }
 
 // canaries is PII an end user's events may carry; none may survive.
 var canaries = []string{
@@ -84,9 +60,19 @@ func canaryEvent() *event.Event {
 	}
 }
 
-func newEngine(t *testing.T, set policy.Set, reg Registry) *Engine {
+// newPolicy returns the policy stage of set, which runs before this one.
+func newPolicy(t *testing.T, set policy.Set) *policy.Stage {
 	t.Helper()
-	e, err := New(set, Deps{Keyring: keyring(t), Registry: reg})
+	s, err := policy.NewStage(set, policy.Deps{Keyring: keyring(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newEngine(t *testing.T, set policy.Set) *Engine {
+	t.Helper()
+	e, err := New(set, Deps{Keyring: keyring(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,9 +82,9 @@ func newEngine(t *testing.T, set policy.Set, reg Registry) *Engine {
 func TestNoCanarySurvives(t *testing.T) {
 	set := policy.DefaultSet()
 	set.Default.PIIDeny = []string{"cookie"}
-	e := newEngine(t, set, nil)
+	e := newEngine(t, set)
 	ev := canaryEvent()
-	if r := e.PolicyStage(ev); r != event.Keep {
+	if r := newPolicy(t, set).Apply(ev); r != event.Keep {
 		t.Fatalf("dropped: %s", r)
 	}
 	if r := e.NewStage().Apply(ev); r != event.Keep {
@@ -141,7 +127,7 @@ func TestNoCanarySurvives(t *testing.T) {
 }
 
 func TestPseudonymsAreStable(t *testing.T) {
-	e := newEngine(t, policy.DefaultSet(), nil)
+	e := newEngine(t, policy.DefaultSet())
 	a, b := canaryEvent(), canaryEvent()
 	b.Project = "other"
 	c := canaryEvent()
@@ -172,10 +158,10 @@ func TestPolicies(t *testing.T) {
 	daily.Default.Rotate = policy.RotateDaily
 
 	t.Run("anonymize drops ids and geo below country", func(t *testing.T) {
-		e := newEngine(t, anon, nil)
+		e := newEngine(t, anon)
 		ev := canaryEvent()
 		ev.Signals.DNT = true
-		if r := e.PolicyStage(ev); r != event.Keep || !ev.Anonymized {
+		if r := newPolicy(t, anon).Apply(ev); r != event.Keep || !ev.Anonymized {
 			t.Fatalf("got %q anonymized=%v", r, ev.Anonymized)
 		}
 		e.NewStage().Apply(ev)
@@ -190,7 +176,7 @@ func TestPolicies(t *testing.T) {
 		}
 	})
 	t.Run("truncate keeps the /24 and region", func(t *testing.T) {
-		e := newEngine(t, trunc, nil)
+		e := newEngine(t, trunc)
 		ev := canaryEvent()
 		e.NewStage().Apply(ev)
 		if ev.IPPrefix != "203.0.113.0/24" || ev.Geo != (event.Geo{CountryCode: "US", Region: "California"}) {
@@ -204,7 +190,7 @@ func TestPolicies(t *testing.T) {
 		}
 	})
 	t.Run("allow-list mode fails closed", func(t *testing.T) {
-		e := newEngine(t, allow, nil)
+		e := newEngine(t, allow)
 		ev := canaryEvent()
 		m, _ := ev.Properties.Map()
 		m["brand_new_property"] = "x"
@@ -219,7 +205,7 @@ func TestPolicies(t *testing.T) {
 		}
 	})
 	t.Run("daily rotation changes pseudonyms across days", func(t *testing.T) {
-		e := newEngine(t, daily, nil)
+		e := newEngine(t, daily)
 		a, b := canaryEvent(), canaryEvent()
 		b.Time = b.Time.Add(24 * time.Hour)
 		e.NewStage().Apply(a)
@@ -228,32 +214,6 @@ func TestPolicies(t *testing.T) {
 			t.Fatal("same pseudonym on two days")
 		}
 	})
-}
-
-func TestRegistryAndDeletion(t *testing.T) {
-	kr := keyring(t)
-	old := kr.All("shop", "user-canary-7731")[1] // under the older key
-	reg := &fakeRegistry{out: map[string]bool{"shop/" + old.Value: true}, deleted: map[string]time.Time{}}
-	e := newEngine(t, policy.DefaultSet(), reg)
-	if r := e.PolicyStage(canaryEvent()); r != event.DropOptOut {
-		t.Fatalf("registered user (older key) not dropped: %q", r)
-	}
-	in := canaryEvent()
-	in.Name = "$opt_in"
-	if r := e.PolicyStage(in); r != event.Keep || len(reg.optIns) != 1 {
-		t.Fatalf("$opt_in: %q, opt-ins %v", r, reg.optIns)
-	}
-
-	reg.out = map[string]bool{}
-	reg.deleted["shop/"+kr.All("shop", "user-canary-7731")[0].Value] = time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC)
-	if r := e.PolicyStage(canaryEvent()); r != event.DropDeleted {
-		t.Fatalf("event received before the deletion request: %q", r)
-	}
-	later := canaryEvent()
-	later.ReceivedAt = later.ReceivedAt.Add(time.Second)
-	if r := e.PolicyStage(later); r != event.Keep {
-		t.Fatalf("event received after the deletion request: %q", r)
-	}
 }
 
 // TestIsPIIMatchesNormKey holds the allocation-free name check to the
@@ -343,7 +303,7 @@ func TestProfilePII(t *testing.T) {
 			map[string]any{"$name": "Acme Corp", "name": "Acme", "Name": "ACME", "industry": "retail"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEngine(t, tt.set, nil)
+			e := newEngine(t, tt.set)
 			if r := e.NewStage().Apply(tt.ev); r != event.Keep {
 				t.Fatalf("dropped: %s", r)
 			}

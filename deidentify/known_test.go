@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/event"
 )
 
@@ -45,7 +45,7 @@ func TestKnownNamesFollowThePolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := policy.Default()
 			tc.policy(&p)
-			e := newEngine(t, policy.Set{Default: p}, nil)
+			e := newEngine(t, policy.Set{Default: p})
 			var raw, ref event.Event
 			if err := event.NewDecoder().Decode([]byte(knownNamesMessage), &raw); err != nil {
 				t.Fatal(err)

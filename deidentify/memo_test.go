@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/event"
 )
 
@@ -25,7 +25,7 @@ func TestPassMemo(t *testing.T) {
 	b := policy.Default()
 	b.PIIDeny = []string{"plan"}
 	b.URLQueryAllow = []string{"utm_medium"}
-	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}}, nil)
+	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}})
 
 	msg := func(project, name, os, extra string) string {
 		return `{"v":1,"kind":1,"project":"` + project + `","received_at":1795348800123,"event":{"event":"` + name + `","properties":{` +
@@ -90,7 +90,7 @@ func TestPassMemo(t *testing.T) {
 func TestObjectsAcrossProjects(t *testing.T) {
 	b := policy.Default()
 	b.URLQueryAllow = []string{"utm_medium"}
-	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}}, nil)
+	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}})
 	const canary = "jane@example.com"
 	msg := func(project, extra string) string {
 		return `{"v":1,"kind":1,"project":"` + project + `","received_at":1795348800123,"event":{"event":"Viewed","properties":{` +

@@ -127,9 +127,11 @@ func (e *Enricher) Close() {
 	}
 }
 
-// Stage enriches ev in place. It drops only bot traffic of projects that
-// asked for it.
-func (e *Enricher) Stage(ev *event.Event) event.DropReason {
+// Apply enriches ev in place. It drops only bot traffic of projects that
+// asked for it. It keeps no state of its own beyond the lookups' caches,
+// which are safe for concurrent use, so one Enricher serves every
+// goroutine.
+func (e *Enricher) Apply(ev *event.Event) event.DropReason {
 	e.locate(ev, promote(ev))
 	if ev.UserAgent != "" {
 		info := e.ua.Parse(ev.UserAgent)

@@ -60,7 +60,7 @@ func TestStage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := tt.ev
-			if r := e.Stage(&ev); r != event.Keep {
+			if r := e.Apply(&ev); r != event.Keep {
 				t.Fatalf("dropped: %s", r)
 			}
 			if ev.Geo != tt.want {
@@ -82,7 +82,7 @@ func TestBots(t *testing.T) {
 	for _, drop := range []bool{false, true} {
 		e, _ := newEnricher(t, false, drop)
 		ev := event.Event{UserAgent: googlebotUA, Properties: event.PropertiesOf(map[string]any{})}
-		r := e.Stage(&ev)
+		r := e.Apply(&ev)
 		action := "flagged"
 		if drop {
 			action = "dropped"
@@ -101,7 +101,7 @@ func TestBots(t *testing.T) {
 func TestNoDatabase(t *testing.T) {
 	e, _ := newEnricher(t, false, false)
 	ev := event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: event.PropertiesOf(map[string]any{})}
-	e.Stage(&ev)
+	e.Apply(&ev)
 	if ev.Geo != (event.Geo{}) {
 		t.Fatalf("geo without a database: %+v", ev.Geo)
 	}
