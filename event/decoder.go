@@ -1,9 +1,9 @@
 package event
 
 import (
-	"github.com/veilhq/veil/internal/view"
 	"bytes"
 	"encoding/binary"
+	"github.com/veilhq/veil/internal/view"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -103,30 +103,6 @@ func (m *memo) distinctID(s string) string {
 		m.distinct = strings.Clone(s)
 	}
 	return m.distinct
-}
-
-// Envelope fields, as bits of the set of fields seen.
-const (
-	fV = 1 << iota
-	fKind
-	fProject
-	fEndpoint
-	fReceivedAt
-	fIP
-	fUA
-	fSignals
-	fRequestID
-	fEvent
-)
-
-// envHead is what collectorHead read: the envelope's fields before the
-// event.
-type envHead struct {
-	received              int64
-	project, endpoint, ip string
-	ua                    string
-	signals               Signals
-	seen                  uint
 }
 
 // envFields is what the fast reader read of a whole envelope.
@@ -271,118 +247,12 @@ func (p *scanner) envelope(f *envFields, m *memo, props *[]Prop) bool {
 	return p.fields(f, m, props)
 }
 
-// fields reads the envelope's members one by one, up to its closing
-// brace.
-func (p *scanner) fields(f *envFields, m *memo, props *[]Prop) bool {
-	for {
-		key, ok := p.rawKey()
-		if !ok {
-			return false
-		}
-		var bit uint
-		switch string(key) {
-		case "v":
-			bit = fV
-			f.version, ok = p.integer()
-		case "kind":
-			bit = fKind
-			f.kind, ok = p.integer()
-			ok = ok && f.kind >= 0 && f.kind <= 255
-		case "project":
-			bit = fProject
-			f.project, ok = p.str()
-		case "endpoint":
-			bit = fEndpoint
-			f.endpoint, ok = p.str()
-		case "received_at":
-			bit = fReceivedAt
-			f.received, ok = p.integer()
-		case "ip":
-			bit = fIP
-			f.ip, ok = p.transient()
-		case "ua":
-			bit = fUA
-			f.ua, ok = p.str()
-		case "signals":
-			bit = fSignals
-			ok = p.signals(&f.signals)
-		case "request_id":
-			bit = fRequestID
-			_, ok = p.transient()
-		case "event":
-			bit = fEvent
-			ok = p.eventObject(f, m, props)
-		default:
-			return false
-		}
-		if !ok || f.seen&bit != 0 {
-			return false
-		}
-		f.seen |= bit
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
-		}
-		return p.lit('}')
-	}
-}
-
 // remember makes head (the bytes collectorHead read) and what was read
 // from it, its strings interned, the memo's.
 func (m *memo) remember(head []byte, h envHead, addr netip.Addr) {
 	m.head = append(m.head[:0], head...)
 	h.ip = "" // kept parsed: the text points into the message
 	m.h, m.addr = h, addr
-}
-
-// collectorHead reads the envelope's fields before the event, just after
-// the opening brace, in the layout EnvelopeWriter writes: v 1 and kind 1
-// (a track event), project, endpoint, received_at, then ip and ua when
-// there are, signals, request_id when there is one, and `,"event":`. Each
-// value is read by the reader fields uses for it, so what it returns is
-// what that loop would have found. It reports false on anything else: the
-// caller starts over.
-func (p *scanner) collectorHead() (h envHead, ok bool) {
-	if !p.word(`"v":1,"kind":1,"project":`) {
-		return h, false
-	}
-	if h.project, ok = p.str(); !ok || !p.word(`,"endpoint":`) {
-		return h, false
-	}
-	if h.endpoint, ok = p.str(); !ok || !p.word(`,"received_at":`) {
-		return h, false
-	}
-	if h.received, ok = p.integer(); !ok {
-		return h, false
-	}
-	h.seen = fV | fKind | fProject | fEndpoint | fReceivedAt
-	if p.word(`,"ip":`) {
-		if h.ip, ok = p.transient(); !ok {
-			return h, false
-		}
-		h.seen |= fIP
-	}
-	if p.word(`,"ua":`) {
-		if h.ua, ok = p.str(); !ok {
-			return h, false
-		}
-		h.seen |= fUA
-	}
-	if !p.word(`,"signals":`) {
-		return h, false
-	}
-	if !p.word(`{}`) && !p.signals(&h.signals) {
-		return h, false
-	}
-	h.seen |= fSignals
-	if p.word(`,"request_id":`) {
-		if _, ok = p.transient(); !ok {
-			return h, false
-		}
-		h.seen |= fRequestID
-	}
-	return h, p.word(`,"event":`)
 }
 
 // eventObject reads {"event": name, "properties": {...}}.
@@ -421,12 +291,9 @@ func (p *scanner) eventObject(f *envFields, m *memo, props *[]Prop) bool {
 		if !ok {
 			return false
 		}
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
+		if more, ok := p.more('}'); !more {
+			return ok
 		}
-		return p.lit('}')
 	}
 }
 
@@ -561,12 +428,9 @@ func (p *scanner) props(f *envFields, m *memo, props *[]Prop) bool {
 			p.ws()
 			continue
 		}
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
+		if more, ok := p.more('}'); !more {
+			return ok
 		}
-		return p.lit('}')
 	}
 }
 

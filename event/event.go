@@ -7,16 +7,10 @@
 package event
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
 )
-
-// EnvelopeVersion is the version of the envelope format written to Kafka.
-// A worker refuses (dead-letters) envelopes of a version it does not know,
-// so a format change must bump it and keep reading the old one.
-const EnvelopeVersion = 1
 
 // Kind says which Mixpanel endpoint family an event came through.
 type Kind uint8
@@ -42,47 +36,6 @@ func (k Kind) String() string {
 
 // Valid reports whether k is one of the known kinds.
 func (k Kind) Valid() bool { return k >= KindTrack && k <= KindGroups }
-
-// Signals are the privacy choices the request carried. The collector only
-// records them; the worker's policy stage decides what they mean.
-type Signals struct {
-	DNT    bool `json:"dnt,omitempty"`    // DNT: 1 header
-	GPC    bool `json:"gpc,omitempty"`    // Sec-GPC: 1 header
-	OptOut bool `json:"optout,omitempty"` // the opt-out cookie was present
-	// NoGeo is set when the request asked for no IP geolocation (ip=0).
-	NoGeo bool `json:"nogeo,omitempty"`
-}
-
-// Envelope is one event as the collector writes it to the raw topic: the
-// normalised Mixpanel object plus the request context the worker needs.
-//
-// It carries the raw client IP and identifiers, so it exists only in the
-// collector's memory, the raw topic (short retention) and the worker's memory.
-type Envelope struct {
-	Version    int     `json:"v"`
-	Kind       Kind    `json:"kind"`
-	Project    string  `json:"project"`
-	Endpoint   string  `json:"endpoint"`
-	ReceivedAt int64   `json:"received_at"` // Unix milliseconds
-	IP         string  `json:"ip,omitempty"`
-	UserAgent  string  `json:"ua,omitempty"`
-	Signals    Signals `json:"signals"`
-	RequestID  string  `json:"request_id,omitempty"`
-	// Event is the normalised Mixpanel object, one shape for every kind:
-	//
-	//	{"event": name, "properties": {...}, "value": ...}
-	//
-	// properties always holds time (Unix ms) and $insert_id, and
-	// distinct_id when there is one. For KindTrack, event is the event name
-	// and value is absent. For KindEngage and KindGroups, event is the one
-	// profile operation of this update ("$set", "$set_once", "$add",
-	// "$append", "$union", "$remove", "$unset", "$delete"), value is its
-	// operand as the SDK sent it, and properties holds the update's
-	// modifiers ($ignore_time, $ignore_alias) and, for groups, $group_key
-	// and $group_id. An update that carries several operations becomes one
-	// envelope per operation.
-	Event json.RawMessage `json:"event"`
-}
 
 // Key is the Kafka message key of an event: project and distinct_id, so that
 // one user's events stay ordered in one partition.

@@ -103,27 +103,9 @@ const (
 
 // Column returns the field of ev that column c fills, nil for ColumnNone.
 func (ev *Event) Column(c Column) *string {
-	switch c {
-	case ColumnBrowser:
-		return &ev.Device.Browser
-	case ColumnBrowserVersion:
-		return &ev.Device.BrowserVersion
-	case ColumnOS:
-		return &ev.Device.OS
-	case ColumnDevice:
-		return &ev.Device.Device
-	case ColumnLib:
-		return &ev.Device.Lib
-	case ColumnLibVersion:
-		return &ev.Device.LibVersion
-	case ColumnCity:
-		return &ev.Geo.City
-	case ColumnRegion:
-		return &ev.Geo.Region
-	case ColumnCountryCode:
-		return &ev.Geo.CountryCode
-	}
-	return nil
+	d, g := &ev.Device, &ev.Geo
+	return [numColumns]*string{nil, &d.Browser, &d.BrowserVersion, &d.OS, &d.Device, &d.Lib, &d.LibVersion,
+		&g.City, &g.Region, &g.CountryCode}[c]
 }
 
 // Known is the id of a known property name, 0 for any other name.

@@ -40,11 +40,6 @@ type DecodeError struct {
 
 func (e *DecodeError) Error() string { return "envelope: " + e.Reason }
 
-// MarshalEnvelope encodes env for the raw topic.
-func MarshalEnvelope(env *Envelope) ([]byte, error) {
-	return json.Marshal(env)
-}
-
 // trackObject is the normalised shape of a track event inside an envelope.
 type trackObject struct {
 	Event      string         `json:"event"`

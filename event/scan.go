@@ -1,11 +1,11 @@
 package event
 
 import (
-	"github.com/veilhq/veil/internal/view"
-	"encoding/binary"
+	"bytes"
 	"encoding/json"
+	"github.com/veilhq/veil/internal/jsonscan"
+	"github.com/veilhq/veil/internal/view"
 	"hash/maphash"
-	"math/bits"
 	"strings"
 	"sync/atomic"
 	"unicode"
@@ -69,16 +69,7 @@ func (p *scanner) ws() {
 	p.wsSlow()
 }
 
-func (p *scanner) wsSlow() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
+func (p *scanner) wsSlow() { p.i = jsonscan.SkipWS(p.b, p.i) }
 
 func (p *scanner) lit(c byte) bool {
 	if p.i < len(p.b) && p.b[p.i] == c {
@@ -100,28 +91,44 @@ func (p *scanner) word(w string) bool {
 // returns its bytes (callers switch on string(key), which does not
 // allocate).
 func (p *scanner) rawKey() ([]byte, bool) {
-	if !p.lit('"') {
+	k, ok := p.plain()
+	if !ok {
 		return nil, false
 	}
-	start := p.i
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		if c == '"' {
-			k := p.b[start:p.i]
-			p.i++
-			p.ws()
-			if !p.lit(':') {
-				return nil, false
-			}
-			p.ws()
-			return k, true
-		}
-		if c == '\\' || c < ' ' || c >= utf8.RuneSelf {
-			return nil, false
-		}
-		p.i++
+	p.ws()
+	if !p.lit(':') {
+		return nil, false
 	}
-	return nil, false
+	p.ws()
+	return k, true
+}
+
+// plain reads a string that needs no unescaping and is plain ASCII, and
+// returns its bytes; it leaves p as it was and reports false for any
+// other.
+func (p *scanner) plain() ([]byte, bool) {
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		return nil, false
+	}
+	j := skipPlain(p.b, p.i+1)
+	if j >= len(p.b) || p.b[j] != '"' {
+		return nil, false
+	}
+	k := p.b[p.i+1 : j]
+	p.i = j + 1
+	return k, true
+}
+
+// more reads what follows a member of an object or an item of an array
+// whose closing byte is end: a comma (more, and the next one follows) or
+// end (ok).
+func (p *scanner) more(end byte) (more, ok bool) {
+	p.ws()
+	if p.lit(',') {
+		p.ws()
+		return true, true
+	}
+	return false, p.lit(end)
 }
 
 // integer reads an integer the way encoding/json fills an int field.
@@ -146,80 +153,16 @@ func (p *scanner) integer() (int64, bool) {
 	return n, true
 }
 
-func (p *scanner) signals(s *Signals) bool {
-	p.ws()
-	if !p.lit('{') {
-		return false
-	}
-	p.ws()
-	if p.lit('}') {
-		return true
-	}
-	var seen uint
-	for {
-		key, ok := p.rawKey()
-		if !ok {
-			return false
-		}
-		var dst *bool
-		var bit uint
-		switch string(key) {
-		case "dnt":
-			dst, bit = &s.DNT, 1
-		case "gpc":
-			dst, bit = &s.GPC, 2
-		case "optout":
-			dst, bit = &s.OptOut, 4
-		case "nogeo":
-			dst, bit = &s.NoGeo, 8
-		default:
-			return false
-		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		switch {
-		case p.word("true"):
-			*dst = true
-		case p.word("false"):
-			*dst = false
-		default:
-			return false
-		}
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
-		}
-		return p.lit('}')
-	}
-}
-
 // transient reads a string that is used only during decoding (the client
 // address, parsed at once, and the request id, unused): when it needs no
 // unescaping it points into the message instead of being copied. An
 // address with a zone ("%eth0") is copied, as netip keeps the zone.
 func (p *scanner) transient() (string, bool) {
-	if p.lit('"') {
-		start := p.i
-		for p.i < len(p.b) {
-			c := p.b[p.i]
-			if c == '"' {
-				b := p.b[start:p.i]
-				p.i++
-				if len(b) == 0 {
-					return "", true
-				}
-				return view.String(b), true
-			}
-			if c == '\\' || c < ' ' || c >= utf8.RuneSelf || c == '%' {
-				break
-			}
-			p.i++
-		}
-		p.i = start - 1
+	start := p.i
+	if b, ok := p.plain(); ok && bytes.IndexByte(b, '%') < 0 {
+		return view.String(b), true
 	}
+	p.i = start
 	return p.str()
 }
 
@@ -272,27 +215,9 @@ func (p *scanner) quickStr() (string, bool) {
 
 // skipPlain returns the index of the first byte from i on that a string
 // cannot hold as it is: a quote, a backslash, a control character or the
-// start of a multi-byte rune. It looks at eight bytes at a time, as most
-// strings are plain ASCII.
+// start of a multi-byte rune (which str checks).
 func skipPlain(b []byte, i int) int {
-	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
-		q, s := x^(lo*'"'), x^(lo*'\\')
-		// A zero byte of q or s is a quote or a backslash; a byte below
-		// 0x20 or with its top bit set stops too. Borrows only carry to
-		// higher bytes, so the lowest flagged byte is exact.
-		m := ((q - lo) &^ q) | ((s - lo) &^ s) | (x - lo*0x20) | x
-		if m &= hi; m != 0 {
-			return i + bits.TrailingZeros64(m)/8
-		}
-	}
-	for ; i < len(b); i++ {
-		if c := b[i]; c == '"' || c == '\\' || c < ' ' || c >= utf8.RuneSelf {
-			return i
-		}
-	}
-	return i
+	return jsonscan.StringRun(b, i, jsonscan.Controls|jsonscan.NonASCII)
 }
 
 // strSlow unescapes from p.i, just after the opening quote, following
@@ -399,36 +324,9 @@ func (p *scanner) number() (json.Number, bool) {
 
 // numberSpan reads a JSON number.
 func (p *scanner) numberSpan() bool {
-	p.lit('-')
-	switch {
-	case p.lit('0'):
-	case p.i < len(p.b) && p.b[p.i] >= '1' && p.b[p.i] <= '9':
-		p.digits()
-	default:
-		return false
-	}
-	if p.lit('.') {
-		if p.digits() == 0 {
-			return false
-		}
-	}
-	if p.lit('e') || p.lit('E') {
-		if !p.lit('+') {
-			p.lit('-')
-		}
-		if p.digits() == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func (p *scanner) digits() int {
-	start := p.i
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		p.i++
-	}
-	return p.i - start
+	var ok bool
+	p.i, ok = jsonscan.Number(p.b, p.i)
+	return ok
 }
 
 // value reads any JSON value as encoding/json decodes it into an any with
@@ -512,12 +410,9 @@ func (p *scanner) object(m map[string]any, depth int) bool {
 			return false
 		}
 		m[k] = v
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
+		if more, ok := p.more('}'); !more {
+			return ok
 		}
-		return p.lit('}')
 	}
 }
 
@@ -533,12 +428,9 @@ func (p *scanner) array(depth int) ([]any, bool) {
 			return nil, false
 		}
 		out = append(out, v)
-		p.ws()
-		if p.lit(',') {
-			p.ws()
-			continue
+		if more, ok := p.more(']'); !more {
+			return out, ok
 		}
-		return out, p.lit(']')
 	}
 }
 
@@ -636,12 +528,9 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 			if !p.walk(depth+1, c) {
 				return false
 			}
-			p.ws()
-			if p.lit(',') {
-				p.ws()
-				continue
+			if more, ok := p.more(end); !more {
+				return ok
 			}
-			return p.lit(end)
 		}
 	case 't':
 		return p.word("true")
@@ -652,7 +541,6 @@ func (p *scanner) walk(depth int, c Cleaner) bool {
 	}
 	return p.numberSpan()
 }
-
 
 // Intern returns a copy of s that later calls with an equal string are
 // likely to share: the envelope fields and promoted properties of the
