@@ -247,6 +247,7 @@ type pass struct {
 func (s *Stage) Apply(ev *event.Event) event.DropReason {
 	r := s.e.rulesFor(ev.Project)
 	d := pass{Stage: s, r: r, p: &r.policy, ev: ev, memo: s.memo.under(r)}
+	d.consent()
 	d.geo()
 	d.ip()
 	d.identifiers()
@@ -256,6 +257,15 @@ func (s *Stage) Apply(ev *event.Event) event.DropReason {
 	}
 	d.provenance()
 	return event.Keep
+}
+
+// consent records what the policy stage decided: an anonymized event is
+// kept without identifiers, and with no more than its country (geo, ip,
+// identifiers).
+func (d *pass) consent() {
+	if d.ev.Anonymized {
+		d.tr |= tAnonymized
+	}
 }
 
 // geo cuts the location to the policy's precision (country at most for
@@ -308,7 +318,6 @@ func (d *pass) identifiers() {
 				props.Drop(i)
 			}
 		}
-		d.tr |= tAnonymized
 		return
 	}
 	done := false

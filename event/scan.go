@@ -22,17 +22,13 @@ const maxDepth = 512
 type scanner struct {
 	b []byte
 	i int
-	// arena holds the bytes of the property strings read, one allocation
-	// per message instead of one per string; the strings point into it
-	// (see bytesString). Bytes are only ever appended to it, never
-	// rewritten. Only property keys and values use it (inProps): the
-	// envelope's fields and the event name go to caches and batch columns
-	// that outlive the event, and a string there would keep the whole
-	// arena, raw values included, alive with it.
-	arena   []byte
-	inProps bool
+	// arena holds the bytes of the strings DecodeJSONValue reads, one
+	// allocation per value instead of one per string; the strings point
+	// into it (see bytesString). Bytes are only ever appended to it, never
+	// rewritten.
+	arena []byte
 	// view makes every string read point into b instead of being copied
-	// (DecodeRaw); slow is set when the last string read needed
+	// (the Decoder); slow is set when the last string read needed
 	// unescaping or repair, so it is not b's bytes.
 	view bool
 	slow bool
@@ -48,9 +44,6 @@ func (p *scanner) bytesString(b []byte) string {
 	}
 	if p.view {
 		return view.String(b)
-	}
-	if !p.inProps {
-		return string(b)
 	}
 	if cap(p.arena)-len(p.arena) < len(b) {
 		p.arena = make([]byte, 0, max(len(p.b)-p.i, len(b), 64))
@@ -437,7 +430,7 @@ func (p *scanner) array(depth int) ([]any, bool) {
 // DecodeJSONValue decodes one JSON value as encoding/json decodes it into
 // an any with UseNumber.
 func DecodeJSONValue(b []byte) (any, bool) {
-	p := scanner{b: b, inProps: true}
+	p := scanner{b: b}
 	p.ws()
 	v, ok := p.value(1)
 	p.ws()

@@ -13,7 +13,7 @@ import (
 // dead-letters what breaks a rule.
 //
 // The worker calls it on every message, before the stages: it reads the
-// props DecodeRaw left as JSON text without decoding them, scanning only
+// properties the Decoder left as JSON text without decoding them, scanning only
 // objects and lists, and allocates nothing for a valid event.
 //
 // What the collector itself added (time, $insert_id) is held to the rules
