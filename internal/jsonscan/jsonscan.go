@@ -33,16 +33,18 @@ const lo, hi = 0x0101010101010101, 0x8080808080808080
 // byte flagged is exact.
 func StringRun(b []byte, i int, stop Stop) int {
 	ctl, high := stop&Controls != 0, stop&NonASCII != 0
+	// The stops as masks, so that the loop has no branch on them.
+	var ctlMask, highMask uint64
+	if ctl {
+		ctlMask = ^uint64(0)
+	}
+	if high {
+		highMask = ^uint64(0)
+	}
 	for ; i+8 <= len(b); i += 8 {
 		x := binary.LittleEndian.Uint64(b[i:])
 		q, s := x^(lo*'"'), x^(lo*'\\')
-		m := ((q - lo) &^ q) | ((s - lo) &^ s)
-		if ctl {
-			m |= (x - lo*0x20) &^ x
-		}
-		if high {
-			m |= x
-		}
+		m := ((q - lo) &^ q) | ((s - lo) &^ s) | ((x-lo*0x20)&^x)&ctlMask | x&highMask
 		if m &= hi; m != 0 {
 			return i + bits.TrailingZeros64(m)/8
 		}
