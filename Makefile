@@ -2,6 +2,9 @@
 # runs every check CI runs. Both install what is missing first.
 GO       ?= go
 BIN      := bin/veil
+# The load generator and its ceilings: a tool for measuring Veil, built
+# apart from the binary users deploy.
+LOADGEN  := bin/veil-loadgen
 DATA_DIR ?= ./.veil
 LISTEN   ?= 127.0.0.1:8080
 
@@ -32,7 +35,7 @@ IMAGE_ARCH ?= amd64
 # API types stay out of Veil's: they render and decode files.
 NORACE_PKGS := ./tools/...
 
-.PHONY: run test deps build vet clean bench geoip image
+.PHONY: run test deps build loadgen vet clean bench geoip image
 
 # A failing stage of a pipeline fails the recipe (make test pipes go test's
 # JSON into tools/testfigures).
@@ -48,6 +51,9 @@ geoip: deps
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/veil
+
+loadgen:
+	$(GO) build -o $(LOADGEN) ./cmd/veil-loadgen
 
 image:
 	$(GO) run ./tools/imagebuild -version $(VERSION) -revision $(REVISION) -created $(SOURCE_DATE_EPOCH) \
@@ -78,8 +84,8 @@ test: deps geoip vet
 BENCH_SUSTAIN ?= 60s
 BENCH_PHASE   ?= 30s
 BENCH_COUNT   ?= 3
-bench: deps build
-	VEIL_GEOIP_DIR=$(GEOIP_CACHE) $(GO) run ./bench/run -veil $(BIN) -out bench/results -count $(BENCH_COUNT) -phase $(BENCH_PHASE) -sustain $(BENCH_SUSTAIN)
+bench: deps build loadgen
+	VEIL_GEOIP_DIR=$(GEOIP_CACHE) $(GO) run ./bench/run -veil $(BIN) -loadgen $(LOADGEN) -out bench/results -count $(BENCH_COUNT) -phase $(BENCH_PHASE) -sustain $(BENCH_SUSTAIN)
 
 clean:
 	rm -rf bin

@@ -2,13 +2,11 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,12 +16,13 @@ import (
 
 	"github.com/veilhq/veil/enrich/geo/geotest"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/loadgen"
 )
 
 // The pipeline benchmarks run on the load generator's payloads
 // (mixpanel-browser batches of 14 to 30 properties, see loadgen), so that
-// the per-stage costs here and the throughput `veil loadgen` measures
+// the per-stage costs here and the throughput `veil-loadgen` measures
 // describe the same events.
 
 const benchToken = "tok-shop"
@@ -31,24 +30,6 @@ const benchToken = "tok-shop"
 // benchSizes are the request sizes measured: a single-event request and
 // mixpanel-browser's batch of 50.
 var benchSizes = []int{1, 50}
-
-// nopProducer takes every write at once: the collector without Kafka.
-type nopProducer struct{}
-
-func (nopProducer) WriteMessages(context.Context, ...kafka.Message) error { return nil }
-
-// captureProducer keeps what the collector produces.
-type captureProducer struct {
-	mu   sync.Mutex
-	msgs []kafka.Message
-}
-
-func (c *captureProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.msgs = append(c.msgs, msgs...)
-	return nil
-}
 
 // newCollector returns the collector's handler, producing to p. It trusts
 // loopback as a proxy, as a collector behind a load balancer trusts the
@@ -80,17 +61,17 @@ func trackRequest(req loadgen.Request) *http.Request {
 // requests of batch events, one slice per request.
 func envelopes(tb testing.TB, n, batch int) [][]kafka.Message {
 	tb.Helper()
-	p := &captureProducer{}
+	p := &kafkatest.Producer{} // keeps the messages: no memory is reused
 	h := newCollector(tb, p)
 	out := make([][]kafka.Message, 0, n)
 	for _, req := range loadgen.Requests(2, n, batch, benchToken) {
-		before := len(p.msgs)
+		before := p.Len()
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, trackRequest(req))
 		if w.Code != http.StatusOK || w.Body.String() != `{"status":1,"error":null}` {
 			tb.Fatalf("collector answered %d %s", w.Code, w.Body)
 		}
-		out = append(out, p.msgs[before:])
+		out = append(out, p.Messages()[before:])
 	}
 	return out
 }

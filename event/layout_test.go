@@ -2,35 +2,17 @@ package event_test
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/loadgen"
 )
-
-type captureProducer struct {
-	mu   sync.Mutex
-	msgs []kafka.Message
-}
-
-func (p *captureProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, m := range msgs {
-		p.msgs = append(p.msgs, kafka.Message{Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)})
-	}
-	return nil
-}
-
-func (p *captureProducer) Close() error { return nil }
 
 // The worker's decoder reads the envelope the collector writes with a fast
 // path that expects the collector's field order; anything else still
@@ -38,7 +20,7 @@ func (p *captureProducer) Close() error { return nil }
 // every track envelope the collector writes, whatever the request's
 // signals and headers, takes the fast path.
 func TestCollectorEnvelopesTakeTheFastPath(t *testing.T) {
-	p := &captureProducer{}
+	p := &kafkatest.Producer{Copy: true}
 	cfg := ingest.DefaultConfig()
 	cfg.Projects = []ingest.Project{{Name: "shop", Token: "tok"}}
 	cfg.TrustedProxies = []string{"127.0.0.0/8"}
@@ -60,7 +42,7 @@ func TestCollectorEnvelopesTakeTheFastPath(t *testing.T) {
 	}
 	for _, batch := range []int{1, 50} {
 		for _, v := range variants {
-			before := len(p.msgs)
+			before := p.Len()
 			for _, req := range loadgen.Requests(3, 4, batch, "tok") {
 				r := httptest.NewRequest(http.MethodPost, "/track/?"+v.query, bytes.NewReader(req.Body))
 				r.RemoteAddr = "127.0.0.1:40000"
@@ -77,7 +59,7 @@ func TestCollectorEnvelopesTakeTheFastPath(t *testing.T) {
 					t.Fatalf("%s: collector answered %d %s", v.name, w.Code, w.Body)
 				}
 			}
-			msgs := p.msgs[before:]
+			msgs := p.Messages()[before:]
 			if len(msgs) != 4*batch {
 				t.Fatalf("%s, batches of %d: %d messages, want %d", v.name, batch, len(msgs), 4*batch)
 			}

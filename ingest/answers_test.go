@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/veilhq/veil/internal/kafkatest"
 )
 
 // The answer matrix of docs/compatibility.md: for every endpoint, way of
@@ -216,7 +218,7 @@ func TestAnswerMatrix(t *testing.T) {
 		// records to send; nil sends a payload that is not JSON
 		records func(ep matrixEndpoint) []string
 		config  func(c *Config)
-		before  func(t *testing.T, c *Collector, p *fakeProducer)
+		before  func(t *testing.T, c *Collector, p *kafkatest.Producer)
 	}
 	outcomes := []outcome{
 		{name: "all valid", produced: 2, records: func(ep matrixEndpoint) []string { return ep.valid }},
@@ -237,14 +239,16 @@ func TestAnswerMatrix(t *testing.T) {
 		{name: "rate limited", records: func(ep matrixEndpoint) []string { return ep.valid },
 			// A bucket of 2 events, emptied by a request before.
 			config: func(c *Config) { c.Limits.RateLimit = 1; c.Limits.MaxEventsPerRequest = 2 },
-			before: func(t *testing.T, c *Collector, p *fakeProducer) {
+			before: func(t *testing.T, c *Collector, p *kafkatest.Producer) {
 				if resp := do(t, c, post("/track", "application/json", []byte("["+strings.Join(matrixEndpoints[0].valid, ",")+"]"))); resp.status != 200 {
 					t.Fatalf("emptying the bucket: %d %q", resp.status, resp.body)
 				}
-				p.msgs = nil
+				p.Reset()
 			}},
 		{name: "Kafka down", records: func(ep matrixEndpoint) []string { return ep.valid },
-			before: func(t *testing.T, c *Collector, p *fakeProducer) { p.err = errors.New("kafka: leader not available") }},
+			before: func(t *testing.T, c *Collector, p *kafkatest.Producer) {
+				p.Fail(errors.New("kafka: leader not available"))
+			}},
 	}
 	params := []string{"", "0", "1"}
 
@@ -314,7 +318,7 @@ func TestAnswerMatrix(t *testing.T) {
 								t.Fatalf("%s answer: got %d %q (%s)\nwant %d %q (%s)", shape,
 									resp.status, resp.body, resp.header.Get("Content-Type"), want.status, want.body, contentType[shape])
 							}
-							if n := len(p.msgs); n != o.produced {
+							if n := p.Len(); n != o.produced {
 								t.Fatalf("produced %d messages, want %d", n, o.produced)
 							}
 							if resp.status == 429 || resp.status == 503 {

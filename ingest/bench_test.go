@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
+
+	"github.com/veilhq/veil/internal/kafkatest"
 )
 
 // browserEvent is a /track event the size and shape mixpanel-browser sends.
@@ -31,10 +32,6 @@ func browserEvent(i int) string {
 		`"mp_sent_by_lib_version":"2.83.0","cart":{"items":3,"total":59.97},"tags":["a","b","c"]}}`,
 		i, i, i%1000, i, i, i, i)
 }
-
-type nopProducer struct{}
-
-func (nopProducer) WriteMessages(context.Context, ...kafka.Message) error { return nil }
 
 // BenchmarkCollector measures one request through the handler, Kafka
 // excluded, by batch size: mixpanel-browser's batches of 50 and /import's
@@ -57,7 +54,7 @@ func BenchmarkCollector(b *testing.B) {
 			b.Run(bd.name+"/events="+strconv.Itoa(n), func(b *testing.B) {
 				cfg := DefaultConfig()
 				cfg.Projects = []Project{{Name: "shop", Token: "tok-shop"}}
-				c, err := New(cfg, "raw", Deps{Producer: nopProducer{}, Metrics: prometheus.NewRegistry()})
+				c, err := New(cfg, "raw", Deps{Producer: &kafkatest.Producer{Discard: true}, Metrics: prometheus.NewRegistry()})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -92,7 +89,7 @@ func BenchmarkCollectorHTTP(b *testing.B) {
 	body := []byte("data=" + url.QueryEscape(b64("["+strings.Join(events, ",")+"]")))
 	cfg := DefaultConfig()
 	cfg.Projects = []Project{{Name: "shop", Token: "tok-shop"}}
-	c, err := New(cfg, "raw", Deps{Producer: nopProducer{}, Metrics: prometheus.NewRegistry()})
+	c, err := New(cfg, "raw", Deps{Producer: &kafkatest.Producer{Discard: true}, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)
 	}

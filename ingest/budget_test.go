@@ -81,7 +81,7 @@ func TestInflightBodyBudget(t *testing.T) {
 	if status, body, _ := send(); status != http.StatusOK || body != `{"status":1,"error":null}` {
 		t.Fatalf("within the budget: %d %q, want 200", status, body)
 	}
-	if n := len(p.envelopes(t)); n != 1 {
+	if n := len(envelopes(t, p)); n != 1 {
 		t.Fatalf("produced %d, want 1", n)
 	}
 	if n := held(); n != 0 {

@@ -533,19 +533,8 @@ func (c *Collector) putScratch(s *requestScratch) {
 
 // releasesMessages reports whether p is done with the messages of a
 // WriteMessages call once it has returned nil, so that their memory can
-// serve later requests. kafka-go's synchronous Writer is: it returns only
-// after every batch holding them was written (or on an error, which the
-// collector does not reuse after). Other producers may keep what they are
-// given, as the test fakes do.
-func releasesMessages(p Producer) bool {
-	switch w := p.(type) {
-	case *kafka.Writer:
-		return !w.Async
-	case interface{ ReleasesMessages() bool }:
-		return w.ReleasesMessages()
-	}
-	return false
-}
+// serve later requests (kafkax.ReleasesMessages).
+func releasesMessages(p Producer) bool { return kafkax.ReleasesMessages(p) }
 
 // projectCounts appends the count of messages of each project to out, for
 // the rate limiter.

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,34 +18,17 @@ import (
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/internal/kafkax"
 )
 
-// fakeProducer records what the collector produces and fails on demand.
-type fakeProducer struct {
-	mu   sync.Mutex
-	msgs []kafka.Message
-	err  error
-}
-
-func (f *fakeProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err != nil {
-		return f.err
-	}
-	f.msgs = append(f.msgs, msgs...)
-	return nil
-}
-
 // decodeAll checks that the worker can read every message produced: each
 // value must pass event.Decode.
-func (f *fakeProducer) decodeAll(t testing.TB) []event.Event {
+func decodeAll(t testing.TB, p *kafkatest.Producer) []event.Event {
 	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make([]event.Event, 0, len(f.msgs))
-	for i, m := range f.msgs {
+	msgs := p.Messages()
+	out := make([]event.Event, 0, len(msgs))
+	for i, m := range msgs {
 		var ev event.Event
 		if err := event.Decode(m.Value, &ev); err != nil {
 			t.Fatalf("message %d does not decode: %v: %s", i, err, m.Value)
@@ -57,12 +38,11 @@ func (f *fakeProducer) decodeAll(t testing.TB) []event.Event {
 	return out
 }
 
-func (f *fakeProducer) envelopes(t *testing.T) []event.Envelope {
+// envelopes returns the envelopes produced, decoded by encoding/json.
+func envelopes(t *testing.T, p *kafkatest.Producer) []event.Envelope {
 	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []event.Envelope
-	for _, m := range f.msgs {
+	for _, m := range p.Messages() {
 		var env event.Envelope
 		if err := json.Unmarshal(m.Value, &env); err != nil {
 			t.Fatalf("produced value is not an envelope: %v", err)
@@ -74,7 +54,7 @@ func (f *fakeProducer) envelopes(t *testing.T) []event.Envelope {
 
 var fixedNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-func newTestCollector(t testing.TB, mutate func(*Config)) (*Collector, *fakeProducer, *prometheus.Registry) {
+func newTestCollector(t testing.TB, mutate func(*Config)) (*Collector, *kafkatest.Producer, *prometheus.Registry) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Projects = []Project{{Name: "shop", Token: "tok-shop", Secret: "sec-shop"}}
@@ -82,14 +62,14 @@ func newTestCollector(t testing.TB, mutate func(*Config)) (*Collector, *fakeProd
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	p := &fakeProducer{}
+	p := &kafkatest.Producer{}
 	reg := prometheus.NewRegistry()
 	c, err := New(cfg, "veil.events.raw", Deps{Producer: p, Metrics: reg, Gatherer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.now = func() time.Time { return fixedNow }
-	t.Cleanup(func() { p.decodeAll(t) })
+	t.Cleanup(func() { decodeAll(t, p) })
 	return c, p, reg
 }
 
@@ -166,7 +146,7 @@ func TestTrackAccepts(t *testing.T) {
 			if resp.status != 200 || resp.body != "1" {
 				t.Fatalf("got %d %q, want 200 \"1\"", resp.status, resp.body)
 			}
-			if got := len(p.envelopes(t)); got != tt.events {
+			if got := len(envelopes(t, p)); got != tt.events {
 				t.Fatalf("produced %d events, want %d", got, tt.events)
 			}
 		})
@@ -183,7 +163,7 @@ func TestTrackEnvelope(t *testing.T) {
 	if resp := do(t, c, req); resp.body != "1" {
 		t.Fatalf("body %q", resp.body)
 	}
-	envs := p.envelopes(t)
+	envs := envelopes(t, p)
 	if len(envs) != 2 {
 		t.Fatalf("%d envelopes", len(envs))
 	}
@@ -216,7 +196,7 @@ func TestTrackEnvelope(t *testing.T) {
 	if ev.DistinctID != "42" || ev.InsertID != "abc-123" || ev.Time.UnixMilli() != 1795348800123 {
 		t.Errorf("second event wrong: %+v", ev)
 	}
-	if got := string(p.msgs[0].Key); got != "shop\x00u-1" {
+	if got := string(p.Messages()[0].Key); got != "shop\x00u-1" {
 		t.Errorf("key %q", got)
 	}
 }
@@ -247,7 +227,7 @@ func TestGeneratedInsertIDs(t *testing.T) {
 				do(t, c, form("/track", "data="+url.QueryEscape(b64("["+tt.event+","+tt.event+"]"))))
 			}
 			ids := map[string]bool{}
-			for _, ev := range p.decodeAll(t) {
+			for _, ev := range decodeAll(t, p) {
 				if !rules.ValidInsertID(ev.InsertID) {
 					t.Fatalf("generated insert id %q", ev.InsertID)
 				}
@@ -313,7 +293,7 @@ func TestTrackRejects(t *testing.T) {
 			if v.Status != wantStatus || v.Error == nil || !strings.Contains(*v.Error, tt.verboseErr) {
 				t.Fatalf("verbose answer %q, want status %d naming %q", resp.body, wantStatus, tt.verboseErr)
 			}
-			if got := len(p.envelopes(t)); got != tt.produced {
+			if got := len(envelopes(t, p)); got != tt.produced {
 				t.Fatalf("produced %d, want %d", got, tt.produced)
 			}
 			if n := testutil.ToFloat64(metricVec(t, reg, "veil_collector_events_rejected_total", tt.reason)); n != tt.rejected {
@@ -341,7 +321,7 @@ func TestTrackBodyTooLarge(t *testing.T) {
 
 func TestTrackKafkaDown(t *testing.T) {
 	c, p, reg := newTestCollector(t, nil)
-	p.err = fmt.Errorf("produce: %w", kafka.LeaderNotAvailable)
+	p.Fail(fmt.Errorf("produce: %w", kafka.LeaderNotAvailable))
 	resp := do(t, c, form("/track?verbose=1", "data="+url.QueryEscape(b64(evA))))
 	if resp.status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.status)

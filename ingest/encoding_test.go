@@ -50,7 +50,7 @@ func TestEndpointPaths(t *testing.T) {
 				if resp.status != 200 || resp.body != "1" {
 					t.Fatalf("got %d %q, want 200 \"1\"", resp.status, resp.body)
 				}
-				envs := p.envelopes(t)
+				envs := envelopes(t, p)
 				if len(envs) != 1 || envs[0].Kind != tt.kind || envs[0].Endpoint != tt.endpoint || envs[0].Project != "shop" {
 					t.Fatalf("envelopes %+v", envs)
 				}
@@ -133,7 +133,7 @@ func TestEncodings(t *testing.T) {
 			if resp.status != 200 || resp.body != tt.wantAns {
 				t.Fatalf("got %d %q, want 200 %q", resp.status, resp.body, tt.wantAns)
 			}
-			if got := len(p.envelopes(t)); got != tt.events {
+			if got := len(envelopes(t, p)); got != tt.events {
 				t.Fatalf("produced %d events, want %d", got, tt.events)
 			}
 		})
@@ -196,7 +196,7 @@ func TestEncodingErrors(t *testing.T) {
 			if resp.status != tt.status || resp.body != tt.body {
 				t.Fatalf("got %d %q, want %d %q", resp.status, resp.body, tt.status, tt.body)
 			}
-			if n := len(p.envelopes(t)); n != 0 {
+			if n := len(envelopes(t, p)); n != 0 {
 				t.Fatalf("produced %d", n)
 			}
 			if n := counter(t, reg, "veil_collector_events_rejected_total", tt.reason); n != 1 {
@@ -215,7 +215,7 @@ func TestMalformedRecordFailsAlone(t *testing.T) {
 	if resp.status != 200 || resp.body != want {
 		t.Fatalf("got %d %q, want %q", resp.status, resp.body, want)
 	}
-	if n := len(p.envelopes(t)); n != 2 {
+	if n := len(envelopes(t, p)); n != 2 {
 		t.Fatalf("produced %d, want 2", n)
 	}
 }
@@ -246,7 +246,7 @@ func TestUTF8Repair(t *testing.T) {
 			if resp.body != "1" {
 				t.Fatalf("answer %q", resp.body)
 			}
-			evs := p.decodeAll(t)
+			evs := decodeAll(t, p)
 			if len(evs) != 1 {
 				t.Fatalf("%d events", len(evs))
 			}
@@ -337,11 +337,11 @@ func TestProducedBytesDoNotAliasTheBody(t *testing.T) {
 				}
 			}
 			send("[" + evA + "," + evB + "]")
-			before := p.decodeAll(t)
+			before := decodeAll(t, p)
 			// A second, different request reuses the buffers.
 			send(`[{"event":"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz","properties":{"token":"tok-shop","distinct_id":"qqqqqqqqqqqqqqqqqqqqqqqqq"}}]`)
-			after := p.decodeAll(t)
-			if len(after) != 3 || before[0].Name != after[0].Name || before[1].DistinctID != after[1].DistinctID || string(p.msgs[0].Key) != "shop\x00u-1" {
+			after := decodeAll(t, p)
+			if len(after) != 3 || before[0].Name != after[0].Name || before[1].DistinctID != after[1].DistinctID || string(p.Messages()[0].Key) != "shop\x00u-1" {
 				t.Fatalf("produced messages changed when the buffers were reused: %+v vs %+v", before, after[:2])
 			}
 		})

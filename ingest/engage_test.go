@@ -37,7 +37,7 @@ func TestEngageOperations(t *testing.T) {
 			if resp.body != `{"status":1,"error":null}` {
 				t.Fatalf("answer %q", resp.body)
 			}
-			evs := p.decodeAll(t)
+			evs := decodeAll(t, p)
 			if len(evs) != 1 {
 				t.Fatalf("%d events", len(evs))
 			}
@@ -53,7 +53,7 @@ func TestEngageOperations(t *testing.T) {
 			if ev.DistinctID != wantID || ev.Time.UnixMilli() != fixedNow.UnixMilli() || len(ev.InsertID) != 32 || ev.Endpoint != "/engage" {
 				t.Fatalf("decoded %+v", ev)
 			}
-			if got := string(p.msgs[0].Key); got != "shop\x00"+wantID {
+			if got := string(p.Messages()[0].Key); got != "shop\x00"+wantID {
 				t.Fatalf("key %q", got)
 			}
 		})
@@ -71,7 +71,7 @@ func TestEngageUpdateFields(t *testing.T) {
 	if resp.body != "1" {
 		t.Fatalf("answer %q", resp.body)
 	}
-	evs := p.decodeAll(t)
+	evs := decodeAll(t, p)
 	var ops []string
 	ids := map[string]bool{}
 	for _, ev := range evs {
@@ -96,7 +96,7 @@ func TestEngageUpdateFields(t *testing.T) {
 	// deduplicate profile updates): new ids. A replay of the messages
 	// themselves keeps theirs.
 	do(t, c, post("/engage", "application/json", []byte(upd)))
-	for _, ev := range p.decodeAll(t)[3:] {
+	for _, ev := range decodeAll(t, p)[3:] {
 		if ids[ev.InsertID] {
 			t.Fatalf("the update sent again reused insert id %s", ev.InsertID)
 		}
@@ -109,7 +109,7 @@ func TestEngageRepeatedIncrements(t *testing.T) {
 	c, p, _ := newTestCollector(t, nil)
 	inc := `{"$token":"tok-shop","$distinct_id":"u-1","$add":{"n":1}}`
 	do(t, c, post("/engage/", "application/x-www-form-urlencoded", formB64("["+inc+","+inc+"]")))
-	evs := p.decodeAll(t)
+	evs := decodeAll(t, p)
 	if len(evs) != 2 || evs[0].InsertID == evs[1].InsertID {
 		t.Fatalf("events %+v", evs)
 	}
@@ -135,7 +135,7 @@ func TestEngageIP(t *testing.T) {
 			c, p, _ := newTestCollector(t, nil)
 			upd := `{` + tt.ipField + `"$token":"tok-shop","$distinct_id":"u-1","$set":{"a":1}}`
 			do(t, c, post("/engage"+tt.query, "application/x-www-form-urlencoded", formB64(upd)))
-			envs := p.envelopes(t)
+			envs := envelopes(t, p)
 			if len(envs) != 1 || envs[0].IP != tt.ip || envs[0].Signals.NoGeo != tt.noGeo {
 				t.Fatalf("envelopes %+v, want ip %s nogeo %v", envs, tt.ip, tt.noGeo)
 			}
@@ -151,7 +151,7 @@ func TestGroups(t *testing.T) {
 	if resp.body != `{"status":1,"error":null}` {
 		t.Fatalf("answer %q", resp.body)
 	}
-	evs := p.decodeAll(t)
+	evs := decodeAll(t, p)
 	type got struct{ op, key, id string }
 	var gs []got
 	for _, ev := range evs {
@@ -164,7 +164,7 @@ func TestGroups(t *testing.T) {
 	if !slices.Equal(gs, want) {
 		t.Fatalf("groups %v, want %v", gs, want)
 	}
-	if k := string(p.msgs[0].Key); k != "shop\x00company\x00acme" {
+	if k := string(p.Messages()[0].Key); k != "shop\x00company\x00acme" {
 		t.Fatalf("key %q", k)
 	}
 }
@@ -200,7 +200,7 @@ func TestProfileUpdateRejects(t *testing.T) {
 			if resp.status != 200 || v.Status != 0 || v.Error == nil || *v.Error != tt.msg {
 				t.Fatalf("got %d %q, want error %q", resp.status, resp.body, tt.msg)
 			}
-			if n := len(p.msgs); n != 0 {
+			if n := p.Len(); n != 0 {
 				t.Fatalf("produced %d", n)
 			}
 			if n := counter(t, reg, "veil_collector_events_rejected_total", tt.reason); n != 1 {
@@ -213,7 +213,7 @@ func TestProfileUpdateRejects(t *testing.T) {
 func TestProfileUpdatesAnyToken(t *testing.T) {
 	c, p, _ := newTestCollector(t, func(c *Config) { c.AcceptAnyToken = true; c.DefaultProject = "dev" })
 	do(t, c, post("/engage", "application/json", []byte(`{"$token":"whatever","$distinct_id":"u","$set":{"a":1}}`)))
-	if envs := p.envelopes(t); len(envs) != 1 || envs[0].Project != "dev" {
+	if envs := envelopes(t, p); len(envs) != 1 || envs[0].Project != "dev" {
 		t.Fatalf("envelopes %+v", envs)
 	}
 }
@@ -226,7 +226,7 @@ func TestProfileUpdatesStrict(t *testing.T) {
 	if resp.status != http.StatusBadRequest || resp.body != want {
 		t.Fatalf("got %d %q", resp.status, resp.body)
 	}
-	if n := len(p.msgs); n != 2 {
+	if n := p.Len(); n != 2 {
 		t.Fatalf("produced %d messages, want the valid update's 2 operations", n)
 	}
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"github.com/veilhq/veil/event/rules"
+	"github.com/veilhq/veil/internal/kafkatest"
 
 	"bytes"
 	"encoding/json"
@@ -19,7 +20,7 @@ import (
 // serveFuzz sends one request and checks what every answer must satisfy:
 // a known status, Mixpanel's body, and produced messages the worker can
 // decode. It returns the answer and the decoded events, and forgets them.
-func serveFuzz(t *testing.T, c *Collector, p *fakeProducer, r *http.Request) (*httptest.ResponseRecorder, []event.Event) {
+func serveFuzz(t *testing.T, c *Collector, p *kafkatest.Producer, r *http.Request) (*httptest.ResponseRecorder, []event.Event) {
 	t.Helper()
 	r.RemoteAddr = "198.51.100.20:5555"
 	rec := httptest.NewRecorder()
@@ -29,10 +30,8 @@ func serveFuzz(t *testing.T, c *Collector, p *fakeProducer, r *http.Request) (*h
 	default:
 		t.Fatalf("status %d", rec.Code)
 	}
-	evs := p.decodeAll(t)
-	p.mu.Lock()
-	p.msgs = p.msgs[:0]
-	p.mu.Unlock()
+	evs := decodeAll(t, p)
+	p.Reset()
 	return rec, evs
 }
 

@@ -46,7 +46,7 @@ func TestImportAuth(t *testing.T) {
 			if resp.status != tt.status || resp.body != tt.body {
 				t.Fatalf("got %d %q, want %d %q", resp.status, resp.body, tt.status, tt.body)
 			}
-			envs := p.envelopes(t)
+			envs := envelopes(t, p)
 			if tt.status == 200 {
 				if len(envs) != 1 || envs[0].Project != tt.project {
 					t.Fatalf("envelopes %+v", envs)
@@ -85,7 +85,7 @@ func TestImportAuth(t *testing.T) {
 			if resp.status != tt.status {
 				t.Fatalf("got %d %q, want %d", resp.status, resp.body, tt.status)
 			}
-			envs := p.envelopes(t)
+			envs := envelopes(t, p)
 			if tt.status == 200 && (len(envs) != 1 || envs[0].Project != "shop") || tt.status != 200 && len(envs) != 0 {
 				t.Fatalf("envelopes %+v", envs)
 			}
@@ -119,7 +119,7 @@ func TestImportStrict(t *testing.T) {
 	if resp.status != 400 || resp.body != want {
 		t.Fatalf("got %d\n%s\nwant\n%s", resp.status, resp.body, want)
 	}
-	evs := p.decodeAll(t)
+	evs := decodeAll(t, p)
 	if len(evs) != 2 || evs[0].Name != "signup" || evs[1].Name != "ok2" || evs[1].Time.UnixMilli() != 1700000000500 {
 		t.Fatalf("imported %+v", evs)
 	}
@@ -203,7 +203,7 @@ func TestImportAnswers(t *testing.T) {
 			if resp.status != tt.status || resp.body != tt.body {
 				t.Fatalf("got %d %q\nwant %d %q", resp.status, resp.body, tt.status, tt.body)
 			}
-			if n := len(p.envelopes(t)); n != tt.events {
+			if n := len(envelopes(t, p)); n != tt.events {
 				t.Fatalf("produced %d, want %d", n, tt.events)
 			}
 		})
@@ -216,7 +216,7 @@ func TestImportEnvelope(t *testing.T) {
 	r.SetBasicAuth("sec-shop", "")
 	r.Header.Set("X-Forwarded-For", "203.0.113.9")
 	do(t, c, r)
-	envs := p.envelopes(t)
+	envs := envelopes(t, p)
 	if len(envs) != 1 {
 		t.Fatalf("%d envelopes", len(envs))
 	}
@@ -230,10 +230,10 @@ func TestImportEnvelope(t *testing.T) {
 	r = post("/import?ip=1", "application/json", []byte(evImport))
 	r.SetBasicAuth("sec-shop", "")
 	do(t, c, r)
-	if envs := p.envelopes(t); len(envs) != 2 || envs[1].IP != "198.51.100.20" {
+	if envs := envelopes(t, p); len(envs) != 2 || envs[1].IP != "198.51.100.20" {
 		t.Fatalf("with ip=1: %+v", envs)
 	}
-	ev := p.decodeAll(t)[0]
+	ev := decodeAll(t, p)[0]
 	if ev.Time.UnixMilli() != 31622400000 || ev.DistinctID != "u-1" || len(ev.InsertID) != 32 || propOf(&ev.Properties, "token") != nil {
 		t.Fatalf("event %+v", ev)
 	}

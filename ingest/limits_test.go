@@ -74,13 +74,13 @@ func TestLimits(t *testing.T) {
 			c, p, reg := newTestCollector(t, nil)
 			resp := do(t, c, post("/track?verbose=1", "application/json", []byte(tt.event)))
 			if tt.reason == "" {
-				if resp.body != `{"status":1,"error":null}` || len(p.msgs) != 1 {
-					t.Fatalf("got %q, %d produced", resp.body, len(p.msgs))
+				if resp.body != `{"status":1,"error":null}` || p.Len() != 1 {
+					t.Fatalf("got %q, %d produced", resp.body, p.Len())
 				}
 				return
 			}
 			v := parseVerbose(t, resp.body)
-			if v.Status != 0 || v.Error == nil || *v.Error != tt.msg || len(p.msgs) != 0 {
+			if v.Status != 0 || v.Error == nil || *v.Error != tt.msg || p.Len() != 0 {
 				t.Fatalf("got %q, want error %q", resp.body, tt.msg)
 			}
 			if n := counter(t, reg, "veil_collector_events_rejected_total", tt.reason); n != 1 {
@@ -128,7 +128,7 @@ func TestRateLimit(t *testing.T) {
 	if resp := do(t, c, post("/track", "application/json", batch(50))); resp.status != 200 || resp.body != "1" {
 		t.Fatalf("after a second: %d %q", resp.status, resp.body)
 	}
-	if n := len(p.msgs); n != 101 {
+	if n := p.Len(); n != 101 {
 		t.Fatalf("produced %d, want 101", n)
 	}
 }
@@ -147,8 +147,8 @@ func TestRateLimitIsPerProject(t *testing.T) {
 	if resp := do(t, c, post("/track", "application/json", []byte(evA))); resp.status != 429 {
 		t.Fatalf("status %d, want 429", resp.status)
 	}
-	if len(p.msgs) != 3 {
-		t.Fatalf("produced %d", len(p.msgs))
+	if p.Len() != 3 {
+		t.Fatalf("produced %d", p.Len())
 	}
 }
 

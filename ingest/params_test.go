@@ -23,7 +23,7 @@ func TestParamIP(t *testing.T) {
 		t.Run(tt.query, func(t *testing.T) {
 			c, p, _ := newTestCollector(t, nil)
 			do(t, c, post("/track?"+tt.query, "application/x-www-form-urlencoded", formB64(evA)))
-			envs := p.envelopes(t)
+			envs := envelopes(t, p)
 			if len(envs) != 1 || envs[0].Signals.NoGeo != tt.noGeo || envs[0].IP != "198.51.100.20" {
 				t.Fatalf("envelopes %+v, want NoGeo=%v and the client address kept", envs, tt.noGeo)
 			}
@@ -32,7 +32,7 @@ func TestParamIP(t *testing.T) {
 	t.Run("ip in a form body (Python library)", func(t *testing.T) {
 		c, p, _ := newTestCollector(t, nil)
 		do(t, c, post("/track", "application/x-www-form-urlencoded", []byte("data="+url.QueryEscape(evA)+"&ip=0")))
-		if envs := p.envelopes(t); len(envs) != 1 || !envs[0].Signals.NoGeo {
+		if envs := envelopes(t, p); len(envs) != 1 || !envs[0].Signals.NoGeo {
 			t.Fatalf("envelopes %+v", envs)
 		}
 	})
@@ -98,7 +98,7 @@ func TestParamCallback(t *testing.T) {
 			if tt.status == 400 {
 				wantEvents, wantRejected = 0, 1
 			}
-			if n := len(p.envelopes(t)); n != wantEvents {
+			if n := len(envelopes(t, p)); n != wantEvents {
 				t.Fatalf("produced %d, want %d", n, wantEvents)
 			}
 			if n := counter(t, reg, "veil_collector_events_rejected_total", reasonInvalidParameter); n != wantRejected {
@@ -149,7 +149,7 @@ func TestParamVerbose(t *testing.T) {
 func TestParamsIgnored(t *testing.T) {
 	c, p, _ := newTestCollector(t, nil)
 	resp := do(t, c, get("/track?test=1&_=1732270000000&api_key=whatever", b64(evA)))
-	if resp.status != 200 || resp.body != "1" || len(p.envelopes(t)) != 1 {
+	if resp.status != 200 || resp.body != "1" || len(envelopes(t, p)) != 1 {
 		t.Fatalf("got %d %q", resp.status, resp.body)
 	}
 }
@@ -162,7 +162,7 @@ func TestParamStrictOnTrack(t *testing.T) {
 	if resp.status != 400 || resp.body != want {
 		t.Fatalf("got %d %q\nwant %q", resp.status, resp.body, want)
 	}
-	if n := len(p.envelopes(t)); n != 1 {
+	if n := len(envelopes(t, p)); n != 1 {
 		t.Fatalf("produced %d, want the valid 1", n)
 	}
 }
@@ -205,7 +205,7 @@ func TestParamRedirect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, p, reg := newTestCollector(t, func(c *Config) { c.RedirectHosts = tt.hosts })
-			p.err = tt.kafka
+			p.Fail(tt.kafka)
 			r := httptest.NewRequest(http.MethodGet, "/track?img=1&callback=cb&redirect="+url.QueryEscape(tt.redirect)+"&data="+url.QueryEscape(b64(tt.data)), nil)
 			if tt.data == "%%%" {
 				r = httptest.NewRequest(http.MethodGet, "/track?redirect="+url.QueryEscape(tt.redirect)+"&data=%25%25%25", nil)
@@ -221,7 +221,7 @@ func TestParamRedirect(t *testing.T) {
 			if loc := resp.header.Get("Location"); loc != wantLocation {
 				t.Fatalf("Location %q, want %q", loc, wantLocation)
 			}
-			if n := len(p.msgs); n != tt.produced {
+			if n := p.Len(); n != tt.produced {
 				t.Fatalf("produced %d, want %d", n, tt.produced)
 			}
 			wantRefused := 0.0

@@ -21,40 +21,15 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/veilhq/veil/internal/kafkatest"
 )
 
-// copyingProducer keeps a copy of what it is given and says it keeps
+// releasingCopier keeps a copy of what it is given and says it keeps
 // nothing else, as kafka-go's synchronous writer, so that the collector
-// reuses message memory. The first failures writes fail, keeping the
-// messages themselves, as kafka-go does when a write times out.
-type copyingProducer struct {
-	mu       sync.Mutex
-	msgs     []kafka.Message // copies
-	failures int
-	held     []kafka.Message // the failed writes' messages, not copied
-	heldCopy []kafka.Message // and what they held when given
-}
-
-func (p *copyingProducer) ReleasesMessages() bool { return true }
-
-func (p *copyingProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	cp := func(m kafka.Message) kafka.Message {
-		return kafka.Message{Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
-	}
-	if p.failures > 0 {
-		p.failures--
-		for _, m := range msgs {
-			p.held = append(p.held, m)
-			p.heldCopy = append(p.heldCopy, cp(m))
-		}
-		return errors.New("kafka: write timed out")
-	}
-	for _, m := range msgs {
-		p.msgs = append(p.msgs, cp(m))
-	}
-	return nil
+// reuses message memory.
+func releasingCopier() *kafkatest.Producer {
+	return &kafkatest.Producer{Copy: true, Releases: true}
 }
 
 func newCollectorWith(t *testing.T, p Producer) *Collector {
@@ -111,7 +86,7 @@ func reuseRequests() []func() *http.Request {
 // still exactly what a collector that reuses nothing produces.
 func TestMessageMemoryReused(t *testing.T) {
 	reqs := reuseRequests()
-	want := &fakeProducer{}
+	want := &kafkatest.Producer{}
 	ref := newCollectorWith(t, want)
 	for _, req := range reqs {
 		rec := httptest.NewRecorder()
@@ -125,13 +100,13 @@ func TestMessageMemoryReused(t *testing.T) {
 	}
 
 	t.Run("sequential", func(t *testing.T) {
-		p := &copyingProducer{}
+		p := releasingCopier()
 		c := newCollectorWith(t, p)
 		if !c.reuseMessages {
 			t.Fatal("messages are not reused")
 		}
 		for round := range 3 {
-			p.msgs = nil
+			p.Reset()
 			for _, req := range reqs {
 				rec := httptest.NewRecorder()
 				c.Handler().ServeHTTP(rec, req())
@@ -139,12 +114,12 @@ func TestMessageMemoryReused(t *testing.T) {
 					t.Fatalf("answered %d %s", rec.Code, rec.Body)
 				}
 			}
-			sameMessages(t, fmt.Sprintf("round %d", round), p.msgs, want.msgs)
+			sameMessages(t, fmt.Sprintf("round %d", round), p.Messages(), want.Messages())
 		}
 	})
 
 	t.Run("concurrent", func(t *testing.T) {
-		p := &copyingProducer{}
+		p := releasingCopier()
 		c := newCollectorWith(t, p)
 		var wg sync.WaitGroup
 		for g := range 4 {
@@ -163,34 +138,38 @@ func TestMessageMemoryReused(t *testing.T) {
 		wg.Wait()
 		// Each message once per goroutine, in any order.
 		count := map[string]int{}
-		for _, m := range p.msgs {
+		for _, m := range p.Messages() {
 			count[string(m.Key)+"\n"+withoutRequestID(m.Value)]++
 		}
-		for _, m := range want.msgs {
+		for _, m := range want.Messages() {
 			if n := count[string(m.Key)+"\n"+withoutRequestID(m.Value)]; n != 4 {
 				t.Fatalf("message %s produced %d times, want 4", m.Value, n)
 			}
 		}
-		if len(p.msgs) != 4*len(want.msgs) {
-			t.Fatalf("%d messages, want %d", len(p.msgs), 4*len(want.msgs))
+		if p.Len() != 4*want.Len() {
+			t.Fatalf("%d messages, want %d", p.Len(), 4*want.Len())
 		}
 	})
 
 	t.Run("not after a failed write", func(t *testing.T) {
-		p := &copyingProducer{failures: 2}
+		// The first two writes fail, as kafka-go's do when a write times
+		// out, keeping the messages themselves.
+		p := releasingCopier()
+		p.FailNext(2, errors.New("kafka: write timed out"))
 		c := newCollectorWith(t, p)
 		for _, req := range reqs {
 			rec := httptest.NewRecorder()
 			c.Handler().ServeHTTP(rec, req())
 		}
-		if len(p.held) == 0 {
+		held, heldCopy := p.Held()
+		if len(held) == 0 {
 			t.Fatal("no write failed")
 		}
 		// What a failed write was given is left alone: the producer may
 		// still be sending it.
-		for i := range p.held {
-			if !bytes.Equal(p.held[i].Key, p.heldCopy[i].Key) || !bytes.Equal(p.held[i].Value, p.heldCopy[i].Value) {
-				t.Fatalf("message %d of a failed write was overwritten:\n got %s\nwant %s", i, p.held[i].Value, p.heldCopy[i].Value)
+		for i := range held {
+			if !bytes.Equal(held[i].Key, heldCopy[i].Key) || !bytes.Equal(held[i].Value, heldCopy[i].Value) {
+				t.Fatalf("message %d of a failed write was overwritten:\n got %s\nwant %s", i, held[i].Value, heldCopy[i].Value)
 			}
 		}
 	})
@@ -229,8 +208,8 @@ func TestReleasesMessages(t *testing.T) {
 	}{
 		{"kafka-go writer", &kafka.Writer{}, true},
 		{"asynchronous kafka-go writer", &kafka.Writer{Async: true}, false},
-		{"producer that keeps messages", &fakeProducer{}, false},
-		{"producer that says it releases them", &copyingProducer{}, true},
+		{"producer that keeps messages", &kafkatest.Producer{}, false},
+		{"producer that says it releases them", releasingCopier(), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,7 +280,7 @@ func TestProduceDeadlines(t *testing.T) {
 // timeout is answered 503.
 func TestProduceTimeout(t *testing.T) {
 	c, _, _ := newTestCollector(t, func(c *Config) { c.ProduceTimeout = 50 * time.Millisecond })
-	c.producer = stuckProducer{}
+	c.producer = &kafkatest.Producer{Stall: true}
 	start := time.Now()
 	resp := do(t, c, form("/track", string(formB64(evA))))
 	if resp.status != http.StatusServiceUnavailable {
@@ -312,21 +291,13 @@ func TestProduceTimeout(t *testing.T) {
 	}
 }
 
-// stuckProducer waits for its context to end.
-type stuckProducer struct{}
-
-func (stuckProducer) WriteMessages(ctx context.Context, _ ...kafka.Message) error {
-	<-ctx.Done()
-	return ctx.Err()
-}
-
 // TestRequestLog: a request's log lines carry its id and endpoint first,
 // and name the handler's line as their caller.
 func TestRequestLog(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	cfg := DefaultConfig()
 	cfg.Projects = []Project{{Name: "shop", Token: "tok-shop"}}
-	c, err := New(cfg, "veil.events.raw", Deps{Producer: &fakeProducer{}, Logger: zap.New(core, zap.AddCaller()), Metrics: prometheus.NewRegistry()})
+	c, err := New(cfg, "veil.events.raw", Deps{Producer: &kafkatest.Producer{}, Logger: zap.New(core, zap.AddCaller()), Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

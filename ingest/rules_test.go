@@ -88,7 +88,7 @@ func TestPlaceholderIDs(t *testing.T) {
 					t.Fatalf("answer %s, want status 0 naming the placeholder", resp.body)
 				}
 			}
-			produced := len(p.envelopes(t))
+			produced := len(envelopes(t, p))
 			if tt.reason == "" {
 				if produced == 0 {
 					t.Fatal("nothing produced")
@@ -139,7 +139,7 @@ func TestNamesAndNumbers(t *testing.T) {
 			c, p, reg := newTestCollector(t, nil)
 			resp := do(t, c, form("/track?verbose=1", "data="+url.QueryEscape(b64(tt.record))))
 			if tt.err == "" {
-				if resp.body != `{"status":1,"error":null}` || len(p.envelopes(t)) != 1 {
+				if resp.body != `{"status":1,"error":null}` || len(envelopes(t, p)) != 1 {
 					t.Fatalf("answer %s, want it accepted", resp.body)
 				}
 				return
@@ -148,7 +148,7 @@ func TestNamesAndNumbers(t *testing.T) {
 			if resp.body != want {
 				t.Fatalf("answer %s, want %s", resp.body, want)
 			}
-			if len(p.envelopes(t)) != 0 {
+			if len(envelopes(t, p)) != 0 {
 				t.Fatal("produced")
 			}
 			if n := counter(t, reg, "veil_collector_events_rejected_total", tt.reason); n != 1 {
@@ -169,7 +169,7 @@ func TestNamesAndNumbers(t *testing.T) {
 			upd := `{"$token":"tok-shop","$distinct_id":"u",` + tt.update[1:]
 			resp := do(t, c, post("/engage?verbose=1", "application/json", []byte(upd)))
 			want := verboseError(tt.err)
-			if resp.body != want || len(p.envelopes(t)) != 0 {
+			if resp.body != want || len(envelopes(t, p)) != 0 {
 				t.Fatalf("answer %s, want %s and nothing produced", resp.body, want)
 			}
 		})

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/veilhq/veil/internal/kafkatest"
 )
 
 // selfSigned writes a throwaway certificate for 127.0.0.1 and its key, and
@@ -107,7 +109,7 @@ func TestServeHTTP2(t *testing.T) {
 			}
 		})
 	}
-	if n := len(p.envelopes(t)); n != 2 {
+	if n := len(envelopes(t, p)); n != 2 {
 		t.Fatalf("produced %d, want 2", n)
 	}
 }
@@ -129,7 +131,7 @@ func TestPublicReadyzSaysOnlyWhether(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Projects = []Project{{Name: "shop", Token: "tok-shop"}}
-			c, err := New(cfg, "raw", Deps{Producer: &fakeProducer{}, Ready: func(context.Context) error { return tt.ready }})
+			c, err := New(cfg, "raw", Deps{Producer: &kafkatest.Producer{}, Ready: func(context.Context) error { return tt.ready }})
 			if err != nil {
 				t.Fatal(err)
 			}

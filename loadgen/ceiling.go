@@ -70,7 +70,9 @@ func startCeiling(ctx context.Context, kind, token string, gen *generator) (*ser
 	case CeilingHTTP:
 		return startTrivial()
 	case CeilingCollector:
-		return startCollector(ctx, token)
+		return startCollector(ctx, token, false)
+	case CeilingCollectorSealed:
+		return startCollector(ctx, token, true)
 	case CeilingKafka:
 		if gen == nil {
 			return nil, errors.New("loadgen: the kafka ceiling runs in the load generator's process")
@@ -119,9 +121,11 @@ func startTrivial() (*server, error) {
 // startCollector runs Veil's collector as `veil dev` configures it, with
 // its embedded broker persisted to a temporary directory as `veil dev`
 // does, but without the worker and ClickHouse: what it reaches is the
-// collector's own ceiling on this machine.
-func startCollector(ctx context.Context, token string) (*server, error) {
-	cfg, stopBroker, err := startBroker(ctx, token)
+// collector's own ceiling on this machine. Unless sealed, it produces its
+// envelopes unsealed, as before sealing existed, so that its figures stay
+// comparable from run to run.
+func startCollector(ctx context.Context, token string, sealed bool) (*server, error) {
+	cfg, stopBroker, err := startBroker(ctx, token, sealed)
 	if err != nil {
 		return nil, err
 	}

@@ -28,7 +28,7 @@ import (
 // server has.
 
 // ceilingCommand is the hidden command that serves a ceiling for a load
-// generator in another process: `veil ceiling KIND`.
+// generator in another process: `veil-loadgen ceiling KIND`.
 const ceilingCommand = "ceiling"
 
 // ServeCeiling runs the ceiling server kind in this process for a load

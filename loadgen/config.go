@@ -33,6 +33,10 @@ import (
 const (
 	CeilingHTTP      = "http"      // a trivial handler answering 1
 	CeilingCollector = "collector" // Veil's collector and an embedded broker, nothing else
+	// CeilingCollectorSealed is CeilingCollector with the envelopes sealed
+	// (seal.key_file), as `veil dev` runs it: the two side by side say
+	// what sealing costs the collector.
+	CeilingCollectorSealed = "collector-sealed"
 	CeilingKafka     = "kafka"     // the collector's producer and an embedded broker, no HTTP
 )
 
@@ -148,7 +152,7 @@ func DefaultConfig() Config {
 // Validate reports the first invalid setting, naming its flag.
 func (c Config) Validate() error {
 	switch {
-	case c.Ceiling != "" && c.Ceiling != CeilingHTTP && c.Ceiling != CeilingCollector && c.Ceiling != CeilingKafka:
+	case c.Ceiling != "" && c.Ceiling != CeilingHTTP && c.Ceiling != CeilingCollector && c.Ceiling != CeilingCollectorSealed && c.Ceiling != CeilingKafka:
 		return errors.New("loadgen.ceiling must be http, collector or kafka")
 	case c.Ceiling == CeilingKafka && c.CeilingOwnProcess:
 		return errors.New("loadgen.ceiling kafka runs in the load generator's process: it has no HTTP to be driven over")

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +16,9 @@ import (
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/devstack"
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 )
 
 // startBroker starts the embedded broker `veil dev` runs, persisted to a
@@ -25,7 +26,7 @@ import (
 // configuration `veil dev` gives the roles for it, with a project whose
 // token is token, and a function that stops the broker and removes the
 // directory.
-func startBroker(ctx context.Context, token string) (app.Config, func(), error) {
+func startBroker(ctx context.Context, token string, sealed bool) (app.Config, func(), error) {
 	dir, err := os.MkdirTemp("", "veil-loadgen-")
 	if err != nil {
 		return app.Config{}, nil, err
@@ -40,6 +41,13 @@ func startBroker(ctx context.Context, token string) (app.Config, func(), error) 
 		_ = os.RemoveAll(dir)
 	}
 	cfg := devstack.Config(broker.ListenAddrs()[0], "127.0.0.1:9000", dir, devstack.Project{Token: token})
+	// Sealed, the collector seals what it produces, as under veil dev.
+	if !sealed {
+		cfg.Seal.KeyFile = ""
+	} else if err := seal.GenerateKeyFile(cfg.Seal.KeyFile); err != nil {
+		stop()
+		return app.Config{}, nil, err
+	}
 	if err := kafkax.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		stop()
 		return app.Config{}, nil, err
@@ -63,7 +71,7 @@ type kafkaCeiling struct {
 // collector's handler turn one request of each of gen's templates into
 // the messages it would produce.
 func startKafkaCeiling(ctx context.Context, token string, gen *generator) (_ *server, err error) {
-	cfg, stopBroker, err := startBroker(ctx, token)
+	cfg, stopBroker, err := startBroker(ctx, token, false)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +114,9 @@ func (k *kafkaCeiling) produce(ctx context.Context, t *template) error {
 // the collector configured by cfg produces for one request of it sent as
 // the load generator sends it.
 func collectorMessages(cfg app.Config, gen *generator) (map[*template][]kafka.Message, error) {
-	capture := &captureProducer{}
+	// A fake producer that keeps the messages as given: the collector,
+	// told nothing of their release, reuses none of their memory.
+	capture := &kafkatest.Producer{}
 	c, err := ingest.New(cfg.Collector, cfg.Kafka.RawTopic, ingest.Deps{Producer: capture, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		return nil, err
@@ -126,25 +136,13 @@ func collectorMessages(cfg app.Config, gen *generator) (map[*template][]kafka.Me
 		req.Header.Set("X-Forwarded-For", t.xff)
 		req.Header.Set("Origin", "https://shop.example.com")
 		w := httptest.NewRecorder()
-		before := len(capture.msgs)
+		before := capture.Len()
 		h.ServeHTTP(w, req)
 		if w.Code != http.StatusOK || !responseOK(w.Code, w.Body.Bytes()) {
 			return nil, fmt.Errorf("loadgen: the collector answered %d to a generated request", w.Code)
 		}
-		out[t] = capture.msgs[before:len(capture.msgs):len(capture.msgs)]
+		msgs := capture.Messages()
+		out[t] = msgs[before:len(msgs):len(msgs)]
 	}
 	return out, nil
-}
-
-// captureProducer keeps what the collector produces.
-type captureProducer struct {
-	mu   sync.Mutex
-	msgs []kafka.Message
-}
-
-func (c *captureProducer) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.msgs = append(c.msgs, msgs...)
-	return nil
 }

@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -10,15 +9,14 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/ingest"
+	"github.com/veilhq/veil/internal/kafkatest"
 )
 
 // decodeBody undoes what appendBody did: form, base64, JSON.
@@ -174,35 +172,12 @@ func TestTemplatesVary(t *testing.T) {
 	}
 }
 
-// capture is a producer that keeps what the collector produces.
-type capture struct {
-	mu   sync.Mutex
-	msgs []kafka.Message
-	err  error
-}
-
-func (c *capture) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return c.err
-	}
-	c.msgs = append(c.msgs, msgs...)
-	return nil
-}
-
-func (c *capture) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.msgs)
-}
-
-func newTestCollector(t *testing.T, token string) (*ingest.Collector, *capture) {
+func newTestCollector(t *testing.T, token string) (*ingest.Collector, *kafkatest.Producer) {
 	t.Helper()
 	cfg := ingest.DefaultConfig()
 	cfg.Projects = []ingest.Project{{Name: "shop", Token: token}}
 	cfg.TrustedProxies = []string{"127.0.0.0/8"}
-	p := &capture{}
+	p := &kafkatest.Producer{}
 	c, err := ingest.New(cfg, "veil.events.raw", ingest.Deps{Producer: p, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -239,10 +214,10 @@ func TestCollectorAcceptsGeneratedEvents(t *testing.T) {
 					t.Fatalf("answer %d %s", w.Code, w.Body)
 				}
 			}
-			if len(p.msgs) != 16*batch {
-				t.Fatalf("collector produced %d messages, want %d", len(p.msgs), 16*batch)
+			if p.Len() != 16*batch {
+				t.Fatalf("collector produced %d messages, want %d", p.Len(), 16*batch)
 			}
-			for i, m := range p.msgs {
+			for i, m := range p.Messages() {
 				var ev event.Event
 				if err := event.Decode(m.Value, &ev); err != nil {
 					t.Fatalf("message %d does not decode: %v", i, err)

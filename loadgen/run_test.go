@@ -24,7 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The test binary stands for `veil ceiling KIND` when run as a
+	// The test binary stands for `veil-loadgen ceiling KIND` when run as a
 	// ceiling's process (ceilingHelper).
 	if kind := os.Getenv("VEIL_TEST_CEILING"); kind != "" {
 		if err := ServeCeiling(context.Background(), kind, os.Getenv("VEIL_TEST_CEILING_TOKEN"), os.Stdin, os.Stdout); err != nil {
@@ -91,8 +91,8 @@ func TestRunAgainstCollector(t *testing.T) {
 	cfg := quickConfig(srv.URL)
 	cfg.Events = 120
 	rep, out := run(t, cfg)
-	if rep.Requests != 3 || rep.Events != 120 || rep.Errors != 0 || p.count() != 120 {
-		t.Fatalf("requests %d events %d errors %d produced %d; want 3, 120, 0, 120", rep.Requests, rep.Events, rep.Errors, p.count())
+	if rep.Requests != 3 || rep.Events != 120 || rep.Errors != 0 || p.Len() != 120 {
+		t.Fatalf("requests %d events %d errors %d produced %d; want 3, 120, 0, 120", rep.Requests, rep.Events, rep.Errors, p.Len())
 	}
 	if rep.EventsPerSec <= 0 || rep.LatencyMs.P50 <= 0 || rep.LatencyMs.P99 < rep.LatencyMs.P50 {
 		t.Fatalf("figures missing: %+v", rep)
@@ -217,7 +217,7 @@ func TestRunEndToEnd(t *testing.T) {
 			return
 		}
 		queries.Add(1)
-		fmt.Fprintf(w, "%d\n", 1000+p.count())
+		fmt.Fprintf(w, "%d\n", 1000+p.Len())
 	}))
 	defer ch.Close()
 
@@ -297,10 +297,14 @@ func TestRunHTTPCeiling(t *testing.T) {
 // its own, takes the events of the token the load generator sends, and
 // only those: every request is answered 1.
 func TestRunCollectorCeiling(t *testing.T) {
-	for _, own := range []bool{false, true} {
-		t.Run(fmt.Sprintf("own_process=%v", own), func(t *testing.T) {
+	for _, tc := range []struct {
+		kind string
+		own  bool
+	}{{CeilingCollector, false}, {CeilingCollector, true}, {CeilingCollectorSealed, false}} {
+		kind, own := tc.kind, tc.own
+		t.Run(fmt.Sprintf("%s/own_process=%v", kind, own), func(t *testing.T) {
 			cfg := quickConfig("")
-			cfg.Ceiling = CeilingCollector
+			cfg.Ceiling = kind
 			cfg.CeilingOwnProcess = own
 			cfg.Token = "tok-ceiling-91a"
 			cfg.Events = 100
@@ -310,7 +314,7 @@ func TestRunCollectorCeiling(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, errOut.String())
 			}
-			if rep.Requests != 10 || rep.Events != 100 || rep.Errors != 0 || rep.Ceiling != CeilingCollector {
+			if rep.Requests != 10 || rep.Events != 100 || rep.Errors != 0 || rep.Ceiling != kind {
 				t.Fatalf("report %+v\n%s", rep, errOut.String())
 			}
 		})

@@ -102,6 +102,32 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) error {
 // full, replicated through ZooKeeper, so that every worker reads the whole
 // registry and every tombstone from whichever node it asks.
 func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string) error {
+	if cluster != "" {
+		// DDL on a cluster goes through ZooKeeper: a worker that starts
+		// while ZooKeeper is down, with the tables in place, must not need it.
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name IN ('optout_registry', 'deleted_users', 'tasks')", db).Scan(&n); err != nil {
+			return fmt.Errorf("privacy: migrate: %w", err)
+		}
+		if n == 3 {
+			return nil
+		}
+	}
+	stmts, err := MigrationStatements(db, cluster)
+	if err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		if err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("privacy: migrate: %w", err)
+		}
+	}
+	return nil
+}
+
+// MigrationStatements renders the privacy database's DDL for one server
+// (cluster empty) or for every node of cluster.
+func MigrationStatements(db, cluster string) ([]string, error) {
 	stmts := []string{
 		"CREATE DATABASE IF NOT EXISTS " + db,
 		// version orders the entries of one pseudonym: the newest wins.
@@ -133,27 +159,11 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string) e
     version         UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY task_id`,
 	}
-	if cluster != "" {
-		// DDL on a cluster goes through ZooKeeper: a worker that starts
-		// while ZooKeeper is down, with the tables in place, must not need it.
-		var n uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name IN ('optout_registry', 'deleted_users', 'tasks')", db).Scan(&n); err != nil {
-			return fmt.Errorf("privacy: migrate: %w", err)
-		}
-		if n == 3 {
-			return nil
-		}
-	}
 	stmts, err := sink.Layout{Cluster: cluster}.Everywhere(stmts, 1)
 	if err != nil {
-		return fmt.Errorf("privacy: migrate: %w", err)
+		return nil, fmt.Errorf("privacy: migrate: %w", err)
 	}
-	for _, s := range stmts {
-		if err := conn.Exec(ctx, s); err != nil {
-			return fmt.Errorf("privacy: migrate: %w", err)
-		}
-	}
-	return nil
+	return stmts, nil
 }
 
 // Registry is every worker's in-memory copy of the opt-out registry and the

@@ -154,6 +154,7 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	// Pseudonymisation keys and the privacy database, as in production.
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)
+	cfg.Seal.KeyFile = testsvc.SealKeyFile(t)
 	cfg.Privacy.Database = cfg.Sink.Database + "_privacy"
 	cfg.Privacy.AdminTokenEnv = ""
 	s := &stack{}

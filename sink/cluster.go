@@ -79,7 +79,9 @@ var (
 	reCreateView  = regexp.MustCompile(`(?s)^CREATE VIEW IF NOT EXISTS (\w+)\.(\w+) AS(.*)$`)
 	reCreateRole  = regexp.MustCompile(`^CREATE ROLE IF NOT EXISTS (\w+)$`)
 	reGrant       = regexp.MustCompile(`^GRANT (.*)$`)
-	reColumn      = regexp.MustCompile(`(?m)^\s*(\w+)\s`)
+	// An access entity's statement: the name, then what is set.
+	reAccess = regexp.MustCompile("^((?:CREATE|ALTER) (?:SETTINGS PROFILE|ROLE|USER)(?: IF NOT EXISTS)? (?:\\w+|`[^`]+`))(.*)$")
+	reColumn = regexp.MustCompile(`(?m)^\s*(\w+)\s`)
 )
 
 // Render gives the statements of m for layout l. On one server they are
@@ -123,6 +125,30 @@ func (l Layout) Everywhere(stmts []string, migration uint32) ([]string, error) {
 	return out, nil
 }
 
+// Access renders access-control statements (the analyst's settings
+// profile, role, user and grants) for layout l: on a cluster each runs ON
+// CLUSTER, so that the analyst exists with the same limits on every node,
+// whichever node a query reaches. (Servers whose access entities live in a
+// replicated user directory accept ON CLUSTER too.) On one server they are
+// returned as they are.
+func (l Layout) Access(stmts []string) ([]string, error) {
+	if l.Cluster == "" {
+		return stmts, nil
+	}
+	out := make([]string, 0, len(stmts))
+	for _, s := range stmts {
+		if !reAccess.MatchString(s) && !reGrant.MatchString(s) {
+			return nil, fmt.Errorf("sink: an access statement the cluster layout cannot place: %.40q", s)
+		}
+		r, err := l.rewrite(s, "all", 0)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r...)
+	}
+	return out, nil
+}
+
 func (l Layout) rewrite(s, shard string, migration uint32) ([]string, error) {
 	on := " ON CLUSTER " + l.Cluster
 	if m := reCreateDB.FindStringSubmatch(s); m != nil {
@@ -136,6 +162,9 @@ func (l Layout) rewrite(s, shard string, migration uint32) ([]string, error) {
 	}
 	if m := reGrant.FindStringSubmatch(s); m != nil {
 		return []string{"GRANT" + on + " " + m[1]}, nil
+	}
+	if m := reAccess.FindStringSubmatch(s); m != nil {
+		return []string{m[1] + on + m[2]}, nil
 	}
 	m := reCreateTable.FindStringSubmatch(s)
 	if m == nil {

@@ -136,3 +136,36 @@ func TestClusterConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClusterAccessStatements: on a cluster the analyst's profile, user and
+// grants are created ON CLUSTER, so the analyst exists with its limits on
+// every node; on one server the statements are unchanged.
+func TestClusterAccessStatements(t *testing.T) {
+	const h = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	stmts := sink.AnalystUserStatements("an analyst", h, sink.DefaultAnalystLimits())
+	single, err := sink.Layout{}.Access(stmts)
+	if err != nil || strings.Join(single, "\n") != strings.Join(stmts, "\n") {
+		t.Fatalf("single node: %v\n%s", err, strings.Join(single, "\n"))
+	}
+	got, err := sink.Layout{Cluster: "veil"}.Access(stmts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := "readonly = 1, max_execution_time = 60 READONLY, max_memory_usage = 4294967296 READONLY, " +
+		"max_rows_to_read = 10000000000 READONLY, max_bytes_to_read = 1099511627776 READONLY, " +
+		"max_concurrent_queries_for_user = 16 READONLY"
+	want := []string{
+		"CREATE SETTINGS PROFILE IF NOT EXISTS veil_analyst_limits ON CLUSTER veil",
+		"ALTER SETTINGS PROFILE veil_analyst_limits ON CLUSTER veil SETTINGS " + limits,
+		"ALTER ROLE veil_analyst ON CLUSTER veil SETTINGS PROFILE 'veil_analyst_limits'",
+		"CREATE USER IF NOT EXISTS `an analyst` ON CLUSTER veil IDENTIFIED WITH sha256_hash BY '" + h + "' SETTINGS PROFILE 'veil_analyst_limits', readonly = 1",
+		"GRANT ON CLUSTER veil veil_analyst TO `an analyst`",
+		"ALTER USER `an analyst` ON CLUSTER veil IDENTIFIED WITH sha256_hash BY '" + h + "' DEFAULT ROLE veil_analyst SETTINGS PROFILE 'veil_analyst_limits', readonly = 1",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if _, err := (sink.Layout{Cluster: "veil"}).Access([]string{"DROP USER analyst"}); err == nil {
+		t.Fatal("a statement of unknown shape was placed")
+	}
+}

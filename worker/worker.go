@@ -28,6 +28,7 @@ import (
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/sink"
 )
 
@@ -120,6 +121,11 @@ type Deps struct {
 	// worker's one processing goroutine: a stage may keep memos without a
 	// lock.
 	Stages []Stage
+	// Seal, when set, opens the sealed envelopes of the raw topic and
+	// seals what is dead-lettered (seal.key_file). AcceptPlain lets
+	// envelopes that are not sealed through (seal.accept_plain).
+	Seal        *seal.Keys
+	AcceptPlain bool
 }
 
 // Worker is one member of the consumer group.
@@ -129,6 +135,8 @@ type Worker struct {
 	sink   *sink.Sink
 	rules  rules.Limits
 	stages []Stage
+	seal   *seal.Keys
+	plain  bool // accept envelopes that are not sealed
 	log    *zap.Logger
 	m      *metrics
 }
@@ -160,6 +168,8 @@ func New(cfg Config, kcfg kafkax.Config, deps Deps) (*Worker, error) {
 		sink:   deps.Sink,
 		rules:  lim,
 		stages: deps.Stages,
+		seal:   deps.Seal,
+		plain:  deps.AcceptPlain,
 		log:    deps.Logger,
 		m:      newMetrics(deps.Metrics),
 	}, nil
@@ -259,6 +269,10 @@ type processor struct {
 	// event's properties are not needed once Append has copied them.
 	dec *event.Decoder
 	ev  event.Event
+	// sealed holds the message being handled as it came, sealed, while its
+	// envelope is opened in place in the message's own memory: what is
+	// dead-lettered is the sealed original.
+	sealed []byte
 
 	// The flusher writes one batch and commits its offsets while the
 	// processor fills the next: jobs is unbuffered, so at most one batch is
@@ -348,8 +362,22 @@ func (p *processor) handle(m kafka.Message) error {
 	// the covered offsets name the batch for deduplication.
 	p.batch.Cover(m.Topic, m.Partition, m.Offset)
 
+	value := m.Value
+	if w.seal != nil && (seal.IsSealed(value) || !w.plain) {
+		p.sealed = append(p.sealed[:0], m.Value...)
+		m.Value = p.sealed
+		var err error
+		if value, err = w.seal.OpenInPlace(value); err != nil {
+			// Never stored: kept, sealed, in the dead-letter topic until
+			// the key that opens it is given to the workers.
+			return p.deadLetter(m, seal.Reason(err), err.Error())
+		}
+	}
+	if w.seal == nil && seal.IsSealed(value) {
+		return p.deadLetter(m, seal.Reason(seal.ErrNoKeys), seal.ErrNoKeys.Error())
+	}
 	ev := &p.ev
-	if err := p.dec.Decode(m.Value, ev); err != nil {
+	if err := p.dec.Decode(value, ev); err != nil {
 		return p.deadLetter(m, dlqDecode, err.Error())
 	}
 	// The raw topic is a boundary too: a message no collector would have
@@ -386,6 +414,20 @@ func (p *processor) deadLetter(m kafka.Message, class, reason string) error {
 			{Key: "veil-reason", Value: []byte(reason)},
 			{Key: "veil-source", Value: fmt.Appendf(nil, "%s/%d/%d", m.Topic, m.Partition, m.Offset)},
 		},
+	}
+	if k := p.w.seal; k != nil {
+		// The dead-letter topic is sealed like the raw topic. An envelope
+		// that came unsealed is sealed, and its key, which may name the
+		// user, routed by hash. The reason's detail may name a property
+		// the client chose: it is sealed too (veil-detail), and veil-reason
+		// keeps only the fixed reason.
+		now := time.Now()
+		if !seal.IsSealed(dm.Value) {
+			dm.Value = k.Seal(nil, dm.Value, now)
+			dm.Key = k.Route(nil, dm.Key)
+		}
+		dm.Headers[0].Value = []byte(class)
+		dm.Headers = append(dm.Headers, kafka.Header{Key: "veil-detail", Value: k.Seal(nil, []byte(reason), now)})
 	}
 	delay := 100 * time.Millisecond
 	for {

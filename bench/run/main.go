@@ -33,6 +33,7 @@ import (
 
 type options struct {
 	veil      string
+	loadgen   string
 	out       string
 	goCount   int
 	benchtime string
@@ -156,6 +157,7 @@ type Target struct {
 func main() {
 	var o options
 	flag.StringVar(&o.veil, "veil", "bin/veil", "the veil binary")
+	flag.StringVar(&o.loadgen, "loadgen", "bin/veil-loadgen", "the load generator (cmd/veil-loadgen)")
 	flag.StringVar(&o.out, "out", "bench/results", "where to write the results")
 	flag.IntVar(&o.goCount, "count", 3, "go test -count for the benchmarks")
 	flag.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime")
@@ -446,22 +448,22 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// runLoadgen runs `veil loadgen --json` with args and returns its report
+// runLoadgen runs `veil-loadgen --json` with args and returns its report
 // and the CPU time it used.
 func runLoadgen(ctx context.Context, o options, args ...string) (*loadgen.Report, float64, error) {
-	args = append([]string{"loadgen", "--json"}, args...)
-	logf("veil %s", strings.Join(args, " "))
-	cmd := exec.CommandContext(ctx, o.veil, args...)
+	args = append([]string{"--json"}, args...)
+	logf("veil-loadgen %s", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, o.loadgen, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		return nil, 0, fmt.Errorf("veil loadgen: %w", err)
+		return nil, 0, fmt.Errorf("veil-loadgen: %w", err)
 	}
 	cpu := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	var rep loadgen.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		return nil, 0, fmt.Errorf("veil loadgen: report: %w", err)
+		return nil, 0, fmt.Errorf("veil-loadgen: report: %w", err)
 	}
 	return &rep, cpu, nil
 }
@@ -555,7 +557,9 @@ func loadTests(ctx context.Context, o options, tmp string, res *Results) error {
 		"--cpuprofile", prof); err != nil {
 		return err
 	}
-	if err := pprofTop(ctx, o.veil, prof, filepath.Join(o.out, "profile-collector-alone.txt")); err != nil {
+	// The profile is of the load generator's process, which runs the
+	// collector ceiling.
+	if err := pprofTop(ctx, o.loadgen, prof, filepath.Join(o.out, "profile-collector-alone.txt")); err != nil {
 		return err
 	}
 	res.Profiles["collector-alone"] = "profile-collector-alone.txt"

@@ -20,6 +20,7 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/privacy"
 )
@@ -251,6 +252,9 @@ func TestComposeTrial(t *testing.T) {
 		}
 		if _, err := pseudonym.LoadKeyring(cfg.Deidentify.KeySource()); err != nil {
 			t.Errorf("the pseudonym keys secrets.sh made: %v", err)
+		}
+		if _, err := seal.Load(cfg.Seal.Source(), cfg.Seal.ActivationDelay); err != nil {
+			t.Errorf("the seal keys secrets.sh made: %v", err)
 		}
 		if tok, err := privacy.LoadAdminToken(cfg.Privacy); err != nil || len(tok) != 64 {
 			t.Errorf("the admin token secrets.sh made: %d characters, %v", len(tok), err)

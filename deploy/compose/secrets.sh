@@ -26,4 +26,6 @@ make_secret admin_token "$(random 32)"
 make_secret grafana_admin_password "$(random 16)"
 # deidentify/pseudonym's key file: EPOCH:BASE64KEY:CREATED
 make_secret pseudonym_keys "1:$(head -c 32 /dev/urandom | base64 -w0):$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The key that seals the envelopes in Kafka (seal.key_file), same format.
+make_secret seal_keys "1:$(head -c 32 /dev/urandom | base64 -w0):$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "secrets.sh: the project token is $(cat "$dir/project_token")"

@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/internal/app"
 )
 
@@ -167,6 +168,8 @@ func trialSecrets() map[string]any {
 		"admin.token":         "canary-admin-token-2f48",
 		// A 32-byte key in deidentify/pseudonym's format.
 		"pseudonym.keys": "1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xab}, 32)) + "\n",
+		// And the seal key, in the same format.
+		"seal.keys": "1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xcd}, 32)) + "\n",
 	}
 }
 
@@ -386,6 +389,9 @@ func checkVeilLoadsConfig(t *testing.T, objs manifests, values map[string]any) {
 	}
 	if _, err := pseudonym.LoadKeyring(cfg.Deidentify.KeySource()); err != nil {
 		t.Fatalf("Veil refuses the pseudonym keys: %v", err)
+	}
+	if _, err := seal.Load(cfg.Seal.Source(), cfg.Seal.ActivationDelay); err != nil {
+		t.Fatalf("Veil refuses the seal keys: %v", err)
 	}
 	if cfg.Collector.Listen != "0.0.0.0:8080" || cfg.Admin.Listen != "0.0.0.0:9464" || cfg.Sink.Password == "" ||
 		strings.HasPrefix(cfg.Sink.Password, "${") || len(cfg.Collector.Projects) == 0 || cfg.Collector.Projects[0].Token == "" {

@@ -19,6 +19,7 @@ import (
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
@@ -40,6 +41,7 @@ type Config struct {
 	Deidentify DeidentifyConfig `yaml:"deidentify"`
 	Privacy    privacy.Config   `yaml:"privacy"`
 	Sink       sink.Config      `yaml:"sink"`
+	Seal       seal.Config      `yaml:"seal"`
 	Admin      AdminConfig      `yaml:"admin"`
 }
 
@@ -86,6 +88,7 @@ func DefaultConfig() Config {
 		},
 		Privacy: privacy.DefaultConfig(),
 		Sink:    sink.DefaultConfig(),
+		Seal:    seal.DefaultConfig(),
 		Admin: AdminConfig{
 			Listen:          "127.0.0.1:9464",
 			CollectorListen: "127.0.0.1:9465",
@@ -106,7 +109,7 @@ func (c Config) Validate() error {
 	}
 	for _, err := range []error{c.Kafka.Validate(), c.Collector.Validate(), c.Worker.Validate(), c.Enrich.Validate(),
 		c.Deidentify.KeySource().Validate(), c.Deidentify.Policies.Validate(), c.Privacy.Validate(), c.Sink.Validate(),
-		c.Admin.Server.Validate("admin.server")} {
+		c.Seal.Validate(), c.Admin.Server.Validate("admin.server")} {
 		if err != nil {
 			return err
 		}

@@ -47,6 +47,7 @@ func newStack(t *testing.T, mutate func(*app.Config)) *stack {
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)
+	cfg.Seal.KeyFile = testsvc.SealKeyFile(t)
 	cfg.Privacy.Database = cfg.Sink.Database + "_privacy"
 	cfg.Privacy.AdminTokenEnv = ""
 	cfg.Privacy.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")

@@ -35,6 +35,7 @@ func TestAdminListenerIsHardened(t *testing.T) {
 	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)
+	cfg.Seal.KeyFile = testsvc.SealKeyFile(t)
 	port, err := chserver.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -187,5 +188,35 @@ func TestCollectorReadinessReasonStaysOnAdmin(t *testing.T) {
 	_, port, _ := net.SplitHostPort(broker)
 	if strings.Contains(body, port) {
 		t.Fatalf("public /readyz names the broker: %q", body)
+	}
+}
+
+// TestCollectorFailingToStartStopsWaitingForKafka: a collector that fails
+// to start (here, collector.trusted_proxies is not an address) while Kafka
+// is unreachable returns its error; the goroutine waiting for Kafka's
+// topics in the background is stopped with it, instead of holding the
+// return until the process is signalled.
+func TestCollectorFailingToStartStopsWaitingForKafka(t *testing.T) {
+	gone := listen(t)
+	unreachable := gone.Addr().String()
+	gone.Close()
+	cfg := app.DefaultConfig()
+	cfg.Kafka.Brokers = []string{unreachable}
+	cfg.Collector.Projects = []ingest.Project{{Name: "shop", Token: "tok-shop"}}
+	cfg.Collector.TrustedProxies = []string{"not-an-address"}
+	public := listen(t)
+	defer public.Close()
+	// The context never ends: only the collector's own failure may stop it.
+	done := make(chan error, 1)
+	go func() {
+		done <- app.ServeCollector(context.Background(), cfg, app.Deps{Logger: zaptest.NewLogger(t), Registry: app.NewRegistry()}, public, nil)
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "collector.trusted_proxies") {
+			t.Fatalf("ServeCollector returned %v, want the collector.trusted_proxies error", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("ServeCollector still waits for Kafka 60s after failing to start")
 	}
 }

@@ -58,13 +58,19 @@ func (s *stack) adminCall(t *testing.T, method, path string, body any) (int, map
 
 func dropped(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
+	return byLabel(t, reg, "veil_worker_events_dropped_total")
+}
+
+// byLabel is the counter name's value by its one label's value.
+func byLabel(t *testing.T, reg *prometheus.Registry, name string) map[string]float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() == "veil_worker_events_dropped_total" {
+		if mf.GetName() == name {
 			for _, m := range mf.Metric {
 				out[m.Label[0].GetValue()] = m.GetCounter().GetValue()
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/veilhq/veil/internal/forwarded"
 	"github.com/veilhq/veil/internal/httpserve"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/privacy"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
@@ -68,12 +69,23 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 	log := deps.Logger.Named("collector")
 	w := kafkax.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
 	defer w.Close()
+	var producer ingest.Producer = w
+	keys, stopKeys, err := sealKeys(ctx, cfg.Seal, log)
+	if err != nil {
+		return err
+	}
+	defer stopKeys()
+	if keys != nil {
+		producer = &seal.Producer{Keys: keys, Next: w}
+	}
 	// The collector serves from the start; until Kafka has the topics,
 	// /readyz says so and events are answered 503, which SDKs retry.
 	// A reachable Kafka is checked before serving, so a healthy start is
 	// ready at once; an unreachable one is waited for in the background.
+	// The wait ends with the collector, also when it fails to start.
 	var topicsReady atomic.Bool
 	topicsDone := make(chan struct{})
+	topicsCtx, stopTopics := context.WithCancel(ctx)
 	first, cancelFirst := context.WithTimeout(ctx, 2*time.Second)
 	if err := kafkax.EnsureTopics(first, cfg.Kafka); err == nil {
 		topicsReady.Store(true)
@@ -81,13 +93,16 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 	} else {
 		go func() {
 			defer close(topicsDone)
-			if err := ensureTopics(ctx, cfg.Kafka, log); err == nil {
+			if err := ensureTopics(topicsCtx, cfg.Kafka, log); err == nil {
 				topicsReady.Store(true)
 			}
 		}()
 	}
 	cancelFirst()
-	defer func() { <-topicsDone }()
+	defer func() {
+		stopTopics()
+		<-topicsDone
+	}()
 	proxies, err := forwarded.New(cfg.Collector.TrustedProxies)
 	if err != nil {
 		return fmt.Errorf("collector.trusted_proxies: %w", err)
@@ -100,7 +115,7 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 		Logger:   log,
 		Metrics:  deps.Registry,
 		Gatherer: deps.Registry,
-		Producer: w,
+		Producer: producer,
 		Ready: func(ctx context.Context) error {
 			if !topicsReady.Load() {
 				return errors.New("starting: waiting for Kafka")
@@ -211,7 +226,13 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 	// The worker holds every message to the collector's own limits: one
 	// set of rules at both ends of the raw topic.
 	limits := cfg.Collector.Limits.Limits
-	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Rules: &limits, Stages: p.NewStages()})
+	sealed, stopSealKeys, err := sealKeys(ctx, cfg.Seal, log)
+	if err != nil {
+		return err
+	}
+	defer stopSealKeys()
+	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Rules: &limits, Stages: p.NewStages(),
+		Seal: sealed, AcceptPlain: cfg.Seal.AcceptPlain})
 	if err != nil {
 		return err
 	}
@@ -487,4 +508,24 @@ func WorkerRole(ctx context.Context, cfg Config, deps Deps) error {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
 	return RunWorker(ctx, cfg, deps, l)
+}
+
+// sealKeys loads the keys that seal the raw and dead-letter topics'
+// envelopes and re-reads them every seal.reload until the returned stop is
+// called (which waits for the reader). Without keys it returns nil and
+// says, once, that Kafka will hold envelopes in the clear.
+func sealKeys(ctx context.Context, cfg seal.Config, log *zap.Logger) (*seal.Keys, func(), error) {
+	if !cfg.Enabled() {
+		log.Warn("seal.key_file and seal.key_env are unset: envelopes are written to Kafka unsealed, personal data in the clear")
+		return nil, func() {}, nil
+	}
+	keys, err := seal.Load(cfg.Source(), cfg.ActivationDelay)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("seal keys loaded", zap.Uint32s("epochs", keys.Ring().Epochs()))
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); keys.Watch(wctx, cfg.Reload, log) }()
+	return keys, func() { cancel(); <-done }, nil
 }

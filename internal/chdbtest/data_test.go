@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/internal/schemadoc"
@@ -72,21 +73,29 @@ func TestAccessStatements(t *testing.T) {
 			if !isAccessStatement(stmt) {
 				t.Fatalf("not an access statement")
 			}
-			// The engine's own parser, and its formatting of what it parsed.
-			if _, err := engine.Query("SELECT formatQuery(" + quote(stmt) + ")"); err != nil {
-				t.Fatalf("does not parse: %v", err)
-			}
-			err := conn.Exec(context.Background(), stmt)
-			var ex *clickhouse.Exception
-			switch {
-			case err == nil:
-				t.Fatal("accepted by an engine without access storage")
-			case !errors.As(err, &ex):
-				t.Fatalf("not a server exception: %v", err)
-			case accessRefusals[int(ex.Code)] == "":
-				t.Fatalf("refused with code %d, not for want of access storage: %v", ex.Code, err)
-			}
+			parsesAndIsRefused(t, conn, stmt, accessRefusals, "without access storage")
 		})
+	}
+}
+
+// parsesAndIsRefused runs stmt on the engine: it must parse (the engine's
+// own parser and its formatting of what it parsed), and its execution must
+// be refused with one of the codes of refusals, those of an engine that
+// lacks what the statement needs (lacking: "without …" or "no …").
+func parsesAndIsRefused(t *testing.T, conn driver.Conn, stmt string, refusals map[int]string, lacking string) {
+	t.Helper()
+	if _, err := engine.Query("SELECT formatQuery(" + quote(stmt) + ")"); err != nil {
+		t.Fatalf("does not parse: %v", err)
+	}
+	err := conn.Exec(context.Background(), stmt)
+	var ex *clickhouse.Exception
+	switch {
+	case err == nil:
+		t.Fatalf("accepted by an engine %s", lacking)
+	case !errors.As(err, &ex):
+		t.Fatalf("not a server exception: %v", err)
+	case refusals[int(ex.Code)] == "":
+		t.Fatalf("refused with code %d, not for want of what an engine %s lacks: %v", ex.Code, lacking, err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/internal/testsvc"
@@ -52,6 +53,40 @@ func benchBatch(b *testing.B, batch *sink.Batch, first, n int) {
 	}
 }
 
+// benchSink opens a sink of cfg on a database of its own, with the schema,
+// closed when the benchmark ends.
+func benchSink(b *testing.B, cfg sink.Config, prefix string) (*sink.Sink, sink.Config) {
+	b.Helper()
+	ctx := context.Background()
+	cfg.Database = strings.ToLower(testsvc.Unique(b, prefix))
+	s, err := sink.Open(ctx, cfg, sink.Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if err := s.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return s, cfg
+}
+
+// clusterSinkConfig is a sink on the package's cluster, as Veil's own user.
+func clusterSinkConfig() sink.Config {
+	cfg := sink.DefaultConfig()
+	cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
+	cfg.Username, cfg.Password = cluster.User(), cluster.Password()
+	return cfg
+}
+
+// clusterPids are the pids of the cluster's clickhouse-servers.
+func clusterPids() []int {
+	var p []int
+	for _, n := range cluster.Nodes {
+		p = append(p, n.Pid())
+	}
+	return p
+}
+
 // BenchmarkWritePaths writes batches of 10 000 events (b.N batches) and
 // reports, besides the time per row, the CPU all clickhouse-server
 // processes spent per stored row: on one server; on the 2×2 cluster the
@@ -62,13 +97,6 @@ func benchBatch(b *testing.B, batch *sink.Batch, first, n int) {
 func BenchmarkWritePaths(b *testing.B) {
 	const rows = 10000
 	ctx := context.Background()
-	clusterPids := func() []int {
-		var p []int
-		for _, n := range cluster.Nodes {
-			p = append(p, n.Pid())
-		}
-		return p
-	}
 	run := func(b *testing.B, pids []int, write func(i int) error) {
 		b.Helper()
 		before, start := cpuTicks(b, pids), time.Now()
@@ -91,15 +119,7 @@ func BenchmarkWritePaths(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 	}
 	sinkWrite := func(b *testing.B, cfg sink.Config, pids []int) {
-		cfg.Database = strings.ToLower(testsvc.Unique(b, "bench"))
-		s, err := sink.Open(ctx, cfg, sink.Deps{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		if err := s.Migrate(ctx); err != nil {
-			b.Fatal(err)
-		}
+		s, _ := benchSink(b, cfg, "bench")
 		batch := sink.NewBatch()
 		run(b, pids, func(i int) error {
 			batch.Reset()
@@ -112,24 +132,10 @@ func BenchmarkWritePaths(b *testing.B) {
 		sinkWrite(b, cfg, []int{testsvc.ClickHouse(b).Pid()})
 	})
 	b.Run("cluster-local-tables", func(b *testing.B) {
-		cfg := sink.DefaultConfig()
-		cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
-		cfg.Username, cfg.Password = cluster.User(), cluster.Password()
-		sinkWrite(b, cfg, clusterPids())
+		sinkWrite(b, clusterSinkConfig(), clusterPids())
 	})
 	b.Run("cluster-distributed-sync", func(b *testing.B) {
-		cfg := sink.DefaultConfig()
-		cfg.Addr, cfg.Cluster = cluster.Addrs(), cluster.Name()
-		cfg.Username, cfg.Password = cluster.User(), cluster.Password()
-		cfg.Database = strings.ToLower(testsvc.Unique(b, "bench"))
-		s, err := sink.Open(ctx, cfg, sink.Deps{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		if err := s.Migrate(ctx); err != nil {
-			b.Fatal(err)
-		}
+		s, cfg := benchSink(b, clusterSinkConfig(), "bench")
 		// The same rows, inserted through veil.events as an analyst's tool
 		// would: the receiving node splits them by the sharding key and
 		// forwards each shard's part before it answers.
@@ -149,4 +155,91 @@ func BenchmarkWritePaths(b *testing.B) {
 			return batch.Send()
 		})
 	})
+}
+
+// settle waits until no server of conns merges a part or has a replication
+// task queued, for two polls in a row, so that the CPU read after it
+// includes the background work the inserts caused.
+func settle(b *testing.B, conns []driver.Conn) {
+	b.Helper()
+	ctx := context.Background()
+	quiet := 0
+	for deadline := time.Now().Add(2 * time.Minute); quiet < 2; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			b.Fatal("merges and replication did not settle within 2 minutes")
+		}
+		busy := uint64(0)
+		for _, c := range conns {
+			var m, q uint64
+			if err := c.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&m); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.QueryRow(ctx, "SELECT count() FROM system.replication_queue").Scan(&q); err != nil {
+				b.Fatal(err)
+			}
+			busy += m + q
+		}
+		if busy == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+}
+
+// BenchmarkBatchSize writes the same 400 000 events in batches of
+// different sizes and reports the CPU all clickhouse-server processes
+// spent per stored row, the background merges and replica fetches the
+// inserts caused included (the run waits for them to settle). It is what
+// sink.max_rows and sink.max_age trade against the time to query: each
+// flush makes one part per table and shard, which ClickHouse merges later.
+// Run: go test -run '^$' -bench BatchSize -benchtime 1x ./internal/clustertest/
+func BenchmarkBatchSize(b *testing.B) {
+	const total = 400_000
+	ctx := context.Background()
+	type target struct {
+		name string
+		cfg  func() sink.Config
+		pids func() []int
+	}
+	targets := []target{
+		{"single-server", func() sink.Config { return testsvc.SinkConfig(b) }, func() []int { return []int{testsvc.ClickHouse(b).Pid()} }},
+		{"cluster", clusterSinkConfig, clusterPids},
+	}
+	for _, tg := range targets {
+		for _, rows := range []int{1000, 4000, 10000, 40000, 100000} {
+			b.Run(fmt.Sprintf("%s/rows=%d", tg.name, rows), func(b *testing.B) {
+				s, cfg := benchSink(b, tg.cfg(), "batch")
+				var conns []driver.Conn
+				if cfg.Cluster == "" {
+					conns = []driver.Conn{s.Conn()}
+				} else {
+					for _, n := range cluster.Nodes {
+						conns = append(conns, nodeConn(b, n, "", ""))
+					}
+				}
+				settle(b, conns)
+				pids := tg.pids()
+				batch := sink.NewBatch()
+				b.ResetTimer()
+				for range b.N {
+					before, start := cpuTicks(b, pids), time.Now()
+					for i := 0; i < total; i += rows {
+						batch.Reset()
+						benchBatch(b, batch, i, rows)
+						if err := s.Write(ctx, batch); err != nil {
+							b.Fatal(err)
+						}
+					}
+					written := time.Since(start)
+					settle(b, conns)
+					used := float64(cpuTicks(b, pids)-before) / 100
+					b.Logf("figures: %s: %d rows in batches of %d, ClickHouse CPU %.2f µs per stored row, merges and replication included (%d servers), written in %.1f s",
+						b.Name(), total, rows, used/total*1e6, len(pids), written.Seconds())
+					b.ReportMetric(used/total*1e6, "ch-cpu-µs/row")
+				}
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
 }

@@ -82,7 +82,7 @@ func config(t *testing.T) app.Config {
 
 // nodeConn opens a connection to one node (as Veil's own user, or as user,
 // whose session starts in the database veil: the analyst may use no other).
-func nodeConn(t *testing.T, n *chcluster.Node, user, password string) driver.Conn {
+func nodeConn(t testing.TB, n *chcluster.Node, user, password string) driver.Conn {
 	t.Helper()
 	auth := clickhouse.Auth{Database: "default", Username: cluster.User(), Password: cluster.Password()}
 	if user != "" {

@@ -31,6 +31,7 @@ import (
 	"github.com/veilhq/veil/internal/chcluster"
 	"github.com/veilhq/veil/internal/chserver"
 	"github.com/veilhq/veil/internal/kafkacluster"
+	"github.com/veilhq/veil/internal/seal"
 )
 
 // The Kafka shapes of `veil dev --kafka`.
@@ -101,6 +102,7 @@ type ClickHouseNode struct {
 const (
 	fileEndpoints          = "endpoints.json"
 	filePseudonymKeys      = "pseudonym.keys"
+	fileSealKeys           = "seal.keys"
 	fileAdminToken         = "admin.token"
 	fileAnalystPassword    = "analyst.password"
 	fileClickHousePassword = "clickhouse.password" // Veil's own ClickHouse user
@@ -114,6 +116,7 @@ func Config(kafkaAddr, chNative, dir string, p Project) app.Config {
 	cfg := app.DefaultConfig()
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = filepath.Join(dir, filePseudonymKeys)
+	cfg.Seal.KeyFile = filepath.Join(dir, fileSealKeys)
 	cfg.Privacy.AdminTokenEnv = ""
 	cfg.Privacy.AdminTokenFile = filepath.Join(dir, fileAdminToken)
 	// DB-IP Lite, as `make run` fetches it; without it geolocation is off.
@@ -301,10 +304,15 @@ func Run(ctx context.Context, opts Options, log *zap.Logger, reg *prometheus.Reg
 		}
 		return nil
 	})
+	// The collector stops with ctx, or when the stack fails to come up.
+	collectorCtx, stopCollector := context.WithCancel(ctx)
+	defer stopCollector()
 	collectorDone := make(chan error, 1)
-	go func() { collectorDone <- app.ServeCollector(ctx, cfg, deps, l, collectorAdmin) }()
+	go func() { collectorDone <- app.ServeCollector(collectorCtx, cfg, deps, l, collectorAdmin) }()
 
 	if err := writeEndpoints(dir, ep); err != nil {
+		stopCollector()
+		<-collectorDone
 		stopWorker()
 		_ = g.Wait()
 		return err
@@ -408,7 +416,7 @@ func privatize(dir string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	for _, name := range []string{"kafka", "clickhouse", "clickhouse-cluster", "geoip", fileEndpoints, filePseudonymKeys, fileAdminToken, fileAnalystPassword, fileClickHousePassword, ProjectFile} {
+	for _, name := range []string{"kafka", "clickhouse", "clickhouse-cluster", "geoip", fileEndpoints, filePseudonymKeys, fileSealKeys, fileAdminToken, fileAnalystPassword, fileClickHousePassword, ProjectFile} {
 		err := filepath.WalkDir(filepath.Join(dir, name), func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				// Gone meanwhile (a server left by a crashed run is still
@@ -443,13 +451,18 @@ func privatize(dir string) error {
 }
 
 // ensureSecrets creates, on the first run, the pseudonymisation key, the
-// admin token and the ClickHouse passwords of the development stack,
+// key that seals the envelopes in Kafka, the admin token and the ClickHouse passwords of the development stack,
 // readable by their owner only.
 func ensureSecrets(dir string) error {
 	keys := filepath.Join(dir, filePseudonymKeys)
 	if !fileExists(keys) {
 		if err := pseudonym.GenerateKeyFile(keys); err != nil {
 			return fmt.Errorf("creating the pseudonymisation key: %w", err)
+		}
+	}
+	if p := filepath.Join(dir, fileSealKeys); !fileExists(p) {
+		if err := seal.GenerateKeyFile(p); err != nil {
+			return fmt.Errorf("creating the seal key: %w", err)
 		}
 	}
 	// The admin API's bearer token, the read-only analyst user's

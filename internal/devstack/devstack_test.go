@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -518,5 +520,37 @@ func TestDevCluster(t *testing.T) {
 		if err := syscall.Kill(pid, 0); err == nil {
 			t.Errorf("process %d still runs after dev stopped", pid)
 		}
+	}
+}
+
+// TestDevFailingToComeUpStopsTheCollector: when `veil dev` cannot write
+// endpoints.json (here a directory stands in its place), Run returns the
+// error once it has stopped what it started: the collector no longer runs
+// nor takes connections on its address. (Before Run waited for the
+// collector, what stopped it was closing its admin listener on the way out.)
+func TestDevFailingToComeUpStopsTheCollector(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "endpoints.json", "in-the-way"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err = Run(ctx, Options{Listen: addr, DataDir: dir}, zaptest.NewLogger(t), app.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), "endpoints.json") {
+		t.Fatalf("Run returned %v, want the error writing endpoints.json", err)
+	}
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "veil/internal/app.ServeCollector(") {
+		t.Fatal("the collector still runs after Run returned")
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatalf("the collector still takes connections on %s after Run returned", addr)
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/chserver"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/internal/testsvc"
 	"github.com/veilhq/veil/sink"
 )
@@ -110,6 +111,11 @@ func Config(t *testing.T, ch *chserver.Server) app.Config {
 	cfg.Sink.WriteTimeout = 10 * time.Second
 	cfg.Deidentify.PseudonymKeyEnv = ""
 	cfg.Deidentify.PseudonymKeyFile = testsvc.KeyFile(t)
+	cfg.Seal.KeyFile = testsvc.SealKeyFile(t)
+	// The collectors seal; the loads of NewLoad are written straight to the
+	// raw topic unsealed, as by collectors not yet given keys, which the
+	// workers take as they do while keys are being rolled out.
+	cfg.Seal.AcceptPlain = true
 	cfg.Privacy.Database = cfg.Sink.Database + "_privacy"
 	cfg.Privacy.AdminTokenEnv = ""
 	cfg.Privacy.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
@@ -507,11 +513,20 @@ func Lag(brokers []string, group, topic string, partitions int) int64 {
 	return lag
 }
 
-// DeadLettered reads the whole dead-letter topic and returns the distinct
-// source positions (a replay may dead-letter a message twice) whose value
-// is a poison message, and the number of other messages found there.
-func DeadLettered(t *testing.T, brokers []string, topic string, partitions int) (sources map[string]bool, other int) {
+// DeadLettered reads cfg's whole dead-letter topic and returns the
+// distinct source positions (a replay may dead-letter a message twice)
+// whose value is a poison message, opened with cfg's seal keys, and the
+// number of other messages found there.
+func DeadLettered(t *testing.T, cfg app.Config) (sources map[string]bool, other int) {
 	t.Helper()
+	brokers, topic, partitions := cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions
+	var keys *seal.Keys
+	if cfg.Seal.Enabled() {
+		var err error
+		if keys, err = seal.Load(cfg.Seal.Source(), cfg.Seal.ActivationDelay); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sources = map[string]bool{}
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
 	for p := 0; p < partitions; p++ {
@@ -538,7 +553,14 @@ func DeadLettered(t *testing.T, brokers []string, topic string, partitions int) 
 					src = string(h.Value)
 				}
 			}
-			if strings.HasPrefix(string(m.Value), "poison") && src != "" {
+			value := m.Value
+			if keys != nil {
+				// The dead-letter topic is sealed.
+				if value, err = keys.Open(nil, m.Value); err != nil {
+					t.Fatalf("dead-letter partition %d: %v", p, err)
+				}
+			}
+			if strings.HasPrefix(string(value), "poison") && src != "" {
 				sources[src] = true
 			} else {
 				other++
@@ -643,7 +665,7 @@ func Account(t *testing.T, cfg app.Config, l *Load, timeout time.Duration) Store
 			extra++ // an opted-out event stored, or one never sent
 		}
 	}
-	dlq, otherDLQ := DeadLettered(t, cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions)
+	dlq, otherDLQ := DeadLettered(t, cfg)
 	stored := int(st.RowsFinal) + int(st.Ops) + int(st.GroupOps)
 	dropped := l.Total() - stored - len(dlq)
 	t.Logf("figures: accounting: sent %d = stored %d (%d events, %d profile ops, %d group ops) + dropped by policy %d + dead-lettered %d; "+

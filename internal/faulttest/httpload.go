@@ -80,7 +80,11 @@ func (l *HTTPLoad) Start(t *testing.T) {
 	l.res = HTTPResult{Kept: map[string]bool{}, Statuses: map[string]int{}}
 	l.done = make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	// A test that ends before Wait stops the senders and waits for them.
+	t.Cleanup(func() {
+		cancel()
+		<-l.done
+	})
 	client := &http.Client{Timeout: 30 * time.Second}
 	var wg sync.WaitGroup
 	var next atomic.Int64
@@ -244,7 +248,7 @@ func AccountHTTP(t *testing.T, cfg app.Config, r HTTPResult, timeout time.Durati
 			extra++
 		}
 	}
-	dlq, otherDLQ := DeadLettered(t, cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions)
+	dlq, otherDLQ := DeadLettered(t, cfg)
 	dead := len(dlq) + otherDLQ
 	dropped := r.Events - int(st.RowsFinal) - dead
 	t.Logf("figures: accounting: accepted %d (answered 1) = stored %d + dropped by policy %d + dead-lettered %d; "+

@@ -109,9 +109,15 @@ type Producer struct {
 	// answered is the index in brokers of the broker that last answered
 	// a metadata request: the first one asked next time.
 	answered atomic.Int32
-	// closed is set by Close; a sender that finds it set closes its
-	// partition's connection once the partition is idle.
+	// closed is set by Close, under mu; a sender that finds it set closes
+	// its partition's connection once the partition is idle.
 	closed atomic.Bool
+	// calls counts the WriteMessages calls under way, each until its last
+	// partition has reported, including the calls whose caller has gone
+	// and whose turns a goroutine of the producer still takes (finish).
+	// A call is counted under mu before closed is set, so Close, which
+	// waits for it, returns with none of the producer's goroutines left.
+	calls sync.WaitGroup
 }
 
 // partQueue is one partition's writes waiting for a produce request.
@@ -179,18 +185,18 @@ func NewProducer(brokers []string, topic string, cfg ProducerConfig, log *zap.Lo
 // messages once it has returned nil.
 func (p *Producer) ReleasesMessages() bool { return true }
 
-// Close stops new writes and closes the idle connections; a partition's
-// connection in use is closed when the writes queued for it are sent.
+// Close stops new writes, waits for the writes under way (each bounded by
+// its caller's context and, for one in flight, by WriteTimeout and
+// MaxAttempts), and closes the connections.
 func (p *Producer) Close() error {
-	p.closed.Store(true)
 	p.mu.Lock()
+	p.closed.Store(true)
 	parts := p.parts
 	p.mu.Unlock()
+	p.calls.Wait()
 	for _, q := range parts {
 		q.mu.Lock()
-		if !q.busy {
-			q.closeConn()
-		}
+		q.closeConn()
 		q.mu.Unlock()
 	}
 	return nil
@@ -209,17 +215,23 @@ var errProducerClosed = errors.New("kafka: producer closed")
 // partitions returns the topic's partition queues, reading the topic's
 // metadata the first time, after metadataTTL and after a failed write.
 // One caller reads it while the others go on with the partitions known,
-// so a slow or unreachable broker holds up only that caller.
+// so a slow or unreachable broker holds up only that caller. A call that
+// gets the queues is counted in calls, and must call p.calls.Done when it
+// is over.
 func (p *Producer) partitions(ctx context.Context) ([]*partQueue, []int, error) {
+	p.mu.Lock()
 	if p.closed.Load() {
+		p.mu.Unlock()
 		return nil, nil, errProducerClosed
 	}
-	p.mu.Lock()
 	if len(p.parts) > 0 && (p.refreshing || time.Since(p.refreshed) < metadataTTL) {
 		defer p.mu.Unlock()
+		p.calls.Add(1)
 		return p.parts, p.partIDs, nil
 	}
 	p.refreshing = true
+	// Counted from here, so that Close waits for the metadata read too.
+	p.calls.Add(1)
 	p.mu.Unlock()
 
 	n, err := p.partitionCount(ctx)
@@ -232,6 +244,7 @@ func (p *Producer) partitions(ctx context.Context) ([]*partQueue, []int, error) 
 			p.refreshed = time.Now().Add(metadataRetry - metadataTTL)
 			return p.parts, p.partIDs, nil
 		}
+		p.calls.Done()
 		return nil, nil, err
 	}
 	for len(p.parts) < n { // partitions are only ever added
@@ -291,6 +304,12 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	if err != nil {
 		return err
 	}
+	owned := false // by finish, which then ends the call
+	defer func() {
+		if !owned {
+			p.calls.Done()
+		}
+	}()
 	call := &writeCall{}
 	// The collector's calls mostly hold one key's messages: one
 	// partition, without grouping.
@@ -341,6 +360,7 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 			// writes queued behind its own are sent. Writes of its that
 			// are not sent yet never will be; one in flight may still
 			// be stored.
+			owned = true
 			go p.finish(call, left)
 			return p.deadlineError(ctx.Err(), parts, writes)
 		}
@@ -395,8 +415,9 @@ func (p *Producer) deadlineError(err error, parts []*partQueue, writes []*pendin
 }
 
 // finish takes the turns of a call whose caller has gone, until each of
-// its left partitions has reported.
+// its left partitions has reported, and then ends the call (calls).
 func (p *Producer) finish(call *writeCall, left int) {
+	defer p.calls.Done()
 	for left > 0 {
 		if r := <-call.done; r.lead {
 			p.send(r.p)

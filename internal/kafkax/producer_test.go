@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -558,9 +559,9 @@ func TestProducerFollowsMovedLeader(t *testing.T) {
 	}
 }
 
-// TestProducerCloseClosesConnections: Close closes an idle partition's
-// connection at once, and a busy one's when its queued writes are sent,
-// which still succeed.
+// TestProducerCloseClosesConnections: Close waits for a write in flight,
+// which still succeeds, then closes every partition's connection, the
+// idle one's and the one that was sending; a write after Close is refused.
 func TestProducerCloseClosesConnections(t *testing.T) {
 	topic := newTopic(t, 2)
 	hold := make(chan struct{})
@@ -591,23 +592,95 @@ func TestProducerCloseClosesConnections(t *testing.T) {
 	if conn(0) == nil || conn(1) == nil {
 		t.Fatal("a partition written to has no connection")
 	}
-	_ = p.Close()
-	if conn(0) != nil {
-		t.Fatal("Close left the idle partition's connection open")
-	}
-	if conn(1) == nil {
-		t.Fatal("Close took the connection of a partition still sending")
+	closed := make(chan struct{})
+	go func() { _ = p.Close(); close(closed) }()
+	waitFor(t, "Close to begin", p.closed.Load)
+	if err := p.WriteMessages(context.Background(), messages(keyFor(0), "after")...); !errors.Is(err, errProducerClosed) {
+		t.Fatalf("a write after Close began: %v", err)
 	}
 	close(hold)
-	if err := <-busyDone; err != nil {
-		t.Fatalf("the write in flight at Close: %v", err)
+	<-closed
+	select {
+	case err := <-busyDone:
+		if err != nil {
+			t.Fatalf("the write in flight at Close: %v", err)
+		}
+	default:
+		t.Fatal("Close returned before the write in flight")
 	}
-	if conn(1) != nil {
-		t.Fatal("the busy partition's connection stays open after its writes were sent")
+	if conn(0) != nil || conn(1) != nil {
+		t.Fatal("a connection stays open after Close")
 	}
 	if got := readAll(t, topic, 1); strings.Join(got, ",") != "held" {
 		t.Fatalf("partition 1 holds %v", got)
 	}
+}
+
+// TestProducerCloseWaitsForGoneCallers: a call whose caller's context ended
+// while it waited for its turn leaves a goroutine of the producer to take
+// its turns (so that the writes queued behind it are sent). Close must wait
+// for that goroutine: once Close has returned, no goroutine of the producer
+// runs, and the write queued behind the gone caller's was sent.
+func TestProducerCloseWaitsForGoneCallers(t *testing.T) {
+	topic := newTopic(t, 1)
+	hold := make(chan struct{})
+	reqs := watchProduce(t, topic, hold)
+	p := NewProducer(cluster.ListenAddrs(), topic, DefaultProducerConfig(), nil)
+	first := make(chan error, 1)
+	go func() { first <- p.WriteMessages(context.Background(), messages("a", "a0")...) }()
+	waitFor(t, "the first request at the broker", func() bool { return len(reqs.get()) == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := p.WriteMessages(ctx, messages("b", "b0")...); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call past its deadline returned %v", err)
+	}
+	if producerGoroutines() != 1 {
+		t.Fatalf("%d goroutines of the producer take the gone caller's turns, want 1", producerGoroutines())
+	}
+	later := make(chan error, 1)
+	go func() { later <- p.WriteMessages(context.Background(), messages("c", "c0")...) }()
+	waitFor(t, "the third call queued", func() bool {
+		q := p.parts[0]
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(q.pending) == 2
+	})
+
+	closed := make(chan struct{})
+	go func() { _ = p.Close(); close(closed) }()
+	// The request held at the broker keeps every call under way; a Close
+	// that returns meanwhile has left them running.
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a write it owns was held at the broker")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(hold)
+	<-closed
+	// Its last step, after the call it ends is counted out, may still
+	// be under way.
+	waitFor(t, "the producer's goroutines to end after Close", func() bool { return producerGoroutines() == 0 })
+	for _, ch := range []chan error{first, later} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatal("Close returned before a call under way")
+		}
+	}
+	if got := readAll(t, topic, 0); strings.Join(got, ",") != "a0,c0" {
+		t.Fatalf("stored %v, want a0,c0", got)
+	}
+}
+
+// producerGoroutines counts the goroutines that a Producer's methods
+// started and that still run.
+func producerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "created by github.com/veilhq/veil/internal/kafkax.(*Producer).")
 }
 
 // muteBroker is a broker that takes connections and answers nothing, as a

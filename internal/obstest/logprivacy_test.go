@@ -140,6 +140,9 @@ func startStrictCollector(t *testing.T, s *stack) string {
 		Token: cKnownToken, APISecret: cKnownSecret, ProjectID: "1001",
 		ServiceAccount: devstack.ServiceAccount{Username: cSAUser, Secret: cSASecret},
 	})
+	// It seals with the stack's key, so that the stack's worker opens
+	// what it produces.
+	cfg.Seal.KeyFile = filepath.Join(s.dir, "seal.keys")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/veilhq/veil/internal/chserver"
 	"github.com/veilhq/veil/internal/kafkacluster"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/sink"
 )
 
@@ -331,6 +333,17 @@ func KeyFile(t testing.TB) string {
 	return p
 }
 
+// SealKeyFile writes a fresh seal key file for the test and returns its
+// path.
+func SealKeyFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "seal.keys")
+	if err := seal.GenerateKeyFile(p); err != nil {
+		t.Fatalf("testsvc: %v", err)
+	}
+	return p
+}
+
 // Sink opens a sink on a fresh database of the shared ClickHouse, with the
 // schema applied; it is closed and the database dropped at cleanup.
 func Sink(t testing.TB) (*sink.Sink, sink.Config) {
@@ -346,4 +359,53 @@ func Sink(t testing.TB) (*sink.Sink, sink.Config) {
 		t.Fatalf("testsvc: %v", err)
 	}
 	return s, cfg
+}
+
+// Records reads every record of topic, from every partition, through
+// broker (any broker of the cluster): what Kafka holds of the topic.
+func Records(t testing.TB, broker, topic string) []kafka.Message {
+	t.Helper()
+	conn, err := kafka.Dial("tcp", broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []kafka.Message
+	for _, p := range parts {
+		c, err := kafka.DialLeader(context.Background(), "tcp", broker, topic, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := c.ReadLastOffset()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Seek(0, kafka.SeekAbsolute); err != nil {
+			t.Fatal(err)
+		}
+		for off := int64(0); off < last; off++ {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			m, err := c.ReadMessage(10 << 20)
+			if err != nil {
+				t.Fatalf("%s/%d offset %d: %v", topic, p.ID, off, err)
+			}
+			out = append(out, m)
+		}
+		c.Close()
+	}
+	return out
+}
+
+// Header is the value of m's header key, empty when it has none.
+func Header(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

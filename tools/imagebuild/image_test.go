@@ -333,22 +333,3 @@ func rootFS(t *testing.T, img v1.Image, cf *v1.ConfigFile) map[string]entry {
 	}
 	return m
 }
-
-// The image builder is a tool: the `veil` binary users run does not carry
-// go-containerregistry.
-func TestVeilDoesNotLinkTheImageBuilder(t *testing.T) {
-	cmd := exec.Command("go", "list", "-deps", "./cmd/veil")
-	cmd.Dir = "../.."
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	if !strings.Contains(string(out), "github.com/veilhq/veil/internal/app\n") {
-		t.Fatalf("go list -deps ./cmd/veil does not list internal/app: %.200s", out)
-	}
-	for _, dep := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(dep, "github.com/google/go-containerregistry") || strings.HasPrefix(dep, "golang.org/x/crypto/x509roots") {
-			t.Errorf("veil links %s", dep)
-		}
-	}
-}

@@ -1,0 +1,133 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/seal"
+	"github.com/veilhq/veil/internal/testsvc"
+)
+
+func sealEvents(prefix string, n int) []map[string]any {
+	var evs []map[string]any
+	for i := range n {
+		evs = append(evs, map[string]any{"event": "sealed", "properties": map[string]any{
+			"token": "tok-shop", "distinct_id": fmt.Sprintf("user-canary-%d", i%3), "$insert_id": fmt.Sprintf("%s-%d", prefix, i),
+			"$email": "canary.alice@example.com", "plan": "premium"}})
+	}
+	return evs
+}
+
+func keyLine(epoch uint32, b byte, created time.Time) string {
+	return fmt.Sprintf("%d:%s:%s\n", epoch, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32)), created.UTC().Format(time.RFC3339))
+}
+
+// TestSealWrongKey: a worker whose seal key is not the collectors' stores
+// nothing: every message is dead-lettered with its reason, still sealed,
+// so that the worker given the right key can have it replayed.
+func TestSealWrongKey(t *testing.T) {
+	s := newStack(t, nil)
+	s.startCollector()
+	wcfg := s.cfg
+	wcfg.Seal.KeyFile = testsvc.SealKeyFile(t) // another key of the same epoch
+	_, reg := s.run("worker", func(ctx context.Context, deps app.Deps) error { return app.RunWorker(ctx, wcfg, deps, nil) })
+	const n = 12
+	if msg := post(t, s.collector, sealEvents("wrong", n)); msg != "" {
+		t.Fatal(msg)
+	}
+	testsvc.Eventually(t, 30*time.Second, "every message dead-lettered", func() bool {
+		return byLabel(t, reg, "veil_worker_events_dead_lettered_total")["seal_open_failed"] == n
+	})
+	conn := testsvc.Conn(t, s.cfg.Sink)
+	if got := testsvc.Count(t, conn, "SELECT count() FROM "+s.cfg.Sink.Database+".events"); got != 0 {
+		t.Fatalf("%d events stored by a worker with the wrong key", got)
+	}
+	right, err := seal.Load(s.cfg.Seal.Source(), s.cfg.Seal.ActivationDelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The reason's detail is sealed by the worker that wrote it.
+	own, err := seal.Load(wcfg.Seal.Source(), wcfg.Seal.ActivationDelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := testsvc.Records(t, s.cfg.Kafka.Brokers[0], s.cfg.Kafka.DLQTopic)
+	if len(dead) != n {
+		t.Fatalf("%d dead-lettered records, want %d", len(dead), n)
+	}
+	for _, m := range dead {
+		if h := testsvc.Header(m, "veil-reason"); h != "seal_open_failed" {
+			t.Fatalf("reason %q", h)
+		}
+		env, err := right.Open(nil, m.Value)
+		if err != nil || !bytes.Contains(env, []byte(`"$insert_id":"wrong-`)) {
+			t.Fatalf("a dead-lettered message does not open with the collectors' key: %v", err)
+		}
+		detail, err := own.Open(nil, []byte(testsvc.Header(m, "veil-detail")))
+		if err != nil || !strings.Contains(string(detail), "does not open") {
+			t.Fatalf("sealed detail %q, %v", detail, err)
+		}
+		if bytes.Contains(m.Value, []byte("canary")) || bytes.Contains(m.Key, []byte("canary")) {
+			t.Fatal("a dead-lettered record holds personal data in the clear")
+		}
+	}
+	t.Logf("figures: %d events, %d dead-lettered as seal_open_failed, 0 stored, every one sealed and opening with the right key", n, len(dead))
+}
+
+// TestSealKeyRotation: a key added to the running collector's and worker's
+// key file seals once it is old enough, without a restart; the worker
+// opens the messages of both epochs, and every event is stored once.
+func TestSealKeyRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seal.keys")
+	made := time.Now().Add(-time.Hour)
+	if err := os.WriteFile(path, []byte(keyLine(1, 1, made)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, func(c *app.Config) {
+		c.Seal.KeyFile = path
+		c.Seal.Reload = 100 * time.Millisecond
+		c.Seal.ActivationDelay = 500 * time.Millisecond
+	})
+	s.startCollector()
+	s.startWorker(false)
+	conn := testsvc.Conn(t, s.cfg.Sink)
+	stored := func(want uint64) {
+		t.Helper()
+		testsvc.Eventually(t, 30*time.Second, fmt.Sprintf("%d events stored", want), func() bool {
+			return testsvc.Count(t, conn, "SELECT count() FROM "+s.cfg.Sink.Database+".events FINAL") == want
+		})
+	}
+	if msg := post(t, s.collector, sealEvents("before", 10)); msg != "" {
+		t.Fatal(msg)
+	}
+	stored(10)
+	// Epoch 2, made now: workers read it within seal.reload, collectors
+	// seal with it after seal.activation_delay.
+	if err := os.WriteFile(path, []byte(keyLine(1, 1, made)+keyLine(2, 2, time.Now())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if msg := post(t, s.collector, sealEvents("after", 10)); msg != "" {
+		t.Fatal(msg)
+	}
+	stored(20)
+	epochs := map[byte]int{}
+	for _, m := range testsvc.Records(t, s.cfg.Kafka.Brokers[0], s.cfg.Kafka.RawTopic) {
+		if !seal.IsSealed(m.Value) {
+			t.Fatal("an unsealed record in the raw topic")
+		}
+		epochs[m.Value[6]]++
+	}
+	if epochs[1] != 10 || epochs[2] != 10 || len(epochs) != 2 {
+		t.Fatalf("records by epoch %v, want 10 of epoch 1 and 10 of epoch 2", epochs)
+	}
+	t.Logf("figures: 10 events sealed with epoch 1 and 10 with epoch 2 after a rotation without restart, 20 stored")
+}
