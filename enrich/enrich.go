@@ -16,37 +16,23 @@ var (
 	propDollarIP = event.LookupKnown("$ip")
 )
 
-// Promote moves SDK-provided device, library and geo properties (the known
-// properties with a column, event.RolePromoted) into ev's typed fields
-// and out of its properties: the column is their one home. Values the SDK
-// set explicitly win over anything derived later, as in Mixpanel.
-func Promote(ev *event.Event) { promote(ev) }
-
-// promote is Promote; it also returns the indexes of the `ip` and `$ip`
-// properties (-1 for none), found in the same pass, as locate takes them.
-func promote(ev *event.Event) (ipAt [2]int) {
-	ipAt = [2]int{-1, -1}
+// promote moves SDK-provided device, library and geo properties (the
+// known properties with a column, event.RolePromoted) into ev's typed
+// fields and out of its properties: the column is their one home. Values
+// the SDK set explicitly win over anything derived later, as in Mixpanel.
+func promote(ev *event.Event) {
 	props := &ev.Properties
 	for i, pr := range props.All() {
-		if pr.Known() == 0 {
+		kp := pr.Known().Prop()
+		if kp.Role != event.RolePromoted {
 			continue
 		}
-		switch kp := pr.Known().Prop(); kp.Role {
-		case event.RolePromoted:
-			switch pr.Kind() {
-			case event.PropString, event.PropNumber, event.PropBool:
-				*ev.Column(kp.Column) = pr.Text() // the decoder gave it a copy of its own
-			}
-			props.Drop(i)
-		case event.RoleAddress:
-			if pr.Known() == propIP {
-				ipAt[0] = i
-			} else if pr.Known() == propDollarIP {
-				ipAt[1] = i
-			}
+		switch pr.Kind() {
+		case event.PropString, event.PropNumber, event.PropBool:
+			*ev.Column(kp.Column) = pr.Text() // the decoder gave it a copy of its own
 		}
+		props.Drop(i)
 	}
-	return ipAt
 }
 
 // ipProperty applies an `ip` or `$ip` property: the string "0", the

@@ -132,7 +132,8 @@ func (e *Enricher) Close() {
 // which are safe for concurrent use, so one Enricher serves every
 // goroutine.
 func (e *Enricher) Apply(ev *event.Event) event.DropReason {
-	e.locate(ev, promote(ev))
+	promote(ev)
+	e.locate(ev)
 	if ev.UserAgent != "" {
 		info := e.ua.Parse(ev.UserAgent)
 		d := &ev.Device
@@ -162,14 +163,11 @@ func (e *Enricher) Apply(ev *event.Event) event.DropReason {
 // `ip` (or a profile's `$ip`) is used when present; ip=0 in the query, or
 // `ip`/`$ip` set to 0, turns the lookup off; geo the SDK set explicitly
 // wins.
-//
-// ipProps are the indexes of the `ip` and `$ip` properties, -1 for none,
-// as promote found them.
-func (e *Enricher) locate(ev *event.Event, ipProps [2]int) {
+func (e *Enricher) locate(ev *event.Event) {
 	ip := ev.IP
 	noGeo := ev.Signals.NoGeo
-	for _, i := range ipProps {
-		if i >= 0 {
+	for _, k := range [...]event.Known{propIP, propDollarIP} {
+		if i := ev.Properties.Find(k); i >= 0 {
 			ip, noGeo = ipProperty(ev.Properties.At(i), ip, noGeo)
 		}
 	}
