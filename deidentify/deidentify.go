@@ -221,6 +221,8 @@ func normKey(k string) string {
 type Stage struct {
 	e    *Engine
 	memo passMemo
+	// rules is the space for each event's name rules (pass.rules).
+	rules []nameRule
 }
 
 // NewStage returns a de-identification stage for one goroutine.
@@ -236,10 +238,9 @@ type pass struct {
 	tr   transformSet
 	// found is the personal data the scrubber found.
 	found scrub.Finding
-	// rules are the nameRules of the first 64 properties, worked out
-	// once each (known tells which): the steps below each ask.
-	rules [64]nameRule
-	known uint64
+	// rules holds the nameRule of each property, by its index: worked
+	// out once, as the steps below each ask.
+	rules []nameRule
 }
 
 // Apply de-identifies ev in place. It never drops, but for a property
@@ -247,6 +248,7 @@ type pass struct {
 func (s *Stage) Apply(ev *event.Event) event.DropReason {
 	r := s.e.rulesFor(ev.Project)
 	d := pass{Stage: s, r: r, p: &r.policy, ev: ev, memo: s.memo.under(r)}
+	d.names()
 	d.consent()
 	d.geo()
 	d.ip()
@@ -257,6 +259,28 @@ func (s *Stage) Apply(ev *event.Event) event.DropReason {
 	}
 	d.provenance()
 	return event.Keep
+}
+
+// names works out the rule of each property's name (identifier, PII, not
+// allow-listed, clean): a known name's from the policy's table, any other
+// name's from the memo or its checks.
+func (d *pass) names() {
+	props := &d.ev.Properties
+	d.rules = d.Stage.rules[:0]
+	for i, pr := range props.All() {
+		for len(d.rules) <= i {
+			d.rules = append(d.rules, 0)
+		}
+		switch {
+		case pr.Known() != 0:
+			d.rules[i] = d.r.known[pr.Known()]
+		case d.memo != nil:
+			d.rules[i] = d.memo.rule(pr.Name())
+		default:
+			d.rules[i] = d.r.ruleOf(pr.Name())
+		}
+	}
+	d.Stage.rules = d.rules
 }
 
 // consent records what the policy stage decided: an anonymized event is
@@ -313,8 +337,8 @@ func (d *pass) identifiers() {
 	ev, props := d.ev, &d.ev.Properties
 	if ev.Anonymized {
 		ev.DistinctID, ev.GroupID = "", ""
-		for i, pr := range props.All() {
-			if d.rule(i, pr)&nameID != 0 {
+		for i := range props.All() {
+			if d.rules[i]&nameID != 0 {
 				props.Drop(i)
 			}
 		}
@@ -328,7 +352,7 @@ func (d *pass) identifiers() {
 		ev.GroupID, done = d.pseudonym(ev.GroupID), true
 	}
 	for i, pr := range props.All() {
-		if d.rule(i, pr)&nameID == 0 {
+		if d.rules[i]&nameID == 0 {
 			continue
 		}
 		switch {
@@ -381,8 +405,8 @@ func (d *pass) pseudonym(id string) string {
 func (d *pass) pii() {
 	ev, props := d.ev, &d.ev.Properties
 	var dropped, notAllowed bool
-	for i, pr := range props.All() {
-		if nr := d.rule(i, pr); nr&(namePII|nameNotAllowed) != 0 {
+	for i := range props.All() {
+		if nr := d.rules[i]; nr&(namePII|nameNotAllowed) != 0 {
 			props.Drop(i)
 			dropped = dropped || nr&namePII != 0
 			notAllowed = notAllowed || nr&nameNotAllowed != 0
@@ -419,8 +443,8 @@ func (d *pass) freeText() bool {
 		ev.Name, d.found = name, d.found|f
 	}
 	namesClean := true
-	for i, pr := range props.All() {
-		if d.rule(i, pr)&nameClean == 0 {
+	for i := range props.All() {
+		if d.rules[i]&nameClean == 0 {
 			namesClean = false
 			break
 		}
@@ -483,26 +507,6 @@ func (d *pass) provenance() {
 	d.ev.Provenance.Transforms = d.tr.list(d.found)
 }
 
-// rule is the nameRule of the name of pr, property i: a known name's
-// from the policy's table, any other name's from the memo or its checks.
-func (d *pass) rule(i int, pr *event.Prop) nameRule {
-	if k := pr.Known(); k != 0 {
-		return d.r.known[k]
-	}
-	if i < len(d.rules) && d.known&(1<<i) != 0 {
-		return d.rules[i]
-	}
-	var nr nameRule
-	if d.memo != nil {
-		nr = d.memo.rule(pr.Name())
-	} else {
-		nr = d.r.ruleOf(pr.Name())
-	}
-	if i < len(d.rules) {
-		d.rules[i], d.known = nr, d.known|1<<i
-	}
-	return nr
-}
 
 // Transforms as a set, in the order a row lists them.
 type transformSet uint8

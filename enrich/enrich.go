@@ -23,6 +23,9 @@ var (
 func promote(ev *event.Event) {
 	props := &ev.Properties
 	for i, pr := range props.All() {
+		if pr.Known() == 0 {
+			continue
+		}
 		kp := pr.Known().Prop()
 		if kp.Role != event.RolePromoted {
 			continue
