@@ -9,8 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/veilhq/veil/deidentify"
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
@@ -34,8 +33,12 @@ func benchKeyring(tb testing.TB) *pseudonym.Keyring {
 
 // benchPipeline builds the worker's stages as `veil worker` does
 // (app.NewPipeline: default policy, geolocation on a database that covers
-// every address the events come from, no opt-out registry).
-func benchPipeline(tb testing.TB) []worker.Stage {
+// every address the events come from, no opt-out registry), for one
+// goroutine.
+func benchPipeline(tb testing.TB) []worker.Stage { return benchPipelineOf(tb).NewStages() }
+
+// benchPipelineOf is the pipeline benchPipeline takes its stages from.
+func benchPipelineOf(tb testing.TB) *app.Pipeline {
 	tb.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Enrich.Geo.Paths = []string{docGeoDB(tb)}
@@ -44,7 +47,7 @@ func benchPipeline(tb testing.TB) []worker.Stage {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(p.Close)
-	return p.Stages
+	return p
 }
 
 // flat lists the messages of reqs in order.
@@ -72,13 +75,10 @@ var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 //   - events=50/all: 50 messages (one mixpanel-browser request) per
 //     operation; ns/event and allocs/event are the per-event figures.
 //   - events=50/upto=STEP: the pass cut after STEP, to attribute the cost.
-//   - events=50/map: the whole pass with event.DecodeFast, which decodes
-//     properties into a map, instead of event.DecodeRaw, the worker's
-//     default, which leaves them as JSON text for the stages to rewrite.
 //   - events=50/reference: the whole pass with event.Decode, the reference
-//     decoder.
+//     reader (encoding/json), instead of the worker's event.Decoder, which
+//     leaves the properties as JSON text for the stages to rewrite.
 func BenchmarkWorkerPass(b *testing.B) {
-	stages := benchPipeline(b)
 	maxRows := sink.DefaultConfig().MaxRows
 	limits := rules.DefaultLimits()
 	for _, n := range benchSizes {
@@ -86,19 +86,12 @@ func BenchmarkWorkerPass(b *testing.B) {
 		steps := []string{"all"}
 		if n == 50 {
 			steps = append(steps, passSteps...)
-			steps = append(steps, "map", "reference")
+			steps = append(steps, "reference")
 		}
 		for _, step := range steps {
 			name := fmt.Sprintf("events=%d/%s", n, step)
-			if step != "all" && step != "map" && step != "reference" {
+			if step != "all" && step != "reference" {
 				name = fmt.Sprintf("events=%d/upto=%s", n, step)
-			}
-			decode := event.DecodeRaw
-			switch step {
-			case "map":
-				decode = event.DecodeFast
-			case "reference":
-				decode = event.Decode
 			}
 			last := len(passSteps) - 1
 			for i, s := range passSteps {
@@ -107,6 +100,13 @@ func BenchmarkWorkerPass(b *testing.B) {
 				}
 			}
 			b.Run(name, func(b *testing.B) {
+				// One worker's decoder and stages, as its processing
+				// goroutine has them.
+				stages := benchPipeline(b)
+				decode := event.NewDecoder().Decode
+				if step == "reference" {
+					decode = event.Decode
+				}
 				batch := sink.NewBatch()
 				var ev event.Event
 				i := 0
@@ -148,15 +148,17 @@ func BenchmarkWorkerPass(b *testing.B) {
 // decoded returns the events of n messages, decoded by event.Decode and,
 // when stages are given, passed through them.
 func decoded(tb testing.TB, msgs []kafka.Message, stages []worker.Stage) []event.Event {
-	return decodedBy(tb, event.Decode, msgs, stages)
+	return decodedBy(tb, func() func([]byte, *event.Event) error { return event.Decode }, msgs, stages)
 }
 
-func decodedBy(tb testing.TB, decode func([]byte, *event.Event) error, msgs []kafka.Message, stages []worker.Stage) []event.Event {
+// decodedBy is decoded with another reader: a func that returns the
+// reader of the next message (each event keeps what its reader owns).
+func decodedBy(tb testing.TB, reader func() func([]byte, *event.Event) error, msgs []kafka.Message, stages []worker.Stage) []event.Event {
 	tb.Helper()
 	out := make([]event.Event, 0, len(msgs))
 	for _, m := range msgs {
 		var ev event.Event
-		if err := decode(m.Value, &ev); err != nil {
+		if err := reader()(m.Value, &ev); err != nil {
 			tb.Fatal(err)
 		}
 		for _, st := range stages {
@@ -169,7 +171,7 @@ func decodedBy(tb testing.TB, decode func([]byte, *event.Event) error, msgs []ka
 	return out
 }
 
-// BenchmarkPolicy measures the policy stage alone (Engine.PolicyStage with
+// BenchmarkPolicy measures the policy stage alone (policy.Stage with
 // the default policy and no opt-out registry), per event:
 //
 //   - keep: no privacy signal, the common case.
@@ -191,7 +193,7 @@ func BenchmarkPolicy(b *testing.B) {
 		{"gpc_anonymize", policy.Set{Default: anon}, event.Signals{GPC: true}, event.Keep},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			engine, err := deidentify.New(tc.set, deidentify.Deps{Keyring: benchKeyring(b), Metrics: prometheus.NewRegistry()})
+			stage, err := policy.NewStage(tc.set, policy.Deps{Keyring: benchKeyring(b)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -203,7 +205,7 @@ func BenchmarkPolicy(b *testing.B) {
 			for b.Loop() {
 				ev := &evs[i%len(evs)]
 				ev.Anonymized = false
-				if got := engine.PolicyStage(ev); got != tc.want {
+				if got := stage.Apply(ev); got != tc.want {
 					b.Fatalf("outcome %q, want %q", got, tc.want)
 				}
 				i++
@@ -215,21 +217,21 @@ func BenchmarkPolicy(b *testing.B) {
 // BenchmarkBatchAppend measures sink.Batch.Append of de-identified events
 // (writing the properties as JSON and adding each column's value), with a
 // reset at sink.max_rows as a flush does. events=50 appends one request's
-// events per operation; events=50/map appends events whose properties are
-// a map (event.Decode, event.DecodeFast) rather than props (event.DecodeRaw,
-// the worker's default).
+// events per operation; events=50/reference appends events read by the
+// reference reader (event.Decode), whose properties are all written by
+// the encoder rather than copied as they came.
 func BenchmarkBatchAppend(b *testing.B) {
 	msgs := flat(envelopes(b, 20, 50))
-	raw := decodedBy(b, event.DecodeRaw, msgs, benchPipeline(b))
-	maps := decoded(b, msgs, benchPipeline(b))
+	fast := decodedBy(b, func() func([]byte, *event.Event) error { return event.NewDecoder().Decode }, msgs, benchPipeline(b))
+	ref := decoded(b, msgs, benchPipeline(b))
 	maxRows := sink.DefaultConfig().MaxRows
-	for _, name := range []string{"events=1", "events=50", "events=50/map"} {
-		n, evs := 50, raw
+	for _, name := range []string{"events=1", "events=50", "events=50/reference"} {
+		n, evs := 50, fast
 		switch name {
 		case "events=1":
 			n = 1
-		case "events=50/map":
-			evs = maps
+		case "events=50/reference":
+			evs = ref
 		}
 		b.Run(name, func(b *testing.B) {
 			batch := sink.NewBatch()
@@ -252,51 +254,49 @@ func BenchmarkBatchAppend(b *testing.B) {
 }
 
 // TestWorkerPassPathsAgree runs the load generator's messages through the
-// stages three times: decoded by event.Decode into a fresh event, by
-// event.DecodeFast into one reused event and by event.DecodeRaw into
-// another, as the worker's decoders do. The first two must give equal
-// events; the raw one must keep its properties as JSON text all the way
-// (the benchmark measures that path) and store the same properties and
-// columns. internal/app's FuzzDecodersAgree covers the awkward inputs.
+// stages twice: read by the reference reader into a fresh event with
+// fresh stages, and by one Decoder with one set of stages, as a worker
+// does. The Decoder must read every message itself (the benchmark
+// measures that path) and store the same properties and columns.
+// internal/app's FuzzDecodersAgree covers the awkward inputs.
 func TestWorkerPassPathsAgree(t *testing.T) {
-	stages := benchPipeline(t)
-	var fast, raw event.Event
+	pl := benchPipelineOf(t)
+	stages := pl.NewStages()
+	dec := event.NewDecoder()
+	var fast event.Event
 	for i, m := range flat(envelopes(t, 8, 50)) {
 		var ref event.Event
 		errRef := event.Decode(m.Value, &ref)
-		errFast := event.DecodeFast(m.Value, &fast)
-		errRaw := event.DecodeRaw(m.Value, &raw)
-		if errRef != nil || errFast != nil || errRaw != nil {
-			t.Fatalf("message %d: decode errors %v, %v, %v", i, errRef, errFast, errRaw)
+		errFast := dec.Decode(m.Value, &fast)
+		if errRef != nil || errFast != nil {
+			t.Fatalf("message %d: decode errors %v, %v", i, errRef, errFast)
 		}
+		if !dec.Fast() {
+			t.Fatalf("message %d left the fast reader", i)
+		}
+		refStages := pl.NewStages()
 		for s, st := range stages {
-			a, b, c := st.Apply(&ref), st.Apply(&fast), st.Apply(&raw)
-			if a != b || a != c {
-				t.Fatalf("message %d stage %d: %q vs %q vs %q", i, s, a, b, c)
+			if a, b := refStages[s].Apply(&ref), st.Apply(&fast); a != b {
+				t.Fatalf("message %d stage %d: %q vs %q", i, s, a, b)
 			}
 		}
-		if !reflect.DeepEqual(ref, fast) {
-			t.Fatalf("message %d: events differ\n%#v\n%#v", i, ref, fast)
-		}
-		if raw.Props == nil {
-			t.Fatalf("message %d left the raw path", i)
-		}
-		text, _ := raw.AppendProperties(nil)
+		text, _ := fast.Properties.AppendJSON(nil, new([]string))
 		got, _ := event.DecodeJSONValue(text)
-		if !reflect.DeepEqual(got, ref.Properties) {
-			t.Fatalf("message %d: raw properties %s, want %#v", i, text, ref.Properties)
+		want, _ := ref.Properties.Map()
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("message %d: properties %s, want %#v", i, text, want)
 		}
-		if raw.Name != ref.Name || raw.DistinctID != ref.DistinctID || raw.InsertID != ref.InsertID ||
-			!raw.Time.Equal(ref.Time) || raw.Geo != ref.Geo || raw.Device != ref.Device || raw.IPPrefix != ref.IPPrefix ||
-			!reflect.DeepEqual(raw.Provenance, ref.Provenance) {
-			t.Fatalf("message %d: raw columns differ\n%#v\n%#v", i, raw, ref)
+		if fast.Name != ref.Name || fast.DistinctID != ref.DistinctID || fast.InsertID != ref.InsertID ||
+			!fast.Time.Equal(ref.Time) || fast.Geo != ref.Geo || fast.Device != ref.Device || fast.IPPrefix != ref.IPPrefix ||
+			!reflect.DeepEqual(fast.Provenance, ref.Provenance) {
+			t.Fatalf("message %d: columns differ\n%#v\n%#v", i, fast, ref)
 		}
 	}
 }
 
 // BenchmarkRules measures the worker's check of each message against the
 // rules the collector applies (rules.Limits.Event) where the worker runs
-// it, right after event.DecodeRaw on the event it reuses: decode alone,
+// it, right after its event.Decoder read the message: decode alone,
 // then decode and the check; the difference is the check's cost, per
 // mixpanel-browser event.
 func BenchmarkRules(b *testing.B) {
@@ -310,9 +310,10 @@ func BenchmarkRules(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			var ev event.Event
+			dec := event.NewDecoder()
 			i := 0
 			for b.Loop() {
-				if err := event.DecodeRaw(msgs[i%len(msgs)].Value, &ev); err != nil {
+				if err := dec.Decode(msgs[i%len(msgs)].Value, &ev); err != nil {
 					b.Fatal(err)
 				}
 				i++

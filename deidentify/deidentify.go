@@ -1,7 +1,7 @@
-// Package deidentify holds the worker's privacy stages. The policy stage
-// applies each project's policy to the end user's choices; the
-// de-identification stage, which runs after enrichment has used the IP,
-// removes what identifies a person before anything reaches ClickHouse:
+// Package deidentify is the worker's de-identification stage, the last:
+// after the policy stage (package policy) has decided the event is kept
+// and enrichment has used the IP, it removes what identifies a person
+// before anything reaches ClickHouse:
 //
 //   - the IP is dropped, or truncated to its /24 or /48 network;
 //   - distinct_id, $device_id, $user_id, $anon_distinct_id and group ids
@@ -31,7 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/deidentify/scrub"
 	"github.com/veilhq/veil/event"
@@ -75,27 +75,12 @@ var builtinGroupPII = slices.DeleteFunc(slices.Clone(builtinPII), func(k string)
 // seconds of traffic, a few MB.
 const memoSize = 1 << 16
 
-// idProps are the identifier properties that become pseudonyms.
-var idProps = []string{"$device_id", "$user_id", "$anon_distinct_id", "$distinct_id_before_identity", "$identified_id", "$anon_id"}
 
 // Deps are the stages' collaborators.
 type Deps struct {
 	Logger   *zap.Logger
 	Metrics  prometheus.Registerer
 	Keyring  *pseudonym.Keyring
-	Registry Registry // nil: no opt-out registry and no deletions
-}
-
-// Registry answers whether a user opted out or was deleted. Lookups take
-// the user's pseudonyms under every key held, so entries made under an older
-// key still match.
-type Registry interface {
-	OptedOut(project string, ids []pseudonym.Pseudonym) bool
-	// DeletedBefore returns the time of the user's deletion request, if any:
-	// events received up to then must not be stored.
-	DeletedBefore(project string, ids []pseudonym.Pseudonym) (time.Time, bool)
-	// OptIn records that the user opted back in.
-	OptIn(project, id string)
 }
 
 type projectRules struct {
@@ -110,7 +95,7 @@ type projectRules struct {
 	// once from this policy and scrubber, so that a raw event's props
 	// with such a name are not checked one by one. A name the policy
 	// lists as PII, or that is not allow-listed, is marked so here.
-	known [event.NumKnownProps]nameRule
+	known [event.NumKnown]nameRule
 }
 
 // nameRule is what the checks of a property name decided for it.
@@ -142,8 +127,8 @@ func (r *projectRules) ruleOf(k string) nameRule {
 	return nr
 }
 
-// Engine holds the compiled per-project policies. Its PolicyStage and
-// Stage methods are the worker's stages.
+// Engine holds the compiled per-project rules and the pseudonym caches,
+// shared by every goroutine's Stage.
 type Engine struct {
 	set      policy.Set
 	rules    map[string]*projectRules
@@ -152,7 +137,6 @@ type Engine struct {
 	// memo and dailyMemo remember the pseudonyms of the keys, and of the
 	// same keys rotating daily.
 	memo, dailyMemo *pseudonym.Memo
-	registry        Registry
 	log             *zap.Logger
 	m               *metrics
 }
@@ -168,7 +152,7 @@ func New(set policy.Set, deps Deps) (*Engine, error) {
 	if deps.Logger == nil {
 		deps.Logger = zap.NewNop()
 	}
-	e := &Engine{set: set, rules: map[string]*projectRules{}, keys: deps.Keyring, registry: deps.Registry, log: deps.Logger, m: newMetrics(deps.Metrics, deps.Keyring)}
+	e := &Engine{set: set, rules: map[string]*projectRules{}, keys: deps.Keyring, log: deps.Logger, m: newMetrics(deps.Metrics, deps.Keyring)}
 	stable, err := deps.Keyring.WithConfig(pseudonym.Config{Rotate: pseudonym.RotateNone})
 	if err != nil {
 		return nil, err
@@ -211,8 +195,8 @@ func compile(p policy.Policy) (*projectRules, error) {
 		return nil, err
 	}
 	r.scrubber = sc
-	for id := 1; id < event.NumKnownProps; id++ {
-		r.known[id] = r.ruleOf(event.KnownPropName(uint8(id)))
+	for id := 1; id < event.NumKnown; id++ {
+		r.known[id] = r.ruleOf(event.Known(id).Name())
 	}
 	return r, nil
 }
@@ -230,100 +214,96 @@ func normKey(k string) string {
 	return strings.ToLower(strings.TrimPrefix(k, "$"))
 }
 
-// PolicyStage applies the project's policy to ev's privacy choices.
-func (e *Engine) PolicyStage(ev *event.Event) event.DropReason {
-	r := e.rulesFor(ev.Project)
-	c := policy.Choices{
-		DNT:          ev.Signals.DNT,
-		GPC:          ev.Signals.GPC,
-		OptOutCookie: ev.Signals.OptOut,
-		OptIn:        ev.Kind == event.KindTrack && ev.Name == "$opt_in",
+// Stage is the de-identification stage of one worker goroutine. It keeps
+// what it remembers from one event to the next (passMemo), so it is not
+// safe for concurrent use: each goroutine that runs the stages has its
+// own (Engine.NewStage), and they share the Engine.
+type Stage struct {
+	e    *Engine
+	memo passMemo
+	// rules is the space for each event's name rules (pass.rules).
+	rules []nameRule
+}
+
+// NewStage returns a de-identification stage for one goroutine.
+func (e *Engine) NewStage() *Stage { return &Stage{e: e} }
+
+// pass is what de-identifying one event works with.
+type pass struct {
+	*Stage
+	r    *projectRules
+	p    *policy.Policy
+	ev   *event.Event
+	memo *passMemo // nil: remember nothing
+	tr   transformSet
+	// found is the personal data the scrubber found.
+	found scrub.Finding
+	// rules holds the nameRule of each property, by its index: worked
+	// out once, as the steps below each ask.
+	rules []nameRule
+}
+
+// Apply de-identifies ev in place. It never drops, but for a property
+// value that cannot be read.
+func (s *Stage) Apply(ev *event.Event) event.DropReason {
+	r := s.e.rulesFor(ev.Project)
+	d := pass{Stage: s, r: r, p: &r.policy, ev: ev, memo: s.memo.under(r)}
+	d.names()
+	d.consent()
+	d.geo()
+	d.ip()
+	d.identifiers()
+	d.pii()
+	if !d.freeText() {
+		return event.DropInvalid
 	}
-	if e.registry != nil && ev.DistinctID != "" {
-		ids := e.keys.All(ev.Project, ev.DistinctID)
-		c.Registered = e.registry.OptedOut(ev.Project, ids)
-		if at, ok := e.registry.DeletedBefore(ev.Project, ids); ok && !ev.ReceivedAt.After(at) {
-			c.Deleted = true
-		}
-	}
-	outcome, seen := r.policy.Decide(c)
-	ev.Provenance.PolicyVersion = r.policy.Version
-	ev.Provenance.Consent = seen
-	switch outcome {
-	case policy.DropOptOut:
-		return event.DropOptOut
-	case policy.DropDNT:
-		return event.DropDNT
-	case policy.DropGPC:
-		return event.DropGPC
-	case policy.DropDeleted:
-		return event.DropDeleted
-	case policy.KeepAnonymized:
-		ev.Anonymized = true
-	}
-	if c.OptIn && e.registry != nil && ev.DistinctID != "" {
-		e.registry.OptIn(ev.Project, ev.DistinctID)
-	}
+	d.provenance()
 	return event.Keep
 }
 
-// BotsDropped reports whether the project drops bot traffic.
-func (e *Engine) BotsDropped(project string) bool {
-	return e.rulesFor(project).policy.Bots == policy.BotDrop
+// names works out the rule of each property's name (identifier, PII, not
+// allow-listed, clean): a known name's from the policy's table, any other
+// name's from the memo or its checks.
+func (d *pass) names() {
+	props := &d.ev.Properties
+	d.rules = d.Stage.rules[:0]
+	for i, pr := range props.All() {
+		for len(d.rules) <= i {
+			d.rules = append(d.rules, 0)
+		}
+		switch {
+		case pr.Known() != 0:
+			d.rules[i] = d.r.known[pr.Known()]
+		case d.memo != nil:
+			d.rules[i] = d.memo.rule(pr.Name())
+		default:
+			d.rules[i] = d.r.ruleOf(pr.Name())
+		}
+	}
+	d.Stage.rules = d.rules
 }
 
-// Stage de-identifies ev in place. It never drops.
-//
-// An event whose properties are JSON text (event.DecodeRaw) is handled
-// without decoding them: identifiers are replaced, PII properties dropped
-// and strings scrubbed prop by prop, and a value nobody changes is written
-// as it came. Only a property name that itself carries personal data
-// (it would be renamed, and renames can collide) sends the event through
-// the map, which holds the exact same rules.
-func (e *Engine) Stage(ev *event.Event) event.DropReason {
-	r := e.rulesFor(ev.Project)
-	// A raw event's props are read once below, with the rule of each name
-	// worked out here; a name the scrubber would rename sends the event
-	// down the map path, which renames keys.
-	var rulesBuf [64]nameRule
-	var rules []nameRule
-	var memo *passMemo
-	if ev.Props != nil {
-		memo = memoFor(ev, r)
-		// The next message's objects and arrays are checked with this
-		// project's scrubber as they are read (scrubProp).
-		ev.SetCleaner(r.scrubber)
-		var clean bool
-		if rules, clean = r.propRules(ev, rulesBuf[:0], memo); !clean {
-			if err := ev.Materialize(); err != nil {
-				return event.DropInvalid
-			}
-		}
+// consent records what the policy stage decided: an anonymized event is
+// kept without identifiers, and with no more than its country (geo, ip,
+// identifiers).
+func (d *pass) consent() {
+	if d.ev.Anonymized {
+		d.tr |= tAnonymized
 	}
-	p := &r.policy
-	var tr transformSet
+}
 
-	// The IP has served geolocation; only the policy's prefix may remain.
-	if ev.IP.IsValid() {
-		if p.IP == policy.IPTruncate && !ev.Anonymized {
-			ev.IPPrefix = truncate(ev.IP).String()
-			tr |= tIPTruncated
-		} else {
-			tr |= tIPDropped
-		}
-		ev.IP = netip.Addr{}
-	}
-	ev.UserAgent = ""
-
-	geo := p.Geo
+// geo cuts the location to the policy's precision (country at most for
+// an anonymized event), and puts it on a person's profile, where Mixpanel
+// puts it.
+func (d *pass) geo() {
+	ev, geo := d.ev, d.p.Geo
 	if ev.Anonymized && (geo == policy.GeoCity || geo == policy.GeoRegion) {
 		geo = policy.GeoCountry
 	}
 	if reduceGeo(&ev.Geo, geo) {
-		tr |= tGeoReduced
+		d.tr |= tGeoReduced
 	}
 	if ev.Kind == event.KindEngage && ev.Name == "$set" {
-		// Mixpanel puts a profile's location on the profile itself.
 		if m, ok := ev.Value.(map[string]any); ok {
 			for k, v := range map[string]string{"$country_code": ev.Geo.CountryCode, "$region": ev.Geo.Region, "$city": ev.Geo.City} {
 				if _, set := m[k]; !set && v != "" {
@@ -332,259 +312,201 @@ func (e *Engine) Stage(ev *event.Event) event.DropReason {
 			}
 		}
 	}
+}
 
-	// Identifiers: pseudonyms, or nothing at all when anonymized. Then PII
-	// properties and, in allow-list mode, everything not allowed; then
-	// whatever is left is scanned for PII in free text. A raw event's
-	// props go through the three in one pass (rawProps).
-	// The pass memo holds pseudonyms that do not depend on the day.
-	ids := memo
-	if p.Rotate == policy.RotateDaily {
-		ids = nil
-	}
-	pseudo := func(id string) string {
-		v, epoch, ok := ids.pseudonym(ev.Project, id)
-		if !ok {
-			v, epoch = e.pseudonymize(p, ev.Project, id, ev.Time)
-			ids.rememberPseudonym(ev.Project, id, v, epoch)
+// ip keeps only the policy's prefix of the address, which has served
+// geolocation, and drops the user agent, which has served parsing.
+func (d *pass) ip() {
+	ev := d.ev
+	if ev.IP.IsValid() {
+		if d.p.IP == policy.IPTruncate && !ev.Anonymized {
+			ev.IPPrefix = truncate(ev.IP).String()
+			d.tr |= tIPTruncated
+		} else {
+			d.tr |= tIPDropped
 		}
-		ev.Provenance.KeyEpoch = epoch
-		return v
+		ev.IP = netip.Addr{}
 	}
-	var (
-		found               scrub.Finding
-		dropped, notAllowed bool
-		pseudonymized       bool
-	)
+	ev.UserAgent = ""
+}
+
+// identifiers replaces distinct_id, the group id and every identifier
+// property by its pseudonym, or drops them all when the event is
+// anonymized.
+func (d *pass) identifiers() {
+	ev, props := d.ev, &d.ev.Properties
 	if ev.Anonymized {
 		ev.DistinctID, ev.GroupID = "", ""
-		if ev.Props == nil {
-			for k := range ev.Properties {
-				if r.isIDKey(k) {
-					delete(ev.Properties, k)
-				}
+		for i := range props.All() {
+			if d.rules[i]&nameID != 0 {
+				props.Drop(i)
 			}
 		}
-		tr |= tAnonymized
-	} else {
-		if ev.DistinctID != "" {
-			ev.DistinctID = pseudo(ev.DistinctID)
-			pseudonymized = true
+		return
+	}
+	done := false
+	if ev.DistinctID != "" {
+		ev.DistinctID, done = d.pseudonym(ev.DistinctID), true
+	}
+	if ev.GroupID != "" {
+		ev.GroupID, done = d.pseudonym(ev.GroupID), true
+	}
+	for i, pr := range props.All() {
+		if d.rules[i]&nameID == 0 {
+			continue
 		}
-		if ev.GroupID != "" {
-			ev.GroupID = pseudo(ev.GroupID)
-			pseudonymized = true
+		switch {
+		case pr.Kind() == event.PropArray: // an event may belong to several groups
+			v, ok := pr.Value()
+			l, isList := v.([]any)
+			if !ok || !isList {
+				props.Drop(i)
+				continue
+			}
+			for j, e := range l {
+				if s := idString(e); s != "" {
+					l[j] = d.pseudonym(s)
+				}
+			}
+			props.SetValue(i, l)
+		case (pr.Kind() == event.PropString || pr.Kind() == event.PropNumber) && pr.Text() != "":
+			props.SetString(i, d.pseudonym(pr.Text()))
+		default:
+			props.Drop(i)
+			continue
 		}
-		if ev.Props == nil {
-			pseudonymized = pseudonymizeMap(ev.Properties, r, pseudo) || pseudonymized
+		done = true
+	}
+	if done {
+		d.tr |= tPseudonymized
+	}
+}
+
+// pseudonym returns id's pseudonym under the policy's keys, and records
+// the key's epoch. The memo holds pseudonyms that do not depend on the
+// day.
+func (d *pass) pseudonym(id string) string {
+	m := d.memo
+	if d.p.Rotate == policy.RotateDaily {
+		m = nil
+	}
+	v, epoch, ok := m.pseudonym(d.ev.Project, id)
+	if !ok {
+		v, epoch = d.e.pseudonymize(d.p, d.ev.Project, id, d.ev.Time)
+		m.rememberPseudonym(d.ev.Project, id, v, epoch)
+	}
+	d.ev.Provenance.KeyEpoch = epoch
+	return v
+}
+
+// pii drops the properties the policy names as personal data and, in
+// allow-list mode, every property not allowed; from a profile update's
+// operand too, under the list of its kind of profile.
+func (d *pass) pii() {
+	ev, props := d.ev, &d.ev.Properties
+	var dropped, notAllowed bool
+	for i := range props.All() {
+		if nr := d.rules[i]; nr&(namePII|nameNotAllowed) != 0 {
+			props.Drop(i)
+			dropped = dropped || nr&namePII != 0
+			notAllowed = notAllowed || nr&nameNotAllowed != 0
 		}
 	}
-	if ev.Props != nil {
-		res := rawProps(ev, r, rules, pseudo, memo)
-		pseudonymized = pseudonymized || res.pseudonymized
-		dropped, notAllowed, found = res.dropped, res.notAllowed, res.found
-	} else {
-		dropped, notAllowed = dropProps(ev.Properties, r, &r.pii)
-	}
-	if pseudonymized {
-		tr |= tPseudonymized
-	}
-	// A profile operation's operand holds the profile's properties:
-	// a person's, or a group's under the group list.
-	profile := r.profilePII(ev.Kind)
+	profile := d.r.profilePII(ev.Kind)
 	if m, ok := ev.Value.(map[string]any); ok {
-		d, n := dropProps(m, r, profile)
-		dropped, notAllowed = dropped || d, notAllowed || n
+		p, n := dropProps(m, d.r, profile)
+		dropped, notAllowed = dropped || p, notAllowed || n
 	}
 	if ev.Kind != event.KindTrack && ev.Name == "$unset" {
 		// $unset's operand is a list of property names: names are kept.
 		if l, ok := ev.Value.([]any); ok {
-			ev.Value = filterNames(l, r, profile)
+			ev.Value = filterNames(l, d.r, profile)
 		}
 	}
 	if dropped {
-		tr |= tPIIDropped
+		d.tr |= tPIIDropped
 	}
 	if notAllowed {
-		tr |= tNotAllowListed
-	}
-
-	if name, f := memo.scrubName(r.scrubber, ev.Name); f != 0 {
-		ev.Name, found = name, found|f
-	}
-	if ev.Props == nil {
-		if v, f := r.scrubber.Value(ev.Properties); f != 0 {
-			if m, ok := v.(map[string]any); ok {
-				ev.Properties = m
-			}
-			found |= f
-		}
-	}
-	if ev.Value != nil {
-		v, f := r.scrubber.Value(ev.Value)
-		ev.Value, found = v, found|f
-	}
-	e.m.countFound(found)
-	ev.Provenance.Transforms = tr.list(found)
-	return event.Keep
-}
-
-// propRules appends the nameRule of each of a raw event's props to rules
-// (a known name's from the table, any other name's from its checks) and
-// reports whether every kept prop's name is clean. It stops at the first
-// name that is not. memo, if not nil, remembers the rules of names that
-// are not known.
-func (r *projectRules) propRules(ev *event.Event, rules []nameRule, memo *passMemo) ([]nameRule, bool) {
-	for i := range ev.Props {
-		pr := &ev.Props[i]
-		var nr nameRule
-		if !pr.Drop {
-			nr = r.propRule(pr, memo)
-			if nr&nameClean == 0 {
-				return rules, false
-			}
-		}
-		rules = append(rules, nr)
-	}
-	return rules, true
-}
-
-// propRule is ruleOf for a raw event's prop: a known name's rule from
-// the table, any other name's from memo, if not nil, or its checks.
-func (r *projectRules) propRule(pr *event.Prop, memo *passMemo) nameRule {
-	switch {
-	case pr.Known != 0:
-		return r.known[pr.Known]
-	case memo != nil:
-		return memo.rule(pr.Key)
-	}
-	return r.ruleOf(pr.Key)
-}
-
-// pseudonymizeMap replaces the identifier properties of m by their
-// pseudonyms and reports whether there were any.
-func pseudonymizeMap(m map[string]any, r *projectRules, pseudo func(string) string) bool {
-	changed := false
-	for k, v := range m {
-		if !r.isIDKey(k) {
-			continue
-		}
-		switch x := v.(type) {
-		case []any: // an event may belong to several groups
-			pseudonymizeList(x, pseudo)
-			changed = true
-		default:
-			if s := idString(v); s != "" {
-				m[k] = pseudo(s)
-				changed = true
-			} else {
-				delete(m, k)
-			}
-		}
-	}
-	return changed
-}
-
-func pseudonymizeList(l []any, pseudo func(string) string) {
-	for i, e := range l {
-		if s := idString(e); s != "" {
-			l[i] = pseudo(s)
-		}
+		d.tr |= tNotAllowListed
 	}
 }
 
-// rawResult is what rawProps did to an event's props.
-type rawResult struct {
-	pseudonymized, dropped, notAllowed bool
-	found                              scrub.Finding
-}
-
-// rawProps is, for a raw event's props, what Stage does to a map's in
-// three steps, in one pass over them: each identifier prop becomes its
-// pseudonym (or goes, when the event is anonymized), a prop the policy
-// names as PII or does not allow goes, and every prop kept is scrubbed.
-// rules holds the nameRule of each prop (propRules).
-func rawProps(ev *event.Event, r *projectRules, rules []nameRule, pseudo func(string) string, memo *passMemo) rawResult {
-	var res rawResult
-	for i := range ev.Props {
-		pr := &ev.Props[i]
-		if pr.Drop {
-			continue
-		}
-		nr := rules[i]
-		if nr&nameID != 0 {
-			if ev.Anonymized || !pseudonymizeProp(ev, i, pseudo) {
-				pr.Drop = true
-				continue
-			}
-			res.pseudonymized = true
-		}
-		if nr&(namePII|nameNotAllowed) != 0 {
-			pr.Drop = true
-			res.dropped = res.dropped || nr&namePII != 0
-			res.notAllowed = res.notAllowed || nr&nameNotAllowed != 0
-			continue
-		}
-		res.found |= scrubProp(ev, i, r.scrubber, memo)
+// freeText runs the scrubber over every string left: the event name, each
+// property's value (an object or array checked in place, rewritten only
+// when something in it changes) and a profile operation's operand. A
+// property name the scrubber would rename sends the properties through
+// the scrubber as one map, which renames names (and renames can collide).
+// It reports false when a value cannot be read.
+func (d *pass) freeText() bool {
+	ev, sc, props := d.ev, d.r.scrubber, &d.ev.Properties
+	if name, f := d.memo.scrubName(sc, ev.Name); f != 0 {
+		ev.Name, d.found = name, d.found|f
 	}
-	return res
-}
-
-// pseudonymizeProp replaces the identifier prop i of a raw event by its
-// pseudonym (each of them, for a list), as pseudonymizeMap does a map's.
-// It reports false when the prop has no identifier and goes.
-func pseudonymizeProp(ev *event.Event, i int, pseudo func(string) string) bool {
-	pr := &ev.Props[i]
-	switch {
-	case pr.Kind == event.PropArray:
-		v, ok := pr.Value()
-		l, isList := v.([]any)
-		if !ok || !isList {
+	namesClean := true
+	for i := range props.All() {
+		if d.rules[i]&nameClean == 0 {
+			namesClean = false
+			break
+		}
+	}
+	if namesClean {
+		for i, pr := range props.All() {
+			d.found |= d.scrubProp(i, pr)
+		}
+	} else {
+		m, ok := props.Map()
+		if !ok {
 			return false
 		}
-		pseudonymizeList(l, pseudo)
-		return ev.SetOutValue(i, l)
-	case (pr.Kind == event.PropString || pr.Kind == event.PropNumber) && pr.Str != "":
-		// The pseudonym is written from Str, and scrubbed with the
-		// other strings.
-		pr.Str, pr.Kind, pr.Escaped, pr.Out = pseudo(pr.Str), event.PropString, true, nil
-		return true
+		v, f := sc.Value(m)
+		if m, ok = v.(map[string]any); ok {
+			props.Replace(m)
+		}
+		d.found |= f
 	}
-	return false
+	if ev.Value != nil {
+		v, f := sc.Value(ev.Value)
+		ev.Value, d.found = v, d.found|f
+	}
+	return true
 }
 
-// scrubProp scrubs the prop i of a raw event: a string through the
-// scrubber, an object or an array checked in place and rewritten only
-// when something in it changes. A value that cannot be rewritten goes.
-func scrubProp(ev *event.Event, i int, sc *scrub.Scrubber, memo *passMemo) scrub.Finding {
-	pr := &ev.Props[i]
-	switch pr.Kind {
+// scrubProp scrubs property i: a string through the scrubber, an object
+// or an array checked in place and rewritten only when something in it
+// changes. A value that cannot be read goes.
+func (d *pass) scrubProp(i int, pr *event.Prop) scrub.Finding {
+	sc, props := d.r.scrubber, &d.ev.Properties
+	switch pr.Kind() {
 	case event.PropString:
-		if s, f := memo.scrubString(sc, pr.Known, pr.Str); f != 0 {
-			pr.Str, pr.Escaped, pr.Out = s, true, nil
+		if s, f := d.memo.scrubString(sc, pr.Known(), pr.Text()); f != 0 {
+			props.SetString(i, s)
 			return f
 		}
 	case event.PropObject, event.PropArray:
-		text := pr.Out
-		if text == nil {
-			text = pr.Raw
-		}
-		if pr.CleanedBy(ev, sc) || event.CleanJSON(text, sc) {
+		if text, ok := pr.JSON(); ok && event.CleanJSON(text, sc) {
 			return 0
 		}
-		v, ok := event.DecodeJSONValue(text)
+		v, ok := pr.Value()
 		if !ok {
-			pr.Drop = true
+			props.Drop(i)
 			return 0
 		}
+		// Written as the reference writes it, whatever was found: the
+		// text may hold escapes or a repeated key.
 		v, f := sc.Value(v)
-		if !ev.SetOutValue(i, v) {
-			pr.Drop = true
-		}
+		props.SetValue(i, v)
 		return f
 	}
 	return 0
 }
+
+// provenance records what was done: the transforms that fired and the
+// personal data found, counted by kind.
+func (d *pass) provenance() {
+	d.e.m.countFound(d.found)
+	d.ev.Provenance.Transforms = d.tr.list(d.found)
+}
+
 
 // Transforms as a set, in the order a row lists them.
 type transformSet uint8
@@ -749,13 +671,10 @@ func filterNames(l []any, r *projectRules, names *piiNames) []any {
 	return out
 }
 
+// isIDProp reports whether k is one of the known identifier properties
+// (event.RoleIdentifier).
 func isIDProp(k string) bool {
-	for _, p := range idProps {
-		if p == k {
-			return true
-		}
-	}
-	return false
+	return event.LookupKnown(k).Prop().Role == event.RoleIdentifier
 }
 
 // truncate keeps the /24 of an IPv4 and the /48 of an IPv6 address: enough

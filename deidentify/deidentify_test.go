@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
 )
@@ -24,31 +24,7 @@ func keyring(t testing.TB) *pseudonym.Keyring {
 	return kr
 }
 
-type fakeRegistry struct {
-	out     map[string]bool
-	deleted map[string]time.Time
-	optIns  []string
-}
 
-func (f *fakeRegistry) OptedOut(project string, ids []pseudonym.Pseudonym) bool {
-	for _, id := range ids {
-		if f.out[project+"/"+id.Value] {
-			return true
-		}
-	}
-	return false
-}
-
-func (f *fakeRegistry) DeletedBefore(project string, ids []pseudonym.Pseudonym) (time.Time, bool) {
-	for _, id := range ids {
-		if t, ok := f.deleted[project+"/"+id.Value]; ok {
-			return t, true
-		}
-	}
-	return time.Time{}, false
-}
-
-func (f *fakeRegistry) OptIn(project, id string) { f.optIns = append(f.optIns, project+"/"+id) }
 
 // canaries is PII an end user's events may carry; none may survive.
 var canaries = []string{
@@ -65,7 +41,7 @@ func canaryEvent() *event.Event {
 		IP:        netip.MustParseAddr("203.0.113.77"),
 		UserAgent: "Mozilla/5.0 (contact alice@example.com)",
 		Geo:       event.Geo{CountryCode: "US", Region: "California", City: "San Francisco"},
-		Properties: map[string]any{
+		Properties: event.PropertiesOf(map[string]any{
 			"$email":            "alice@example.com",
 			"$name":             "Alice Liddell",
 			"Phone":             "+14155552671",
@@ -80,13 +56,23 @@ func canaryEvent() *event.Event {
 			"auth":              "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
 			"server":            "2001:db8::77",
 			"cookie":            "secret-session-cookie",
-		},
+		}),
 	}
 }
 
-func newEngine(t *testing.T, set policy.Set, reg Registry) *Engine {
+// newPolicy returns the policy stage of set, which runs before this one.
+func newPolicy(t *testing.T, set policy.Set) *policy.Stage {
 	t.Helper()
-	e, err := New(set, Deps{Keyring: keyring(t), Registry: reg})
+	s, err := policy.NewStage(set, policy.Deps{Keyring: keyring(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newEngine(t *testing.T, set policy.Set) *Engine {
+	t.Helper()
+	e, err := New(set, Deps{Keyring: keyring(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,12 +82,12 @@ func newEngine(t *testing.T, set policy.Set, reg Registry) *Engine {
 func TestNoCanarySurvives(t *testing.T) {
 	set := policy.DefaultSet()
 	set.Default.PIIDeny = []string{"cookie"}
-	e := newEngine(t, set, nil)
+	e := newEngine(t, set)
 	ev := canaryEvent()
-	if r := e.PolicyStage(ev); r != event.Keep {
+	if r := newPolicy(t, set).Apply(ev); r != event.Keep {
 		t.Fatalf("dropped: %s", r)
 	}
-	if r := e.Stage(ev); r != event.Keep {
+	if r := e.NewStage().Apply(ev); r != event.Keep {
 		t.Fatalf("dropped: %s", r)
 	}
 	b, err := json.Marshal(ev)
@@ -117,10 +103,10 @@ func TestNoCanarySurvives(t *testing.T) {
 		}
 	}
 	// The non-PII data is all there.
-	if ev.Properties["plan"] != "pro" || ev.Properties["amount"] != json.Number("12.5") {
+	if propOf(&ev.Properties, "plan") != "pro" || propOf(&ev.Properties, "amount") != json.Number("12.5") {
 		t.Errorf("non-PII properties lost: %v", ev.Properties)
 	}
-	if got := ev.Properties["$current_url"]; got != "https://shop.example/checkout?utm_source=news" {
+	if got := propOf(&ev.Properties, "$current_url"); got != "https://shop.example/checkout?utm_source=news" {
 		t.Errorf("$current_url = %v", got)
 	}
 	if len(ev.DistinctID) != pseudonym.Size || ev.Provenance.KeyEpoch != 2 {
@@ -141,12 +127,12 @@ func TestNoCanarySurvives(t *testing.T) {
 }
 
 func TestPseudonymsAreStable(t *testing.T) {
-	e := newEngine(t, policy.DefaultSet(), nil)
+	e := newEngine(t, policy.DefaultSet())
 	a, b := canaryEvent(), canaryEvent()
 	b.Project = "other"
 	c := canaryEvent()
 	for _, ev := range []*event.Event{a, b, c} {
-		e.Stage(ev)
+		e.NewStage().Apply(ev)
 	}
 	if a.DistinctID != c.DistinctID {
 		t.Error("the same user got two pseudonyms")
@@ -154,8 +140,8 @@ func TestPseudonymsAreStable(t *testing.T) {
 	if a.DistinctID == b.DistinctID {
 		t.Error("two projects share a pseudonym")
 	}
-	if a.Properties["$device_id"] == "device-canary-0042" || len(a.Properties["$device_id"].(string)) != pseudonym.Size {
-		t.Errorf("$device_id = %v", a.Properties["$device_id"])
+	if propOf(&a.Properties, "$device_id") == "device-canary-0042" || len(propOf(&a.Properties, "$device_id").(string)) != pseudonym.Size {
+		t.Errorf("$device_id = %v", propOf(&a.Properties, "$device_id"))
 	}
 }
 
@@ -172,15 +158,15 @@ func TestPolicies(t *testing.T) {
 	daily.Default.Rotate = policy.RotateDaily
 
 	t.Run("anonymize drops ids and geo below country", func(t *testing.T) {
-		e := newEngine(t, anon, nil)
+		e := newEngine(t, anon)
 		ev := canaryEvent()
 		ev.Signals.DNT = true
-		if r := e.PolicyStage(ev); r != event.Keep || !ev.Anonymized {
+		if r := newPolicy(t, anon).Apply(ev); r != event.Keep || !ev.Anonymized {
 			t.Fatalf("got %q anonymized=%v", r, ev.Anonymized)
 		}
-		e.Stage(ev)
-		if ev.DistinctID != "" || ev.Properties["$device_id"] != nil || ev.IPPrefix != "" {
-			t.Fatalf("identifiers kept: %q %v %q", ev.DistinctID, ev.Properties["$device_id"], ev.IPPrefix)
+		e.NewStage().Apply(ev)
+		if ev.DistinctID != "" || propOf(&ev.Properties, "$device_id") != nil || ev.IPPrefix != "" {
+			t.Fatalf("identifiers kept: %q %v %q", ev.DistinctID, propOf(&ev.Properties, "$device_id"), ev.IPPrefix)
 		}
 		if ev.Geo != (event.Geo{CountryCode: "US"}) {
 			t.Fatalf("geo %+v", ev.Geo)
@@ -190,68 +176,44 @@ func TestPolicies(t *testing.T) {
 		}
 	})
 	t.Run("truncate keeps the /24 and region", func(t *testing.T) {
-		e := newEngine(t, trunc, nil)
+		e := newEngine(t, trunc)
 		ev := canaryEvent()
-		e.Stage(ev)
+		e.NewStage().Apply(ev)
 		if ev.IPPrefix != "203.0.113.0/24" || ev.Geo != (event.Geo{CountryCode: "US", Region: "California"}) {
 			t.Fatalf("prefix %q geo %+v", ev.IPPrefix, ev.Geo)
 		}
 		ev6 := canaryEvent()
 		ev6.IP = netip.MustParseAddr("2001:db8:1234:5678::1")
-		e.Stage(ev6)
+		e.NewStage().Apply(ev6)
 		if ev6.IPPrefix != "2001:db8:1234::/48" {
 			t.Fatalf("v6 prefix %q", ev6.IPPrefix)
 		}
 	})
 	t.Run("allow-list mode fails closed", func(t *testing.T) {
-		e := newEngine(t, allow, nil)
+		e := newEngine(t, allow)
 		ev := canaryEvent()
-		ev.Properties["brand_new_property"] = "x"
-		e.Stage(ev)
+		m, _ := ev.Properties.Map()
+		m["brand_new_property"] = "x"
+		ev.Properties = event.PropertiesOf(m)
+		e.NewStage().Apply(ev)
 		keys := []string{}
-		for k := range ev.Properties {
-			keys = append(keys, k)
+		for _, pr := range ev.Properties.All() {
+			keys = append(keys, pr.Name())
 		}
-		if len(ev.Properties) != 2 || ev.Properties["plan"] != "pro" || ev.Properties["$device_id"] == nil {
+		if ev.Properties.Len() != 2 || propOf(&ev.Properties, "plan") != "pro" || propOf(&ev.Properties, "$device_id") == nil {
 			t.Fatalf("kept %v", keys)
 		}
 	})
 	t.Run("daily rotation changes pseudonyms across days", func(t *testing.T) {
-		e := newEngine(t, daily, nil)
+		e := newEngine(t, daily)
 		a, b := canaryEvent(), canaryEvent()
 		b.Time = b.Time.Add(24 * time.Hour)
-		e.Stage(a)
-		e.Stage(b)
+		e.NewStage().Apply(a)
+		e.NewStage().Apply(b)
 		if a.DistinctID == b.DistinctID {
 			t.Fatal("same pseudonym on two days")
 		}
 	})
-}
-
-func TestRegistryAndDeletion(t *testing.T) {
-	kr := keyring(t)
-	old := kr.All("shop", "user-canary-7731")[1] // under the older key
-	reg := &fakeRegistry{out: map[string]bool{"shop/" + old.Value: true}, deleted: map[string]time.Time{}}
-	e := newEngine(t, policy.DefaultSet(), reg)
-	if r := e.PolicyStage(canaryEvent()); r != event.DropOptOut {
-		t.Fatalf("registered user (older key) not dropped: %q", r)
-	}
-	in := canaryEvent()
-	in.Name = "$opt_in"
-	if r := e.PolicyStage(in); r != event.Keep || len(reg.optIns) != 1 {
-		t.Fatalf("$opt_in: %q, opt-ins %v", r, reg.optIns)
-	}
-
-	reg.out = map[string]bool{}
-	reg.deleted["shop/"+kr.All("shop", "user-canary-7731")[0].Value] = time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC)
-	if r := e.PolicyStage(canaryEvent()); r != event.DropDeleted {
-		t.Fatalf("event received before the deletion request: %q", r)
-	}
-	later := canaryEvent()
-	later.ReceivedAt = later.ReceivedAt.Add(time.Second)
-	if r := e.PolicyStage(later); r != event.Keep {
-		t.Fatalf("event received after the deletion request: %q", r)
-	}
 }
 
 // TestIsPIIMatchesNormKey holds the allocation-free name check to the
@@ -283,7 +245,7 @@ func TestIsPIIMatchesNormKey(t *testing.T) {
 // are configurable, each on its own.
 func TestProfilePII(t *testing.T) {
 	update := func(kind event.Kind, op string, v any) *event.Event {
-		ev := &event.Event{Kind: kind, Project: "shop", Name: op, Value: v, Properties: map[string]any{},
+		ev := &event.Event{Kind: kind, Project: "shop", Name: op, Value: v, Properties: event.PropertiesOf(map[string]any{}),
 			Time: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), ReceivedAt: time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC)}
 		if kind == event.KindGroups {
 			ev.GroupKey, ev.GroupID = "company", "acme-1"
@@ -341,8 +303,8 @@ func TestProfilePII(t *testing.T) {
 			map[string]any{"$name": "Acme Corp", "name": "Acme", "Name": "ACME", "industry": "retail"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEngine(t, tt.set, nil)
-			if r := e.Stage(tt.ev); r != event.Keep {
+			e := newEngine(t, tt.set)
+			if r := e.NewStage().Apply(tt.ev); r != event.Keep {
 				t.Fatalf("dropped: %s", r)
 			}
 			if !reflect.DeepEqual(tt.ev.Value, tt.want) {

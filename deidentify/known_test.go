@@ -1,10 +1,11 @@
 package deidentify
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/event"
 )
 
@@ -16,10 +17,10 @@ const knownNamesMessage = `{"v":1,"kind":1,"project":"shop","received_at":179534
 	`"$referring_domain":"a.example","current_domain":"shop.example.com","$device_id":"d1","ip":"198.51.100.7",` +
 	`"$email":"x","utm_source":"news","plan":"team","team_id":"t-1"}}}`
 
-// TestKnownNamesFollowThePolicy runs one message through the raw path
-// under policies that name Mixpanel's own properties: what the table of
-// known names decides must be what the policy says, and what the map path
-// decides.
+// TestKnownNamesFollowThePolicy runs one message through the stage under
+// policies that name Mixpanel's own properties: what the table of known
+// names decides must be what the policy says, and what the stage decides
+// for the same properties read by the reference reader.
 func TestKnownNamesFollowThePolicy(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -44,43 +45,30 @@ func TestKnownNamesFollowThePolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := policy.Default()
 			tc.policy(&p)
-			e := newEngine(t, policy.Set{Default: p}, nil)
+			e := newEngine(t, policy.Set{Default: p})
 			var raw, ref event.Event
-			if err := event.DecodeRaw([]byte(knownNamesMessage), &raw); err != nil {
+			if err := event.NewDecoder().Decode([]byte(knownNamesMessage), &raw); err != nil {
 				t.Fatal(err)
 			}
 			if err := event.Decode([]byte(knownNamesMessage), &ref); err != nil {
 				t.Fatal(err)
 			}
-			if raw.Props == nil {
-				t.Fatal("the message left the raw path")
-			}
 			for _, ev := range []*event.Event{&raw, &ref} {
-				if got := e.Stage(ev); got != event.Keep {
+				if got := e.NewStage().Apply(ev); got != event.Keep {
 					t.Fatalf("Stage = %q", got)
 				}
 			}
-			if raw.Props == nil {
-				t.Fatal("the raw event was materialized")
-			}
 			var got []string
-			for _, pr := range raw.Props {
-				if !pr.Drop {
-					got = append(got, pr.Key)
-				}
+			for _, pr := range raw.Properties.All() {
+				got = append(got, pr.Name())
 			}
 			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
 				t.Fatalf("stored %v, want %v", got, tc.want)
 			}
-			if len(ref.Properties) != len(got) {
-				t.Fatalf("the map path stored %d properties, the raw path %d", len(ref.Properties), len(got))
-			}
-			for _, k := range got {
-				pr := &raw.Props[raw.PropIndex(k)]
-				v, _ := pr.Value()
-				if ref.Properties[k] != v {
-					t.Fatalf("%s: raw %v, map %v", k, v, ref.Properties[k])
-				}
+			rawMap, _ := raw.Properties.Map()
+			refMap, _ := ref.Properties.Map()
+			if !reflect.DeepEqual(rawMap, refMap) {
+				t.Fatalf("stored %v, from the reference reader %v", rawMap, refMap)
 			}
 			if strings.Join(raw.Provenance.Transforms, ",") != strings.Join(ref.Provenance.Transforms, ",") {
 				t.Fatalf("transforms %v, map path %v", raw.Provenance.Transforms, ref.Provenance.Transforms)
@@ -102,10 +90,10 @@ func TestKnownNameRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for id := 1; id < event.NumKnownProps; id++ {
-			k := event.KnownPropName(uint8(id))
-			nr := r.propRule(&event.Prop{Key: k, Known: uint8(id)}, nil)
-			if nr != r.propRule(&event.Prop{Key: k}, nil) {
+		for id := 1; id < event.NumKnown; id++ {
+			k := event.Known(id).Name()
+			nr := r.known[id]
+			if nr != r.ruleOf(k) {
 				t.Fatalf("%+v: the rule of %q from the table differs from its rule worked out", p, k)
 			}
 			wantPII, wantNA := r.drops(&r.pii, k)

@@ -5,8 +5,8 @@ import (
 	"github.com/veilhq/veil/event"
 )
 
-// passMemo is what de-identification remembers from one raw event to the
-// next on the same worker (event.Event.StageMemo): the rule of each
+// passMemo is what a de-identification Stage remembers from one event to
+// the next: the rule of each
 // recent property name that is not one of Mixpanel's; the last string of
 // each known property, and recent event names, that the scrubber left as
 // they were; the pseudonyms of the last two identifiers. The events of
@@ -27,7 +27,7 @@ import (
 type passMemo struct {
 	rules  *projectRules
 	names  [nameSlots]nameSlot
-	values [event.NumKnownProps]valueSlot
+	values [event.NumKnown]valueSlot
 	// events are recent event names, by nameHash: a site sends a handful.
 	events [eventSlots]valueSlot
 	// ids are the last identifiers pseudonymized under keys that do not
@@ -63,21 +63,8 @@ const (
 	maxMemoValue = 256
 )
 
-// stageMemoSlot is de-identification's event.StageMemo slot.
-const stageMemoSlot = 0
-
-// memoFor returns ev's memo, emptied if it was filled under other rules,
-// or nil when ev keeps none.
-func memoFor(ev *event.Event, r *projectRules) *passMemo {
-	slot := ev.StageMemo(stageMemoSlot)
-	if slot == nil {
-		return nil
-	}
-	m, _ := (*slot).(*passMemo)
-	if m == nil {
-		m = &passMemo{rules: r}
-		*slot = m
-	}
+// under returns m, emptied if it was filled under other rules than r.
+func (m *passMemo) under(r *projectRules) *passMemo {
 	if m.rules != r {
 		m.rules = r
 		for i := range m.names {
@@ -125,7 +112,7 @@ func (m *passMemo) rule(k string) nameRule {
 // known property id (0 for any other name, which is not remembered),
 // answered from the memo when it is the value the scrubber last left as
 // it was.
-func (m *passMemo) scrubString(sc *scrub.Scrubber, id uint8, s string) (string, scrub.Finding) {
+func (m *passMemo) scrubString(sc *scrub.Scrubber, id event.Known, s string) (string, scrub.Finding) {
 	if m == nil || id == 0 {
 		return sc.String(s)
 	}

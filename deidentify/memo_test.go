@@ -8,13 +8,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/event"
 )
 
-// TestPassMemo runs a stream of messages through one reused Event, as a
-// worker does, and each message again through an Event of its own, which
-// starts with an empty memo: the memo of the events before must change
+// TestPassMemo runs a stream of messages through one Decoder and one
+// Stage, as a worker does, and each message again through a Stage of its
+// own, which starts with an empty memo: the memo of the events before must change
 // nothing. The stream repeats names, values and ids (which the memo
 // answers), switches project (whose policy drops a name the other keeps
 // and strips a query parameter the other keeps, or which shares the
@@ -25,7 +25,7 @@ func TestPassMemo(t *testing.T) {
 	b := policy.Default()
 	b.PIIDeny = []string{"plan"}
 	b.URLQueryAllow = []string{"utm_medium"}
-	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}}, nil)
+	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}})
 
 	msg := func(project, name, os, extra string) string {
 		return `{"v":1,"kind":1,"project":"` + project + `","received_at":1795348800123,"event":{"event":"` + name + `","properties":{` +
@@ -50,9 +50,9 @@ func TestPassMemo(t *testing.T) {
 		// rules, not the pseudonyms of its ids.
 		msg("c", "Viewed", "Linux", ""),
 	}
-	var reused event.Event
-	outs := stageStream(t, e, stream, &reused, canary, func(i int) {
-		mem := fmt.Sprintf("%q", *reused.StageMemo(stageMemoSlot))
+	reused := newPass(e)
+	outs := stageStream(t, e, stream, reused, canary, func(i int) {
+		mem := fmt.Sprintf("%q", any(reused.s.memo)) // the memo as text, its bytes quoted
 		if strings.Contains(mem, "jane") {
 			t.Fatalf("message %d: the memo holds personal data: %s", i, mem)
 		}
@@ -74,8 +74,8 @@ func TestPassMemo(t *testing.T) {
 
 	// What the memo holds after the stream: the default rules' verdicts
 	// on the names and values the stream repeats.
-	m := memoFor(&reused, e.rulesFor("c"))
-	if v := m.values[event.KnownProp("$os")]; !v.ok || string(v.text) != "Linux" {
+	m := reused.s.memo.under(e.rulesFor("c"))
+	if v := m.values[event.LookupKnown("$os")]; !v.ok || string(v.text) != "Linux" {
 		t.Fatalf("the memo holds %q for $os", v.text)
 	}
 	if s := m.names[nameHash("plan", nameSlots)]; !s.ok || string(s.name) != "plan" || s.rule&nameClean == 0 {
@@ -83,15 +83,14 @@ func TestPassMemo(t *testing.T) {
 	}
 }
 
-// TestObjectsCheckedWhileRead runs messages with objects and arrays
-// through one reused Event, whose decoder checks them with the scrubber of
-// the project before (event.Event.SetCleaner), and through an Event of
-// their own: the rows must be the same, with the project switching
-// between two that disagree on a URL's query and PII inside an object.
-func TestObjectsCheckedWhileRead(t *testing.T) {
+// TestObjectsAcrossProjects runs messages with objects and arrays through
+// one Decoder and Stage, and through a Stage of their own: the rows must
+// be the same, with the project switching between two that disagree on a
+// URL's query and PII inside an object.
+func TestObjectsAcrossProjects(t *testing.T) {
 	b := policy.Default()
 	b.URLQueryAllow = []string{"utm_medium"}
-	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}}, nil)
+	e := newEngine(t, policy.Set{Default: policy.Default(), Projects: map[string]policy.Policy{"b": b}})
 	const canary = "jane@example.com"
 	msg := func(project, extra string) string {
 		return `{"v":1,"kind":1,"project":"` + project + `","received_at":1795348800123,"event":{"event":"Viewed","properties":{` +
@@ -110,8 +109,7 @@ func TestObjectsCheckedWhileRead(t *testing.T) {
 		msg("a", `,"dup":{"k":1,"k":2}`),
 		msg("a", ""),
 	}
-	var reused event.Event
-	outs := stageStream(t, e, stream, &reused, canary, nil)
+	outs := stageStream(t, e, stream, newPass(e), canary, nil)
 	if !strings.Contains(outs[1], `"page":{"url":"https://shop.example/p?utm_source=news","n":2}`) ||
 		strings.Contains(outs[3], "utm_source=news") || !strings.Contains(outs[3], `"page":{`) {
 		t.Fatalf("page: project a stored %s, project b %s", outs[1], outs[3])
@@ -119,38 +117,25 @@ func TestObjectsCheckedWhileRead(t *testing.T) {
 	if outs[4] != outs[0] || outs[9] != outs[0] {
 		t.Fatalf("the same message gave\n%s\n%s\n%s", outs[0], outs[4], outs[9])
 	}
-
-	// The reused Event's decoder did the check: the objects of a message
-	// after one of the same project are marked clean by its scrubber, and
-	// only by it.
-	if err := event.DecodeRaw([]byte(stream[5]), &reused); err != nil {
-		t.Fatal(err)
-	}
-	sa, sb := e.rulesFor("a").scrubber, e.rulesFor("b").scrubber
-	for _, c := range []struct {
-		key     string
-		cleaned bool
-	}{{"page", true}, {"tags", true}, {"who", false}} {
-		pr := &reused.Props[reused.PropIndex(c.key)]
-		if got := pr.CleanedBy(&reused, sa); got != c.cleaned {
-			t.Errorf("%s: CleanedBy the scrubber of a = %v, want %v", c.key, got, c.cleaned)
-		}
-		if pr.CleanedBy(&reused, sb) {
-			t.Errorf("%s: CleanedBy the scrubber of b", c.key)
-		}
-	}
 }
 
+// workerPass is what a worker reads and de-identifies messages with.
+type workerPass struct {
+	d *event.Decoder
+	s *Stage
+}
+
+func newPass(e *Engine) *workerPass { return &workerPass{d: event.NewDecoder(), s: e.NewStage()} }
+
 // stageStream runs each message of stream through reused, which keeps
-// what the messages before it left, and through an Event of its own: the
+// what the messages before it left, and through a pass of its own: the
 // rows must be the same, and none may hold canary. after, if not nil, is
 // called after each message. It returns the rows.
-func stageStream(t *testing.T, e *Engine, stream []string, reused *event.Event, canary string, after func(i int)) []string {
+func stageStream(t *testing.T, e *Engine, stream []string, reused *workerPass, canary string, after func(i int)) []string {
 	t.Helper()
 	var outs []string
 	for i, m := range stream {
-		var fresh event.Event
-		got, want := stage(t, e, m, reused), stage(t, e, m, &fresh)
+		got, want := stage(t, reused, m), stage(t, newPass(e), m)
 		if got != want {
 			t.Fatalf("message %d: after the messages before\n%s\nalone\n%s", i, got, want)
 		}
@@ -165,26 +150,27 @@ func stageStream(t *testing.T, e *Engine, stream []string, reused *event.Event, 
 	return outs
 }
 
-// stage decodes m into ev, runs Stage and returns what a row would
-// store: the event name and the properties, or the drop reason.
-func stage(t *testing.T, e *Engine, m string, ev *event.Event) string {
+// stage decodes m, runs the Stage and returns what a row would store: the
+// event name and the properties, or the drop reason.
+func stage(t *testing.T, w *workerPass, m string) string {
 	t.Helper()
-	if err := event.DecodeRaw([]byte(m), ev); err != nil {
+	var ev event.Event
+	if err := w.d.Decode([]byte(m), &ev); err != nil {
 		t.Fatal(err)
 	}
-	if r := e.Stage(ev); r != event.Keep {
+	if r := w.s.Apply(&ev); r != event.Keep {
 		return "dropped: " + string(r)
 	}
-	props, ok := ev.AppendProperties(nil)
+	props, ok := ev.Properties.AppendJSON(nil, new([]string))
 	if !ok {
-		t.Fatal("AppendProperties failed")
+		t.Fatal("AppendJSON failed")
 	}
 	return ev.Name + " " + string(props) + " " + strings.Join(ev.Provenance.Transforms, ",")
 }
 
 // TestScrubbedCounted checks veil_deidentify_scrubbed_total: one count
-// per kind of personal data an event held, for a raw event and for one
-// with the map.
+// per kind of personal data an event held, read by the Decoder and by
+// the reference reader.
 func TestScrubbedCounted(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	e, err := New(policy.DefaultSet(), Deps{Keyring: keyring(t), Metrics: reg})
@@ -193,12 +179,12 @@ func TestScrubbedCounted(t *testing.T) {
 	}
 	const m = `{"v":1,"kind":1,"project":"a","received_at":1795348800123,"event":{"event":"mail jane@example.com","properties":{` +
 		`"time":1795348800123,"note":"call +44 20 7946 0958 or x@example.org","card":"4111 1111 1111 1111"}}}`
-	for _, decode := range []func([]byte, *event.Event) error{event.DecodeRaw, event.Decode} {
+	for _, decode := range []func([]byte, *event.Event) error{event.NewDecoder().Decode, event.Decode} {
 		var ev event.Event
 		if err := decode([]byte(m), &ev); err != nil {
 			t.Fatal(err)
 		}
-		if r := e.Stage(&ev); r != event.Keep {
+		if r := e.NewStage().Apply(&ev); r != event.Keep {
 			t.Fatalf("Stage = %q", r)
 		}
 	}

@@ -2,9 +2,7 @@ package enrich
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -129,10 +127,13 @@ func (e *Enricher) Close() {
 	}
 }
 
-// Stage enriches ev in place. It drops only bot traffic of projects that
-// asked for it.
-func (e *Enricher) Stage(ev *event.Event) event.DropReason {
-	e.locate(ev, promote(ev))
+// Apply enriches ev in place. It drops only bot traffic of projects that
+// asked for it. It keeps no state of its own beyond the lookups' caches,
+// which are safe for concurrent use, so one Enricher serves every
+// goroutine.
+func (e *Enricher) Apply(ev *event.Event) event.DropReason {
+	promote(ev)
+	e.locate(ev)
 	if ev.UserAgent != "" {
 		info := e.ua.Parse(ev.UserAgent)
 		d := &ev.Device
@@ -158,61 +159,16 @@ func (e *Enricher) Stage(ev *event.Event) event.DropReason {
 	return event.Keep
 }
 
-// ipProperty applies an `ip` or `$ip` property's string: "0" turns the
-// lookup off, an address is used (and turns it back on).
-func ipProperty(s string, ip netip.Addr, noGeo bool) (netip.Addr, bool) {
-	if s == "0" {
-		return ip, true
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), false
-	}
-	return ip, noGeo
-}
-
-// ipPropByKnown maps the known property ids of "ip" and "$ip" to 1 and 2,
-// every other id to 0.
-var ipPropByKnown = func() (t [event.NumKnownProps]uint8) {
-	ip, dollarIP := event.KnownProp("ip"), event.KnownProp("$ip")
-	if ip == 0 || dollarIP == 0 {
-		panic("enrich: ip and $ip must be known property names")
-	}
-	t[ip], t[dollarIP] = 1, 2
-	return t
-}()
-
 // locate fills ev.Geo from the IP, as Mixpanel does: the event property
 // `ip` (or a profile's `$ip`) is used when present; ip=0 in the query, or
 // `ip`/`$ip` set to 0, turns the lookup off; geo the SDK set explicitly
 // wins.
-//
-// ipProps are the indexes of a raw event's `ip` and `$ip` props, -1 for
-// none, as promote found them.
-func (e *Enricher) locate(ev *event.Event, ipProps [2]int) {
+func (e *Enricher) locate(ev *event.Event) {
 	ip := ev.IP
 	noGeo := ev.Signals.NoGeo
-	// ip then $ip: the later one wins where they disagree.
-	for n, k := range []string{"ip", "$ip"} {
-		if ev.Props != nil {
-			if i := ipProps[n]; i >= 0 {
-				switch pr := &ev.Props[i]; pr.Kind {
-				case event.PropString:
-					ip, noGeo = ipProperty(pr.Str, ip, noGeo)
-				case event.PropNumber:
-					noGeo = noGeo || pr.Str == "0"
-				case event.PropBool:
-					noGeo = noGeo || pr.Raw[0] == 'f'
-				}
-			}
-			continue
-		}
-		switch x := ev.Properties[k].(type) {
-		case string:
-			ip, noGeo = ipProperty(x, ip, noGeo)
-		case json.Number:
-			noGeo = noGeo || x == "0"
-		case bool:
-			noGeo = noGeo || !x
+	for _, k := range [...]event.Known{propIP, propDollarIP} {
+		if i := ev.Properties.Find(k); i >= 0 {
+			ip, noGeo = ipProperty(ev.Properties.At(i), ip, noGeo)
 		}
 	}
 	ev.IP = ip // the de-identification stage drops or truncates it

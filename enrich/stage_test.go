@@ -46,21 +46,21 @@ func TestStage(t *testing.T) {
 		want   event.Geo
 		device event.Device
 	}{
-		{"ipv4 from the connection", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: map[string]any{}}, event.Geo{CountryCode: "DE", Region: "Berlin", City: "Berlin"}, event.Device{}},
-		{"ipv6", event.Event{IP: netip.MustParseAddr("2001:db8::1"), Properties: map[string]any{}}, event.Geo{CountryCode: "JP", Region: "Tokyo", City: "Tokyo"}, event.Device{}},
-		{"property ip wins over the connection", event.Event{IP: netip.MustParseAddr("192.0.2.1"), Properties: map[string]any{"ip": "203.0.113.9"}}, event.Geo{CountryCode: "DE", Region: "Berlin", City: "Berlin"}, event.Device{}},
-		{"ip=0 in the query", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Signals: event.Signals{NoGeo: true}, Properties: map[string]any{}}, event.Geo{}, event.Device{}},
-		{"$ip 0 in the payload", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: map[string]any{"$ip": json.Number("0")}}, event.Geo{}, event.Device{}},
-		{"SDK geo wins", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: map[string]any{"$city": "Hamburg", "$region": "Hamburg", "mp_country_code": "DE"}}, event.Geo{CountryCode: "DE", Region: "Hamburg", City: "Hamburg"}, event.Device{}},
-		{"SDK country, other country's IP: only the country", event.Event{IP: netip.MustParseAddr("2001:db8::1"), Properties: map[string]any{"mp_country_code": "FR"}}, event.Geo{CountryCode: "FR"}, event.Device{}},
-		{"miss", event.Event{IP: netip.MustParseAddr("192.0.2.1"), Properties: map[string]any{}}, event.Geo{}, event.Device{}},
-		{"user agent", event.Event{UserAgent: chromeUA, Properties: map[string]any{}}, event.Geo{}, event.Device{Browser: "Chrome", BrowserVersion: "120", OS: "Windows"}},
-		{"SDK device wins", event.Event{UserAgent: chromeUA, Properties: map[string]any{"$browser": "Firefox", "$browser_version": json.Number("121"), "$os": "Linux", "mp_lib": "web", "$lib_version": "2.55.0"}}, event.Geo{}, event.Device{Browser: "Firefox", BrowserVersion: "121", OS: "Linux", Lib: "web", LibVersion: "2.55.0"}},
+		{"ipv4 from the connection", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: event.PropertiesOf(map[string]any{})}, event.Geo{CountryCode: "DE", Region: "Berlin", City: "Berlin"}, event.Device{}},
+		{"ipv6", event.Event{IP: netip.MustParseAddr("2001:db8::1"), Properties: event.PropertiesOf(map[string]any{})}, event.Geo{CountryCode: "JP", Region: "Tokyo", City: "Tokyo"}, event.Device{}},
+		{"property ip wins over the connection", event.Event{IP: netip.MustParseAddr("192.0.2.1"), Properties: event.PropertiesOf(map[string]any{"ip": "203.0.113.9"})}, event.Geo{CountryCode: "DE", Region: "Berlin", City: "Berlin"}, event.Device{}},
+		{"ip=0 in the query", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Signals: event.Signals{NoGeo: true}, Properties: event.PropertiesOf(map[string]any{})}, event.Geo{}, event.Device{}},
+		{"$ip 0 in the payload", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: event.PropertiesOf(map[string]any{"$ip": json.Number("0")})}, event.Geo{}, event.Device{}},
+		{"SDK geo wins", event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: event.PropertiesOf(map[string]any{"$city": "Hamburg", "$region": "Hamburg", "mp_country_code": "DE"})}, event.Geo{CountryCode: "DE", Region: "Hamburg", City: "Hamburg"}, event.Device{}},
+		{"SDK country, other country's IP: only the country", event.Event{IP: netip.MustParseAddr("2001:db8::1"), Properties: event.PropertiesOf(map[string]any{"mp_country_code": "FR"})}, event.Geo{CountryCode: "FR"}, event.Device{}},
+		{"miss", event.Event{IP: netip.MustParseAddr("192.0.2.1"), Properties: event.PropertiesOf(map[string]any{})}, event.Geo{}, event.Device{}},
+		{"user agent", event.Event{UserAgent: chromeUA, Properties: event.PropertiesOf(map[string]any{})}, event.Geo{}, event.Device{Browser: "Chrome", BrowserVersion: "120", OS: "Windows"}},
+		{"SDK device wins", event.Event{UserAgent: chromeUA, Properties: event.PropertiesOf(map[string]any{"$browser": "Firefox", "$browser_version": json.Number("121"), "$os": "Linux", "mp_lib": "web", "$lib_version": "2.55.0"})}, event.Geo{}, event.Device{Browser: "Firefox", BrowserVersion: "121", OS: "Linux", Lib: "web", LibVersion: "2.55.0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := tt.ev
-			if r := e.Stage(&ev); r != event.Keep {
+			if r := e.Apply(&ev); r != event.Keep {
 				t.Fatalf("dropped: %s", r)
 			}
 			if ev.Geo != tt.want {
@@ -70,7 +70,7 @@ func TestStage(t *testing.T) {
 				t.Errorf("device %+v, want %+v", ev.Device, tt.device)
 			}
 			for _, k := range []string{"$browser", "$os", "mp_lib", "$city", "mp_country_code"} {
-				if _, ok := ev.Properties[k]; ok {
+				if _, ok := ev.Properties.Get(k); ok {
 					t.Errorf("%s left in properties after promotion", k)
 				}
 			}
@@ -81,8 +81,8 @@ func TestStage(t *testing.T) {
 func TestBots(t *testing.T) {
 	for _, drop := range []bool{false, true} {
 		e, _ := newEnricher(t, false, drop)
-		ev := event.Event{UserAgent: googlebotUA, Properties: map[string]any{}}
-		r := e.Stage(&ev)
+		ev := event.Event{UserAgent: googlebotUA, Properties: event.PropertiesOf(map[string]any{})}
+		r := e.Apply(&ev)
 		action := "flagged"
 		if drop {
 			action = "dropped"
@@ -100,8 +100,8 @@ func TestBots(t *testing.T) {
 
 func TestNoDatabase(t *testing.T) {
 	e, _ := newEnricher(t, false, false)
-	ev := event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: map[string]any{}}
-	e.Stage(&ev)
+	ev := event.Event{IP: netip.MustParseAddr("203.0.113.5"), Properties: event.PropertiesOf(map[string]any{})}
+	e.Apply(&ev)
 	if ev.Geo != (event.Geo{}) {
 		t.Fatalf("geo without a database: %+v", ev.Geo)
 	}

@@ -7,16 +7,10 @@
 package event
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
 )
-
-// EnvelopeVersion is the version of the envelope format written to Kafka.
-// A worker refuses (dead-letters) envelopes of a version it does not know,
-// so a format change must bump it and keep reading the old one.
-const EnvelopeVersion = 1
 
 // Kind says which Mixpanel endpoint family an event came through.
 type Kind uint8
@@ -42,47 +36,6 @@ func (k Kind) String() string {
 
 // Valid reports whether k is one of the known kinds.
 func (k Kind) Valid() bool { return k >= KindTrack && k <= KindGroups }
-
-// Signals are the privacy choices the request carried. The collector only
-// records them; the worker's policy stage decides what they mean.
-type Signals struct {
-	DNT    bool `json:"dnt,omitempty"`    // DNT: 1 header
-	GPC    bool `json:"gpc,omitempty"`    // Sec-GPC: 1 header
-	OptOut bool `json:"optout,omitempty"` // the opt-out cookie was present
-	// NoGeo is set when the request asked for no IP geolocation (ip=0).
-	NoGeo bool `json:"nogeo,omitempty"`
-}
-
-// Envelope is one event as the collector writes it to the raw topic: the
-// normalised Mixpanel object plus the request context the worker needs.
-//
-// It carries the raw client IP and identifiers, so it exists only in the
-// collector's memory, the raw topic (short retention) and the worker's memory.
-type Envelope struct {
-	Version    int     `json:"v"`
-	Kind       Kind    `json:"kind"`
-	Project    string  `json:"project"`
-	Endpoint   string  `json:"endpoint"`
-	ReceivedAt int64   `json:"received_at"` // Unix milliseconds
-	IP         string  `json:"ip,omitempty"`
-	UserAgent  string  `json:"ua,omitempty"`
-	Signals    Signals `json:"signals"`
-	RequestID  string  `json:"request_id,omitempty"`
-	// Event is the normalised Mixpanel object, one shape for every kind:
-	//
-	//	{"event": name, "properties": {...}, "value": ...}
-	//
-	// properties always holds time (Unix ms) and $insert_id, and
-	// distinct_id when there is one. For KindTrack, event is the event name
-	// and value is absent. For KindEngage and KindGroups, event is the one
-	// profile operation of this update ("$set", "$set_once", "$add",
-	// "$append", "$union", "$remove", "$unset", "$delete"), value is its
-	// operand as the SDK sent it, and properties holds the update's
-	// modifiers ($ignore_time, $ignore_alias) and, for groups, $group_key
-	// and $group_id. An update that carries several operations becomes one
-	// envelope per operation.
-	Event json.RawMessage `json:"event"`
-}
 
 // Key is the Kafka message key of an event: project and distinct_id, so that
 // one user's events stay ordered in one partition.
@@ -125,9 +78,11 @@ type Provenance struct {
 	Transforms    []string // transforms that fired, e.g. "ip_dropped", "pii_scrubbed"
 }
 
-// Event is one event inside the worker. Stages mutate it in place: policy
-// decides whether it is kept, enrichment fills Geo and Device,
-// de-identification replaces identifiers and scrubs Properties.
+// Event is one event inside the worker: data, which the stages transform
+// in place. Policy decides whether it is kept, enrichment fills Geo and
+// Device, de-identification replaces identifiers and scrubs Properties.
+// What it points into belongs to the Decoder that filled it (see
+// Properties), not to the Event.
 type Event struct {
 	Kind       Kind
 	Project    string
@@ -139,19 +94,17 @@ type Event struct {
 	GroupID  string
 	// Value is a profile operation's operand (KindEngage, KindGroups).
 	Value any
-	// InsertID is $insert_id. DecodeRaw leaves it pointing into the
-	// message, as it does Props: the sink copies it.
+	// InsertID is $insert_id; the Decoder's points into the message, and
+	// the sink copies it.
 	InsertID   string
 	Time       time.Time
 	ReceivedAt time.Time
 	// EventBytes is the size of the envelope's event object, the
 	// normalised Mixpanel object, in bytes (0 when not known).
 	EventBytes int
-	Properties map[string]any
-	// Props holds a track event's properties as JSON text when DecodeRaw
-	// read it (Properties is nil then); Materialize turns them into
-	// Properties.
-	Props []Prop
+	// Properties are the event's properties; for a profile update, its
+	// modifiers ($ignore_time, $ignore_alias).
+	Properties Properties
 
 	IP        netip.Addr // zero when unknown or dropped
 	UserAgent string
@@ -166,18 +119,6 @@ type Event struct {
 	Geo        Geo
 	Device     Device
 	Provenance Provenance
-
-	// Space reused from one DecodeRaw to the next: props, the values
-	// stages write for them (Prop.Out) and AppendJSON's key sorting.
-	propsBuf []Prop
-	scratch  []byte
-	keys     []string
-	// value is the message DecodeRaw read Props from, which their Key and
-	// Raw point into: AppendProperties copies runs of it.
-	value []byte
-	// memo is what DecodeRaw remembers of the previous message, for the
-	// next one from the same request (see rawMemo).
-	memo *rawMemo
 }
 
 // DropReason says why a stage dropped an event. The set is fixed so that it

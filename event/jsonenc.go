@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"slices"
 	"unicode/utf8"
-	"unsafe"
+
+	"github.com/veilhq/veil/internal/view"
 )
 
 // AppendJSON appends v encoded exactly as encoding/json encodes it with
@@ -95,7 +96,7 @@ func appendJSONString(dst []byte, s string, html bool) []byte {
 	start := 0
 	// Without HTML escaping, the bytes written as they are are the ones
 	// the decoder's plain-string scan passes, eight at a time.
-	plain := unsafe.Slice(unsafe.StringData(s), len(s))
+	plain := view.Bytes(s)
 	for i := 0; i < len(s); {
 		if !html {
 			if i = skipPlain(plain, i); i == len(s) {

@@ -68,7 +68,7 @@ func TestCollectorEnvelopesTakeTheFastPath(t *testing.T) {
 					t.Fatalf("%s, batches of %d: message %d does not take the fast path: %.200s", v.name, batch, i, m.Value)
 				}
 				var ev event.Event
-				if err := event.DecodeRaw(m.Value, &ev); err != nil {
+				if err := event.NewDecoder().Decode(m.Value, &ev); err != nil {
 					t.Fatalf("%s: message %d: %v", v.name, i, err)
 				}
 			}

@@ -184,10 +184,10 @@ func TestTrackEnvelope(t *testing.T) {
 	if ev.Name != "signup" || ev.DistinctID != "u-1" || ev.Time.UnixMilli() != 1795348800000 || len(ev.InsertID) != 32 {
 		t.Errorf("normalised event wrong: %+v", ev)
 	}
-	if _, ok := ev.Properties["token"]; ok {
+	if _, ok := ev.Properties.Get("token"); ok {
 		t.Error("token was not removed from the properties")
 	}
-	if ev.Properties["plan"] != "pro" {
+	if propOf(&ev.Properties, "plan") != "pro" {
 		t.Errorf("properties %v", ev.Properties)
 	}
 	if err := event.Decode(mustJSON(t, envs[1]), &ev); err != nil {

@@ -250,7 +250,7 @@ func TestUTF8Repair(t *testing.T) {
 			if len(evs) != 1 {
 				t.Fatalf("%d events", len(evs))
 			}
-			if got := evs[0].Properties["k"]; got != tt.want {
+			if got := propOf(&evs[0].Properties, "k"); got != tt.want {
 				t.Fatalf("k = %q, want %q", got, tt.want)
 			}
 		})

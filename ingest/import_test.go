@@ -234,7 +234,7 @@ func TestImportEnvelope(t *testing.T) {
 		t.Fatalf("with ip=1: %+v", envs)
 	}
 	ev := decodeAll(t, p)[0]
-	if ev.Time.UnixMilli() != 31622400000 || ev.DistinctID != "u-1" || len(ev.InsertID) != 32 || ev.Properties["token"] != nil {
+	if ev.Time.UnixMilli() != 31622400000 || ev.DistinctID != "u-1" || len(ev.InsertID) != 32 || propOf(&ev.Properties, "token") != nil {
 		t.Fatalf("event %+v", ev)
 	}
 }

@@ -26,7 +26,7 @@ func TestRetention(t *testing.T) {
 		time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC), // recent
 	} {
 		ev := event.Event{Kind: event.KindTrack, Project: "p", Name: "e", DistinctID: "d", InsertID: string(rune('a' + i)),
-			Time: ts, ReceivedAt: ts, Properties: map[string]any{}}
+			Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{})}
 		if err := b.Append(&ev); err != nil {
 			t.Fatal(err)
 		}

@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/internal/view"
 )
 
 // The tables a batch writes, in the order a flush writes them: the logs
@@ -160,16 +160,15 @@ type Batch struct {
 	// on a cluster and kept for its retries (see shardParts).
 	parts []*Batch
 
-	// propsBuf is reused by appendEvent to encode a property map, which
-	// is then copied into text (a raw event's properties are written into
-	// text directly): chunks of memory shared by the batch's
-	// property strings. The chunks are kept across Reset and filled again
+	// keys is appendEvent's scratch space for sorting the keys of the
+	// objects a stage set. text and chunks are memory shared by the
+	// batch's property strings. The chunks are kept across Reset and filled again
 	// from the first, as the columns keep their capacity: a flushed
 	// batch's strings are not read once its insert has returned (the
 	// ClickHouse client copies every value into its own column buffers),
 	// so the next batch may overwrite them, and the worker's pass
 	// allocates nothing for them once its batches have grown.
-	propsBuf []byte
+	keys     []string
 	text     []byte   // the chunk being filled
 	chunks   [][]byte // every chunk of textChunk bytes, filled in order
 	used     int      // chunks[:used] hold this batch's strings
@@ -188,12 +187,12 @@ func (b *Batch) keep(s []byte) string {
 	}
 	n := len(b.text)
 	b.text = append(b.text, s...)
-	return unsafe.String(&b.text[n], len(s))
+	return view.String(b.text[n:])
 }
 
 // keepString is keep for a string.
 func (b *Batch) keepString(s string) string {
-	return b.keep(unsafe.Slice(unsafe.StringData(s), len(s)))
+	return b.keep(view.Bytes(s))
 }
 
 // nextChunk returns an empty chunk that holds at least n bytes: the next
@@ -290,11 +289,6 @@ func (b *Batch) dedupToken() string {
 // (the worker dead-letters it); it never quotes the event's content.
 func (b *Batch) Append(ev *event.Event) error {
 	var err error
-	if ev.Kind != event.KindTrack {
-		if err := ev.Materialize(); err != nil {
-			return err
-		}
-	}
 	switch ev.Kind {
 	case event.KindTrack:
 		err = b.appendEvent(ev)
@@ -316,40 +310,30 @@ func (b *Batch) Append(ev *event.Event) error {
 }
 
 func (b *Batch) appendEvent(ev *event.Event) error {
-	// The hand-written encoder writes marshalJSON's exact bytes at a
-	// fraction of the cost (json.Marshal of a map sorts its keys by
-	// reflection and boxes every value); marshalJSON stays for what it
-	// does not cover. A raw event's properties are written as they came.
+	// The properties are written straight into the batch's text: a run
+	// of them nothing changed is copied out of the message in one piece,
+	// and what a stage set is written by event.AppendJSON, which writes
+	// marshalJSON's exact bytes at a fraction of the cost; marshalJSON
+	// stays for what it does not cover.
 	var props string
-	var ok bool
-	if hint := ev.PropertiesSizeHint(); hint > 0 {
-		// A raw event's properties are written straight into the text.
-		if cap(b.text)-len(b.text) < hint {
-			b.text = b.nextChunk(hint)
-		}
-		n := len(b.text)
-		var buf []byte
-		if buf, ok = ev.AppendProperties(b.text); ok {
-			if cap(buf) == cap(b.text) { // written in place
-				b.text = buf
-				if len(buf) > n {
-					props = unsafe.String(&buf[n], len(buf)-n)
-				}
-			} else { // longer than the hint: the append moved it
-				props = b.keep(buf[n:])
-			}
-		}
-	} else {
-		b.propsBuf, ok = ev.AppendProperties(b.propsBuf[:0])
-		if ok {
-			props = b.keep(b.propsBuf)
-		}
+	hint := ev.Properties.SizeHint()
+	if cap(b.text)-len(b.text) < hint {
+		b.text = b.nextChunk(hint)
 	}
-	if !ok {
+	n := len(b.text)
+	buf, ok := ev.Properties.AppendJSON(b.text, &b.keys)
+	switch {
+	case !ok:
+		m, _ := ev.Properties.Map()
 		var err error
-		if props, err = marshalJSON(ev.Properties); err != nil {
+		if props, err = marshalJSON(m); err != nil {
 			return errors.New("sink: properties are not JSON-encodable")
 		}
+	case cap(buf) == cap(b.text): // written in place
+		b.text = buf
+		props = view.String(buf[n:])
+	default: // longer than the hint: the append moved it
+		props = b.keep(buf[n:])
 	}
 	r := &b.events
 	r.project = append(r.project, ev.Project)
@@ -357,7 +341,7 @@ func (b *Batch) appendEvent(ev *event.Event) error {
 	r.timeMs = append(r.timeMs, uint16(ev.Time.Nanosecond()/int(time.Millisecond)))
 	r.event = append(r.event, ev.Name)
 	r.distinctID = append(r.distinctID, ev.DistinctID)
-	r.insertID = append(r.insertID, b.keepString(ev.InsertID)) // DecodeRaw's points into the message
+	r.insertID = append(r.insertID, b.keepString(ev.InsertID)) // the Decoder's points into the message
 	r.receivedAt = append(r.receivedAt, ev.ReceivedAt)
 	r.country = append(r.country, ev.Geo.CountryCode)
 	r.region = append(r.region, ev.Geo.Region)
@@ -397,7 +381,8 @@ func (b *Batch) appendOp(r *opRows, ev *event.Event) error {
 	if err != nil {
 		return errors.New("sink: " + ev.Name + " operand is not JSON-encodable")
 	}
-	modifiers, err := marshalJSON(ev.Properties)
+	mods, _ := ev.Properties.Map()
+	modifiers, err := marshalJSON(mods)
 	if err != nil {
 		return errors.New("sink: profile update modifiers are not JSON-encodable")
 	}
@@ -413,7 +398,7 @@ func (b *Batch) appendOp(r *opRows, ev *event.Event) error {
 	for _, n := range names {
 		t.props[n] = true
 	}
-	if !r.groups && ev.Name != opDelete && !ignoreTime(ev.Properties) {
+	if !r.groups && ev.Name != opDelete && !ignoreTime(mods) {
 		t.props[propLastSeen] = true
 	}
 

@@ -73,7 +73,7 @@ func TestBatchReusesText(t *testing.T) {
 			t.Fatal(err)
 		}
 		var ev event.Event
-		if err := event.DecodeRaw(msg, &ev); err != nil {
+		if err := event.NewDecoder().Decode(msg, &ev); err != nil {
 			t.Fatal(err)
 		}
 		return &ev, msg
@@ -90,11 +90,10 @@ func TestBatchReusesText(t *testing.T) {
 				// A value a stage rewrote, which comes out longer than
 				// the message it came in.
 				pad = strings.Repeat(`"`, 3000)
-				pr := &ev.Props[ev.PropIndex("pad")]
-				pr.Str, pr.Escaped = pad, true
+				ev.Properties.SetString(ev.Properties.Index("pad"), pad)
 				// With the hint's room left in the chunk, the append
 				// outgrows it.
-				if free := cap(b.text) - len(b.text) - ev.PropertiesSizeHint(); free > 0 {
+				if free := cap(b.text) - len(b.text) - ev.Properties.SizeHint(); free > 0 {
 					b.text = b.text[:len(b.text)+free]
 				}
 			}

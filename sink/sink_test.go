@@ -52,7 +52,7 @@ func TestWriteAndDeduplicate(t *testing.T) {
 	ev := event.Event{
 		Kind: event.KindTrack, Project: "shop", Name: "purchase", DistinctID: "p-1", InsertID: "ins-1",
 		Time: ts, ReceivedAt: ts.Add(time.Second),
-		Properties: map[string]any{"amount": json.Number("12.50"), "sku": "A-1"},
+		Properties: event.PropertiesOf(map[string]any{"amount": json.Number("12.50"), "sku": "A-1"}),
 		Geo:        event.Geo{CountryCode: "DE", Region: "Berlin", City: "Berlin"},
 		Device:     event.Device{Browser: "Firefox", OS: "Linux", Lib: "web", LibVersion: "2.55.0"},
 		Provenance: event.Provenance{PolicyVersion: 3, KeyEpoch: 1, Consent: []string{"gpc"}, Transforms: []string{"ip_dropped"}},

@@ -19,7 +19,7 @@ func opsBatch(t *testing.T, users, perUser int) *Batch {
 			t.Fatal(err)
 		}
 		if err := b.Append(&event.Event{Kind: event.KindEngage, Project: "p", Name: "$add", DistinctID: u, InsertID: fmt.Sprint("o", i), Time: ts, ReceivedAt: ts,
-			Value: map[string]any{"n": 1}, Properties: map[string]any{}}); err != nil {
+			Value: map[string]any{"n": 1}, Properties: event.PropertiesOf(map[string]any{})}); err != nil {
 			t.Fatal(err)
 		}
 	}

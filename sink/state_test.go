@@ -46,7 +46,7 @@ func (o profileOp) event(t *testing.T, kind event.Kind, id string, n int) event.
 	ev := event.Event{
 		Kind: kind, Project: "shop", Endpoint: "/engage", Name: o.op, DistinctID: id,
 		Value: decodeOperand(t, o.operand), InsertID: fmt.Sprintf("%s-%d", id, n),
-		Time: t0.Add(time.Duration(o.sec) * time.Second), ReceivedAt: t0, Properties: mods,
+		Time: t0.Add(time.Duration(o.sec) * time.Second), ReceivedAt: t0, Properties: event.PropertiesOf(mods),
 		Provenance: event.Provenance{PolicyVersion: 2, KeyEpoch: 1},
 	}
 	if kind == event.KindGroups {

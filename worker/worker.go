@@ -61,24 +61,12 @@ type Config struct {
 	SessionTimeout   time.Duration `yaml:"session_timeout"`
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
 	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
-	// Decoder chooses how envelopes are read:
-	//   - "raw" (the default): event.DecodeRaw leaves a track event's
-	//     properties as JSON text that the stages read and rewrite in place
-	//     and the sink writes as it came, where nothing changed them;
-	//   - "map": event.DecodeFast decodes them into one property map reused
-	//     across messages;
-	//   - "reference": event.Decode (encoding/json), a fresh event each time.
-	// All three store the same rows (tests and fuzz targets hold them
-	// equal); they differ in cost.
-	Decoder string `yaml:"decoder"`
+	// RemovedDecoder is the former worker.decoder, which chose among
+	// three decoders that stored the same rows. The worker now has one
+	// (event.Decoder); a configuration that still names the key is
+	// refused, so that nobody believes it still chooses anything.
+	RemovedDecoder string `yaml:"decoder"`
 }
-
-// The decoders of Config.Decoder.
-const (
-	DecoderRaw       = "raw"
-	DecoderMap       = "map"
-	DecoderReference = "reference"
-)
 
 // DefaultConfig returns the worker defaults.
 func DefaultConfig() Config {
@@ -94,7 +82,6 @@ func DefaultConfig() Config {
 		SessionTimeout:   10 * time.Second,
 		RebalanceTimeout: 10 * time.Second,
 		Heartbeat:        time.Second,
-		Decoder:          DecoderRaw,
 	}
 }
 
@@ -103,8 +90,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.GroupID == "":
 		return errors.New("worker.group_id must be set")
-	case c.Decoder != DecoderRaw && c.Decoder != DecoderMap && c.Decoder != DecoderReference:
-		return fmt.Errorf("worker.decoder must be %q, %q or %q, got %q", DecoderRaw, DecoderMap, DecoderReference, c.Decoder)
+	case c.RemovedDecoder != "":
+		return errors.New("worker.decoder is no longer a setting (the worker has one decoder): remove it from the configuration")
 	case c.FetchMaxWait <= 0:
 		return errors.New("worker.fetch_max_wait must be positive")
 	case c.QueueCapacity <= 0:
@@ -130,7 +117,9 @@ type Deps struct {
 	// the collector's (collector.limits), so that the raw topic takes
 	// nothing the collector would refuse. Nil means rules.DefaultLimits.
 	Rules *rules.Limits
-	// Stages run in order: policy, enrichment, de-identification.
+	// Stages run in order: policy, enrichment, de-identification, on the
+	// worker's one processing goroutine: a stage may keep memos without a
+	// lock.
 	Stages []Stage
 	// Seal, when set, opens the sealed envelopes of the raw topic and
 	// seals what is dead-lettered (seal.key_file). AcceptPlain lets
@@ -225,7 +214,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var g errgroup.Group
 	g.Go(func() error { w.probeLag(ctx); return nil })
 	g.Go(func() error { return w.fetch(ctx, reader, msgs) })
-	p := &processor{w: w, reader: reader, dlq: dlq, hard: hard, batch: sink.NewBatch(), last: map[int]kafka.Message{}}
+	p := &processor{w: w, reader: reader, dlq: dlq, hard: hard, batch: sink.NewBatch(), last: map[int]kafka.Message{}, dec: event.NewDecoder()}
 	g.Go(func() error { return p.run(msgs) })
 	err := g.Wait()
 	if cerr := reader.Close(); cerr != nil {
@@ -276,10 +265,10 @@ type processor struct {
 	// commit: committing it acknowledges everything before it too.
 	last    map[int]kafka.Message
 	pending int
-	// ev is reused by every message under the raw and map decoders: its
-	// props or property map are cleared rather than reallocated (Append
-	// has encoded the previous event's properties by then).
-	ev event.Event
+	// dec reads every message into ev, reusing its memory: the previous
+	// event's properties are not needed once Append has copied them.
+	dec *event.Decoder
+	ev  event.Event
 	// sealed holds the message being handled as it came, sealed, while its
 	// envelope is opened in place in the message's own memory: what is
 	// dead-lettered is the sealed original.
@@ -388,17 +377,7 @@ func (p *processor) handle(m kafka.Message) error {
 		return p.deadLetter(m, seal.Reason(seal.ErrNoKeys), seal.ErrNoKeys.Error())
 	}
 	ev := &p.ev
-	var err error
-	switch w.cfg.Decoder {
-	case DecoderRaw:
-		err = event.DecodeRaw(value, ev)
-	case DecoderMap:
-		err = event.DecodeFast(value, ev)
-	default:
-		ev = new(event.Event)
-		err = event.Decode(value, ev)
-	}
-	if err != nil {
+	if err := p.dec.Decode(value, ev); err != nil {
 		return p.deadLetter(m, dlqDecode, err.Error())
 	}
 	// The raw topic is a boundary too: a message no collector would have

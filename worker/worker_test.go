@@ -276,6 +276,7 @@ func TestConfigValidate(t *testing.T) {
 		{"queue", func(c *worker.Config) { c.QueueCapacity = 0 }, "worker.queue_capacity"},
 		{"lag interval", func(c *worker.Config) { c.LagInterval = 0 }, "worker.lag_interval"},
 		{"heartbeat", func(c *worker.Config) { c.Heartbeat = c.SessionTimeout }, "worker.heartbeat_interval"},
+		{"the former decoder setting", func(c *worker.Config) { c.RemovedDecoder = "map" }, "worker.decoder"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

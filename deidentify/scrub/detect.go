@@ -341,24 +341,16 @@ const hexWordLimit = 64
 
 // hexWordBefore reports whether the word ending at j is made of hex digits
 // only and has at least one letter and one digit.
-func hexWordBefore(s string, j int) bool {
-	letters, digits := 0, 0
-	for k := j - 1; k >= 0 && isAlnum(s[k]) && j-k <= hexWordLimit; k-- {
-		switch c := s[k]; {
-		case isDigit(c):
-			digits++
-		case class[c]&cHexLetter != 0:
-			letters++
-		default:
-			return false
-		}
-	}
-	return letters > 0 && digits > 0
-}
+func hexWordBefore(s string, j int) bool { return hexWord(s, j-1, -1) }
 
-func hexWordAfter(s string, j int) bool {
+func hexWordAfter(s string, j int) bool { return hexWord(s, j, 1) }
+
+// hexWord reports whether the alphanumeric run from s[k] on, read in
+// direction step (1 forwards, -1 backwards) for at most hexWordLimit
+// bytes, is hex with both a letter and a digit.
+func hexWord(s string, k, step int) bool {
 	letters, digits := 0, 0
-	for k := j; k < len(s) && isAlnum(s[k]) && k-j < hexWordLimit; k++ {
+	for n := 0; k >= 0 && k < len(s) && isAlnum(s[k]) && n < hexWordLimit; k, n = k+step, n+1 {
 		switch c := s[k]; {
 		case isDigit(c):
 			digits++

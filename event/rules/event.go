@@ -13,7 +13,7 @@ import (
 // dead-letters what breaks a rule.
 //
 // The worker calls it on every message, before the stages: it reads the
-// props DecodeRaw left as JSON text without decoding them, scanning only
+// properties the Decoder left as JSON text without decoding them, scanning only
 // objects and lists, and allocates nothing for a valid event.
 //
 // What the collector itself added (time, $insert_id) is held to the rules
@@ -57,19 +57,8 @@ func (l Limits) Event(ev *event.Event) *Violation {
 	if v := l.Time(ev.Endpoint, "properties.time", ev.Time.UnixMilli(), ev.ReceivedAt.UnixMilli()); v != nil {
 		return v
 	}
-	if ev.Props != nil {
-		if v := l.props(ev.Props); v != nil {
-			return v
-		}
-	} else {
-		if v := l.PropertyCount(len(ev.Properties)); v != nil {
-			return v
-		}
-		for k, v := range ev.Properties {
-			if err := l.Property(k, v); err != nil {
-				return err
-			}
-		}
+	if v := l.props(&ev.Properties); v != nil {
+		return v
 	}
 	if ev.Kind != event.KindTrack {
 		return l.operand(ev.Name, ev.Value)
@@ -77,37 +66,43 @@ func (l Limits) Event(ev *event.Event) *Violation {
 	return nil
 }
 
-// props checks the props of a raw event (DecodeRaw) as Property checks a
-// decoded property: a number by its text, an object or list by scanning
-// its text. The props Veil takes out of the event (distinct_id, time,
-// $insert_id) are marked dropped and not counted.
-func (l Limits) props(props []event.Prop) *Violation {
+// props checks the properties as Property checks a decoded value, but
+// without decoding what the message holds as text: a number by its text,
+// an object or list by scanning its text. The properties Veil takes out of
+// the event (distinct_id, time, $insert_id) are not among them, nor
+// counted.
+func (l Limits) props(props *event.Properties) *Violation {
 	n := 0
 	var shape Shape
-	for i := range props {
-		pr := &props[i]
-		if pr.Drop {
-			continue
-		}
+	for _, pr := range props.All() {
 		n++
-		if pr.Known == 0 && !ValidName(pr.Key) {
+		if pr.Known() == 0 && !ValidName(pr.Name()) {
 			return violation("properties", ReasonInvalidName, "a property name holds a control character")
 		}
-		switch pr.Kind {
+		switch pr.Kind() {
 		case event.PropNumber:
-			if !FiniteNumber(pr.Str) {
-				return violation("properties."+SafeKey(pr.Key), ReasonInvalidNumber, "a number is too large for a float64")
+			if !FiniteNumber(pr.Text()) {
+				return violation("properties."+SafeKey(pr.Name()), ReasonInvalidNumber, "a number is too large for a float64")
 			}
 		case event.PropObject, event.PropArray:
+			text, ok := pr.JSON()
+			if !ok {
+				v, _ := pr.Value()
+				if err := l.CheckValue(v, 1); err != nil {
+					err.Field = "properties." + SafeKey(pr.Name())
+					return err
+				}
+				continue
+			}
 			if shape.MaxDepth == 0 {
 				shape = l.Shape()
 			}
-			if _, err := ScanValue(pr.Raw, 0, 1, &shape); err != nil {
+			if _, err := ScanValue(text, 0, 1, &shape); err != nil {
 				if err.Rule == nil {
-					return violation("properties."+SafeKey(pr.Key), ReasonMalformed, "not JSON")
+					return violation("properties."+SafeKey(pr.Name()), ReasonMalformed, "not JSON")
 				}
 				v := *err.Rule
-				v.Field = "properties." + SafeKey(pr.Key)
+				v.Field = "properties." + SafeKey(pr.Name())
 				return &v
 			}
 		}

@@ -58,7 +58,7 @@ func TestEvent(t *testing.T) {
 			`invalid_distinct_id: $distinct_id: $distinct_id is a placeholder value Mixpanel refuses (such as null, undefined or 0); use "" for events of no user`},
 		{"group update", env("3", "/groups", `{"event":"$set","properties":{"$group_key":"company","$group_id":"null","time":`+ms(0)+`,"$insert_id":"i-1"},"value":{"a":1}}`), ""},
 	}
-	decoders := map[string]func([]byte, *event.Event) error{"raw": event.DecodeRaw, "map": event.DecodeFast, "reference": event.Decode}
+	decoders := map[string]func([]byte, *event.Event) error{"fast": event.NewDecoder().Decode, "reference": event.Decode}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for name, decode := range decoders {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"github.com/veilhq/veil/internal/jsonscan"
 	"math"
-	"math/bits"
 	"strconv"
 )
 
@@ -38,17 +38,7 @@ type ScanError struct {
 var errSyntax = &ScanError{}
 
 // SkipWS skips JSON whitespace.
-func SkipWS(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
+func SkipWS(b []byte, i int) int { return jsonscan.SkipWS(b, i) }
 
 // scanValue checks the JSON value starting at b[i] (no leading whitespace)
 // and returns where it ends. depth is the nesting of the value itself: 1
@@ -159,30 +149,16 @@ func ScanLiteral(b []byte, i int, lit string) (int, *ScanError) {
 // SWAR constants: a byte of ones, and the top bit of each byte.
 const swarLo, swarHi = 0x0101010101010101, 0x8080808080808080
 
-// stringRun returns the index of the first byte from i on that a JSON
+// StringRun returns the index of the first byte from i on that a JSON
 // string cannot hold as it is: a quote, a backslash or, with ctl, a
 // control character. Bytes from 0x80 up are UTF-8, which a string holds
-// as it is. Strings make up most of a request, so it looks at eight bytes
-// at a time; borrows in the subtractions only carry upward, so the lowest
-// byte flagged is exact.
+// as it is.
 func StringRun(b []byte, i int, ctl bool) int {
-	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
-		q, s := x^(swarLo*'"'), x^(swarLo*'\\')
-		m := ((q - swarLo) &^ q) | ((s - swarLo) &^ s)
-		if ctl {
-			m |= (x - swarLo*0x20) &^ x
-		}
-		if m &= swarHi; m != 0 {
-			return i + bits.TrailingZeros64(m)/8
-		}
+	var stop jsonscan.Stop
+	if ctl {
+		stop = jsonscan.Controls
 	}
-	for ; i < len(b); i++ {
-		if c := b[i]; c == '"' || c == '\\' || (ctl && c < 0x20) {
-			break
-		}
-	}
-	return i
+	return jsonscan.StringRun(b, i, stop)
 }
 
 // scanString checks the string starting at b[i] == '"'.
@@ -223,40 +199,13 @@ func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
-// scanNumber checks -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// scanNumber checks a JSON number.
 func scanNumber(b []byte, i int) (int, *ScanError) {
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		}
-	default:
+	end, ok := jsonscan.Number(b, i)
+	if !ok {
 		return 0, errSyntax
 	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		if i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return 0, errSyntax
-		}
-		for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return 0, errSyntax
-		}
-		for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		}
-	}
-	return i, nil
+	return end, nil
 }
 
 // QuotedNameValid reports whether q, a checked JSON string with its

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	yaml "go.yaml.in/yaml/v3"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/enrich"
 	"github.com/veilhq/veil/ingest"

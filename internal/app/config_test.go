@@ -32,6 +32,7 @@ func TestLoadRejects(t *testing.T) {
 		{"no projects", "log:\n  level: info\n", "collector.projects"},
 		{"an event limit", "collector:\n  projects: [{name: a, token: t}]\n  limits:\n    max_depth: 0\n", "collector.limits.max_depth must be positive"},
 		{"admin without a connection cap", "collector:\n  projects: [{name: a, token: t}]\nadmin:\n  server:\n    max_connections: 0\n", "admin.server.max_connections must be positive"},
+		{"the former worker.decoder", "collector:\n  projects: [{name: a, token: t}]\nworker:\n  decoder: raw\n", "worker.decoder is no longer a setting"},
 		{"collector without a read timeout", "collector:\n  projects: [{name: a, token: t}]\n  server:\n    read_timeout: 0s\n", "collector.server.read_timeout must be positive"},
 	}
 	for _, tt := range tests {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/veilhq/veil/deidentify/policy"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/testsvc"

@@ -254,7 +254,7 @@ func RunWorker(ctx context.Context, cfg Config, deps Deps, admin net.Listener) e
 		return err
 	}
 	defer stopSealKeys()
-	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Rules: &limits, Stages: p.Stages,
+	w, err := worker.New(cfg.Worker, cfg.Kafka, worker.Deps{Logger: log, Metrics: deps.Registry, Sink: s, Rules: &limits, Stages: p.NewStages(),
 		Seal: sealed, AcceptPlain: cfg.Seal.AcceptPlain})
 	if err != nil {
 		return err

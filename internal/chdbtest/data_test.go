@@ -147,12 +147,12 @@ func dedupBatch(t *testing.T, first int64, n int) *sink.Batch {
 	for i := range n {
 		b.Cover("veil.events.raw", 0, first+int64(2*i))
 		if err := b.Append(&event.Event{Kind: event.KindTrack, Project: "shop", Name: "view_item", DistinctID: fmt.Sprintf("u%d", i),
-			InsertID: fmt.Sprintf("ev-%d", i), Time: ts, ReceivedAt: ts, Properties: map[string]any{}}); err != nil {
+			InsertID: fmt.Sprintf("ev-%d", i), Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{})}); err != nil {
 			t.Fatal(err)
 		}
 		b.Cover("veil.events.raw", 0, first+int64(2*i+1))
 		if err := b.Append(&event.Event{Kind: event.KindEngage, Project: "shop", Endpoint: "/engage", Name: "$set", DistinctID: fmt.Sprintf("u%d", i),
-			Value: map[string]any{"plan": "free"}, InsertID: fmt.Sprintf("op-%d", i), Time: ts, ReceivedAt: ts, Properties: map[string]any{}}); err != nil {
+			Value: map[string]any{"plan": "free"}, InsertID: fmt.Sprintf("op-%d", i), Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{})}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -226,7 +226,7 @@ func TestRowsReadBack(t *testing.T) {
 	b := sink.NewBatch()
 	b.Cover("veil.events.raw", 4, 41)
 	if err := b.Append(&event.Event{Kind: event.KindTrack, Project: "shop", Name: "purchase", DistinctID: schemadoc.U1, InsertID: "ins-1",
-		Time: at, ReceivedAt: received, Properties: map[string]any{"sku": "A-1", "price": 12.5, "name": "Zoë", "tags": []any{"a", "b"}},
+		Time: at, ReceivedAt: received, Properties: event.PropertiesOf(map[string]any{"sku": "A-1", "price": 12.5, "name": "Zoë", "tags": []any{"a", "b"}}),
 		Geo:        event.Geo{CountryCode: "DE", Region: "BE", City: "Berlin"},
 		Device:     event.Device{Browser: "Chrome", BrowserVersion: "120", OS: "Mac OS X", Device: "Mac", Lib: "web", LibVersion: "2.83.0"},
 		Provenance: prov}); err != nil {
@@ -235,12 +235,12 @@ func TestRowsReadBack(t *testing.T) {
 	b.Cover("veil.events.raw", 4, 42)
 	if err := b.Append(&event.Event{Kind: event.KindEngage, Project: "shop", Endpoint: "/engage", Name: "$set", DistinctID: schemadoc.U1,
 		Value: map[string]any{"plan": "pro", "seats": 3}, InsertID: "ins-2", Time: at, ReceivedAt: received,
-		Properties: map[string]any{"$ignore_time": true}, Provenance: prov}); err != nil {
+		Properties: event.PropertiesOf(map[string]any{"$ignore_time": true}), Provenance: prov}); err != nil {
 		t.Fatal(err)
 	}
 	b.Cover("veil.events.raw", 4, 43)
 	if err := b.Append(&event.Event{Kind: event.KindGroups, Project: "shop", Endpoint: "/groups", Name: "$set", GroupKey: "company", GroupID: schemadoc.Acme,
-		Value: map[string]any{"industry": "retail"}, InsertID: "ins-3", Time: at, ReceivedAt: received, Properties: map[string]any{}, Provenance: prov}); err != nil {
+		Value: map[string]any{"industry": "retail"}, InsertID: "ins-3", Time: at, ReceivedAt: received, Properties: event.PropertiesOf(map[string]any{}), Provenance: prov}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Write(context.Background(), b); err != nil {

@@ -45,7 +45,7 @@ func TestRetention(t *testing.T) {
 	b := sink.NewBatch()
 	for i, ts := range []time.Time{old, cutoff.Add(-24 * time.Hour), cutoff.Add(24 * time.Hour), now.Add(-time.Hour)} {
 		ev := event.Event{Kind: event.KindTrack, Project: "p", Name: "e", DistinctID: "d", InsertID: string(rune('a' + i)),
-			Time: ts, ReceivedAt: ts, Properties: map[string]any{}}
+			Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{})}
 		if err := b.Append(&ev); err != nil {
 			t.Fatal(err)
 		}
@@ -100,12 +100,12 @@ func TestPrivacyTasks(t *testing.T) {
 	for i, id := range []string{alice, bob, alice, bob} {
 		b.Cover("veil.events.raw", 0, int64(2*i))
 		if err := b.Append(&event.Event{Kind: event.KindTrack, Project: "shop", Name: "view_item", DistinctID: id,
-			InsertID: "ev-" + string(rune('a'+i)), Time: ts, ReceivedAt: ts, Properties: map[string]any{"sku": "A-1"}}); err != nil {
+			InsertID: "ev-" + string(rune('a'+i)), Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{"sku": "A-1"})}); err != nil {
 			t.Fatal(err)
 		}
 		b.Cover("veil.events.raw", 0, int64(2*i+1))
 		if err := b.Append(&event.Event{Kind: event.KindEngage, Project: "shop", Endpoint: "/engage", Name: "$set", DistinctID: id,
-			Value: map[string]any{"plan": "free"}, InsertID: "op-" + string(rune('a'+i)), Time: ts, ReceivedAt: ts, Properties: map[string]any{}}); err != nil {
+			Value: map[string]any{"plan": "free"}, InsertID: "op-" + string(rune('a'+i)), Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{})}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -44,8 +44,8 @@ func benchBatch(b *testing.B, batch *sink.Batch, first, n int) {
 	for i := first; i < first+n; i++ {
 		ev := event.Event{Kind: event.KindTrack, Project: "shop", Name: "page_view",
 			DistinctID: fmt.Sprintf("%064x", i%5000), InsertID: fmt.Sprintf("bench-%d", i), Time: ts, ReceivedAt: ts,
-			Properties: map[string]any{"$current_url": "https://shop.example/p/" + strconv.Itoa(i%97), "$browser": "Chrome", "$os": "Linux",
-				"$screen_width": 1920, "$referrer": "https://search.example/", "mp_lib": "web", "plan": "pro"},
+			Properties: event.PropertiesOf(map[string]any{"$current_url": "https://shop.example/p/" + strconv.Itoa(i%97), "$browser": "Chrome", "$os": "Linux",
+				"$screen_width": 1920, "$referrer": "https://search.example/", "mp_lib": "web", "plan": "pro"}),
 			Device: event.Device{Browser: "Chrome", BrowserVersion: "120", OS: "Linux", Lib: "web", LibVersion: "2.55.0"}}
 		if err := batch.Append(&ev); err != nil {
 			b.Fatal(err)

@@ -300,7 +300,7 @@ func TestRetentionPerShard(t *testing.T) {
 	for u := 0; u < users; u++ {
 		for i, ts := range days {
 			ev := event.Event{Kind: event.KindTrack, Project: "p", Name: "e", DistinctID: fmt.Sprintf("d%d", u),
-				InsertID: fmt.Sprintf("%d-%d", u, i), Time: ts, ReceivedAt: ts, Properties: map[string]any{}}
+				InsertID: fmt.Sprintf("%d-%d", u, i), Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{})}
 			if err := b.Append(&ev); err != nil {
 				t.Fatal(err)
 			}
@@ -345,7 +345,7 @@ func TestRecreateAfterDrop(t *testing.T) {
 		b := sink.NewBatch()
 		for i := first; i < first+20; i++ {
 			ev := event.Event{Kind: event.KindTrack, Project: "p", Name: "e", DistinctID: fmt.Sprintf("d%d", i),
-				InsertID: fmt.Sprint(i), Time: time.Now(), ReceivedAt: time.Now(), Properties: map[string]any{}}
+				InsertID: fmt.Sprint(i), Time: time.Now(), ReceivedAt: time.Now(), Properties: event.PropertiesOf(map[string]any{})}
 			if err := b.Append(&ev); err != nil {
 				t.Fatal(err)
 			}
@@ -391,7 +391,7 @@ func TestRetriedFlushIsANoOp(t *testing.T) {
 		for i := 0; i < 200; i++ {
 			b.Cover("raw", i%4, int64(i))
 			ev := event.Event{Kind: event.KindTrack, Project: "p", Name: "e", DistinctID: fmt.Sprintf("d%d", i%37),
-				InsertID: fmt.Sprint(i), Time: ts, ReceivedAt: ts, Properties: map[string]any{"i": i}}
+				InsertID: fmt.Sprint(i), Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(map[string]any{"i": i})}
 			if err := b.Append(&ev); err != nil {
 				t.Fatal(err)
 			}

@@ -113,13 +113,13 @@ func Write(t testing.TB, s *sink.Sink) {
 		}
 		ts := at(r.day, r.hm)
 		appendEv(&event.Event{Kind: event.KindTrack, Project: "shop", Name: r.name, DistinctID: r.id,
-			InsertID: fmt.Sprintf("ev-%d", i), Time: ts, ReceivedAt: ts, Properties: props,
+			InsertID: fmt.Sprintf("ev-%d", i), Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(props),
 			Geo: event.Geo{CountryCode: r.country}, Device: event.Device{Lib: "web"}})
 	}
 	for i, o := range append(people, groups...) {
 		ev := event.Event{Kind: event.KindEngage, Project: "shop", Endpoint: "/engage", Name: o.op, DistinctID: o.id,
 			Value: decodeOperand(t, o.operand), InsertID: fmt.Sprintf("op-%d", i), Time: at(o.day, o.hm), ReceivedAt: at(o.day, o.hm),
-			Properties: map[string]any{}}
+			Properties: event.PropertiesOf(nil)}
 		if i >= len(people) {
 			ev.Kind, ev.Endpoint, ev.DistinctID, ev.GroupKey, ev.GroupID = event.KindGroups, "/groups", "", "company", o.id
 		}
@@ -134,7 +134,7 @@ func Write(t testing.TB, s *sink.Sink) {
 	b.Cover("veil.events.raw", 0, 2)
 	ts := at(evs[2].day, evs[2].hm)
 	if err := b.Append(&event.Event{Kind: event.KindTrack, Project: "shop", Name: "purchase", DistinctID: U1, InsertID: "ev-2",
-		Time: ts, ReceivedAt: ts, Properties: evs[2].props, Geo: event.Geo{CountryCode: "DE"}, Device: event.Device{Lib: "web"}}); err != nil {
+		Time: ts, ReceivedAt: ts, Properties: event.PropertiesOf(evs[2].props), Geo: event.Geo{CountryCode: "DE"}, Device: event.Device{Lib: "web"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Write(ctx, b); err != nil {

@@ -1,10 +1,8 @@
 package event
 
 import (
-	"bytes"
 	"fmt"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -101,216 +99,132 @@ func TestCollectorHeadCoversEnvelope(t *testing.T) {
 	}
 }
 
-func checkSame(t *testing.T, value []byte, reuse *Event) {
+// checkDecoder requires the Decoder to yield the reference's event or
+// error: the properties it writes must be the reference's, as JSON
+// values, each known name recorded, and the event otherwise the same.
+func checkDecoder(t *testing.T, value []byte, d *Decoder) {
 	t.Helper()
 	var want Event
 	wantErr := Decode(value, &want)
-	got := *reuse
-	gotErr := DecodeFast(value, &got)
-	*reuse = got
+	var got Event
+	gotErr := d.Decode(value, &got)
 	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
 		t.Fatalf("error %v, want %v", gotErr, wantErr)
 	}
 	if wantErr != nil {
 		return
 	}
+	for _, pr := range got.Properties.All() {
+		if pr.Known() != LookupKnown(pr.Name()) {
+			t.Fatalf("%q known as %d, want %d", pr.Name(), pr.Known(), LookupKnown(pr.Name()))
+		}
+	}
+	text, ok := got.Properties.AppendJSON(nil, new([]string))
+	if !ok {
+		t.Fatal("properties not encoded")
+	}
+	wantProps, _ := want.Properties.Map()
+	if v, ok := DecodeJSONValue(text); !ok || !reflect.DeepEqual(v, wantProps) {
+		t.Fatalf("properties written as %s, want %#v", text, wantProps)
+	}
+	if m, ok := got.Properties.Map(); !ok || !reflect.DeepEqual(m, wantProps) {
+		t.Fatalf("properties as a map %#v, want %#v", m, wantProps)
+	}
+	checkRuns(t, value)
+	got.Properties, want.Properties = Properties{}, Properties{}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("decoded\n%#v\nwant\n%#v", got, want)
 	}
 }
 
-// checkRaw requires DecodeRaw to yield Decode's event or error: the
-// properties it writes as they came, and the map Materialize makes of
-// them, must both be Decode's map.
-func checkRaw(t *testing.T, value []byte, reuse *Event) {
-	t.Helper()
-	var want Event
-	wantErr := Decode(value, &want)
-	gotErr := DecodeRaw(value, reuse)
-	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
-		t.Fatalf("raw: error %v, want %v", gotErr, wantErr)
-	}
-	if wantErr != nil {
-		return
-	}
-	for _, pr := range reuse.Props {
-		if pr.Known != KnownProp(pr.Key) {
-			t.Fatalf("raw: %q known as %d, want %d", pr.Key, pr.Known, KnownProp(pr.Key))
-		}
-	}
-	text, ok := reuse.AppendProperties(nil)
-	if !ok {
-		t.Fatal("raw: properties not encoded")
-	}
-	if v, ok := DecodeJSONValue(text); !ok || !reflect.DeepEqual(v, want.Properties) {
-		t.Fatalf("raw: properties written as %s, want %#v", text, want.Properties)
-	}
-	checkRuns(t, value)
-	checkCleaned(t, value, text, reuse.Props != nil)
-	if err := reuse.Materialize(); err != nil {
-		t.Fatal(err)
-	}
-	got := *reuse
-	got.propsBuf, got.scratch, got.keys, got.memo = nil, nil, nil, nil
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("raw: decoded\n%#v\nwant\n%#v", got, want)
-	}
-}
-
-// noX is a Cleaner that holds a string clean unless it has an 'x'.
-type noX struct{}
-
-func (noX) Clean(s string) bool { return !strings.Contains(s, "x") }
-
-// checkCleaned decodes value, whose properties DecodeRaw writes as text,
-// with objects and arrays checked while read (SetCleaner): the text must
-// not change, and CleanedBy must give CleanJSON's verdict for each prop,
-// for that Cleaner only.
-func checkCleaned(t *testing.T, value, text []byte, raw bool) {
-	t.Helper()
-	var ev Event
-	_ = DecodeRaw(envelopeWith(`{"event":"E","properties":{"time":1}}`), &ev)
-	ev.SetCleaner(noX{})
-	if err := DecodeRaw(value, &ev); err != nil || (ev.Props != nil) != raw {
-		t.Fatalf("with a Cleaner: error %v, props as text %v, want %v", err, ev.Props != nil, raw)
-	}
-	if got, _ := ev.AppendProperties(nil); !bytes.Equal(got, text) {
-		t.Fatalf("with a Cleaner: properties written as %s, want %s", got, text)
-	}
-	for i := range ev.Props {
-		pr := &ev.Props[i]
-		want := (pr.Kind == PropObject || pr.Kind == PropArray) && CleanJSON(pr.Raw, noX{})
-		if got := pr.CleanedBy(&ev, noX{}); got != want {
-			t.Fatalf("%q: CleanedBy %v, CleanJSON %v", pr.Raw, got, want)
-		}
-		if pr.CleanedBy(&ev, nil) {
-			t.Fatalf("%q: CleanedBy a nil Cleaner", pr.Raw)
-		}
-	}
-}
-
-// checkRuns requires AppendProperties, which copies runs of props that
+// checkRuns requires AppendJSON, which copies runs of properties that
 // came as they are out of the message, to write what writing each kept
-// prop on its own writes: for the props as decoded, and after the stages'
-// kinds of change, which break the runs (a prop dropped, a string
-// rewritten, a value replaced).
+// property on its own writes: as decoded, and after the stages' kinds of
+// change, which break the runs (a property dropped, a string set, a value
+// replaced).
 func checkRuns(t *testing.T, value []byte) {
 	t.Helper()
 	var ev Event
-	if DecodeRaw(value, &ev) != nil || ev.Props == nil {
+	if NewDecoder().Decode(value, &ev) != nil {
 		return
 	}
 	check := func(what string) {
 		t.Helper()
-		got, _ := ev.AppendProperties(nil)
-		if want := appendEach(&ev); string(got) != string(want) {
-			t.Fatalf("raw, %s: properties written as\n%s\nprop by prop\n%s", what, got, want)
+		got, _ := ev.Properties.AppendJSON(nil, new([]string))
+		if want := appendEach(&ev.Properties); string(got) != string(want) {
+			t.Fatalf("%s: properties written as\n%s\nproperty by property\n%s", what, got, want)
 		}
 	}
 	check("as decoded")
-	for i := range ev.Props {
-		pr := &ev.Props[i]
+	props := &ev.Properties
+	for i, pr := range props.All() {
 		switch i % 4 {
 		case 1:
-			pr.Drop = true
+			props.Drop(i)
 		case 2:
-			if pr.Kind == PropString {
-				pr.Str, pr.Escaped = "[email]", true
+			if pr.Kind() == PropString {
+				props.SetString(i, "[email]")
 			}
 		case 3:
-			if !ev.SetOutValue(i, "replaced") {
-				t.Fatal("SetOutValue failed")
-			}
+			props.SetValue(i, map[string]any{"replaced": []any{"x"}})
 		}
 	}
 	check("after changes")
 }
 
-// appendEach is AppendProperties for a raw event, one prop at a time,
-// without runs.
-func appendEach(ev *Event) []byte { return ev.appendProps(nil, false) }
-
-func TestDecodeRawMatchesDecode(t *testing.T) {
-	var reused Event
+func TestDecoderMatchesDecode(t *testing.T) {
+	reused := NewDecoder()
 	for _, tc := range fastDecodeCases {
 		t.Run(tc.name, func(t *testing.T) {
-			var fresh Event
-			checkRaw(t, []byte(tc.value), &fresh)
-			checkRaw(t, []byte(tc.value), &reused)
+			checkDecoder(t, []byte(tc.value), NewDecoder())
+			checkDecoder(t, []byte(tc.value), reused)
 		})
 	}
 }
 
-func TestDecodeFastMatchesDecode(t *testing.T) {
+// TestDecoderCoversTrack checks that the common case really takes the
+// fast path (a hand-over to the reference would pass the equality test
+// too), and that a property named twice, however its name is written,
+// does not: the reference keeps the last value, the fast path would keep
+// both.
+func TestDecoderCoversTrack(t *testing.T) {
+	want := map[string]bool{
+		"mixpanel-browser": true, "nested": true, "escapes": true, "whitespace": true, "ip property": true,
+		"duplicate keys": false, "duplicate keys escaped": false, "duplicate unknown key": false,
+		"engage": false, "groups": false,
+	}
 	for _, tc := range fastDecodeCases {
+		w, ok := want[tc.name]
+		if !ok {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
-			var fresh Event
-			checkSame(t, []byte(tc.value), &fresh)
-			// Decoding over a previous event reuses its map; nothing of
-			// the previous event may remain.
-			prev := Event{Properties: map[string]any{"stale": "x", "time": "y"}, DistinctID: "old", Device: Device{Browser: "b"}}
-			checkSame(t, []byte(tc.value), &prev)
+			var ev Event
+			if _, got := NewDecoder().track([]byte(tc.value), &ev, nil); got != w {
+				t.Fatalf("read by the fast path: %v, want %v", got, w)
+			}
 		})
 	}
 }
 
-// TestDecodeFastCoversTrack checks that the common case really takes the
-// fast path (a fallback to Decode would pass the equality test too).
-func TestDecodeFastCoversTrack(t *testing.T) {
-	for _, name := range []string{"mixpanel-browser", "nested", "escapes", "duplicate keys", "whitespace", "ip property"} {
-		for _, tc := range fastDecodeCases {
-			if tc.name != name {
-				continue
-			}
-			var ev Event
-			if !decodeTrack([]byte(tc.value), &ev, map[string]any{}, nil, nil) {
-				t.Errorf("%s: not decoded by the fast path", name)
-			}
-			var props []Prop
-			if name != "duplicate keys" && !decodeTrack([]byte(tc.value), &ev, nil, &props, nil) {
-				t.Errorf("%s: not decoded by the raw path", name)
-			}
-		}
-	}
-}
-
-// TestDecodeRawGivesUpOnRepeats checks that a property named twice, however
-// its name is written, leaves the raw path (the map keeps the last value;
-// the raw props would keep both).
-func TestDecodeRawGivesUpOnRepeats(t *testing.T) {
-	for _, name := range []string{"duplicate keys", "duplicate keys escaped", "duplicate unknown key"} {
-		for _, tc := range fastDecodeCases {
-			if tc.name != name {
-				continue
-			}
-			var ev Event
-			var props []Prop
-			if decodeTrack([]byte(tc.value), &ev, nil, &props, nil) {
-				t.Errorf("%s: decoded by the raw path", name)
-			}
-		}
-	}
-}
-
-func FuzzDecodeFast(f *testing.F) {
+// FuzzDecoder holds the Decoder to the reference on any input, on its
+// own, as a property value and as the properties of a track event, and
+// after a message whose head it remembers.
+func FuzzDecoder(f *testing.F) {
 	for _, tc := range fastDecodeCases {
 		f.Add([]byte(tc.value))
 	}
 	f.Add([]byte(`{"a":{"b":[1,"\u00e9",{"c":null}]}}`))
 	f.Add([]byte(`{"o":{"x":1},"a":["y","zx"],"c":{"k":1,"k":2},"d":{"a":"b","n":[true,null,{}]},"e":[]}`))
 	f.Fuzz(func(t *testing.T, value []byte) {
-		prev := Event{Properties: map[string]any{"stale": 1}}
-		checkSame(t, value, &prev)
-		var raw Event
-		checkRaw(t, value, &raw)
-		checkRaw(t, envelopeWith(`{"event":"E","properties":{"time":1,"p":`+string(value)+`}}`), &raw)
+		d := NewDecoder()
+		checkDecoder(t, value, d)
+		checkDecoder(t, envelopeWith(`{"event":"E","properties":{"time":1,"p":`+string(value)+`}}`), d)
 		// After an envelope with the seeds' head, value takes the path of a
 		// message that repeats the previous one's head when it starts
 		// with the same bytes.
-		checkRaw(t, envelopeWith(`{"event":"E","properties":{"time":1}}`), &raw)
-		checkRaw(t, value, &raw)
-		// The bytes as the properties of a track event, too.
-		checkSame(t, envelopeWith(`{"event":"E","properties":`+string(value)+`}`), &prev)
-		checkSame(t, envelopeWith(`{"event":"E","properties":{"time":1,"p":`+string(value)+`}}`), &prev)
+		checkDecoder(t, envelopeWith(`{"event":"E","properties":{"time":1}}`), d)
+		checkDecoder(t, value, d)
+		checkDecoder(t, envelopeWith(`{"event":"E","properties":`+string(value)+`}`), d)
 	})
 }

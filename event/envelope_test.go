@@ -1,4 +1,4 @@
-package ingest
+package event_test
 
 import (
 	"bytes"
@@ -11,6 +11,11 @@ import (
 	"github.com/veilhq/veil/event"
 )
 
+// write returns the envelope of r as w writes it.
+func write(w *event.EnvelopeWriter, r event.Record) []byte {
+	return w.Append(make([]byte, 0, w.Size(&r)), &r)
+}
+
 // TestEnvelopeWriterMatchesMarshalEnvelope: the collector's envelope writer
 // produces exactly event.MarshalEnvelope's bytes.
 func TestEnvelopeWriterMatchesMarshalEnvelope(t *testing.T) {
@@ -20,32 +25,32 @@ func TestEnvelopeWriterMatchesMarshalEnvelope(t *testing.T) {
 	tests := []struct {
 		name   string
 		mutate func(*event.Envelope)
-		n      normalized
+		n      event.Record
 	}{
-		{"everything", func(*event.Envelope) {}, normalized{project: "shop"}},
-		{"no optional fields", func(e *event.Envelope) { e.IP, e.UserAgent, e.RequestID, e.Signals = "", "", "", event.Signals{} }, normalized{project: "shop"}},
-		{"all signals", func(e *event.Envelope) { e.Signals = event.Signals{DNT: true, GPC: true, OptOut: true, NoGeo: true} }, normalized{project: "shop"}},
-		{"profile $ip", func(*event.Envelope) {}, normalized{project: "shop", ip: "2001:db8::1"}},
-		{"profile $ip without a connection address", func(e *event.Envelope) { e.IP = "" }, normalized{project: "shop", ip: "203.0.113.1"}},
-		{"profile $ip 0", func(*event.Envelope) {}, normalized{project: "shop", noGeo: true}},
-		{"odd project name", func(*event.Envelope) {}, normalized{project: "s<h>o&p\"é"}},
+		{"everything", func(*event.Envelope) {}, event.Record{Project: "shop"}},
+		{"no optional fields", func(e *event.Envelope) { e.IP, e.UserAgent, e.RequestID, e.Signals = "", "", "", event.Signals{} }, event.Record{Project: "shop"}},
+		{"all signals", func(e *event.Envelope) { e.Signals = event.Signals{DNT: true, GPC: true, OptOut: true, NoGeo: true} }, event.Record{Project: "shop"}},
+		{"profile $ip", func(*event.Envelope) {}, event.Record{Project: "shop", IP: "2001:db8::1"}},
+		{"profile $ip without a connection address", func(e *event.Envelope) { e.IP = "" }, event.Record{Project: "shop", IP: "203.0.113.1"}},
+		{"profile $ip 0", func(*event.Envelope) {}, event.Record{Project: "shop", NoGeo: true}},
+		{"odd project name", func(*event.Envelope) {}, event.Record{Project: "s<h>o&p\"é"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := base
 			tt.mutate(&env)
-			w := newEnvelopeWriter(&env)
+			w := event.NewEnvelopeWriter(&env)
 			n := tt.n
-			n.object = obj
-			got := w.write(&n)
+			n.Event = obj
+			got := write(w, n)
 			// What the writer must equal: the envelope with the record's
 			// project and overrides, marshalled by the event package.
 			want := env
-			want.Project, want.Event = n.project, obj
-			if n.ip != "" {
-				want.IP = n.ip
+			want.Project, want.Event = n.Project, obj
+			if n.IP != "" {
+				want.IP = n.IP
 			}
-			if n.noGeo {
+			if n.NoGeo {
 				want.Signals.NoGeo = true
 			}
 			wb, err := event.MarshalEnvelope(&want)
@@ -56,7 +61,7 @@ func TestEnvelopeWriterMatchesMarshalEnvelope(t *testing.T) {
 				t.Fatalf("writer  %s\nmarshal %s", got, wb)
 			}
 			// And a second record through the same writer is unaffected.
-			if again := w.write(&normalized{project: "other", object: obj}); !strings.Contains(string(again), `"project":"other"`) {
+			if again := write(w, event.Record{Project: "other", Event: obj}); !strings.Contains(string(again), `"project":"other"`) {
 				t.Fatalf("second record %s", again)
 			}
 		})
@@ -93,8 +98,8 @@ func FuzzEnvelopeWriter(f *testing.F) {
 		env := event.Envelope{Version: 1, Kind: event.KindTrack, Endpoint: endpoint, ReceivedAt: 42, IP: ip, UserAgent: ua,
 			Signals:   event.Signals{DNT: signals&1 != 0, GPC: signals&2 != 0, OptOut: signals&4 != 0, NoGeo: signals&8 != 0},
 			RequestID: reqID}
-		n := normalized{project: project, object: obj, ip: overrideIP, noGeo: noGeo}
-		got := newEnvelopeWriter(&env).write(&n)
+		n := event.Record{Project: project, Event: obj, IP: overrideIP, NoGeo: noGeo}
+		got := write(event.NewEnvelopeWriter(&env), n)
 		want := env
 		want.Project, want.Event = project, obj
 		if overrideIP != "" {

@@ -40,11 +40,6 @@ type DecodeError struct {
 
 func (e *DecodeError) Error() string { return "envelope: " + e.Reason }
 
-// MarshalEnvelope encodes env for the raw topic.
-func MarshalEnvelope(env *Envelope) ([]byte, error) {
-	return json.Marshal(env)
-}
-
 // trackObject is the normalised shape of a track event inside an envelope.
 type trackObject struct {
 	Event      string         `json:"event"`
@@ -52,9 +47,16 @@ type trackObject struct {
 	Value      any            `json:"value"`
 }
 
-// Decode reads a raw-topic message value into ev, replacing its contents.
-// Errors are *DecodeError and never quote the message's content.
+// Decode reads a raw-topic message value into ev, replacing its contents:
+// the reference reader, with encoding/json. The worker's Decoder hands it
+// what its fast path does not cover, and the tests hold the fast path to
+// it. Errors are *DecodeError and never quote the message's content.
 func Decode(value []byte, ev *Event) error {
+	return decodeReference(value, ev, nil)
+}
+
+// decodeReference is Decode, with props as the space for the properties.
+func decodeReference(value []byte, ev *Event, props []Prop) error {
 	var env Envelope
 	if err := json.Unmarshal(value, &env); err != nil {
 		return &DecodeError{Reason: "not a JSON envelope"}
@@ -95,7 +97,6 @@ func Decode(value []byte, ev *Event) error {
 		obj.Properties = map[string]any{}
 	}
 	ev.Name = obj.Event
-	ev.Properties = obj.Properties
 	if ev.Kind == KindTrack && ev.Name == "" {
 		return &DecodeError{Reason: "missing event name"}
 	}
@@ -136,6 +137,8 @@ func Decode(value []byte, ev *Event) error {
 	delete(obj.Properties, PropDistinctID)
 	delete(obj.Properties, PropInsertID)
 	delete(obj.Properties, PropTime)
+	ev.Properties = Properties{list: props}
+	ev.Properties.Replace(obj.Properties)
 	return nil
 }
 
