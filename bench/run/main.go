@@ -615,6 +615,13 @@ func loadTests(ctx context.Context, o options, tmp string, res *Results) error {
 		"--duration", phase, "--warmup", warm); err != nil {
 		return err
 	}
+	// What sealing the envelopes (seal.key_file, as veil dev does) costs
+	// the collector alone: the same flat-out run, sealed, right after the
+	// unsealed one above and its 70 % runs.
+	if _, err := add("alone_batch50_sealed", "collector and embedded broker only, envelopes sealed, batches of 50, flat out",
+		"--ceiling", "collector-sealed", "--batch", "50", "--concurrency", batchConns, "--duration", phase, "--warmup", warm); err != nil {
+		return err
+	}
 	if _, err := add("alone_single", "collector and embedded broker only, single-event requests, flat out",
 		"--ceiling", "collector", "--batch", "1", "--concurrency", singleConns, "--duration", phase, "--warmup", warm); err != nil {
 		return err
@@ -677,6 +684,7 @@ func evaluate(o options, res *Results) {
 	ratio("dev_batch50/http_batch50", eps("dev_batch50"), eps("http_batch50"))
 	ratio("dev_batch50/kafka_batch50", eps("dev_batch50"), kafka50)
 	ratio("alone_batch50/http_batch50", eps("alone_batch50"), eps("http_batch50"))
+	ratio("alone_batch50_sealed/alone_batch50", eps("alone_batch50_sealed"), eps("alone_batch50"))
 	ratio("alone_batch50/kafka_batch50", eps("alone_batch50"), kafka50)
 	ratio("dev_single/http_single", rps("dev_single"), rps("http_single"))
 	ratio("dev_single/kafka_single", rps("dev_single"), kafka1)
