@@ -4,16 +4,19 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/keyfile"
+	"github.com/veilhq/veil/internal/seal"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
 )
@@ -78,6 +81,9 @@ var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 //   - events=50/reference: the whole pass with event.Decode, the reference
 //     reader (encoding/json), instead of the worker's event.Decoder, which
 //     leaves the properties as JSON text for the stages to rewrite.
+//   - events=50/sealed: the whole pass on sealed envelopes (seal.key_file):
+//     each message is first copied aside and opened in place, as the
+//     worker does.
 func BenchmarkWorkerPass(b *testing.B) {
 	maxRows := sink.DefaultConfig().MaxRows
 	limits := rules.DefaultLimits()
@@ -86,11 +92,11 @@ func BenchmarkWorkerPass(b *testing.B) {
 		steps := []string{"all"}
 		if n == 50 {
 			steps = append(steps, passSteps...)
-			steps = append(steps, "reference")
+			steps = append(steps, "reference", "sealed")
 		}
 		for _, step := range steps {
 			name := fmt.Sprintf("events=%d/%s", n, step)
-			if step != "all" && step != "reference" {
+			if step != "all" && step != "reference" && step != "sealed" {
 				name = fmt.Sprintf("events=%d/upto=%s", n, step)
 			}
 			last := len(passSteps) - 1
@@ -107,15 +113,36 @@ func BenchmarkWorkerPass(b *testing.B) {
 				if step == "reference" {
 					decode = event.Decode
 				}
+				var keys *seal.Keys
+				in := msgs
+				if step == "sealed" {
+					keys = benchSealKeys(b)
+					in = make([]kafka.Message, len(msgs))
+					for j, m := range msgs {
+						in[j] = kafka.Message{Key: m.Key, Value: keys.Seal(nil, m.Value, time.Now())}
+					}
+				}
+				var aside, work []byte
 				batch := sink.NewBatch()
 				var ev event.Event
 				i := 0
 				pe := startPerEvent(b, n)
 				for b.Loop() {
 					for range n {
-						m := msgs[i%len(msgs)]
+						m := in[i%len(in)]
 						i++
-						if err := decode(m.Value, &ev); err != nil {
+						value := m.Value
+						if keys != nil {
+							// kafka-go gives each message memory of its own;
+							// work stands for it.
+							work = append(work[:0], value...)
+							aside = append(aside[:0], work...)
+							var err error
+							if value, err = keys.OpenInPlace(work); err != nil {
+								b.Fatal(err)
+							}
+						}
+						if err := decode(value, &ev); err != nil {
 							b.Fatal(err)
 						}
 						if v := limits.Event(&ev); v != nil {
@@ -143,6 +170,20 @@ func BenchmarkWorkerPass(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchSealKeys are seal keys of one epoch, as a key file gives them.
+func benchSealKeys(tb testing.TB) *seal.Keys {
+	tb.Helper()
+	r, err := seal.NewRing([]keyfile.Key{{Epoch: 1, Secret: make([]byte, seal.MinKeyLen)}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k, err := seal.FromRing(r, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
 }
 
 // decoded returns the events of n messages, decoded by event.Decode and,

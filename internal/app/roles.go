@@ -68,7 +68,12 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 		defer admin.Close() // when the collector fails before serving it
 	}
 	log := deps.Logger.Named("collector")
-	w := kafkax.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer, log)
+	keys, stopKeys, err := sealKeys(ctx, cfg.Seal, log)
+	if err != nil {
+		return err
+	}
+	defer stopKeys()
+	w := kafkax.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Collector.Producer.ForEnvelopes(keys != nil), log)
 	defer w.Close()
 	// The collector serves from the start; until Kafka has the topics,
 	// /readyz says so and events are answered 503, which SDKs retry.
@@ -126,11 +131,6 @@ func ServeCollector(ctx context.Context, cfg Config, deps Deps, l, admin net.Lis
 		ready = func(ctx context.Context) error { return sp.Room() }
 	}
 	// Sealing comes first: the spool, like Kafka, holds sealed envelopes.
-	keys, stopKeys, err := sealKeys(ctx, cfg.Seal, log)
-	if err != nil {
-		return err
-	}
-	defer stopKeys()
 	if keys != nil {
 		producer = &seal.Producer{Keys: keys, Next: producer}
 	}

@@ -449,7 +449,7 @@ func TestProducerRecoversAfterBrokerRestart(t *testing.T) {
 // the time it was sent.
 func TestProducerCodecs(t *testing.T) {
 	stamped := time.Date(2026, 3, 4, 5, 6, 7, 8_000_000, time.UTC)
-	for _, name := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
+	for _, name := range []string{"none", "gzip", "snappy", "lz4", "zstd", "auto"} {
 		t.Run(name, func(t *testing.T) {
 			topic := newTopic(t, 1)
 			cfg := DefaultProducerConfig()
@@ -824,5 +824,28 @@ func TestProducerDeadlineNamesCause(t *testing.T) {
 	var de *DeadlineError
 	if !errors.As(errs[1], &de) || !errors.Is(errs[1], context.DeadlineExceeded) {
 		t.Errorf("the queued caller's error %v is not its deadline", errs[1])
+	}
+}
+
+// TestCompressionForEnvelopes: auto is lz4 for plain envelopes and none for
+// sealed ones, whose bytes do not compress; a setting an operator chose is
+// kept either way.
+func TestCompressionForEnvelopes(t *testing.T) {
+	for _, tc := range []struct {
+		set    string
+		sealed bool
+		want   string
+	}{
+		{"auto", false, "lz4"}, {"auto", true, "none"},
+		{"lz4", true, "lz4"}, {"zstd", false, "zstd"}, {"none", false, "none"},
+	} {
+		cfg := DefaultProducerConfig()
+		if cfg.Compression != CompressionAuto {
+			t.Fatalf("default compression %q, want auto", cfg.Compression)
+		}
+		cfg.Compression = tc.set
+		if got := cfg.ForEnvelopes(tc.sealed).Compression; got != tc.want {
+			t.Errorf("%s, sealed %v: %s, want %s", tc.set, tc.sealed, got, tc.want)
+		}
 	}
 }
