@@ -12,11 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/enrich/geo/geotest"
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
+	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/worker"
 )
 

@@ -12,10 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/ingest"
 	"github.com/veilhq/veil/internal/app"
 	"github.com/veilhq/veil/internal/testsvc"
+	"github.com/veilhq/veil/policy"
 )
 
 // track sends events to /track with the given headers and cookies and
