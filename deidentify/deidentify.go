@@ -31,10 +31,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/deidentify/scrub"
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/policy"
 )
 
 // Transform names recorded in a row's transforms column.
@@ -75,12 +75,11 @@ var builtinGroupPII = slices.DeleteFunc(slices.Clone(builtinPII), func(k string)
 // seconds of traffic, a few MB.
 const memoSize = 1 << 16
 
-
 // Deps are the stages' collaborators.
 type Deps struct {
-	Logger   *zap.Logger
-	Metrics  prometheus.Registerer
-	Keyring  *pseudonym.Keyring
+	Logger  *zap.Logger
+	Metrics prometheus.Registerer
+	Keyring *pseudonym.Keyring
 }
 
 type projectRules struct {
@@ -506,7 +505,6 @@ func (d *pass) provenance() {
 	d.e.m.countFound(d.found)
 	d.ev.Provenance.Transforms = d.tr.list(d.found)
 }
-
 
 // Transforms as a set, in the order a row lists them.
 type transformSet uint8

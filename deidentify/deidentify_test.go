@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/deidentify/pseudonym"
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/policy"
 )
 
 func keyring(t testing.TB) *pseudonym.Keyring {
@@ -23,8 +23,6 @@ func keyring(t testing.TB) *pseudonym.Keyring {
 	}
 	return kr
 }
-
-
 
 // canaries is PII an end user's events may carry; none may survive.
 var canaries = []string{

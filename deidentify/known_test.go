@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/policy"
 )
 
 // knownNamesMessage is a track envelope whose properties are Mixpanel's

@@ -8,8 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/veilhq/veil/policy"
 	"github.com/veilhq/veil/event"
+	"github.com/veilhq/veil/policy"
 )
 
 // TestPassMemo runs a stream of messages through one Decoder and one

@@ -37,7 +37,7 @@ const (
 	// (seal.key_file), as `veil dev` runs it: the two side by side say
 	// what sealing costs the collector.
 	CeilingCollectorSealed = "collector-sealed"
-	CeilingKafka     = "kafka"     // the collector's producer and an embedded broker, no HTTP
+	CeilingKafka           = "kafka" // the collector's producer and an embedded broker, no HTTP
 )
 
 // Rate units.

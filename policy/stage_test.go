@@ -80,4 +80,3 @@ func TestRegistryAndDeletion(t *testing.T) {
 		t.Fatalf("event received after the deletion request: %q", r)
 	}
 }
-

@@ -168,10 +168,10 @@ type Batch struct {
 	// ClickHouse client copies every value into its own column buffers),
 	// so the next batch may overwrite them, and the worker's pass
 	// allocates nothing for them once its batches have grown.
-	keys     []string
-	text     []byte   // the chunk being filled
-	chunks   [][]byte // every chunk of textChunk bytes, filled in order
-	used     int      // chunks[:used] hold this batch's strings
+	keys   []string
+	text   []byte   // the chunk being filled
+	chunks [][]byte // every chunk of textChunk bytes, filled in order
+	used   int      // chunks[:used] hold this batch's strings
 }
 
 // textChunk is the size of the chunks batch strings are copied into.

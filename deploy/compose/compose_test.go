@@ -20,8 +20,8 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
-	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/privacy"
 )
 

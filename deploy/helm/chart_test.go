@@ -35,8 +35,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/veilhq/veil/deidentify/pseudonym"
-	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/seal"
 )
 
 const chartDir = "veil"

@@ -598,6 +598,15 @@ func TestProducerCloseClosesConnections(t *testing.T) {
 	if err := p.WriteMessages(context.Background(), messages(keyFor(0), "after")...); !errors.Is(err, errProducerClosed) {
 		t.Fatalf("a write after Close began: %v", err)
 	}
+	// Close waits for the write in flight: it has not returned while the
+	// broker holds the write, and returns once the broker answers. (The
+	// caller's WriteMessages returns after the producer is done with the
+	// write, so its result may come a moment after Close's.)
+	select {
+	case <-closed:
+		t.Fatal("Close returned while the write in flight was held at the broker")
+	case <-time.After(200 * time.Millisecond):
+	}
 	close(hold)
 	<-closed
 	select {
@@ -605,8 +614,8 @@ func TestProducerCloseClosesConnections(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the write in flight at Close: %v", err)
 		}
-	default:
-		t.Fatal("Close returned before the write in flight")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write in flight at Close never returned")
 	}
 	if conn(0) != nil || conn(1) != nil {
 		t.Fatal("a connection stays open after Close")
