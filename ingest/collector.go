@@ -46,9 +46,7 @@ import (
 // ReleasesMessages() bool: the collector then reuses their keys' and
 // values' memory for later requests. A synchronous *kafka.Writer is taken
 // to say so.
-type Producer interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-}
+type Producer = kafkax.MessageWriter
 
 // Deps are the collector's collaborators.
 type Deps struct {

@@ -48,9 +48,7 @@ import (
 
 // Producer is the Kafka writer the spool stands in front of: the
 // collector's (ingest.Producer).
-type Producer interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-}
+type Producer = kafkax.MessageWriter
 
 // Deps are the spool's collaborators.
 type Deps struct {

@@ -1,6 +1,17 @@
 package kafkax
 
-import "github.com/segmentio/kafka-go"
+import (
+	"context"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// MessageWriter is what Veil writes messages to Kafka through: its own
+// Producer, kafka-go's Writer, and what stands in front of them (the
+// collector's spool, sealing).
+type MessageWriter interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
 
 // ReleasesMessages reports whether w, a Kafka writer, is done with the
 // messages of a WriteMessages call once it has returned nil, so that the

@@ -89,17 +89,12 @@ func (k *Keys) Watch(ctx context.Context, every time.Duration, log *zap.Logger) 
 	}
 }
 
-// Writer is the part of a Kafka writer Producer wraps.
-type Writer interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-}
-
 // Producer seals every message it is given and replaces its key by the
 // key's routing hash before handing it to Next. It keeps nothing of the
 // caller's messages once WriteMessages returns.
 type Producer struct {
 	Keys *Keys
-	Next Writer
+	Next kafkax.MessageWriter
 
 	pool sync.Pool // *sealed, when Next releases what it is given
 }
