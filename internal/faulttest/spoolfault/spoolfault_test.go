@@ -84,7 +84,10 @@ func setup(t *testing.T, edit func(*spool.Config)) (app.Config, *broker, string)
 	t.Helper()
 	b := startBroker(t)
 	cfg := faulttest.Config(t, testsvc.ClickHouse(t))
+	// The package's own one-broker Kafka, which the tests stop and start:
+	// one replica, whatever the shared Kafka has (VEIL_TEST_KAFKA).
 	cfg.Kafka.Brokers = b.addrs()
+	cfg.Kafka.ReplicationFactor, cfg.Kafka.MinInsyncReplicas = 1, 1
 	cfg.Collector.Spool.Dir = filepath.Join(t.TempDir(), "spool")
 	if edit != nil {
 		edit(&cfg.Collector.Spool)
