@@ -20,31 +20,6 @@ import (
 	"github.com/veilhq/veil/internal/testsvc"
 )
 
-// piiCanaries are personal data an end user's requests may carry. None may
-// be found in any column of any table, in any of the forms below.
-var piiCanaries = []string{
-	"canary.alice@example.com",
-	"Alice Canaryname",
-	"+14155550123",
-	"4111111111111111",
-	"4111 1111 1111 1111",
-	"078-05-1120",
-	"GB82WEST12345698765432",
-	"203.0.113.99",
-	"2001:db8::99",
-	"198.51.100.42",
-	"user-canary-4711",
-	"device-canary-0815",
-	"group-canary-acme",
-	"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ",
-	"tok-shop",
-	"secret-cookie-canary",
-}
-
-func canaryForms(c string) []string {
-	return []string{c, strings.ToLower(c), url.QueryEscape(c), url.PathEscape(c), strings.ReplaceAll(c, "@", "%40")}
-}
-
 // postRaw sends payload as mixpanel-browser does (form data=, base64) with
 // the given headers and cookies, and requires {"status":1}.
 func postRaw(t *testing.T, s *stack, path string, payload any, hdr map[string]string, cookies ...*http.Cookie) {
@@ -162,8 +137,8 @@ func TestNoCanaryInAnyColumn(t *testing.T) {
 		total += n
 		t.Logf("scanned %s: %d rows", table, n)
 		all.WriteString(dump)
-		for _, c := range piiCanaries {
-			for _, f := range canaryForms(c) {
+		for _, c := range testsvc.PIICanaries {
+			for _, f := range testsvc.CanaryForms(c) {
 				if strings.Contains(dump, f) || strings.Contains(strings.ToLower(dump), strings.ToLower(f)) {
 					t.Errorf("table %s holds canary %q (as %q)", table, c, f)
 				}
