@@ -36,11 +36,10 @@ type HTTPLoad struct {
 	// Users is the number of distinct_ids the events are spread over.
 	Users int
 
-	sent     atomic.Int64 // requests answered `1`
-	mu       sync.Mutex
-	res      HTTPResult
-	done     chan struct{}
-	firstErr error
+	sent    atomic.Int64 // requests answered `1`
+	mu      sync.Mutex
+	res     HTTPResult
+	senders *senders
 }
 
 // HTTPResult is what the SDKs saw.
@@ -78,44 +77,7 @@ const optOutEvery = 10
 func (l *HTTPLoad) Start(t *testing.T) {
 	t.Helper()
 	l.res = HTTPResult{Kept: map[string]bool{}, Statuses: map[string]int{}}
-	l.done = make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	// A test that ends before Wait stops the senders and waits for them.
-	t.Cleanup(func() {
-		cancel()
-		<-l.done
-	})
-	client := &http.Client{Timeout: 30 * time.Second}
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	ms := time.Now().UnixMilli()
-	for s := 0; s < l.Senders; s++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				r := int(next.Add(1)) - 1
-				if r >= l.Requests || ctx.Err() != nil {
-					return
-				}
-				if err := l.send(ctx, client, r, ms); err != nil {
-					l.mu.Lock()
-					if l.firstErr == nil {
-						l.firstErr = err
-					}
-					l.mu.Unlock()
-					cancel()
-					return
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(l.Every):
-				}
-			}
-		}()
-	}
-	go func() { wg.Wait(); close(l.done) }()
+	l.senders = startSenders(t, l.Senders, l.Requests, l.Every, l.send)
 }
 
 // Accepted is the number of requests answered `1` so far.
@@ -209,12 +171,9 @@ func (l *HTTPLoad) send(ctx context.Context, client *http.Client, r int, ms int6
 // senders saw; a request never accepted fails the test.
 func (l *HTTPLoad) Wait(t *testing.T) HTTPResult {
 	t.Helper()
-	<-l.done
+	l.senders.wait(t)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.firstErr != nil {
-		t.Fatalf("sending the load: %v", l.firstErr)
-	}
 	return l.res
 }
 

@@ -52,8 +52,7 @@ type MixedLoad struct {
 	accepted  atomic.Int64 // requests answered success
 	mu        sync.Mutex
 	res       MixedResult
-	done      chan struct{}
-	firstErr  error
+	senders   *senders
 }
 
 // MixedResult is what the clients saw.
@@ -83,40 +82,7 @@ func (l *MixedLoad) Start(t *testing.T) {
 	for _, k := range mixedKinds {
 		l.res.Statuses[k] = map[string]int{}
 	}
-	l.done = make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	client := &http.Client{Timeout: 30 * time.Second}
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	ms := time.Now().UnixMilli()
-	for range l.Senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				r := int(next.Add(1)) - 1
-				if r >= l.Requests || ctx.Err() != nil {
-					return
-				}
-				if err := l.send(ctx, client, r, ms); err != nil {
-					l.mu.Lock()
-					if l.firstErr == nil {
-						l.firstErr = err
-					}
-					l.mu.Unlock()
-					cancel()
-					return
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(l.Every):
-				}
-			}
-		}()
-	}
-	go func() { wg.Wait(); close(l.done) }()
+	l.senders = startSenders(t, l.Senders, l.Requests, l.Every, l.send)
 }
 
 func (l *MixedLoad) send(ctx context.Context, client *http.Client, r int, ms int64) error {
@@ -216,12 +182,9 @@ func (l *MixedLoad) send(ctx context.Context, client *http.Client, r int, ms int
 // returns what the clients saw.
 func (l *MixedLoad) Wait(t *testing.T) MixedResult {
 	t.Helper()
-	<-l.done
+	l.senders.wait(t)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.firstErr != nil {
-		t.Fatalf("sending the load: %v", l.firstErr)
-	}
 	return l.res
 }
 
