@@ -153,16 +153,8 @@ func (l *HTTPLoad) send(ctx context.Context, client *http.Client, r int, ms int6
 			l.sent.Add(1)
 			return nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if now.After(deadline) {
-			return fmt.Errorf("request %d not accepted after %d attempts in two minutes (last: %s)", r, attempt+1, status)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
+		if err := nextAttempt(ctx, deadline, r, attempt, status, wait); err != nil {
+			return err
 		}
 	}
 }

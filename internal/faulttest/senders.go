@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -70,5 +71,22 @@ func (s *senders) wait(t *testing.T) {
 	defer s.mu.Unlock()
 	if s.firstErr != nil {
 		t.Fatalf("sending the load: %v", s.firstErr)
+	}
+}
+
+// nextAttempt waits wait before request r's next attempt, or says why there
+// is none: the test ended, or two minutes passed without its acceptance.
+func nextAttempt(ctx context.Context, deadline time.Time, r, attempt int, status string, wait time.Duration) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if time.Now().After(deadline) {
+		return fmt.Errorf("request %d not accepted after %d attempts in two minutes (last: %s)", r, attempt+1, status)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+		return nil
 	}
 }
