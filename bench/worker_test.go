@@ -1,10 +1,10 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -14,6 +14,7 @@ import (
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
 	"github.com/veilhq/veil/internal/app"
+	"github.com/veilhq/veil/internal/kafkatest"
 	"github.com/veilhq/veil/internal/keyfile"
 	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/policy"
@@ -82,8 +83,8 @@ var passSteps = []string{"decode", "policy", "enrich", "deidentify", "append"}
 //     reader (encoding/json), instead of the worker's event.Decoder, which
 //     leaves the properties as JSON text for the stages to rewrite.
 //   - events=50/sealed: the whole pass on sealed envelopes (seal.key_file):
-//     each message is first copied aside and opened in place, as the
-//     worker does.
+//     each request is one frame, as the collector seals it, first copied
+//     aside and opened in place, as the worker does.
 func BenchmarkWorkerPass(b *testing.B) {
 	maxRows := sink.DefaultConfig().MaxRows
 	limits := rules.DefaultLimits()
@@ -113,57 +114,68 @@ func BenchmarkWorkerPass(b *testing.B) {
 				if step == "reference" {
 					decode = event.Decode
 				}
-				var keys *seal.Keys
-				in := msgs
+				// Sealed, each request is the frames seal.Producer makes
+				// of it, as the collector writes them.
+				var frames [][]kafka.Message
+				var open seal.Opener
 				if step == "sealed" {
-					keys = benchSealKeys(b)
-					in = make([]kafka.Message, len(msgs))
-					for j, m := range msgs {
-						in[j] = kafka.Message{Key: m.Key, Value: keys.Seal(nil, m.Value, time.Now())}
+					open.Keys = benchSealKeys(b)
+					for _, req := range envelopes(b, 2048/n, n) {
+						next := &kafkatest.Producer{Copy: true, Releases: true}
+						if err := (&seal.Producer{Keys: open.Keys, Next: next}).WriteMessages(context.Background(), req...); err != nil {
+							b.Fatal(err)
+						}
+						frames = append(frames, next.Messages())
 					}
 				}
 				var aside, work []byte
 				batch := sink.NewBatch()
 				var ev event.Event
+				pass := func(value []byte) {
+					if err := decode(value, &ev); err != nil {
+						b.Fatal(err)
+					}
+					if v := limits.Event(&ev); v != nil {
+						b.Fatal(v)
+					}
+					for s := 1; s <= min(last, len(stages)); s++ {
+						if stages[s-1].Apply(&ev) != event.Keep {
+							return
+						}
+					}
+					if last < 4 {
+						return
+					}
+					if err := batch.Append(&ev); err != nil {
+						b.Fatal(err)
+					}
+					if batch.Len() >= maxRows {
+						batch.Reset()
+					}
+				}
 				i := 0
 				pe := startPerEvent(b, n)
 				for b.Loop() {
-					for range n {
-						m := in[i%len(in)]
-						i++
-						value := m.Value
-						if keys != nil {
-							// kafka-go gives each message memory of its own;
-							// work stands for it.
-							work = append(work[:0], value...)
+					if frames != nil {
+						for _, m := range frames[i%len(frames)] {
+							// kafka-go gives each message memory of its
+							// own; work stands for it.
+							work = append(work[:0], m.Value...)
 							aside = append(aside[:0], work...)
-							var err error
-							if value, err = keys.OpenInPlace(work); err != nil {
+							envs, err := open.Open(work)
+							if err != nil {
 								b.Fatal(err)
 							}
-						}
-						if err := decode(value, &ev); err != nil {
-							b.Fatal(err)
-						}
-						if v := limits.Event(&ev); v != nil {
-							b.Fatal(v)
-						}
-						kept := true
-						for s := 1; s <= min(last, len(stages)); s++ {
-							if stages[s-1].Apply(&ev) != event.Keep {
-								kept = false
-								break
+							for env, ok := envs.Next(); ok; env, ok = envs.Next() {
+								pass(env)
 							}
 						}
-						if !kept || last < 4 {
-							continue
-						}
-						if err := batch.Append(&ev); err != nil {
-							b.Fatal(err)
-						}
-						if batch.Len() >= maxRows {
-							batch.Reset()
-						}
+						i++
+						continue
+					}
+					for range n {
+						pass(msgs[i%len(msgs)].Value)
+						i++
 					}
 				}
 				pe.report()

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -214,7 +215,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var g errgroup.Group
 	g.Go(func() error { w.probeLag(ctx); return nil })
 	g.Go(func() error { return w.fetch(ctx, reader, msgs) })
-	p := &processor{w: w, reader: reader, dlq: dlq, hard: hard, batch: sink.NewBatch(), last: map[int]kafka.Message{}, dec: event.NewDecoder()}
+	p := &processor{w: w, reader: reader, dlq: dlq, hard: hard, batch: sink.NewBatch(), last: map[int]kafka.Message{}, dec: event.NewDecoder(), open: seal.Opener{Keys: w.seal}}
 	g.Go(func() error { return p.run(msgs) })
 	err := g.Wait()
 	if cerr := reader.Close(); cerr != nil {
@@ -242,7 +243,7 @@ func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Me
 			}
 			continue
 		}
-		w.m.fetched.Inc()
+		w.m.fetched.Add(float64(seal.Count(m.Value)))
 		// While the processor is blocked (ClickHouse refusing writes), this
 		// send blocks once the queue is full, and fetching pauses: the
 		// backlog stays in Kafka as consumer lag.
@@ -269,10 +270,11 @@ type processor struct {
 	// event's properties are not needed once Append has copied them.
 	dec *event.Decoder
 	ev  event.Event
-	// sealed holds the message being handled as it came, sealed, while its
-	// envelope is opened in place in the message's own memory: what is
-	// dead-lettered is the sealed original.
+	// sealed holds the message being handled as it came, sealed, while it
+	// is opened in place in the message's own memory: what is
+	// dead-lettered when it does not open is the sealed original.
 	sealed []byte
+	open   seal.Opener
 
 	// The flusher writes one batch and commits its offsets while the
 	// processor fills the next: jobs is unbuffered, so at most one batch is
@@ -350,40 +352,69 @@ func (p *processor) run(msgs <-chan kafka.Message) error {
 	}
 }
 
-// handle decodes one message and runs it through the stages. It returns an
-// error only when the worker is stopping hard.
+// handle opens one message and runs each of its events through the
+// stages. It returns an error only when the worker is stopping hard.
 func (p *processor) handle(m kafka.Message) error {
 	w := p.w
-	w.m.consumed.Inc()
 	p.last[m.Partition] = m
 	p.pending++
 	w.m.pending.Set(float64(p.uncommitted.Add(1)))
 	// Every message handled is covered by the batch, whatever its outcome:
-	// the covered offsets name the batch for deduplication.
+	// the covered offsets name the batch for deduplication. A message is
+	// handled whole between two flushes, so a batch never holds part of a
+	// frame's events.
 	p.batch.Cover(m.Topic, m.Partition, m.Offset)
 
 	value := m.Value
-	if w.seal != nil && (seal.IsSealed(value) || !w.plain) {
-		p.sealed = append(p.sealed[:0], m.Value...)
-		m.Value = p.sealed
-		var err error
-		if value, err = w.seal.OpenInPlace(value); err != nil {
-			// Never stored: kept, sealed, in the dead-letter topic until
-			// the key that opens it is given to the workers.
-			return p.deadLetter(m, seal.Reason(err), err.Error())
+	if w.seal == nil {
+		if seal.IsSealed(value) {
+			w.m.consumed.Add(float64(seal.Count(value)))
+			return p.deadLetter(m, m.Key, m.Value, -1, seal.Reason(seal.ErrNoKeys), seal.ErrNoKeys.Error())
+		}
+		return p.event(m, -1, value)
+	}
+	if !seal.IsSealed(value) && w.plain {
+		return p.event(m, -1, value)
+	}
+	// Opened in place: the sealed original is kept aside, to be
+	// dead-lettered as it came if it does not open.
+	p.sealed = append(p.sealed[:0], m.Value...)
+	m.Value = p.sealed
+	envs, err := p.open.Open(value)
+	if err != nil {
+		// Never stored: kept, sealed, in the dead-letter topic until the
+		// key that opens it is given to the workers.
+		w.m.consumed.Add(float64(seal.Count(m.Value)))
+		return p.deadLetter(m, m.Key, m.Value, -1, seal.Reason(err), err.Error())
+	}
+	index := -1 // an envelope sealed alone has no index
+	if seal.IsFrame(m.Value) {
+		index = 0
+	}
+	for env, ok := envs.Next(); ok; env, ok = envs.Next() {
+		if err := p.event(m, index, env); err != nil {
+			return err
+		}
+		if index >= 0 {
+			index++
 		}
 	}
-	if w.seal == nil && seal.IsSealed(value) {
-		return p.deadLetter(m, seal.Reason(seal.ErrNoKeys), seal.ErrNoKeys.Error())
-	}
+	return nil
+}
+
+// event decodes one envelope of m, the index-th of its frame (-1: m holds
+// it alone), and runs it through the stages.
+func (p *processor) event(m kafka.Message, index int, value []byte) error {
+	w := p.w
+	w.m.consumed.Inc()
 	ev := &p.ev
 	if err := p.dec.Decode(value, ev); err != nil {
-		return p.deadLetter(m, dlqDecode, err.Error())
+		return p.deadLetter(m, m.Key, value, index, dlqDecode, err.Error())
 	}
 	// The raw topic is a boundary too: a message no collector would have
 	// written is never stored.
 	if v := w.rules.Event(ev); v != nil {
-		return p.deadLetter(m, v.Reason, v.Error())
+		return p.deadLetter(m, m.Key, value, index, v.Reason, v.Error())
 	}
 	for _, st := range w.stages {
 		if reason := st.Apply(ev); reason != event.Keep {
@@ -392,7 +423,7 @@ func (p *processor) handle(m kafka.Message) error {
 		}
 	}
 	if err := p.batch.Append(ev); err != nil {
-		return p.deadLetter(m, dlqEncode, err.Error())
+		return p.deadLetter(m, m.Key, value, index, dlqEncode, err.Error())
 	}
 	return nil
 }
@@ -404,27 +435,40 @@ const (
 	dlqEncode = "encode"
 )
 
-// deadLetter writes m to the dead-letter topic with its reason, retrying
-// until Kafka takes it: a message is never acknowledged unwritten.
-func (p *processor) deadLetter(m kafka.Message, class, reason string) error {
+// deadLetter writes value, read from m (the index-th envelope of its
+// frame, or -1: all of m), to the dead-letter topic with its reason,
+// retrying until Kafka takes it: a message is never acknowledged
+// unwritten. A frame that did not open is dead-lettered whole; an event
+// of a frame that did, alone, sealed again.
+func (p *processor) deadLetter(m kafka.Message, key, value []byte, index int, class, reason string) error {
+	events := 1
+	if index < 0 {
+		events = seal.Count(value)
+	}
 	dm := kafka.Message{
-		Key:   m.Key,
-		Value: m.Value,
+		Key:   key,
+		Value: value,
 		Headers: []kafka.Header{
 			{Key: "veil-reason", Value: []byte(reason)},
 			{Key: "veil-source", Value: fmt.Appendf(nil, "%s/%d/%d", m.Topic, m.Partition, m.Offset)},
 		},
 	}
+	if index >= 0 {
+		dm.Headers = append(dm.Headers, kafka.Header{Key: "veil-index", Value: strconv.AppendInt(nil, int64(index), 10)})
+	}
 	if k := p.w.seal; k != nil {
 		// The dead-letter topic is sealed like the raw topic. An envelope
-		// that came unsealed is sealed, and its key, which may name the
-		// user, routed by hash. The reason's detail may name a property
-		// the client chose: it is sealed too (veil-detail), and veil-reason
-		// keeps only the fixed reason.
+		// that is not sealed (it came so, or was opened from its frame)
+		// is sealed; the key of one that came unsealed, which may name
+		// the user, is routed by hash. The reason's detail may name a
+		// property the client chose: it is sealed too (veil-detail), and
+		// veil-reason keeps only the fixed reason.
 		now := time.Now()
 		if !seal.IsSealed(dm.Value) {
 			dm.Value = k.Seal(nil, dm.Value, now)
-			dm.Key = k.Route(nil, dm.Key)
+			if !seal.IsSealed(m.Value) {
+				dm.Key = k.Route(nil, dm.Key)
+			}
 		}
 		dm.Headers[0].Value = []byte(class)
 		dm.Headers = append(dm.Headers, kafka.Header{Key: "veil-detail", Value: k.Seal(nil, []byte(reason), now)})
@@ -433,7 +477,7 @@ func (p *processor) deadLetter(m kafka.Message, class, reason string) error {
 	for {
 		err := p.dlq.WriteMessages(p.hard, dm)
 		if err == nil {
-			p.w.m.deadLettered.WithLabelValues(class).Inc()
+			p.w.m.deadLettered.WithLabelValues(class).Add(float64(events))
 			// A rule's detail names the field, which may be a property
 			// name chosen by the client: it goes to the dead-letter
 			// header, next to the message itself, and the log gets the
@@ -442,7 +486,7 @@ func (p *processor) deadLetter(m kafka.Message, class, reason string) error {
 			if class != dlqDecode && class != dlqEncode {
 				detail = class
 			}
-			p.w.log.Warn("event dead-lettered", zap.String("reason", detail), zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset))
+			p.w.log.Warn("event dead-lettered", zap.String("reason", detail), zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset), zap.Int("index", index), zap.Int("events", events))
 			return nil
 		}
 		if p.hard.Err() != nil {

@@ -1,10 +1,13 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,8 @@ import (
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/internal/kafkax"
+	"github.com/veilhq/veil/internal/keyfile"
+	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/internal/testsvc"
 	"github.com/veilhq/veil/sink"
 	"github.com/veilhq/veil/worker"
@@ -56,6 +61,12 @@ func setup(t *testing.T) fixture {
 
 func (f fixture) run(t *testing.T, stages ...worker.Stage) (stop func()) {
 	t.Helper()
+	return f.runWith(t, worker.Deps{Stages: stages})
+}
+
+// runWith runs a worker with deps, its logger, metrics and sink filled in.
+func (f fixture) runWith(t *testing.T, deps worker.Deps) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := sink.Open(ctx, f.scfg, sink.Deps{Metrics: f.reg})
 	if err != nil {
@@ -66,7 +77,8 @@ func (f fixture) run(t *testing.T, stages ...worker.Stage) (stop func()) {
 	}
 	wcfg := worker.DefaultConfig()
 	wcfg.GroupID = f.group
-	w, err := worker.New(wcfg, f.kcfg, worker.Deps{Logger: zaptest.NewLogger(t), Metrics: f.reg, Sink: s, Stages: stages})
+	deps.Logger, deps.Metrics, deps.Sink = zaptest.NewLogger(t), f.reg, s
+	w, err := worker.New(wcfg, f.kcfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,6 +429,118 @@ func deadLetteredBy(t *testing.T, reg *prometheus.Registry, reason string) float
 					return m.GetCounter().GetValue()
 				}
 			}
+		}
+	}
+	return -1
+}
+
+func sealKeys(t *testing.T, b byte) *seal.Keys {
+	t.Helper()
+	r, err := seal.NewRing([]keyfile.Key{{Epoch: 1, Secret: bytes.Repeat([]byte{b}, seal.MinKeyLen)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := seal.FromRing(r, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestSealedFrames: the collector's frames, one per user of a request, are
+// read event by event. An event of a frame that breaks a rule is
+// dead-lettered alone, sealed, with its index, and the events beside it are
+// stored; a frame sealed with another key is dead-lettered whole and its
+// events counted; every event is accounted for.
+func TestSealedFrames(t *testing.T) {
+	f := setup(t)
+	keys := sealKeys(t, 1)
+	raw := kafkax.NewWriter(f.kcfg.Brokers, f.kcfg.RawTopic, kafkax.DefaultWriterConfig(), nil)
+	defer raw.Close()
+	now := time.Now().UnixMilli()
+	noInsertID := rawEnvelope("/track", `{"event":"e","properties":{"distinct_id":"u1","time":`+fmt.Sprint(now)+`}}`)
+	request := []kafka.Message{
+		{Key: event.Key("shop", "u1"), Value: envelope(t, "a", "u1", "f-1")},
+		{Key: event.Key("shop", "u2"), Value: envelope(t, "b", "u2", "f-2")},
+		{Key: event.Key("shop", "u1"), Value: envelope(t, "c", "u1", "f-3")},
+		{Key: event.Key("shop", "u1"), Value: noInsertID},
+		{Key: event.Key("shop", "u1"), Value: envelope(t, "d", "u1", "f-4")},
+		{Key: event.Key("shop", "u2"), Value: envelope(t, "e", "u2", "f-5")},
+	}
+	if err := (&seal.Producer{Keys: keys, Next: raw}).WriteMessages(context.Background(), request...); err != nil {
+		t.Fatal(err)
+	}
+	foreign := []kafka.Message{
+		{Key: event.Key("shop", "u3"), Value: envelope(t, "x", "u3", "g-1")},
+		{Key: event.Key("shop", "u3"), Value: envelope(t, "y", "u3", "g-2")},
+		{Key: event.Key("shop", "u3"), Value: envelope(t, "z", "u3", "g-3")},
+	}
+	if err := (&seal.Producer{Keys: sealKeys(t, 2), Next: raw}).WriteMessages(context.Background(), foreign...); err != nil {
+		t.Fatal(err)
+	}
+	if recs := testsvc.Records(t, f.kcfg.Brokers[0], f.kcfg.RawTopic); len(recs) != 3 {
+		t.Fatalf("%d raw records, want 3 frames", len(recs))
+	}
+	stop := f.runWith(t, worker.Deps{Seal: keys})
+	defer stop()
+
+	conn := testsvc.Conn(t, f.scfg)
+	db := f.scfg.Database
+	testsvc.Eventually(t, 20*time.Second, "the five valid events stored", func() bool {
+		return testsvc.Count(t, conn, "SELECT count() FROM "+db+".events") == 5
+	})
+	var dead []kafka.Message
+	testsvc.Eventually(t, 20*time.Second, "two dead-letter records", func() bool {
+		dead = testsvc.Records(t, f.kcfg.Brokers[0], f.kcfg.DLQTopic)
+		return len(dead) >= 2
+	})
+	time.Sleep(1500 * time.Millisecond) // past one flush
+	if n := testsvc.Count(t, conn, "SELECT count() FROM "+db+".events"); n != 5 {
+		t.Fatalf("%d rows stored, want 5", n)
+	}
+	if got := testsvc.Count(t, conn, "SELECT count() FROM "+db+".events WHERE event IN ('a','b','c','d','e')"); got != 5 {
+		t.Fatalf("%d of the valid events stored, want all 5", got)
+	}
+	byReason := map[string]kafka.Message{}
+	for _, m := range testsvc.Records(t, f.kcfg.Brokers[0], f.kcfg.DLQTopic) {
+		byReason[testsvc.Header(m, "veil-reason")] = m
+	}
+	if len(byReason) != 2 {
+		t.Fatalf("dead-letter reasons %v, want invalid_insert_id and seal_open_failed", slices.Collect(maps.Keys(byReason)))
+	}
+	one := byReason["invalid_insert_id"]
+	if env, err := keys.Open(nil, one.Value); err != nil || !bytes.Equal(env, noInsertID) {
+		t.Fatalf("the event dead-lettered from its frame opens to %q, %v", env, err)
+	}
+	if idx := testsvc.Header(one, "veil-index"); idx != "2" {
+		t.Fatalf("veil-index %q, want 2 (the third of u1's frame)", idx)
+	}
+	whole := byReason["seal_open_failed"]
+	if seal.Count(whole.Value) != 3 {
+		t.Fatalf("the foreign frame was dead-lettered with %d events, want 3", seal.Count(whole.Value))
+	}
+	for reason, want := range map[string]float64{"invalid_insert_id": 1, "seal_open_failed": 3} {
+		if got := deadLetteredBy(t, f.reg, reason); got != want {
+			t.Errorf("dead-lettered %s: %v, want %v", reason, got, want)
+		}
+	}
+	if got := counter(t, f.reg, "veil_worker_events_consumed_total"); got != 9 {
+		t.Errorf("consumed %v events, want 9", got)
+	}
+	if got := counter(t, f.reg, "veil_worker_events_fetched_total"); got != 9 {
+		t.Errorf("fetched %v events, want 9", got)
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.Metric[0].GetCounter().GetValue()
 		}
 	}
 	return -1

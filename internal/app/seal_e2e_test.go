@@ -31,8 +31,9 @@ func keyLine(epoch uint32, b byte, created time.Time) string {
 }
 
 // TestSealWrongKey: a worker whose seal key is not the collectors' stores
-// nothing: every message is dead-lettered with its reason, still sealed,
-// so that the worker given the right key can have it replayed.
+// nothing: every message (a frame per user of the request) is
+// dead-lettered whole with its reason, still sealed, so that the worker
+// given the right key can have it replayed, and every event is counted.
 func TestSealWrongKey(t *testing.T) {
 	s := newStack(t, nil)
 	s.startCollector()
@@ -60,16 +61,23 @@ func TestSealWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := testsvc.Records(t, s.cfg.Kafka.Brokers[0], s.cfg.Kafka.DLQTopic)
-	if len(dead) != n {
-		t.Fatalf("%d dead-lettered records, want %d", len(dead), n)
+	if len(dead) != 3 {
+		t.Fatalf("%d dead-lettered records, want 3 (one frame per user)", len(dead))
 	}
+	events := 0
 	for _, m := range dead {
 		if h := testsvc.Header(m, "veil-reason"); h != "seal_open_failed" {
 			t.Fatalf("reason %q", h)
 		}
-		env, err := right.Open(nil, m.Value)
-		if err != nil || !bytes.Contains(env, []byte(`"$insert_id":"wrong-`)) {
+		envs, err := right.OpenAll(m.Value)
+		if err != nil || len(envs) != seal.Count(m.Value) {
 			t.Fatalf("a dead-lettered message does not open with the collectors' key: %v", err)
+		}
+		for _, env := range envs {
+			if !bytes.Contains(env, []byte(`"$insert_id":"wrong-`)) {
+				t.Fatalf("a dead-lettered envelope is not one of the test's")
+			}
+			events++
 		}
 		detail, err := own.Open(nil, []byte(testsvc.Header(m, "veil-detail")))
 		if err != nil || !strings.Contains(string(detail), "does not open") {
@@ -79,7 +87,10 @@ func TestSealWrongKey(t *testing.T) {
 			t.Fatal("a dead-lettered record holds personal data in the clear")
 		}
 	}
-	t.Logf("figures: %d events, %d dead-lettered as seal_open_failed, 0 stored, every one sealed and opening with the right key", n, len(dead))
+	if events != n {
+		t.Fatalf("the dead-lettered frames hold %d events, want %d", events, n)
+	}
+	t.Logf("figures: %d events, %d dead-lettered as seal_open_failed in %d frames, 0 stored, every one sealed and opening with the right key", n, events, len(dead))
 }
 
 // TestSealKeyRotation: a key added to the running collector's and worker's
@@ -124,10 +135,10 @@ func TestSealKeyRotation(t *testing.T) {
 		if !seal.IsSealed(m.Value) {
 			t.Fatal("an unsealed record in the raw topic")
 		}
-		epochs[m.Value[6]]++
+		epochs[m.Value[6]] += seal.Count(m.Value)
 	}
 	if epochs[1] != 10 || epochs[2] != 10 || len(epochs) != 2 {
-		t.Fatalf("records by epoch %v, want 10 of epoch 1 and 10 of epoch 2", epochs)
+		t.Fatalf("events by epoch %v, want 10 of epoch 1 and 10 of epoch 2", epochs)
 	}
 	t.Logf("figures: 10 events sealed with epoch 1 and 10 with epoch 2 after a rotation without restart, 20 stored")
 }

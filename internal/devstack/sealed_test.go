@@ -25,7 +25,8 @@ import (
 // TestDevKafkaHoldsNoPersonalData: the embedded broker's data directory,
 // which holds every record of the raw topic as veil dev keeps it on disk,
 // holds none of the personal data of the events it carried, in any form:
-// the collector sealed each envelope and keyed it by a hash of the user.
+// the collector sealed the request's envelopes, compressed, in a frame
+// keyed by a hash of the user.
 func TestDevKafkaHoldsNoPersonalData(t *testing.T) {
 	dir := t.TempDir()
 	r := start(t, dir)
@@ -97,11 +98,15 @@ func TestDevKafkaHoldsNoPersonalData(t *testing.T) {
 		t.Fatalf("dead-letter reason %q, want unsealed", h)
 	}
 	recs := testsvc.Records(t, r.ep.Kafka, raw)
-	sealed := 0
+	sealed, frames := 0, 0
+	for _, m := range recs {
+		if seal.IsFrame(m.Value) {
+			frames++
+			sealed += seal.Count(m.Value)
+		}
+	}
 	for _, m := range append(recs, dead...) {
-		if seal.IsSealed(m.Value) {
-			sealed++
-		} else if string(m.Value) == plain {
+		if !seal.IsSealed(m.Value) && string(m.Value) == plain {
 			continue // the one written in the clear
 		}
 		var b bytes.Buffer
@@ -113,10 +118,11 @@ func TestDevKafkaHoldsNoPersonalData(t *testing.T) {
 		}
 		scan(t, m.Topic+" record", b.Bytes(), token)
 	}
-	// Every collector-written record of the raw topic is sealed; the one
-	// written in the clear is the exception the scan must skip.
-	if sealed != events+1 || len(recs) != events+1 {
-		t.Fatalf("%d raw records and %d dead-lettered, %d sealed; want %d sealed", len(recs), len(dead), sealed, events+1)
+	// Every collector-written record of the raw topic is sealed: the
+	// request's 20 events, of one user, in one frame; the one written in
+	// the clear is the exception the scan must skip.
+	if sealed != events || frames != 1 || len(recs) != frames+1 {
+		t.Fatalf("%d raw records, %d of them frames holding %d events; want one frame of %d and the plain record", len(recs), frames, sealed, events)
 	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
@@ -144,7 +150,7 @@ func TestDevKafkaHoldsNoPersonalData(t *testing.T) {
 	if size == 0 {
 		t.Fatal("the embedded broker's data directory is empty")
 	}
-	t.Logf("figures: %d raw-topic records and %d dead-lettered, all sealed by Veil, and the embedded broker's %d files (%d bytes): no canary", events, len(dead), files, size)
+	t.Logf("figures: %d events in %d sealed raw-topic frame and %d dead-lettered record sealed by Veil, and the embedded broker's %d files (%d bytes): no canary", sealed, frames, len(dead), files, size)
 }
 
 // scan fails the test for each canary b holds, in any of its forms, the

@@ -556,7 +556,8 @@ func DeadLettered(t *testing.T, cfg app.Config) (sources map[string]bool, other 
 			}
 			value := m.Value
 			if keys != nil {
-				// The dead-letter topic is sealed.
+				// The dead-letter topic is sealed: an event dead-lettered
+				// from its frame is sealed alone.
 				if value, err = keys.Open(nil, m.Value); err != nil {
 					t.Fatalf("dead-letter partition %d: %v", p, err)
 				}

@@ -89,59 +89,145 @@ func (k *Keys) Watch(ctx context.Context, every time.Duration, log *zap.Logger) 
 	}
 }
 
-// Producer seals every message it is given and replaces its key by the
-// key's routing hash before handing it to Next. It keeps nothing of the
-// caller's messages once WriteMessages returns.
+// Producer seals the messages it is given and replaces their key by the
+// key's routing hash before handing them to Next. The messages of one
+// WriteMessages call (one request's) that share a key are sealed together,
+// compressed, as frames of up to FrameBytes, in the order they came (see
+// Framer). It keeps nothing of the caller's messages once WriteMessages
+// returns.
 type Producer struct {
 	Keys *Keys
 	Next kafkax.MessageWriter
 
-	pool sync.Pool // *sealed, when Next releases what it is given
+	pool sync.Pool // *sealed
 }
 
+// sealed is one WriteMessages call's memory, reused when Next releases
+// what it is given.
 type sealed struct {
-	buf  []byte
-	msgs []kafka.Message
+	framer Framer
+	buf    []byte
+	msgs   []kafka.Message
+	envs   [][]byte
+	// The messages of each key, in order: groups in the order of their
+	// first message, and next[i] the index of the message after i with
+	// the same key (-1 after the last).
+	groups []group
+	next   []int32
+	index  map[string]int32 // key → group, once there are many
 }
+
+type group struct {
+	key         []byte
+	first, last int32
+}
+
+// manyKeys is the number of keys past which a request's keys are found
+// through a map rather than by comparing each.
+const manyKeys = 8
 
 // ReleasesMessages says the caller's messages may be reused once
 // WriteMessages has returned: they were copied, sealed.
 func (p *Producer) ReleasesMessages() bool { return true }
 
-// WriteMessages seals msgs and writes them to Next.
+// WriteMessages seals msgs, frame by frame, and writes the frames to Next.
 func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, _ := p.pool.Get().(*sealed)
 	if s == nil {
-		s = &sealed{}
+		s = &sealed{framer: Framer{Keys: p.Keys}}
 	}
+	s.group(msgs)
 	size := 0
 	for i := range msgs {
-		size += len(msgs[i].Value) + Overhead + RouteSize
+		size += len(msgs[i].Value)
 	}
-	buf := slices.Grow(s.buf[:0], size)
+	buf := slices.Grow(s.buf[:0], size/2+len(s.groups)*(FrameOverhead+RouteSize))
 	out := s.msgs[:0]
 	now := time.Now()
-	var lastKey, lastRoute []byte
-	for i := range msgs {
-		m := msgs[i]
-		// One request's events mostly share their user, so their key.
-		if lastRoute == nil || !bytes.Equal(m.Key, lastKey) {
-			from := len(buf)
-			buf = p.Keys.Route(buf, m.Key)
-			lastKey, lastRoute = m.Key, buf[from:len(buf):len(buf)]
-		}
+	for _, g := range s.groups {
 		from := len(buf)
-		buf = p.Keys.Seal(buf, m.Value, now)
-		m.Key, m.Value = lastRoute, buf[from:len(buf):len(buf)]
-		out = append(out, m)
+		buf = p.Keys.Route(buf, g.key)
+		route := buf[from:len(buf):len(buf)]
+		envs, bytes := s.envs[:0], 0
+		for i := g.first; i >= 0; i = s.next[i] {
+			v := msgs[i].Value
+			if len(envs) > 0 && (bytes+len(v) > FrameBytes || len(envs) == MaxFrameEnvelopes) {
+				buf, out = s.frame(buf, out, msgs[g.first], route, envs, now)
+				envs, bytes = envs[:0], 0
+			}
+			envs = append(envs, v)
+			bytes += len(v)
+		}
+		buf, out = s.frame(buf, out, msgs[g.first], route, envs, now)
+		clear(envs)
+		s.envs = envs[:0]
 	}
 	err := p.Next.WriteMessages(ctx, out...)
 	if err == nil && kafkax.ReleasesMessages(p.Next) {
 		clear(out)
 		s.buf, s.msgs = buf, out[:0]
+		clear(s.groups)
+		s.groups = s.groups[:0]
 		p.pool.Put(s)
 	}
 	return err
+}
+
+// frame appends the frame of envs to buf and its message, like first with
+// the key route, to out.
+func (s *sealed) frame(buf []byte, out []kafka.Message, first kafka.Message, route []byte, envs [][]byte, now time.Time) ([]byte, []kafka.Message) {
+	from := len(buf)
+	buf = s.framer.Seal(buf, envs, now)
+	first.Key, first.Value = route, buf[from:len(buf):len(buf)]
+	return buf, append(out, first)
+}
+
+// group sorts msgs by key into s.groups and s.next.
+func (s *sealed) group(msgs []kafka.Message) {
+	s.groups = s.groups[:0]
+	s.next = slices.Grow(s.next[:0], len(msgs))[:len(msgs)]
+	clear(s.index)
+	last := -1 // the group of the message before
+	for i := range msgs {
+		key := msgs[i].Key
+		g := -1
+		switch {
+		case last >= 0 && bytes.Equal(s.groups[last].key, key):
+			// One request's events mostly share their user, so their key.
+			g = last
+		case len(s.groups) < manyKeys:
+			for j := range s.groups {
+				if bytes.Equal(s.groups[j].key, key) {
+					g = j
+					break
+				}
+			}
+		default:
+			if s.index == nil {
+				s.index = make(map[string]int32)
+			}
+			if len(s.index) == 0 {
+				for j := range s.groups {
+					s.index[string(s.groups[j].key)] = int32(j)
+				}
+			}
+			if j, ok := s.index[string(key)]; ok {
+				g = int(j)
+			}
+		}
+		s.next[i] = -1
+		if g < 0 {
+			g = len(s.groups)
+			s.groups = append(s.groups, group{key: key, first: int32(i), last: int32(i)})
+			if len(s.index) > 0 {
+				s.index[string(key)] = int32(g)
+			}
+		} else {
+			s.next[s.groups[g].last] = int32(i)
+			s.groups[g].last = int32(i)
+		}
+		last = g
+	}
 }
 
 // GenerateKeyFile writes a new seal key file at path with one fresh key of

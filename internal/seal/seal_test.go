@@ -233,40 +233,167 @@ func TestRoute(t *testing.T) {
 	}
 }
 
-// TestProducer: what reaches Kafka is sealed and routed by hash, in order,
-// one routing key per user; the caller's messages are left as they were.
+// TestProducer: what reaches Kafka is sealed and routed by hash, one
+// routing key per user, each user's events in one frame in the order they
+// came; the caller's messages are left as they were.
 func TestProducer(t *testing.T) {
 	k := keys(t, 0, keyfile.Key{Epoch: 1, Secret: secret(1)})
 	next := &kafkatest.Producer{Copy: true, Releases: true}
 	p := &seal.Producer{Keys: k, Next: next}
 	in := []kafka.Message{
 		{Key: []byte("shop\x00canary-7f3a@example.com"), Value: []byte(canary)},
-		{Key: []byte("shop\x00canary-7f3a@example.com"), Value: []byte(`{"event":"b"}`)},
 		{Key: []byte("shop\x00u2"), Value: []byte(`{"event":"c"}`)},
+		{Key: []byte("shop\x00canary-7f3a@example.com"), Value: []byte(`{"event":"b"}`)},
 	}
+	want := [][]string{{canary, `{"event":"b"}`}, {`{"event":"c"}`}}
+	wantKeys := [][]byte{in[0].Key, in[1].Key}
 	for round := range 3 { // the pooled buffers are reused
 		next.Reset()
 		if err := p.WriteMessages(context.Background(), in...); err != nil {
 			t.Fatal(err)
 		}
 		got := next.Messages()
-		if len(got) != 3 || string(in[0].Value) != canary {
-			t.Fatalf("round %d: %d messages written", round, len(got))
+		if len(got) != 2 || string(in[0].Value) != canary {
+			t.Fatalf("round %d: %d messages written, want 2 frames", round, len(got))
 		}
 		for i, m := range got {
-			got, err := k.Open(nil, m.Value)
-			if err != nil || string(got) != string(in[i].Value) {
-				t.Fatalf("message %d opens to %q, %v", i, got, err)
+			if envs := openAll(t, k, m.Value); fmt.Sprint(envs) != fmt.Sprint(want[i]) {
+				t.Fatalf("frame %d opens to %q, want %q", i, envs, want[i])
 			}
-			if !bytes.Equal(m.Key, k.Route(nil, in[i].Key)) {
-				t.Fatalf("message %d key %x", i, m.Key)
+			if seal.Count(m.Value) != len(want[i]) {
+				t.Fatalf("frame %d counts %d", i, seal.Count(m.Value))
+			}
+			if !bytes.Equal(m.Key, k.Route(nil, wantKeys[i])) {
+				t.Fatalf("frame %d key %x", i, m.Key)
 			}
 			if bytes.Contains(m.Key, []byte("canary")) || bytes.Contains(m.Value, []byte("canary")) {
-				t.Fatalf("message %d holds the canary", i)
+				t.Fatalf("frame %d holds the canary", i)
 			}
 		}
-		if !bytes.Equal(got[0].Key, got[1].Key) || bytes.Equal(got[0].Key, got[2].Key) {
-			t.Fatal("routing keys do not follow users")
+	}
+}
+
+func openAll(t *testing.T, k *seal.Keys, b []byte) []string {
+	t.Helper()
+	envs, err := k.OpenAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, len(envs))
+	for i, e := range envs {
+		out[i] = string(e)
+	}
+	return out
+}
+
+// TestProducerFrames: a request of many users gets a frame per user, each
+// in order; a user's envelopes past FrameBytes start another frame; bytes
+// LZ4 cannot shrink are framed as they are; nothing is lost or reordered.
+func TestProducerFrames(t *testing.T) {
+	k := keys(t, 0, keyfile.Key{Epoch: 1, Secret: secret(1)})
+	next := &kafkatest.Producer{Copy: true, Releases: true}
+	p := &seal.Producer{Keys: k, Next: next}
+	random := make([]byte, 3000)
+	for i := range random {
+		random[i] = byte(i*7919 + i*i*31 + i>>3) // no run LZ4 finds
+	}
+	var in []kafka.Message
+	for i := range 600 {
+		user := fmt.Sprintf("u%d", i%20)
+		if i >= 300 {
+			user = "big" // 300 envelopes of about 1.1 KB: two frames
+		}
+		v := fmt.Sprintf(`{"event":"e%d","properties":{"distinct_id":%q,"pad":"%s"}}`, i, user, strings.Repeat("x", 1050))
+		if i == 7 {
+			v = string(random) // incompressible
+		}
+		in = append(in, kafka.Message{Key: []byte("shop\x00" + user), Value: []byte(v)})
+	}
+	if err := p.WriteMessages(context.Background(), in...); err != nil {
+		t.Fatal(err)
+	}
+	byRoute := map[string][]string{}
+	frames := 0
+	for _, m := range next.Messages() {
+		frames++
+		envs := openAll(t, k, m.Value)
+		size := 0
+		for _, e := range envs {
+			size += len(e)
+		}
+		if len(envs) > 1 && size > seal.FrameBytes {
+			t.Fatalf("a frame of %d envelope bytes, above %d", size, seal.FrameBytes)
+		}
+		if len(m.Value) > size/2+seal.FrameOverhead+1500 {
+			t.Fatalf("a frame of %d envelope bytes takes %d sealed: not compressed", size, len(m.Value))
+		}
+		byRoute[string(m.Key)] = append(byRoute[string(m.Key)], envs...)
+	}
+	if frames != 22 {
+		t.Fatalf("%d frames, want 20 users' and 2 for the large one", frames)
+	}
+	want := map[string][]string{}
+	for _, m := range in {
+		r := string(k.Route(nil, m.Key))
+		want[r] = append(want[r], string(m.Value))
+	}
+	if fmt.Sprint(byRoute) != fmt.Sprint(want) {
+		t.Fatal("the frames do not hold each user's envelopes in order")
+	}
+}
+
+// TestOpenerRefuses: a frame that was altered, sealed with another key or
+// an epoch the worker has not read, or cut short, is refused whole with
+// its reason; its count is still read from its header.
+func TestOpenerRefuses(t *testing.T) {
+	k := keys(t, 0, keyfile.Key{Epoch: 1, Secret: secret(1)})
+	other := keys(t, 0, keyfile.Key{Epoch: 1, Secret: secret(2)})
+	later := keys(t, 0, keyfile.Key{Epoch: 2, Secret: secret(1)})
+	f := seal.Framer{Keys: k}
+	envs := [][]byte{[]byte(canary), []byte(`{"event":"b"}`), []byte(`{"event":"c"}`)}
+	frame := f.Seal(nil, envs, time.Now())
+	if !seal.IsFrame(frame) || seal.Count(frame) != 3 || bytes.Contains(frame, []byte("canary")) {
+		t.Fatalf("frame: IsFrame %v, Count %d", seal.IsFrame(frame), seal.Count(frame))
+	}
+	recount := bytes.Clone(frame)
+	recount[8] = 2
+	flipped := bytes.Clone(frame)
+	flipped[len(flipped)-20] ^= 1
+	for _, tc := range []struct {
+		name string
+		k    *seal.Keys
+		msg  []byte
+		want error
+	}{
+		{"count altered", k, recount, seal.ErrOpen},
+		{"body altered", k, flipped, seal.ErrOpen},
+		{"another key", other, frame, seal.ErrOpen},
+		{"unknown epoch", later, frame, seal.ErrUnknownEpoch},
+		{"cut short", k, frame[:seal.FrameOverhead-1], seal.ErrMalformed},
+		{"plain", k, []byte(canary), seal.ErrNotSealed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := seal.Opener{Keys: tc.k}
+			_, err := o.Open(bytes.Clone(tc.msg))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Open = %v, want %v", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "canary") {
+				t.Fatal("the error quotes the message")
+			}
+		})
+	}
+	// The opener reuses its buffer: a second frame does not disturb the
+	// first's count, and an envelope sealed alone opens through it too.
+	o := seal.Opener{Keys: k}
+	for _, msg := range [][]byte{frame, k.Seal(nil, []byte(canary), time.Now()), frame} {
+		got, err := o.Open(bytes.Clone(msg))
+		if err != nil || got.Len() != seal.Count(msg) {
+			t.Fatalf("Open = %d envelopes, %v", got.Len(), err)
+		}
+		first, _ := got.Next()
+		if string(first) != canary {
+			t.Fatalf("first envelope %q", first)
 		}
 	}
 }
@@ -323,8 +450,9 @@ func BenchmarkSeal(b *testing.B) {
 }
 
 // BenchmarkProducer seals one mixpanel-browser request of 50 events of one
-// user (1.1 KB envelopes): what sealing adds to the collector per event
-// (ns/event), the produce itself excluded.
+// user (1.1 KB envelopes) into its frame: what sealing adds to the
+// collector per event (ns/event), the produce itself excluded, and the
+// bytes Kafka is given per event (B/event).
 func BenchmarkProducer(b *testing.B) {
 	k := keys(b, 0, keyfile.Key{Epoch: 1, Secret: secret(1)})
 	p := &seal.Producer{Keys: k, Next: &kafkatest.Producer{Discard: true, Releases: true}}
@@ -333,6 +461,14 @@ func BenchmarkProducer(b *testing.B) {
 		v := fmt.Sprintf(`{"project":"shop","endpoint":"track","ip":"203.0.113.77","event":{"event":"page_view","properties":{"distinct_id":"u-%d","n":%d,"pad":"%s"}}}`, 7, i, strings.Repeat("x", 950))
 		msgs[i] = kafka.Message{Key: []byte("shop\x00u-7"), Value: []byte(v)}
 	}
+	next := &kafkatest.Producer{Copy: true, Releases: true}
+	if err := (&seal.Producer{Keys: k, Next: next}).WriteMessages(context.Background(), msgs...); err != nil {
+		b.Fatal(err)
+	}
+	bytes := 0
+	for _, m := range next.Messages() {
+		bytes += len(m.Key) + len(m.Value)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := p.WriteMessages(context.Background(), msgs...); err != nil {
@@ -340,4 +476,5 @@ func BenchmarkProducer(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/event")
+	b.ReportMetric(float64(bytes)/float64(len(msgs)), "B/event")
 }

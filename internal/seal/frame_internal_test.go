@@ -1,0 +1,68 @@
+package seal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/veilhq/veil/internal/keyfile"
+)
+
+// sealBody seals body as a frame of count envelopes, whatever body holds.
+func sealBody(k *Keys, count uint16, body []byte) []byte {
+	r := k.ring.Load()
+	epoch := r.SealingEpoch(time.Now(), 0)
+	dst := []byte{magic0, magic1, frameVersion}
+	dst = binary.BigEndian.AppendUint32(dst, epoch)
+	dst = binary.BigEndian.AppendUint16(dst, count)
+	dst = append(dst, k.prefix[:]...)
+	dst = binary.BigEndian.AppendUint64(dst, k.ctr.Add(1))
+	return r.aeads[epoch].Seal(dst, dst[frameHeaderLen:frameHeaderLen+nonceLen], body, dst[:frameHeaderLen])
+}
+
+// TestOpenerRefusesMalformedFrames: a frame that opens but whose body does
+// not hold what its header says (an unknown codec, a length past its end,
+// more or fewer envelopes than counted, a decompressed length beyond the
+// bound) is refused whole, before any envelope is read.
+func TestOpenerRefusesMalformedFrames(t *testing.T) {
+	r, err := NewRing([]keyfile.Key{{Epoch: 1, Secret: bytes.Repeat([]byte{1}, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := FromRing(r, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := []byte{codecRaw, 1, 'a', 1, 'b'}
+	huge := binary.AppendUvarint([]byte{codecLZ4}, maxFrameRaw+1)
+	for _, tc := range []struct {
+		name  string
+		count uint16
+		body  []byte
+	}{
+		{"unknown codec", 2, []byte{7, 1, 'a', 1, 'b'}},
+		{"length past the end", 1, []byte{codecRaw, 9, 'a'}},
+		{"fewer than counted", 3, two},
+		{"more than counted", 1, two},
+		{"none", 0, []byte{codecRaw}},
+		{"declared length beyond the bound", 1, append(huge, 0, 0)},
+		{"corrupt lz4 block", 1, []byte{codecLZ4, 5, 0xff, 0xff}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := Opener{Keys: k}
+			if _, err := o.Open(sealBody(k, tc.count, tc.body)); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Open = %v, want ErrMalformed", err)
+			}
+			if cap(o.raw) > 1<<20 {
+				t.Fatalf("the opener grew to %d bytes", cap(o.raw))
+			}
+		})
+	}
+	o := Opener{Keys: k}
+	envs, err := o.Open(sealBody(k, 2, two))
+	if err != nil || envs.Len() != 2 {
+		t.Fatalf("Open = %d, %v", envs.Len(), err)
+	}
+}
