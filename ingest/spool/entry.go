@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/veilhq/veil/internal/seal"
 )
 
 // An entry is one request's messages, kept together so that they are
@@ -28,6 +30,30 @@ func entrySize(msgs []kafka.Message) int {
 		n += 2*binary.MaxVarintLen64 + len(msgs[i].Key) + len(msgs[i].Value)
 	}
 	return n
+}
+
+// eventsOf is the number of events msgs hold: a sealed frame holds several
+// (seal.Count), any other message one.
+func eventsOf(msgs []kafka.Message) int64 {
+	var n int64
+	for i := range msgs {
+		n += int64(seal.Count(msgs[i].Value))
+	}
+	return n
+}
+
+// entryEvents is the number of events of the entry b, for the figures: its
+// messages' events, or, when it cannot be read, the messages its head
+// counts (0 when that cannot be read either).
+func entryEvents(b []byte) int64 {
+	msgs, _, err := decodeEntry(nil, b)
+	if err == nil {
+		return eventsOf(msgs)
+	}
+	if _, count, _, err := entryHead(b); err == nil {
+		return int64(count)
+	}
+	return 0
 }
 
 // appendEntry appends the encoding of msgs, spooled at ms, to dst.

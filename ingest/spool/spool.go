@@ -294,7 +294,7 @@ func (s *Spool) load() error {
 			return err
 		}
 		s.heldBytes += int64(len(b))
-		ms, count, _, err := entryHead(b)
+		ms, _, _, err := entryHead(b)
 		if err != nil {
 			continue // counted and skipped by the replayer
 		}
@@ -302,7 +302,7 @@ func (s *Spool) load() error {
 			s.oldest = time.UnixMilli(ms)
 			s.since = s.oldest
 		}
-		s.heldEvents += int64(count)
+		s.heldEvents += entryEvents(b)
 	}
 	if last >= first {
 		s.held.Store(int64(last - first + 1))
@@ -363,18 +363,19 @@ func (s *Spool) WriteMessages(ctx context.Context, msgs ...kafka.Message) error 
 func (s *Spool) spool(msgs []kafka.Message, reason string, cause error) error {
 	now := s.now()
 	data := appendEntry(make([]byte, 0, entrySize(msgs)), now.UnixMilli(), msgs)
-	if refused := s.reserve(now, int64(len(msgs)), int64(len(data))); refused != "" {
-		s.m.refused.WithLabelValues(refused).Add(float64(len(msgs)))
+	events := eventsOf(msgs)
+	if refused := s.reserve(now, events, int64(len(data))); refused != "" {
+		s.m.refused.WithLabelValues(refused).Add(float64(events))
 		return &RefusedError{Reason: refused, Cause: cause}
 	}
 	if err := s.append(data); err != nil {
-		s.release(int64(len(msgs)), int64(len(data)))
-		s.m.refused.WithLabelValues(RefusedWriteFailed).Add(float64(len(msgs)))
+		s.release(events, int64(len(data)))
+		s.m.refused.WithLabelValues(RefusedWriteFailed).Add(float64(events))
 		// The error names the file, not its contents.
-		s.log.Error("spool write failed; answering 503", zap.Int("events", len(msgs)), zap.Error(err))
+		s.log.Error("spool write failed; answering 503", zap.Int64("events", events), zap.Error(err))
 		return &RefusedError{Reason: RefusedWriteFailed, Cause: cause}
 	}
-	s.m.spooled.WithLabelValues(reason).Add(float64(len(msgs)))
+	s.m.spooled.WithLabelValues(reason).Add(float64(events))
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -575,6 +576,7 @@ func (s *Spool) replayOnce(ctx context.Context, buf *[]kafka.Message) (int, erro
 	// bytes and events are what the entries count for in the figures
 	// (load's way: a corrupt entry's head, when it can be read).
 	var bytes, events int64
+	var replayed int64 // the events of the entries that could be read
 	i := s.cursor
 	for ; i <= last && len(msgs) < replayMaxMessages && bytes < replayMaxBytes; i++ {
 		b, err := s.wal.Read(i)
@@ -586,14 +588,14 @@ func (s *Spool) replayOnce(ctx context.Context, buf *[]kafka.Message) (int, erro
 		var derr error
 		if msgs, _, derr = decodeEntry(msgs, b); derr != nil {
 			msgs = msgs[:before]
-			if _, count, _, err := entryHead(b); err == nil {
-				events += int64(count)
-			}
+			events += entryEvents(b)
 			s.m.replayErrors.WithLabelValues(ReasonCorrupt).Inc()
 			s.log.Error("a spooled entry cannot be read; skipping it", zap.Uint64("index", i), zap.Int("bytes", len(b)))
 			continue
 		}
-		events += int64(len(msgs) - before)
+		n := eventsOf(msgs[before:])
+		events += n
+		replayed += n
 	}
 	entries := int(i - s.cursor)
 	if entries == 0 {
@@ -610,7 +612,7 @@ func (s *Spool) replayOnce(ctx context.Context, buf *[]kafka.Message) (int, erro
 		}
 	}
 	s.cursor = i
-	s.m.replayed.Add(float64(len(msgs)))
+	s.m.replayed.Add(float64(replayed))
 	// The next entry's time is the new oldest, read before the lock.
 	var next time.Time
 	if i <= last {

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/veilhq/veil/internal/kafkatest"
+	"github.com/veilhq/veil/internal/keyfile"
+	"github.com/veilhq/veil/internal/seal"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -547,4 +550,54 @@ func TestSpoolSkipsCorruptEntry(t *testing.T) {
 	if got := testutil.ToFloat64(s2.m.replayed); got != 2 {
 		t.Errorf("replayed = %v, want 2", got)
 	}
+}
+
+// TestSpoolCountsFramesEvents: a sealed frame holds a request's events of
+// one user; the spool's figures count those events, not its messages,
+// when it spools them, after a restart and when it replays them.
+func TestSpoolCountsFramesEvents(t *testing.T) {
+	r, err := seal.NewRing([]keyfile.Key{{Epoch: 1, Secret: bytes.Repeat([]byte{1}, seal.MinKeyLen)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := seal.FromRing(r, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newKafka()
+	setKafka(f, true, false)
+	cfg := testConfig(t)
+	reg := prometheus.NewRegistry()
+	s := open(t, cfg, f, reg)
+	// Two requests: 5 events of one user, and 3 events of two users.
+	sealer := &seal.Producer{Keys: keys, Next: s}
+	for _, req := range [][]kafka.Message{request("a", 5), append(request("b", 2), request("c", 1)...)} {
+		if err := sealer.WriteMessages(context.Background(), req...); err != nil && !errors.Is(err, ErrSpooled) {
+			t.Fatal(err)
+		}
+	}
+	if r, e, _ := s.Held(); r != 2 || e != 8 {
+		t.Fatalf("spool holds %d requests, %d events; want 2, 8", r, e)
+	}
+	if got := testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonKafkaError)) + testutil.ToFloat64(s.m.spooled.WithLabelValues(ReasonBehind)); got != 8 {
+		t.Fatalf("spooled %v events, want 8", got)
+	}
+	// A crash, and a collector started on the same spool, with Kafka back.
+	f2 := newKafka()
+	reg2 := prometheus.NewRegistry()
+	s2 := open(t, cfg, f2, reg2)
+	defer s2.Close()
+	if r, e, _ := s2.Held(); r != 2 || e != 8 {
+		t.Fatalf("reopened spool holds %d requests, %d events; want 2, 8", r, e)
+	}
+	stop := run(t, s2)
+	waitEmpty(t, s2)
+	stop()
+	if got := testutil.ToFloat64(s2.m.replayed); got != 8 {
+		t.Fatalf("replayed %v events, want 8", got)
+	}
+	if n := len(f2.Messages()); n != 3 {
+		t.Fatalf("Kafka took %d messages, want 3 frames", n)
+	}
+	s.Close()
 }
