@@ -25,6 +25,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/veilhq/veil/event"
 	"github.com/veilhq/veil/event/rules"
@@ -53,7 +54,9 @@ type Config struct {
 	// gives the broker this much less a quarter, so below about a second a
 	// busy machine turns idle fetches into i/o timeouts and reconnects.
 	FetchMaxWait time.Duration `yaml:"fetch_max_wait"`
-	// QueueCapacity is how many fetched messages may wait for processing.
+	// QueueCapacity is how many fetched events may wait for processing:
+	// a sealed frame takes a place for each of its events, so that the
+	// memory the queue holds does not grow with the size of requests.
 	QueueCapacity int `yaml:"queue_capacity"`
 	// DrainTimeout bounds the final flush at shutdown.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
@@ -212,11 +215,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer stopTimer()
 
 	msgs := make(chan kafka.Message, w.cfg.QueueCapacity)
+	places := semaphore.NewWeighted(int64(w.cfg.QueueCapacity))
 	var g errgroup.Group
 	g.Go(func() error { w.probeLag(ctx); return nil })
-	g.Go(func() error { return w.fetch(ctx, reader, msgs) })
+	g.Go(func() error { return w.fetch(ctx, reader, msgs, places) })
 	p := &processor{w: w, reader: reader, dlq: dlq, hard: hard, batch: sink.NewBatch(), last: map[int]kafka.Message{}, dec: event.NewDecoder(), open: seal.Opener{Keys: w.seal}}
-	g.Go(func() error { return p.run(msgs) })
+	g.Go(func() error { return p.run(msgs, places) })
 	err := g.Wait()
 	if cerr := reader.Close(); cerr != nil {
 		w.log.Warn("closing the Kafka reader", zap.Error(cerr))
@@ -227,7 +231,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message) error {
+// queuePlaces is the places in the queue m takes: one per event, and all
+// of them for a frame of more events than the queue has places.
+func (w *Worker) queuePlaces(m kafka.Message) int64 {
+	return int64(min(seal.Count(m.Value), w.cfg.QueueCapacity))
+}
+
+func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message, places *semaphore.Weighted) error {
 	defer close(out)
 	for {
 		m, err := r.FetchMessage(ctx)
@@ -244,9 +254,12 @@ func (w *Worker) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Me
 			continue
 		}
 		w.m.fetched.Add(float64(seal.Count(m.Value)))
-		// While the processor is blocked (ClickHouse refusing writes), this
-		// send blocks once the queue is full, and fetching pauses: the
-		// backlog stays in Kafka as consumer lag.
+		// While the processor is blocked (ClickHouse refusing writes),
+		// fetching pauses once the queue's places are taken: the backlog
+		// stays in Kafka as consumer lag.
+		if err := places.Acquire(ctx, w.queuePlaces(m)); err != nil {
+			return nil
+		}
 		select {
 		case out <- m:
 		case <-ctx.Done():
@@ -294,7 +307,7 @@ type flushJob struct {
 	handled int64
 }
 
-func (p *processor) run(msgs <-chan kafka.Message) error {
+func (p *processor) run(msgs <-chan kafka.Message, places *semaphore.Weighted) error {
 	p.jobs = make(chan flushJob)
 	p.spare = make(chan *sink.Batch, 2)
 	p.flusherDone = make(chan struct{})
@@ -331,7 +344,10 @@ func (p *processor) run(msgs <-chan kafka.Message) error {
 			if p.pending == 0 {
 				timer.Reset(p.w.sink.MaxAge())
 			}
-			if err := p.handle(m); err != nil {
+			n := p.w.queuePlaces(m) // before handle opens m in place
+			err := p.handle(m)
+			places.Release(n)
+			if err != nil {
 				// Only the hard stop makes handle fail; what is held is replayed.
 				p.w.log.Warn("shutdown: stopped while handling a message", zap.Int("uncommitted", p.pending), zap.Error(err))
 				return nil
