@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -72,11 +73,11 @@ type Roles struct {
 	Report *loadgen.Report `json:"report"`
 	// The ceilings, on the same brokers: the collector flat out (batches
 	// of 50, 16 connections, no worker running), kafka-go's Writer writing
-	// the collector's own messages from 16 callers, 50 at a time, and the
+	// the collector's own messages from 16 callers, 50 events a call, and the
 	// worker storing the backlog the flat-out run left.
 	CollectorMax    *loadgen.Report `json:"collector_flat_out"`
 	WriterPerSec    float64         `json:"writer_events_per_sec"`
-	WriterMessages  int64           `json:"writer_events"`
+	WriterEvents    int64           `json:"writer_events"`
 	WriterSeconds   float64         `json:"writer_seconds"`
 	WorkerDrainRate float64         `json:"worker_backlog_events_per_sec"`
 }
@@ -169,7 +170,7 @@ func rolesRun(ctx context.Context, o options, tmp string, res *Results) error {
 	}
 
 	// The worker stores the flat-out run's backlog: its own ceiling.
-	backlog, err := s.rawCount(ctx)
+	backlog, err := s.rawEvents(ctx)
 	if err != nil {
 		return err
 	}
@@ -464,32 +465,24 @@ func (s *rolesStack) waitStored(ctx context.Context, want uint64, timeout time.D
 	}
 }
 
-// rawCount is the number of messages in the raw topic: the sum of its
-// partitions' last offsets (nothing was deleted yet).
-func (s *rolesStack) rawCount(ctx context.Context) (uint64, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", s.cfg.Kafka.Brokers[0])
+// rawEvents is the number of events in the raw topic: every message read
+// back and its events counted (a sealed frame holds a request's events of
+// one user; seal.Count).
+func (s *rolesStack) rawEvents(ctx context.Context) (uint64, error) {
+	msgs, err := readRaw(ctx, s.cfg.Kafka, math.MaxInt)
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	parts, err := conn.ReadPartitions(s.cfg.Kafka.RawTopic)
-	if err != nil {
-		return 0, err
+	return uint64(eventsIn(msgs)), nil
+}
+
+// eventsIn is the number of events msgs hold.
+func eventsIn(msgs []kafka.Message) int {
+	n := 0
+	for _, m := range msgs {
+		n += seal.Count(m.Value)
 	}
-	var total uint64
-	for _, p := range parts {
-		pc, err := kafka.DialLeader(ctx, "tcp", s.cfg.Kafka.Brokers[0], p.Topic, p.ID)
-		if err != nil {
-			return 0, err
-		}
-		last, err := pc.ReadLastOffset()
-		pc.Close()
-		if err != nil {
-			return 0, err
-		}
-		total += uint64(last)
-	}
-	return total, nil
+	return n
 }
 
 // writerMessages bounds the messages read back for the Writer ceiling.
@@ -498,12 +491,27 @@ const writerMessages = 20000
 // writerCeiling writes the collector's own messages, read back from the
 // raw topic, with kafka-go's Writer (as kafkax.NewWriter sets it up:
 // acks=all, lz4, the Hash balancer) into a topic of the same settings on
-// the same brokers: 16 callers, 50 messages a call, as the collector's 16
+// the same brokers: 16 callers, each call the messages of 50 events (50
+// envelopes, or a sealed request's frame), as the collector's 16
 // connections of 50 events, for half a phase.
 func writerCeiling(ctx context.Context, o options, s *rolesStack, r *Roles) error {
 	msgs, err := readRaw(ctx, s.cfg.Kafka, writerMessages)
 	if err != nil {
 		return err
+	}
+	type call struct {
+		msgs   []kafka.Message
+		events int
+	}
+	var calls []call
+	for from := 0; from < len(msgs); {
+		c := call{}
+		for to := from; to < len(msgs) && c.events < 50; to++ {
+			c.msgs = msgs[from : to+1]
+			c.events += seal.Count(msgs[to].Value)
+		}
+		from += len(c.msgs)
+		calls = append(calls, c)
 	}
 	kc := s.cfg.Kafka
 	kc.RawTopic, kc.DLQTopic, kc.PrivacyTopic = "bench.writer", "bench.writer.dlq", "bench.writer.privacy"
@@ -512,8 +520,8 @@ func writerCeiling(ctx context.Context, o options, s *rolesStack, r *Roles) erro
 	}
 	w := kafkax.NewWriter(kc.Brokers, kc.RawTopic, kafkax.DefaultWriterConfig(), nil)
 	defer w.Close()
-	logf("roles: kafka-go's Writer, %d of the collector's messages, 16 callers, 50 at a time, %s", len(msgs), o.phase/2)
-	const callers, batch = 16, 50
+	logf("roles: kafka-go's Writer, %d of the collector's messages (%d events), 16 callers, 50 events at a time, %s", len(msgs), eventsIn(msgs), o.phase/2)
+	const callers = 16
 	var written atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -525,16 +533,16 @@ func writerCeiling(ctx context.Context, o options, s *rolesStack, r *Roles) erro
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			for i := c * batch; wctx.Err() == nil; i += callers * batch {
-				from := i % (len(msgs) - batch)
-				err := w.WriteMessages(wctx, msgs[from:from+batch]...)
+			for i := c; wctx.Err() == nil; i += callers {
+				call := calls[i%len(calls)]
+				err := w.WriteMessages(wctx, call.msgs...)
 				if err != nil {
 					if wctx.Err() == nil {
 						once.Do(func() { firstErr = err })
 					}
 					return
 				}
-				written.Add(batch)
+				written.Add(int64(call.events))
 			}
 		}(c)
 	}
@@ -543,12 +551,13 @@ func writerCeiling(ctx context.Context, o options, s *rolesStack, r *Roles) erro
 		return fmt.Errorf("roles: Writer: %w", firstErr)
 	}
 	r.WriterSeconds = time.Since(start).Seconds()
-	r.WriterMessages = written.Load()
-	r.WriterPerSec = float64(r.WriterMessages) / r.WriterSeconds
+	r.WriterEvents = written.Load()
+	r.WriterPerSec = float64(r.WriterEvents) / r.WriterSeconds
 	return nil
 }
 
-// readRaw reads up to n messages of the raw topic, keys and values only.
+// readRaw reads up to n messages of the raw topic, keys and values only,
+// an even share from each partition, up to what each held when it began.
 func readRaw(ctx context.Context, kc kafkax.Config, n int) ([]kafka.Message, error) {
 	conn, err := kafka.DialContext(ctx, "tcp", kc.Brokers[0])
 	if err != nil {
@@ -562,12 +571,27 @@ func readRaw(ctx context.Context, kc kafkax.Config, n int) ([]kafka.Message, err
 	var out []kafka.Message
 	per := n / len(parts)
 	for _, p := range parts {
+		pc, err := kafka.DialLeader(ctx, "tcp", kc.Brokers[0], p.Topic, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		last, err := pc.ReadLastOffset()
+		pc.Close()
+		if err != nil {
+			return nil, err
+		}
+		want := min(int64(per), last)
+		if want == 0 {
+			continue
+		}
 		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: kc.Brokers, Topic: kc.RawTopic, Partition: p.ID, MaxWait: 100 * time.Millisecond})
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		for i := 0; i < per; i++ {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		for i := int64(0); i < want; i++ {
 			m, err := rd.ReadMessage(rctx)
 			if err != nil {
-				break
+				cancel()
+				rd.Close()
+				return nil, fmt.Errorf("roles: reading %s partition %d back: %w", kc.RawTopic, p.ID, err)
 			}
 			out = append(out, kafka.Message{Key: m.Key, Value: m.Value})
 		}
@@ -673,7 +697,7 @@ func rolesMarkdown(w io.Writer, r *Roles) {
 	}
 	io.WriteString(w, b.String())
 	if r.Sealed {
-		fmt.Fprintf(w, "\nThe envelopes were sealed (seal.key_file): the collector sealed each, the worker opened each.\n")
+		fmt.Fprintf(w, "\nThe envelopes were sealed (seal.key_file): the collector sealed each request's envelopes of one user as one compressed frame, the worker opened each frame.\n")
 	}
 	fmt.Fprintf(w, "\nThe role that needs the most CPU per event, and so bounds what a core buys: %s.\n", r.Bound)
 	if len(r.BrokerThreads) > 0 {
@@ -692,8 +716,8 @@ func rolesMarkdown(w io.Writer, r *Roles) {
 			strings.Join(parts, ", "), r.BrokerThreads[threadJIT])
 	}
 	if r.CollectorMax != nil {
-		fmt.Fprintf(w, "\nOn the same brokers: the collector flat out, batches of 50 on 16 connections, no worker running: %.0f events/s (p99 %.1f ms, %d errors); kafka-go's Writer writing the collector's own messages from 16 callers, 50 at a time: %.0f events/s (%d in %.1f s); the collector at %.2f of the Writer. The worker stored the flat-out run's backlog at %.0f events/s.\n",
-			r.CollectorMax.EventsPerSec, r.CollectorMax.LatencyMs.P99, r.CollectorMax.Errors, r.WriterPerSec, r.WriterMessages, r.WriterSeconds,
+		fmt.Fprintf(w, "\nOn the same brokers: the collector flat out, batches of 50 on 16 connections, no worker running: %.0f events/s (p99 %.1f ms, %d errors); kafka-go's Writer writing the collector's own messages from 16 callers, 50 events a call: %.0f events/s (%d in %.1f s); the collector at %.2f of the Writer. The worker stored the flat-out run's backlog at %.0f events/s.\n",
+			r.CollectorMax.EventsPerSec, r.CollectorMax.LatencyMs.P99, r.CollectorMax.Errors, r.WriterPerSec, r.WriterEvents, r.WriterSeconds,
 			r.CollectorMax.EventsPerSec/r.WriterPerSec, r.WorkerDrainRate)
 	}
 }

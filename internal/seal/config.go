@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -100,12 +101,19 @@ type Producer struct {
 	Next kafkax.MessageWriter
 
 	pool sync.Pool // *sealed
+
+	// framers are the frame sealers not in use. Each holds an LZ4 hash
+	// table of 136 KiB, which a sync.Pool would drop at every garbage
+	// collection and the next request would allocate and clear again: a
+	// free list of its own keeps them, as many as calls ran at once.
+	once    sync.Once
+	framers chan *Framer
 }
 
 // sealed is one WriteMessages call's memory, reused when Next releases
 // what it is given.
 type sealed struct {
-	framer Framer
+	framer *Framer
 	buf    []byte
 	msgs   []kafka.Message
 	envs   [][]byte
@@ -134,7 +142,13 @@ func (p *Producer) ReleasesMessages() bool { return true }
 func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, _ := p.pool.Get().(*sealed)
 	if s == nil {
-		s = &sealed{framer: Framer{Keys: p.Keys}}
+		s = &sealed{}
+	}
+	p.once.Do(func() { p.framers = make(chan *Framer, 4*runtime.GOMAXPROCS(0)) })
+	select {
+	case s.framer = <-p.framers:
+	default:
+		s.framer = &Framer{Keys: p.Keys}
 	}
 	s.group(msgs)
 	size := 0
@@ -162,6 +176,11 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 		clear(envs)
 		s.envs = envs[:0]
 	}
+	select {
+	case p.framers <- s.framer:
+	default:
+	}
+	s.framer = nil
 	err := p.Next.WriteMessages(ctx, out...)
 	if err == nil && kafkax.ReleasesMessages(p.Next) {
 		clear(out)
