@@ -191,7 +191,9 @@ func (o *Opener) Open(b []byte) (Envelopes, error) {
 		raw = body[1:]
 	case codecLZ4:
 		l, h := binary.Uvarint(body[1:])
-		if h <= 0 || l > maxFrameRaw {
+		// A frame holds at least one envelope, so its raw form is never
+		// empty (and the decompressor must not be handed an empty buffer).
+		if h <= 0 || l == 0 || l > maxFrameRaw {
 			return Envelopes{}, ErrMalformed
 		}
 		if uint64(cap(o.raw)) < l {

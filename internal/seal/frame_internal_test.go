@@ -66,3 +66,49 @@ func TestOpenerRefusesMalformedFrames(t *testing.T) {
 		t.Fatalf("Open = %d, %v", envs.Len(), err)
 	}
 }
+
+// FuzzOpenFrame: whatever a frame's sealed body holds (the AEAD keeps
+// anyone without the key from choosing it, but a collector's defect could),
+// Open either refuses it whole or returns envelopes that lie within the
+// body and number what its header says; it never panics or sizes memory
+// past its bound.
+func FuzzOpenFrame(f *testing.F) {
+	r, err := NewRing([]keyfile.Key{{Epoch: 1, Secret: bytes.Repeat([]byte{1}, 32)}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	k, err := FromRing(r, 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	fr := Framer{Keys: k}
+	good := fr.Seal(nil, [][]byte{[]byte(`{"a":1}`), []byte(`{"a":1}`), []byte(`{"b":2}`)}, time.Now())
+	o := Opener{Keys: k}
+	envs, err := o.Open(bytes.Clone(good))
+	if err != nil || envs.Len() != 3 {
+		f.Fatalf("Open = %d, %v", envs.Len(), err)
+	}
+	f.Add(uint16(2), []byte{codecRaw, 1, 'a', 1, 'b'})
+	f.Add(uint16(1), []byte{codecLZ4, 5, 0x50, 'h', 'e', 'l', 'l', 'o'})
+	f.Add(uint16(3), []byte{codecLZ4, 0xff, 0xff, 0xff, 0x1f, 0})
+	f.Fuzz(func(t *testing.T, count uint16, body []byte) {
+		o := Opener{Keys: k}
+		envs, err := o.Open(sealBody(k, count, body))
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Open = %v, want ErrMalformed", err)
+			}
+			return
+		}
+		if envs.Len() != int(count) || count == 0 {
+			t.Fatalf("%d envelopes, header says %d", envs.Len(), count)
+		}
+		n := 0
+		for _, ok := envs.Next(); ok; _, ok = envs.Next() {
+			n++
+		}
+		if n != int(count) || cap(o.raw) > maxFrameRaw {
+			t.Fatalf("read %d envelopes of %d; buffer %d", n, count, cap(o.raw))
+		}
+	})
+}
