@@ -418,20 +418,7 @@ func TestReplayFolds(t *testing.T) {
 
 func deadLetteredBy(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "veil_worker_events_dead_lettered_total" {
-			for _, m := range mf.Metric {
-				if m.Label[0].GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return -1
+	return counter(t, reg, "veil_worker_events_dead_lettered_total", reason)
 }
 
 func sealKeys(t *testing.T, b byte) *seal.Keys {
@@ -524,23 +511,31 @@ func TestSealedFrames(t *testing.T) {
 			t.Errorf("dead-lettered %s: %v, want %v", reason, got, want)
 		}
 	}
-	if got := counter(t, f.reg, "veil_worker_events_consumed_total"); got != 9 {
+	if got := counter(t, f.reg, "veil_worker_events_consumed_total", ""); got != 9 {
 		t.Errorf("consumed %v events, want 9", got)
 	}
-	if got := counter(t, f.reg, "veil_worker_events_fetched_total"); got != 9 {
+	if got := counter(t, f.reg, "veil_worker_events_fetched_total", ""); got != 9 {
 		t.Errorf("fetched %v events, want 9", got)
 	}
 }
 
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// counter is the value of the counter name in reg, of its series whose
+// one label is label ("" for a counter without labels); -1 when there is
+// none.
+func counter(t *testing.T, reg *prometheus.Registry, name string, label string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.Metric[0].GetCounter().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if label == "" || (len(m.Label) > 0 && m.Label[0].GetValue() == label) {
+				return m.GetCounter().GetValue()
+			}
 		}
 	}
 	return -1

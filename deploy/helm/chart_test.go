@@ -200,6 +200,15 @@ func TestChartRenders(t *testing.T) {
 			secretKeys: keys(trialSecrets()),
 		},
 		{
+			name: "spool",
+			values: map[string]any{"collector": map[string]any{"replicas": 3, "autoscaling": map[string]any{"enabled": false},
+				"spool": map[string]any{"enabled": true, "storageClassName": "fast"}}},
+			wantKinds: []string{"ConfigMap/veil", "ConfigMap/veil-migrate", "Deployment/veil-worker", "Job/veil-migrate",
+				"PodDisruptionBudget/veil-collector", "PodDisruptionBudget/veil-worker", "Service/veil-collector", "Service/veil-worker",
+				"StatefulSet/veil-collector"},
+			workers: 3,
+		},
+		{
 			name:   "production example",
 			values: readValues(t, filepath.Join("examples", "production.yaml")),
 			wantKinds: []string{"ConfigMap/veil", "ConfigMap/veil-dashboard", "ConfigMap/veil-migrate", "Deployment/veil-collector",
@@ -224,7 +233,7 @@ func TestChartRenders(t *testing.T) {
 			if w := objs["Deployment/veil-worker"].(*appsv1.Deployment); *w.Spec.Replicas != tc.workers {
 				t.Errorf("worker replicas %d, want %d", *w.Spec.Replicas, tc.workers)
 			}
-			if c := objs["Deployment/veil-collector"].(*appsv1.Deployment); c.Spec.Replicas != nil {
+			if c, ok := objs["Deployment/veil-collector"].(*appsv1.Deployment); ok && c.Spec.Replicas != nil {
 				t.Errorf("collector replicas set to %d beside its autoscaler", *c.Spec.Replicas)
 			}
 			if len(tc.secretKeys) > 0 {
@@ -238,9 +247,56 @@ func TestChartRenders(t *testing.T) {
 					}
 				}
 			}
-			checkVeilLoadsConfig(t, objs, tc.values)
+			cfg := checkVeilLoadsConfig(t, objs, tc.values)
+			if _, ok := objs["StatefulSet/veil-collector"]; ok {
+				checkSpool(t, objs, cfg)
+			} else if cfg.Collector.Spool.Enabled() {
+				t.Errorf("collectors without volumes spool to %s", cfg.Collector.Spool.Dir)
+			}
 		})
 	}
+}
+
+// checkSpool: with collector.spool on, each collector is a StatefulSet pod
+// with a claim of its own that outlives it, mounted where Veil's
+// configuration puts the spool.
+func checkSpool(t *testing.T, objs manifests, cfg app.Config) {
+	t.Helper()
+	ss := objs["StatefulSet/veil-collector"].(*appsv1.StatefulSet)
+	if ss.Spec.Replicas == nil || *ss.Spec.Replicas != 3 || ss.Spec.ServiceName != "veil-collector" || ss.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+		t.Errorf("StatefulSet spec: replicas %v, serviceName %q, podManagementPolicy %q", ss.Spec.Replicas, ss.Spec.ServiceName, ss.Spec.PodManagementPolicy)
+	}
+	if p := ss.Spec.PersistentVolumeClaimRetentionPolicy; p == nil || p.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType ||
+		p.WhenScaled != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+		t.Errorf("claims are not kept when the collectors are scaled down or deleted: %+v", p)
+	}
+	if len(ss.Spec.VolumeClaimTemplates) != 1 {
+		t.Fatalf("%d volume claim templates", len(ss.Spec.VolumeClaimTemplates))
+	}
+	claim := ss.Spec.VolumeClaimTemplates[0]
+	size := claim.Spec.Resources.Requests[corev1.ResourceStorage]
+	if claim.Name != "spool" || size.String() != "2Gi" || claim.Spec.StorageClassName == nil || *claim.Spec.StorageClassName != "fast" ||
+		!slices.Equal(claim.Spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
+		t.Errorf("claim %s: %s of class %v, modes %v", claim.Name, size.String(), claim.Spec.StorageClassName, claim.Spec.AccessModes)
+	}
+	mounted := ""
+	for _, m := range ss.Spec.Template.Spec.Containers[0].VolumeMounts {
+		if m.Name == "spool" {
+			mounted = m.MountPath
+		}
+	}
+	if mounted == "" || cfg.Collector.Spool.Dir != mounted+"/spool" {
+		t.Errorf("the claim is mounted at %q and Veil spools to %q", mounted, cfg.Collector.Spool.Dir)
+	}
+}
+
+// collectorPod is the collectors' pod template, a Deployment's or, with
+// the spool, a StatefulSet's.
+func collectorPod(objs manifests) corev1.PodSpec {
+	if ss, ok := objs["StatefulSet/veil-collector"].(*appsv1.StatefulSet); ok {
+		return ss.Spec.Template.Spec
+	}
+	return objs["Deployment/veil-collector"].(*appsv1.Deployment).Spec.Template.Spec
 }
 
 // checkPods: every pod runs unprivileged on a read-only root filesystem,
@@ -248,7 +304,7 @@ func TestChartRenders(t *testing.T) {
 func checkPods(t *testing.T, objs manifests) {
 	t.Helper()
 	pods := map[string]corev1.PodSpec{
-		"collector": objs["Deployment/veil-collector"].(*appsv1.Deployment).Spec.Template.Spec,
+		"collector": collectorPod(objs),
 		"worker":    objs["Deployment/veil-worker"].(*appsv1.Deployment).Spec.Template.Spec,
 		"migrate":   objs["Job/veil-migrate"].(*batchv1.Job).Spec.Template.Spec,
 	}
@@ -363,7 +419,7 @@ func checkNoSecretOutsideSecrets(t *testing.T, objs manifests) {
 
 // checkVeilLoadsConfig loads the rendered veil.yaml with Veil's own
 // loader, the secrets it refers to in place, as a pod would.
-func checkVeilLoadsConfig(t *testing.T, objs manifests, values map[string]any) {
+func checkVeilLoadsConfig(t *testing.T, objs manifests, values map[string]any) app.Config {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range trialSecrets() {
@@ -397,6 +453,7 @@ func checkVeilLoadsConfig(t *testing.T, objs manifests, values map[string]any) {
 		strings.HasPrefix(cfg.Sink.Password, "${") || len(cfg.Collector.Projects) == 0 || cfg.Collector.Projects[0].Token == "" {
 		t.Fatalf("rendered configuration read as %+v", cfg)
 	}
+	return cfg
 }
 
 // The alert rules and the dashboard have one home, deploy/prometheus and
@@ -541,6 +598,14 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"autoscaler without replicas", map[string]any{"collector": map[string]any{"autoscaling": map[string]any{"minReplicas": 0}}}, "/collector/autoscaling/minReplicas"},
 		{"autoscaler upside down", map[string]any{"collector": map[string]any{"autoscaling": map[string]any{"minReplicas": 5, "maxReplicas": 3}}},
 			"collector.autoscaling.minReplicas (5) exceeds collector.autoscaling.maxReplicas (3)"},
+		{"spool beside the autoscaler", map[string]any{"collector": map[string]any{"spool": map[string]any{"enabled": true}}},
+			"collector.spool.enabled with collector.autoscaling.enabled"},
+		{"spool without a volume", map[string]any{"config": map[string]any{"collector": map[string]any{"listen": "0.0.0.0:8080", "spool": map[string]any{"dir": "/tmp/spool"}}}},
+			"config.collector.spool.dir needs a volume of each collector's own"},
+		{"spool elsewhere than its volume", map[string]any{"collector": map[string]any{"autoscaling": map[string]any{"enabled": false}, "spool": map[string]any{"enabled": true}},
+			"config": map[string]any{"collector": map[string]any{"listen": "0.0.0.0:8080", "spool": map[string]any{"dir": "/tmp/spool"}}}},
+			"config.collector.spool.dir is set by the chart (/var/lib/veil/spool"},
+		{"spool size in words", map[string]any{"collector": map[string]any{"spool": map[string]any{"size": "2 gigs"}}}, "/collector/spool/size"},
 		{"bad memory quantity", map[string]any{"worker": map[string]any{"resources": map[string]any{"limits": map[string]any{"memory": "1 gig"}}}}, "/worker/resources/limits/memory"},
 		{"secret file missing", map[string]any{"secrets": map[string]any{"files": map[string]any{"project-token": "t"}}},
 			`config refers to /etc/veil/secrets/admin.token, but secrets.files has no "admin.token"`},

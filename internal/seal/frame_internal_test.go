@@ -10,6 +10,20 @@ import (
 	"github.com/veilhq/veil/internal/keyfile"
 )
 
+// testKeys are keys of one epoch.
+func testKeys(tb testing.TB) *Keys {
+	tb.Helper()
+	r, err := NewRing([]keyfile.Key{{Epoch: 1, Secret: bytes.Repeat([]byte{1}, 32)}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k, err := FromRing(r, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
 // sealBody seals body as a frame of count envelopes, whatever body holds.
 func sealBody(k *Keys, count uint16, body []byte) []byte {
 	r := k.ring.Load()
@@ -27,14 +41,7 @@ func sealBody(k *Keys, count uint16, body []byte) []byte {
 // more or fewer envelopes than counted, a decompressed length beyond the
 // bound) is refused whole, before any envelope is read.
 func TestOpenerRefusesMalformedFrames(t *testing.T) {
-	r, err := NewRing([]keyfile.Key{{Epoch: 1, Secret: bytes.Repeat([]byte{1}, 32)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := FromRing(r, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := testKeys(t)
 	two := []byte{codecRaw, 1, 'a', 1, 'b'}
 	huge := binary.AppendUvarint([]byte{codecLZ4}, maxFrameRaw+1)
 	for _, tc := range []struct {
@@ -73,14 +80,7 @@ func TestOpenerRefusesMalformedFrames(t *testing.T) {
 // body and number what its header says; it never panics or sizes memory
 // past its bound.
 func FuzzOpenFrame(f *testing.F) {
-	r, err := NewRing([]keyfile.Key{{Epoch: 1, Secret: bytes.Repeat([]byte{1}, 32)}})
-	if err != nil {
-		f.Fatal(err)
-	}
-	k, err := FromRing(r, 0)
-	if err != nil {
-		f.Fatal(err)
-	}
+	k := testKeys(f)
 	fr := Framer{Keys: k}
 	good := fr.Seal(nil, [][]byte{[]byte(`{"a":1}`), []byte(`{"a":1}`), []byte(`{"b":2}`)}, time.Now())
 	o := Opener{Keys: k}

@@ -52,9 +52,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "veil.port" .Values.config.admin.listen }}
 {{- end }}
 
-{{/* Veil's configuration file, as the ConfigMaps hold it. */}}
+{{/* Veil's configuration file, as the ConfigMaps hold it: config, with
+collector.spool.dir on the collectors' volume when collector.spool is on. */}}
 {{- define "veil.configYaml" -}}
-{{- toYaml .Values.config }}
+{{- $cfg := deepCopy .Values.config }}
+{{- if .Values.collector.spool.enabled }}
+{{- $collector := default (dict) $cfg.collector }}
+{{- $spool := default (dict) $collector.spool }}
+{{- $_ := set $spool "dir" (include "veil.spoolDir" .) }}
+{{- $_ = set $collector "spool" $spool }}
+{{- $_ = set $cfg "collector" $collector }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* The collectors' spool directory, on their volume. */}}
+{{- define "veil.spoolDir" -}}
+{{- printf "%s/spool" (trimSuffix "/" .Values.collector.spool.mountPath) }}
 {{- end }}
 
 {{/* The Secret mounted under secrets.mountPath. */}}
@@ -89,6 +103,17 @@ a message naming the value.
 {{- if and .enabled (gt (int .minReplicas) (int .maxReplicas)) }}
 {{- fail (printf "collector.autoscaling.minReplicas (%d) exceeds collector.autoscaling.maxReplicas (%d)" (int .minReplicas) (int .maxReplicas)) }}
 {{- end }}
+{{- end }}
+{{- $spoolDir := dig "collector" "spool" "dir" "" .Values.config }}
+{{- if .Values.collector.spool.enabled }}
+{{- if .Values.collector.autoscaling.enabled }}
+{{- fail "collector.spool.enabled with collector.autoscaling.enabled: a collector the autoscaler removes keeps the events of its spool on its volume until it is scaled back, which may be never; set collector.autoscaling.enabled=false and size collector.replicas" }}
+{{- end }}
+{{- if and $spoolDir (ne $spoolDir (include "veil.spoolDir" .)) }}
+{{- fail (printf "config.collector.spool.dir is set by the chart (%s, on the collectors' volume at collector.spool.mountPath) when collector.spool.enabled; leave it out" (include "veil.spoolDir" .)) }}
+{{- end }}
+{{- else if $spoolDir }}
+{{- fail "config.collector.spool.dir needs a volume of each collector's own, which the chart mounts with collector.spool.enabled=true; a pod's own filesystem is read-only and lost with the pod" }}
 {{- end }}
 {{- include "veil.noSecretsInClear" (dict "path" "config" "v" .Values.config "root" .) }}
 {{- if and .Values.secrets.existingSecret .Values.secrets.files }}
