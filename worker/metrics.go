@@ -4,7 +4,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/veilhq/veil/event"
-	"github.com/veilhq/veil/event/rules"
 )
 
 type metrics struct {
@@ -49,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range event.DropReasons {
 		m.dropped.WithLabelValues(string(r))
 	}
-	for _, r := range append([]string{dlqDecode, dlqEncode}, rules.Reasons...) {
+	for _, r := range DeadLetterReasons() {
 		m.deadLettered.WithLabelValues(r)
 	}
 	if reg != nil {

@@ -465,12 +465,13 @@ func (p *processor) deadLetter(m kafka.Message, key, value []byte, index int, cl
 		Key:   key,
 		Value: value,
 		Headers: []kafka.Header{
-			{Key: "veil-reason", Value: []byte(reason)},
-			{Key: "veil-source", Value: fmt.Appendf(nil, "%s/%d/%d", m.Topic, m.Partition, m.Offset)},
+			{Key: HeaderReason, Value: []byte(reason)},
+			{Key: HeaderClass, Value: []byte(class)},
+			{Key: HeaderSource, Value: fmt.Appendf(nil, "%s/%d/%d", m.Topic, m.Partition, m.Offset)},
 		},
 	}
 	if index >= 0 {
-		dm.Headers = append(dm.Headers, kafka.Header{Key: "veil-index", Value: strconv.AppendInt(nil, int64(index), 10)})
+		dm.Headers = append(dm.Headers, kafka.Header{Key: HeaderIndex, Value: strconv.AppendInt(nil, int64(index), 10)})
 	}
 	if k := p.w.seal; k != nil {
 		// The dead-letter topic is sealed like the raw topic. An envelope
@@ -487,7 +488,7 @@ func (p *processor) deadLetter(m kafka.Message, key, value []byte, index int, cl
 			}
 		}
 		dm.Headers[0].Value = []byte(class)
-		dm.Headers = append(dm.Headers, kafka.Header{Key: "veil-detail", Value: k.Seal(nil, []byte(reason), now)})
+		dm.Headers = append(dm.Headers, kafka.Header{Key: HeaderDetail, Value: k.Seal(nil, []byte(reason), now)})
 	}
 	delay := 100 * time.Millisecond
 	for {

@@ -1,6 +1,7 @@
 // Command veil is Veil's single binary: `veil dev` runs the whole pipeline on
 // one machine; `veil collector`, `veil worker` and `veil migrate` are the
-// production roles, each configured from one file. It carries only what
+// production roles, each configured from one file, and `veil dlq` reads and
+// replays the dead-letter topic. It carries only what
 // users run: the load generator is a tool of its own (cmd/veil-loadgen).
 package main
 
@@ -34,9 +35,17 @@ type cli struct {
 		ClickhouseShards   int `placeholder:"N" help:"Run a ClickHouse cluster of N shards (with ZooKeeper) instead of one server."`
 		ClickhouseReplicas int `placeholder:"M" help:"Replicas of each shard of the ClickHouse cluster."`
 	} `cmd:"" help:"Run the whole pipeline on this machine: embedded Kafka, ClickHouse, collector and worker."`
-	Collector   roleFlags `cmd:"" help:"Run the HTTP collector."`
-	Worker      roleFlags `cmd:"" help:"Run a worker of the consumer group."`
-	Migrate     roleFlags `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
+	Collector roleFlags `cmd:"" help:"Run the HTTP collector."`
+	Worker    roleFlags `cmd:"" help:"Run a worker of the consumer group."`
+	Migrate   roleFlags `cmd:"" help:"Create the Kafka topics and apply the ClickHouse schema."`
+	Dlq       struct {
+		List   roleFlags `cmd:"" help:"Count the dead-letter topic's records and events by reason (headers only, never contents)."`
+		Replay struct {
+			roleFlags
+			Reason []string `required:"" placeholder:"REASON" help:"Replay the records dead-lettered with this reason (repeatable), e.g. seal_unknown_epoch once the workers have the key."`
+			DryRun bool     `help:"Count what would be replayed; write nothing."`
+		} `cmd:"" help:"Write dead-lettered records of the given reasons back to the raw topic, as they are, for the workers to take again."`
+	} `cmd:"" name:"dlq" help:"Read and replay the dead-letter topic."`
 	Healthcheck struct {
 		URL     string        `arg:"" help:"URL to GET, e.g. http://127.0.0.1:8080/readyz."`
 		Timeout time.Duration `default:"3s" help:"How long to wait for the answer."`
@@ -87,6 +96,10 @@ func run(ctx context.Context, cmd string, c *cli) error {
 		return app.CollectorRole(ctx, cfg, deps)
 	case "worker":
 		return app.WorkerRole(ctx, cfg, deps)
+	case "dlq list":
+		return app.DeadLetters(ctx, cfg, os.Stdout)
+	case "dlq replay":
+		return app.ReplayDeadLetters(ctx, cfg, c.Dlq.Replay.Reason, c.Dlq.Replay.DryRun, os.Stdout)
 	case "migrate":
 		if err := app.Migrate(ctx, cfg, deps); err != nil {
 			return err
@@ -103,6 +116,10 @@ func roleConfig(cmd string, c *cli) string {
 		return c.Collector.Config
 	case "worker":
 		return c.Worker.Config
+	case "dlq list":
+		return c.Dlq.List.Config
+	case "dlq replay":
+		return c.Dlq.Replay.Config
 	}
 	return c.Migrate.Config
 }
