@@ -185,8 +185,10 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	if err == nil && kafkax.ReleasesMessages(p.Next) {
 		clear(out)
 		s.buf, s.msgs = buf, out[:0]
+		// Nothing of the request's keys (its users) is kept.
 		clear(s.groups)
 		s.groups = s.groups[:0]
+		clear(s.index)
 		p.pool.Put(s)
 	}
 	return err
