@@ -153,6 +153,30 @@ func TestComposeTrial(t *testing.T) {
 		}
 	})
 
+	t.Run("the collector spools to its own volume", func(t *testing.T) {
+		var cfg struct {
+			Collector struct {
+				Spool struct {
+					Dir string `yaml:"dir"`
+				} `yaml:"spool"`
+			} `yaml:"collector"`
+		}
+		readYAML(t, cfgPath, &cfg)
+		dir := cfg.Collector.Spool.Dir
+		var mounted string
+		for _, v := range p.Services["collector"].Volumes {
+			if v.Type == types.VolumeTypeVolume && strings.HasPrefix(dir, v.Target+"/") {
+				mounted = v.Source
+			}
+		}
+		if dir == "" || mounted == "" {
+			t.Fatalf("collector.spool.dir %q is on no volume of the collector's: %+v", dir, p.Services["collector"].Volumes)
+		}
+		if _, ok := p.Volumes[mounted]; !ok {
+			t.Errorf("the spool's volume %q is not declared", mounted)
+		}
+	})
+
 	t.Run("referenced files exist", func(t *testing.T) {
 		var files []string
 		for _, c := range p.Configs {

@@ -109,7 +109,8 @@ func CompileVeil(ctx context.Context, s Spec, out string) error {
 	return nil
 }
 
-// Image assembles the image: a base layer (CA certificates, passwd, /tmp)
+// Image assembles the image: a base layer (CA certificates, passwd, /tmp,
+// /var/lib/veil)
 // that changes only with the certificates, and a layer with the binary.
 func Image(s Spec, binary []byte) (v1.Image, error) {
 	base, err := layer(baseFiles(s.Created))
@@ -182,6 +183,12 @@ func baseFiles(mtime time.Time) []file {
 		dir("home", 0o755, 0),
 		dir("home/nonroot", 0o700, uid),
 		dir("tmp", 0o1777, 0),
+		// The collector's spool goes on a volume mounted here; a new
+		// volume takes the directory's owner and mode from the image, so
+		// that the collector, not root, owns it.
+		dir("var", 0o755, 0),
+		dir("var/lib", 0o755, 0),
+		dir("var/lib/veil", 0o700, uid),
 	}
 }
 

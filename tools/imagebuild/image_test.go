@@ -163,6 +163,9 @@ func TestImage(t *testing.T) {
 		if !strings.Contains(string(files["etc/passwd"].body), "nonroot:x:65532:65532:") {
 			t.Fatalf("/etc/passwd has no nonroot user: %q", files["etc/passwd"].body)
 		}
+		if d := files["var/lib/veil"]; d.hdr == nil || d.hdr.Typeflag != tar.TypeDir || d.hdr.Mode&0o7777 != 0o700 || d.hdr.Uid != 65532 || d.hdr.Gid != 65532 {
+			t.Fatalf("/var/lib/veil, where the spool's volume is mounted, missing or not the nonroot user's alone: %+v", d.hdr)
+		}
 		if tmp := files["tmp"]; tmp.hdr == nil || tmp.hdr.Typeflag != tar.TypeDir || tmp.hdr.Mode&0o7777 != 0o1777 {
 			t.Fatalf("/tmp missing or not world-writable and sticky")
 		}
