@@ -28,6 +28,24 @@ func sealEvents(prefix string, n int) []map[string]any {
 	return evs
 }
 
+// writeKeys writes a seal key file of lines (keyLine).
+func writeKeys(t *testing.T, path, lines string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fastRotation seals with the key file at path, read again every 100 ms,
+// a new key sealing 500 ms after it was made.
+func fastRotation(path string) func(*app.Config) {
+	return func(c *app.Config) {
+		c.Seal.KeyFile = path
+		c.Seal.Reload = 100 * time.Millisecond
+		c.Seal.ActivationDelay = 500 * time.Millisecond
+	}
+}
+
 func keyLine(epoch uint32, b byte, created time.Time) string {
 	return fmt.Sprintf("%d:%s:%s\n", epoch, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32)), created.UTC().Format(time.RFC3339))
 }
@@ -101,14 +119,8 @@ func TestSealWrongKey(t *testing.T) {
 func TestSealKeyRotation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seal.keys")
 	made := time.Now().Add(-time.Hour)
-	if err := os.WriteFile(path, []byte(keyLine(1, 1, made)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := newStack(t, func(c *app.Config) {
-		c.Seal.KeyFile = path
-		c.Seal.Reload = 100 * time.Millisecond
-		c.Seal.ActivationDelay = 500 * time.Millisecond
-	})
+	writeKeys(t, path, keyLine(1, 1, made))
+	s := newStack(t, fastRotation(path))
 	s.startCollector()
 	s.startWorker(false)
 	conn := testsvc.Conn(t, s.cfg.Sink)
@@ -124,9 +136,7 @@ func TestSealKeyRotation(t *testing.T) {
 	stored(10)
 	// Epoch 2, made now: workers read it within seal.reload, collectors
 	// seal with it after seal.activation_delay.
-	if err := os.WriteFile(path, []byte(keyLine(1, 1, made)+keyLine(2, 2, time.Now())), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeKeys(t, path, keyLine(1, 1, made)+keyLine(2, 2, time.Now()))
 	time.Sleep(1500 * time.Millisecond)
 	if msg := post(t, s.collector, sealEvents("after", 10)); msg != "" {
 		t.Fatal(msg)
@@ -155,17 +165,9 @@ func TestDeadLetterReplay(t *testing.T) {
 	made := time.Now().Add(-time.Hour)
 	collectorKeys, workerKeys := filepath.Join(dir, "collector.keys"), filepath.Join(dir, "worker.keys")
 	both := keyLine(1, 1, made) + keyLine(2, 2, made)
-	if err := os.WriteFile(collectorKeys, []byte(both), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(workerKeys, []byte(keyLine(1, 1, made)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := newStack(t, func(c *app.Config) {
-		c.Seal.KeyFile = collectorKeys
-		c.Seal.Reload = 100 * time.Millisecond
-		c.Seal.ActivationDelay = 500 * time.Millisecond
-	})
+	writeKeys(t, collectorKeys, both)
+	writeKeys(t, workerKeys, keyLine(1, 1, made))
+	s := newStack(t, fastRotation(collectorKeys))
 	s.startCollector()
 	wcfg := s.cfg
 	wcfg.Seal.KeyFile = workerKeys
@@ -204,9 +206,7 @@ func TestDeadLetterReplay(t *testing.T) {
 	}
 
 	// The worker is given the key; the records are replayed.
-	if err := os.WriteFile(workerKeys, []byte(both), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeKeys(t, workerKeys, both)
 	time.Sleep(500 * time.Millisecond) // past seal.reload
 	out.Reset()
 	if err := app.ReplayDeadLetters(context.Background(), s.cfg, []string{"seal_unknown_epoch"}, false, &out); err != nil {
