@@ -39,6 +39,7 @@ import (
 	"github.com/veilhq/veil/internal/seal"
 	"github.com/veilhq/veil/internal/testsvc"
 	"github.com/veilhq/veil/sink"
+	"github.com/veilhq/veil/worker"
 )
 
 var (
@@ -520,7 +521,6 @@ func Lag(brokers []string, group, topic string, partitions int) int64 {
 // number of other messages found there.
 func DeadLettered(t *testing.T, cfg app.Config) (sources map[string]bool, other int) {
 	t.Helper()
-	brokers, topic, partitions := cfg.Kafka.Brokers, cfg.Kafka.DLQTopic, cfg.Kafka.Partitions
 	var keys *seal.Keys
 	if cfg.Seal.Enabled() {
 		var err error
@@ -529,49 +529,31 @@ func DeadLettered(t *testing.T, cfg app.Config) (sources map[string]bool, other 
 		}
 	}
 	sources = map[string]bool{}
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
-	for p := 0; p < partitions; p++ {
-		lo, err := c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(p)}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		end := lo.Topics[topic][0].LastOffset
-		if end == 0 {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			m, err := r.ReadMessage(ctx)
-			cancel()
-			if err != nil {
-				r.Close()
-				t.Fatalf("dead-letter partition %d: %v", p, err)
-			}
-			src := ""
-			for _, h := range m.Headers {
-				if h.Key == "veil-source" {
-					src = string(h.Value)
-				}
-			}
-			value := m.Value
-			if keys != nil {
-				// The dead-letter topic is sealed: an event dead-lettered
-				// from its frame is sealed alone.
-				if value, err = keys.Open(nil, m.Value); err != nil {
-					t.Fatalf("dead-letter partition %d: %v", p, err)
-				}
-			}
-			if strings.HasPrefix(string(value), "poison") && src != "" {
-				sources[src] = true
-			} else {
-				other++
-			}
-			if m.Offset >= end-1 {
-				break
+	err := worker.ScanDeadLetters(context.Background(), cfg.Kafka, func(d worker.DeadLetter) error {
+		src := ""
+		for _, h := range d.Record.Headers {
+			if h.Key == worker.HeaderSource {
+				src = string(h.Value)
 			}
 		}
-		r.Close()
+		value := d.Record.Value
+		if keys != nil {
+			// The dead-letter topic is sealed: an event dead-lettered
+			// from its frame is sealed alone.
+			var err error
+			if value, err = keys.Open(nil, d.Record.Value); err != nil {
+				return fmt.Errorf("dead-letter partition %d: %w", d.Partition, err)
+			}
+		}
+		if strings.HasPrefix(string(value), "poison") && src != "" {
+			sources[src] = true
+		} else {
+			other++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return sources, other
 }
